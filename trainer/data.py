@@ -1,0 +1,344 @@
+"""Input: TFDS datasets and image folders, validated up front, as tf.data pipelines.
+
+A `Source` yields decoded `(uint8 image [H, W, C], int64 label)` examples of
+one split for one input pipeline (one worker). The pipelines built on it
+(`train_dataset`, `eval_dataset`) add caching, shuffling, augmentation,
+batching and prefetching, identically for every source.
+
+Pixels stay uint8 all the way: scaling to [0, 1] happens inside the model, so
+the exported model takes images exactly as a client holds them, and the cache
+holds 1 byte per pixel instead of 4.
+
+Sharding across workers (`tf.distribute.InputContext`): by file when the split
+has at least one file per worker (TFDS's `ReadConfig(input_context=...)`),
+otherwise by example (`Dataset.shard`). Either way each example goes to
+exactly one worker, so evaluation sums to the same numbers as one worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+from typing import Optional, Protocol
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from trainer import errors
+from trainer.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+FOLDER_PREFIX = "folder:"
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what tfds.ImageFolder reads
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the model, the export and the reports need to know about the data."""
+  name: str
+  image_shape: tuple[int, int, int]
+  class_names: tuple[str, ...]
+  num_train_examples: int
+  num_eval_examples: int
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+class Source(Protocol):
+  """Decoded examples of the train and eval splits."""
+  info: DatasetInfo
+
+  def read(self, train: bool, input_context: Optional[tf.distribute.InputContext],
+           seed: int) -> tf.data.Dataset:
+    """Examples of the train (or eval) split for this input pipeline."""
+
+
+# --------------------------------------------------------------------------
+# Sources
+
+
+class TfdsSource:
+  """A prepared TFDS dataset, or an image folder through `tfds.ImageFolder`."""
+
+  def __init__(self, builder: tfds.core.DatasetBuilder, info: DatasetInfo,
+               train_split: str, eval_split: str, image_size: Optional[int]):
+    self.builder = builder
+    self.info = info
+    self._splits = {True: train_split, False: eval_split}
+    self._image_feature = builder.info.features["image"]
+    self._resize = image_size
+
+  def read(self, train, input_context, seed):
+    split = self._splits[train]
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    files = len(self.builder.info.splits[split].file_instructions)
+    # tfds.ImageFolder reads a list of files that ReadConfig cannot shard.
+    by_file = (pipelines > 1 and files >= pipelines
+               and not isinstance(self.builder, tfds.ImageFolder))
+    read_config = tfds.ReadConfig(
+        input_context=input_context if by_file else None,
+        shuffle_seed=seed, try_autocache=False)
+    ds = self.builder.as_dataset(
+        split=split, as_supervised=True, shuffle_files=train, read_config=read_config,
+        # Shard before decoding so each worker decodes only its own images.
+        decoders={"image": tfds.decode.SkipDecoding()})
+    if pipelines > 1 and not by_file:
+      ds = ds.shard(pipelines, input_context.input_pipeline_id)
+    return ds.map(self._decode, num_parallel_calls=AUTOTUNE)
+
+  def _decode(self, encoded, label):
+    image = self._image_feature.decode_example(encoded)
+    if self._resize:
+      image = tf.image.resize(image, [self._resize, self._resize], antialias=True)
+      image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return image, tf.cast(label, tf.int64)
+
+
+class ArraySource:
+  """In-memory arrays; for benchmarks and tests that need no files."""
+
+  def __init__(self, info: DatasetInfo, train: tuple[np.ndarray, np.ndarray],
+               test: tuple[np.ndarray, np.ndarray]):
+    self.info = info
+    self._arrays = {True: train, False: test}
+
+  def read(self, train, input_context, seed):
+    del seed
+    ds = tf.data.Dataset.from_tensor_slices(self._arrays[train])
+    if input_context and input_context.num_input_pipelines > 1:
+      ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    return ds
+
+
+# --------------------------------------------------------------------------
+# Loading and validation: cheap checks that fail before any training.
+
+
+def load(config: TrainConfig) -> Source:
+  """Resolves `config.dataset` to a validated Source.
+
+  Raises:
+    DataError: unknown dataset, missing or unprepared data, an image folder
+      with no images, mismatched labels, a corrupt or odd-sized image.
+  """
+  if config.dataset.startswith(FOLDER_PREFIX):
+    return _load_folder(config)
+  return _load_tfds(config)
+
+
+def _load_tfds(config: TrainConfig) -> TfdsSource:
+  name = config.dataset
+  try:
+    builder = tfds.builder(name, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    base = name.split("/")[0].split(":")[0]
+    close = difflib.get_close_matches(base, tfds.list_builders(), n=3, cutoff=0.75)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise errors.DataError(
+        f"unknown dataset {name!r}{hint}: --dataset takes a TFDS image-classification "
+        "name such as cifar10, mnist or fashion_mnist, or folder:PATH.") from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.DataError(f"cannot open dataset {name!r} in --data-dir {config.data_dir!r}: {e}") from e
+
+  features = builder.info.features
+  keys = features.keys() if isinstance(features, tfds.features.FeaturesDict) else ()
+  if not ("image" in keys and isinstance(features["image"], tfds.features.Image)
+          and "label" in keys and isinstance(features["label"], tfds.features.ClassLabel)):
+    raise errors.DataError(
+        f"dataset {name!r} has no 'image' Image and 'label' ClassLabel features, so it is "
+        "not an image-classification dataset this trainer can use.")
+
+  if config.data_dir is not None:
+    if not builder.is_prepared():
+      raise errors.DataError(
+          f"--data-dir {config.data_dir!r} does not hold dataset {name!r} (version "
+          f"{builder.version}): prepare it with `tfds build {name} --data_dir "
+          f"{config.data_dir}`, or leave --data-dir out to let TFDS download it.")
+  elif not builder.is_prepared():
+    log.info("Dataset %s is not in %s; downloading and preparing it.", name, builder.data_dir)
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.DataError(
+          f"could not download dataset {name!r} into {builder.data_dir}: {e}. Prepare it "
+          "with `tfds build` where the network allows and pass --data-dir.") from e
+
+  counts = {}
+  for flag, split in (("train-split", config.train_split), ("eval-split", config.eval_split)):
+    try:
+      counts[flag] = builder.info.splits[split].num_examples
+    except (KeyError, ValueError, AssertionError) as e:
+      raise errors.DataError(
+          f"--{flag} {split!r} is not a split of {name!r}: it has "
+          f"{', '.join(sorted(builder.info.splits.keys()))} ({e}).") from None
+    if counts[flag] == 0:
+      raise errors.DataError(f"--{flag} {split!r} of {name!r} has no examples.")
+
+  shape = _image_shape(features["image"].shape, config.image_size, name)
+  info = DatasetInfo(
+      name=config.resolved_model_name(), image_shape=shape,
+      class_names=tuple(features["label"].names),
+      num_train_examples=counts["train-split"], num_eval_examples=counts["eval-split"])
+  return TfdsSource(builder, info, config.train_split, config.eval_split, config.image_size)
+
+
+def _image_shape(shape, image_size: Optional[int], what: str) -> tuple[int, int, int]:
+  h, w, c = shape
+  if c not in (1, 3):
+    raise errors.DataError(f"{what} has {c}-channel images; the trainer takes 1 (grey) or 3 (RGB).")
+  if image_size:
+    return (image_size, image_size, c)
+  if h is None or w is None:
+    raise errors.DataError(f"{what} has images of varying size: pass --image-size N to resize them.")
+  if min(h, w) < 16:
+    raise errors.DataError(f"{what} has {h}x{w} images; pass --image-size 32 (or more) to upscale them.")
+  return (h, w, c)
+
+
+def _load_folder(config: TrainConfig) -> TfdsSource:
+  """Validates PATH/{train,test}/<label>/*.png|jpg and wraps it in tfds.ImageFolder."""
+  root = config.dataset[len(FOLDER_PREFIX):]
+  if not tf.io.gfile.isdir(root):
+    raise errors.DataError(f"--dataset folder:{root}: no such directory.")
+  splits = {}
+  for split in ("train", "test"):
+    split_dir = os.path.join(root, split)
+    if not tf.io.gfile.isdir(split_dir):
+      raise errors.DataError(
+          f"--dataset folder:{root} has no {split}/ directory: lay images out as "
+          f"{root}/train/<label>/*.png and {root}/test/<label>/*.png.")
+    splits[split] = {
+        label: sorted(f for f in tf.io.gfile.listdir(os.path.join(split_dir, label))
+                      if f.lower().endswith(_IMAGE_EXTENSIONS))
+        for label in sorted(tf.io.gfile.listdir(split_dir))
+        if tf.io.gfile.isdir(os.path.join(split_dir, label))}
+    splits[split] = {k.rstrip("/"): v for k, v in splits[split].items()}
+    if not any(splits[split].values()):
+      raise errors.DataError(
+          f"--dataset folder:{root} has no .png or .jpg images under {split}/<label>/: "
+          f"lay images out as {root}/{split}/<label>/*.png.")
+  train_labels = {k for k, v in splits["train"].items() if v}
+  test_labels = {k for k, v in splits["test"].items() if v}
+  if train_labels != test_labels:
+    raise errors.DataError(
+        f"--dataset folder:{root}: train/ and test/ have different label sets "
+        f"(only in train: {sorted(train_labels - test_labels) or 'none'}; only in test: "
+        f"{sorted(test_labels - train_labels) or 'none'}). Give both the same <label> folders.")
+  if len(train_labels) < 2:
+    raise errors.DataError(f"--dataset folder:{root} has one label; classification needs two or more.")
+
+  shape = _scan_images(root, splits, config.image_size)
+  builder = tfds.ImageFolder(root, shape=(None, None, shape[2]) if config.image_size else shape,
+                             dtype=tf.uint8)
+  info = DatasetInfo(
+      name=config.resolved_model_name(), image_shape=shape,
+      class_names=tuple(sorted(train_labels)),
+      num_train_examples=sum(len(v) for v in splits["train"].values()),
+      num_eval_examples=sum(len(v) for v in splits["test"].values()))
+  if tuple(builder.info.features["label"].names) != info.class_names:
+    # Empty label folders count for ImageFolder but not for us.
+    raise errors.DataError(
+        f"--dataset folder:{root} has empty <label> folders "
+        f"({sorted(set(builder.info.features['label'].names) - train_labels)}): remove them.")
+  return TfdsSource(builder, info, "train", "test", config.image_size)
+
+
+def _scan_images(root: str, splits: dict, image_size: Optional[int]) -> tuple[int, int, int]:
+  """Decodes every image once, so a bad file fails now, by name, not mid-epoch.
+
+  Returns:
+    The (H, W, C) every image will have: their common size (or image_size),
+    and 1 channel if all are greyscale, else 3.
+  """
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
+
+  first = None
+  grey = True
+  for split, labels in splits.items():
+    for label, files in labels.items():
+      for name in files:
+        path = os.path.join(root, split, label, name)
+        try:
+          with tf.io.gfile.GFile(path, "rb") as f, Image.open(f) as img:
+            img.load()  # a full decode: truncated files fail here
+            size, mode = img.size, img.mode
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+          raise errors.DataError(
+              f"corrupt or unreadable image {path}: {e}. Remove or replace the file.") from None
+        grey = grey and mode in ("1", "L", "I", "I;16", "F")
+        if first is None:
+          first = (path, size)
+        elif size != first[1] and not image_size:
+          raise errors.DataError(
+              f"image {path} is {size[0]}x{size[1]} pixels but {first[0]} is "
+              f"{first[1][0]}x{first[1][1]}: pass --image-size N to resize all images.")
+  (w, h) = first[1]
+  return _image_shape((h, w, 1 if grey else 3), image_size, f"folder:{root}")
+
+
+# --------------------------------------------------------------------------
+# Pipelines
+
+
+def augment(image: tf.Tensor, label: tf.Tensor, pad: int = 4):
+  """CIFAR augmentation: zero-pad by `pad` pixels, random crop back, random flip.
+
+  Works on one uint8 [H, W, C] image and keeps its dtype and shape.
+  """
+  h, w, c = image.shape
+  image = tf.image.pad_to_bounding_box(image, pad, pad, h + 2 * pad, w + 2 * pad)
+  image = tf.image.random_crop(image, [h, w, c])
+  return tf.image.random_flip_left_right(image), label
+
+
+def _should_cache(config: TrainConfig, info: DatasetInfo, examples: int) -> bool:
+  if config.cache != "auto":
+    return config.cache == "memory"
+  return examples * int(np.prod(info.image_shape)) <= config.cache_limit_mb * 2**20
+
+
+def train_dataset(source: Source, config: TrainConfig,
+                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """Endless shuffled training batches of per-replica size for one input pipeline."""
+  pipelines = input_context.num_input_pipelines if input_context else 1
+  pipeline_id = input_context.input_pipeline_id if input_context else 0
+  batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
+  local_examples = -(-source.info.num_train_examples // pipelines)
+  ds = source.read(True, input_context, config.seed + pipeline_id)
+  if _should_cache(config, source.info, local_examples):
+    ds = ds.cache()
+  # A buffer larger than the split adds memory, not randomness.
+  ds = ds.shuffle(min(config.shuffle_buffer, local_examples), seed=config.seed + pipeline_id,
+                  reshuffle_each_iteration=True)
+  ds = ds.repeat()
+  if config.augment:
+    ds = ds.map(augment, num_parallel_calls=AUTOTUNE)
+  ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+  return ds.prefetch(AUTOTUNE)
+
+
+def eval_dataset(source: Source, config: TrainConfig,
+                 input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
+  """One pass over this pipeline's share of the eval split, in per-replica batches."""
+  pipelines = input_context.num_input_pipelines if input_context else 1
+  batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
+  ds = source.read(False, input_context, config.seed)
+  if _should_cache(config, source.info, -(-source.info.num_eval_examples // pipelines)):
+    ds = ds.cache()
+  return ds.batch(batch).prefetch(AUTOTUNE)
+
+
+def describe(source: Source, config: TrainConfig, num_workers: int) -> str:
+  """One log line on what will be read and how."""
+  info = source.info
+  cache = _should_cache(config, info, -(-info.num_train_examples // num_workers))
+  return (f"dataset {config.dataset}: {info.num_train_examples} train / {info.num_eval_examples} "
+          f"eval images of {'x'.join(map(str, info.image_shape))}, {info.num_classes} classes; "
+          f"cache in memory: {'yes' if cache else 'no'}; augment: {'yes' if config.augment else 'no'}")

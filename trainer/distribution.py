@@ -1,0 +1,228 @@
+"""Distribution: which strategy, which worker am I, where may I write.
+
+Everything multi-worker lives here, decided from the environment:
+
+* `TF_CONFIG` set (Kubeflow TFJob, Vertex AI, by hand):
+  `MultiWorkerMirroredStrategy` over its chief and workers.
+* A Kubernetes Indexed Job (`JOB_COMPLETION_INDEX` and `TRAINER_NUM_WORKERS`
+  set): TF_CONFIG is derived from the pod's index and the headless Service's
+  stable pod DNS names, `<job>-<index>.<service>:<port>`.
+* Otherwise one machine: `MirroredStrategy` over two or more GPUs, else the
+  default strategy (one GPU or the CPU).
+
+Workers are numbered as MultiWorkerMirroredStrategy numbers them: a `chief`
+task, if any, is worker 0 and the chief; otherwise worker 0 is the chief.
+Only the chief writes to the job directory; other workers write what the
+strategy needs (checkpoints) into a local temporary directory they delete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from typing import Mapping, Optional
+
+import tensorflow as tf
+
+from trainer import errors
+
+log = logging.getLogger(__name__)
+
+# Environment of an Indexed Job pod; k8s/job.yaml sets the TRAINER_* ones.
+ENV_INDEX = "JOB_COMPLETION_INDEX"        # set by Kubernetes for Indexed Jobs
+ENV_NUM_WORKERS = "TRAINER_NUM_WORKERS"   # = the Job's completions
+ENV_JOB_NAME = "TRAINER_JOB_NAME"         # the Job's name, the pods' hostname prefix
+ENV_SERVICE = "TRAINER_SERVICE"           # headless Service = the pods' subdomain
+ENV_PORT = "TRAINER_PORT"                 # the gRPC port every worker listens on
+DEFAULT_PORT = 2222
+
+_ADDRESS_RE = re.compile(r"^\[?[A-Za-z0-9.\-_:]+\]?:\d{1,5}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """This process's place in the training cluster."""
+  num_workers: int
+  worker_index: int
+  is_chief: bool
+  tf_config: Optional[dict]  # None on a single machine
+  source: str  # where the description came from, for the log
+
+  @property
+  def is_multi_worker(self) -> bool:
+    return self.tf_config is not None
+
+
+def cluster_from_env(env: Optional[Mapping[str, str]] = None) -> Cluster:
+  """Reads the cluster from TF_CONFIG or an Indexed Job's environment.
+
+  Only parses and checks; starts nothing. For an Indexed Job the derived
+  TF_CONFIG is returned in `Cluster.tf_config`; `create_strategy` exports it.
+
+  Raises:
+    ClusterError: TF_CONFIG or the Indexed-Job variables are malformed.
+  """
+  env = os.environ if env is None else env
+  if env.get("TF_CONFIG", "").strip():
+    return _parse_tf_config(env["TF_CONFIG"], "TF_CONFIG")
+  if ENV_INDEX in env and ENV_NUM_WORKERS in env:
+    return _parse_tf_config(json.dumps(indexed_job_tf_config(env)),
+                            "Kubernetes Indexed Job (JOB_COMPLETION_INDEX)")
+  return Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
+                 source="single machine (no TF_CONFIG, no JOB_COMPLETION_INDEX)")
+
+
+def indexed_job_tf_config(env: Mapping[str, str]) -> dict:
+  """TF_CONFIG for pod `JOB_COMPLETION_INDEX` of an Indexed Job.
+
+  Pods of an Indexed Job with `subdomain: <service>` and a headless Service
+  of that name resolve as `<job>-<index>.<service>`, stable across restarts.
+
+  Raises:
+    ClusterError: a variable is missing or out of range.
+  """
+  def integer(name: str, low: int) -> int:
+    raw = env.get(name, "")
+    try:
+      value = int(raw)
+    except ValueError:
+      raise errors.ClusterError(f"{name}={raw!r} is not an integer: fix the Job manifest's env.") from None
+    if value < low:
+      raise errors.ClusterError(f"{name}={value} must be >= {low}: fix the Job manifest's env.")
+    return value
+
+  num_workers = integer(ENV_NUM_WORKERS, 1)
+  index = integer(ENV_INDEX, 0)
+  port = integer(ENV_PORT, 1) if env.get(ENV_PORT) else DEFAULT_PORT
+  if index >= num_workers:
+    raise errors.ClusterError(
+        f"{ENV_INDEX}={index} but {ENV_NUM_WORKERS}={num_workers}: the Job's completions and "
+        f"{ENV_NUM_WORKERS} must be equal.")
+  missing = [n for n in (ENV_JOB_NAME, ENV_SERVICE) if not env.get(n)]
+  if missing:
+    raise errors.ClusterError(
+        f"{', '.join(missing)} not set: an Indexed Job needs the Job name and the headless "
+        "Service name to address its workers (see k8s/job.yaml).")
+  job, service = env[ENV_JOB_NAME], env[ENV_SERVICE]
+  return {
+      "cluster": {"worker": [f"{job}-{i}.{service}:{port}" for i in range(num_workers)]},
+      "task": {"type": "worker", "index": index},
+  }
+
+
+def _parse_tf_config(raw: str, source: str) -> Cluster:
+  def bad(why: str) -> errors.ClusterError:
+    return errors.ClusterError(f"malformed TF_CONFIG ({source}): {why}")
+
+  try:
+    tf_config = json.loads(raw)
+  except json.JSONDecodeError as e:
+    raise bad(f"not JSON ({e})") from None
+  if not isinstance(tf_config, dict):
+    raise bad("expected a JSON object with 'cluster' and 'task'")
+  cluster, task = tf_config.get("cluster"), tf_config.get("task")
+  if not isinstance(cluster, dict) or not cluster:
+    raise bad("'cluster' must map task types to address lists, e.g. "
+              '{"worker": ["host0:2222", "host1:2222"]}')
+  if not isinstance(task, dict):
+    raise bad("'task' must be an object like {\"type\": \"worker\", \"index\": 0}")
+  unsupported = sorted(set(cluster) - {"chief", "worker"})
+  if unsupported:
+    raise bad(f"task types {unsupported} are not supported: MultiWorkerMirroredStrategy "
+              "uses 'chief' and 'worker' only (no parameter servers or evaluators)")
+  for kind, addresses in cluster.items():
+    if not isinstance(addresses, list) or not addresses:
+      raise bad(f"cluster.{kind} must be a non-empty list of host:port strings")
+    for address in addresses:
+      if not isinstance(address, str) or not _ADDRESS_RE.match(address):
+        raise bad(f"cluster.{kind} has {address!r}, which is not host:port")
+  if len(cluster.get("chief", [])) > 1:
+    raise bad("there can be at most one chief")
+  kind, index = task.get("type"), task.get("index", 0)
+  if kind not in cluster:
+    raise bad(f"task.type {kind!r} is not one of the cluster's task types {sorted(cluster)}")
+  if not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+    raise bad(f"task.index {index!r} is out of range for {len(cluster[kind])} {kind} task(s)")
+
+  chiefs = len(cluster.get("chief", []))
+  worker_index = index if kind == "chief" else chiefs + index
+  return Cluster(
+      num_workers=chiefs + len(cluster.get("worker", [])),
+      worker_index=worker_index,
+      is_chief=worker_index == 0,
+      tf_config={"cluster": cluster, "task": {"type": kind, "index": index}},
+      source=source)
+
+
+def create_strategy(cluster: Cluster, collective_timeout_s: float) -> tf.distribute.Strategy:
+  """Creates the strategy the cluster calls for, and logs the choice and why.
+
+  Must run before TensorFlow executes any op: MultiWorkerMirroredStrategy
+  configures collectives at context start-up.
+
+  Args:
+    cluster: from `cluster_from_env`.
+    collective_timeout_s: bound on any one cross-worker collective. A peer
+      that dies mid-step then fails the others within this many seconds
+      instead of hanging them (config.collective_timeout_s).
+  """
+  gpus = tf.config.list_physical_devices("GPU")
+  if cluster.is_multi_worker:
+    os.environ["TF_CONFIG"] = json.dumps(cluster.tf_config)
+    # NCCL is the fast all-reduce between GPUs; RING over gRPC is what CPUs have.
+    impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
+            else tf.distribute.experimental.CommunicationImplementation.RING)
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=impl, timeout_seconds=collective_timeout_s)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    log.info("Strategy: MultiWorkerMirroredStrategy, %d workers (this is worker %d%s), "
+             "%d replicas, %s collectives; cluster from %s.", cluster.num_workers,
+             cluster.worker_index, ", the chief" if cluster.is_chief else "",
+             strategy.num_replicas_in_sync, impl.name, cluster.source)
+  elif len(gpus) > 1:
+    strategy = tf.distribute.MirroredStrategy()
+    log.info("Strategy: MirroredStrategy over %d GPUs (one machine, several GPUs).", len(gpus))
+  else:
+    strategy = tf.distribute.get_strategy()
+    log.info("Strategy: default (one machine, %s).", "1 GPU" if gpus else "CPU only")
+  return strategy
+
+
+def worker_dir(cluster: Cluster, chief_dir: str) -> str:
+  """Where this worker writes what the strategy needs: `chief_dir` on the chief.
+
+  Other workers get a fresh local temporary directory; delete it with
+  `remove_worker_dir` when done. Writing into a temporary location keeps
+  workers from overwriting the chief's files in a shared job directory.
+  """
+  if cluster.is_chief:
+    return chief_dir
+  return tempfile.mkdtemp(prefix=f"trainer-worker{cluster.worker_index}-")
+
+
+def remove_worker_dir(cluster: Cluster, path: str) -> None:
+  if not cluster.is_chief:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def log_batch(strategy: tf.distribute.Strategy, global_batch: int, base_lr: float,
+              reference_batch: int, rule: str, effective_lr: float) -> None:
+  """States how the global batch splits and how the learning rate followed it."""
+  replicas = strategy.num_replicas_in_sync
+  log.info("Batch: global %d = %d replica(s) x %d per replica.", global_batch, replicas,
+           global_batch // replicas)
+  log.info("Learning rate: %.3g at batch %d, %s-scaled to %.3g at global batch %d.",
+           base_lr, reference_batch, rule, effective_lr, global_batch)
+
+
+def check_batch(strategy: tf.distribute.Strategy, global_batch: int) -> None:
+  replicas = strategy.num_replicas_in_sync
+  if global_batch % replicas:
+    raise errors.ConfigError(
+        f"--batch-size {global_batch} does not divide over {replicas} replicas: use a "
+        f"multiple of {replicas}, e.g. {max(replicas, global_batch // replicas * replicas)}.")

@@ -1,0 +1,56 @@
+"""Errors a user can cause, and the process exit codes they map to.
+
+Every error that bad input can trigger is a `UserError` with a one-line,
+actionable message. `trainer.task` catches them once, prints the message and
+exits with the error's code. Anything else is a bug or an infrastructure
+failure and exits 1 with a traceback.
+"""
+
+# Exit codes. k8s/job.yaml's podFailurePolicy and README depend on these values.
+EXIT_OK = 0
+# Unexpected failure (a bug, out of memory, ...). Kubernetes retries it within
+# the Job's backoff limit.
+EXIT_FAILURE = 1
+# Bad input: flags, data, paths, permissions. Retrying cannot help, so the Job
+# fails at once.
+EXIT_USAGE = 2
+# A peer worker was lost (pod deleted, node gone, network partition). The
+# state from the last checkpoint is intact; restarting every worker resumes.
+EXIT_PEER_LOST = 69  # EX_UNAVAILABLE in sysexits.h
+# SIGTERM (preemption, node drain) was received, every worker saved a
+# checkpoint at the same step, and the job can resume from it.
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL in sysexits.h
+
+
+class UserError(Exception):
+  """An error caused by the user's input; the message says what to do."""
+
+  exit_code = EXIT_USAGE
+
+
+class ConfigError(UserError):
+  """A flag or configuration value is invalid."""
+
+
+class DataError(UserError):
+  """The dataset cannot be found, read or used."""
+
+
+class StorageError(UserError):
+  """A path or bucket cannot be read or written."""
+
+
+class ClusterError(UserError):
+  """The cluster description (TF_CONFIG or the Indexed-Job environment) is malformed."""
+
+
+class PeerLostError(Exception):
+  """Another worker stopped answering; training must restart from a checkpoint."""
+
+  exit_code = EXIT_PEER_LOST
+
+
+class Preempted(Exception):
+  """Training stopped on SIGTERM after saving a checkpoint."""
+
+  exit_code = EXIT_PREEMPTED

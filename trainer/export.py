@@ -1,0 +1,132 @@
+"""Export: the SavedModel TF Serving loads.
+
+Signatures (names, dtypes and shapes are the serving contract; tests check
+them with `saved_model_cli show --all`):
+
+  serving_default(images: uint8 [batch, H, W, C])
+  serving_encoded(image_bytes: string [batch])   PNG/JPEG/GIF/BMP file bytes;
+                                                 REST clients send {"b64": ...}
+    -> probabilities: float32 [batch, num_classes]   softmax of the logits
+       classes:       int64   [batch]                 argmax
+       class_names:   string  [batch, num_classes]    name of class i at [:, i]
+
+`class_names` makes the model self-describing, so a client needs no label list
+that could drift from the training data (the convention of TF's classification
+signature). Encoded images must already have the model's size; the server
+returns INVALID_ARGUMENT naming the expected size rather than resizing quietly.
+
+The model is exported through `keras.export.ExportArchive`, the Keras 3 route
+to a SavedModel with explicit signatures (`Model.save` refuses SavedModel
+directories and `tf.saved_model.save` renames Keras 3 inputs). It is written
+to a local temporary directory and then published (`storage.publish_version`)
+so no partially written version is ever visible to a server polling the path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from trainer import model as model_lib
+from trainer import storage
+from trainer.data import DatasetInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+ENCODED_SIGNATURE = "serving_encoded"
+# Written into the SavedModel's assets.extra/, which TF Serving ignores.
+RUN_INFO_FILE = "trainer_run.json"
+
+
+def serving_model(trained: keras.Model, architecture: str, info: DatasetInfo) -> keras.Model:
+  """A float32 copy of `trained` built outside any distribution strategy.
+
+  Mixed-precision training keeps float32 variables, so the weights copy over
+  unchanged; the copy serves in float32 on any CPU or GPU and carries no
+  distributed-variable wrappers into the SavedModel.
+  """
+  copy = model_lib.create_model(architecture, info.image_shape, info.num_classes, "off")
+  copy.set_weights(trained.get_weights())
+  return copy
+
+
+def write_saved_model(model: keras.Model, info: DatasetInfo, path: str,
+                      run_info: Optional[dict] = None) -> None:
+  """Writes `model` as a SavedModel with the two serving signatures to `path`."""
+  h, w, c = info.image_shape
+  names = tf.constant(list(info.class_names))
+
+  def outputs(images):
+    logits = model(images, training=False)
+    batch = tf.shape(logits)[0]
+    return {
+        "probabilities": tf.nn.softmax(logits, axis=-1),
+        "classes": tf.argmax(logits, axis=-1, output_type=tf.int64),
+        "class_names": tf.broadcast_to(names[tf.newaxis, :], [batch, info.num_classes]),
+    }
+
+  def serve(images):
+    return outputs(images)
+
+  def decode(image_bytes):
+    image = tf.io.decode_image(image_bytes, channels=c, dtype=tf.uint8, expand_animations=False)
+    tf.debugging.assert_equal(
+        tf.shape(image)[:2], tf.constant([h, w]),
+        message=f"each encoded image must be {h}x{w} pixels (height x width); resize it first")
+    return tf.ensure_shape(image, [h, w, c])
+
+  def serve_encoded(image_bytes):
+    images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([h, w, c], tf.uint8))
+    return outputs(images)
+
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint(DEFAULT_SIGNATURE, serve,
+                       input_signature=[tf.TensorSpec([None, h, w, c], tf.uint8, name="images")])
+  archive.add_endpoint(ENCODED_SIGNATURE, serve_encoded,
+                       input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+  archive.write_out(path, verbose=False)
+  extra = os.path.join(path, "assets.extra")
+  os.makedirs(extra, exist_ok=True)
+  with open(os.path.join(extra, RUN_INFO_FILE), "w", encoding="utf-8") as f:
+    json.dump({**(run_info or {}), "class_names": list(info.class_names),
+               "image_shape": list(info.image_shape)}, f, indent=2)
+
+
+def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list[str],
+           run_info: Optional[dict] = None) -> tuple[int, list[str]]:
+  """Exports `model` (of `config.model` architecture) as a new version under each base.
+
+  Args:
+    model: the trained model, possibly holding distributed variables.
+    info: the data it was trained on.
+    architecture: `config.model`, to rebuild the model for serving.
+    bases: model base paths (…/export/<model-name>, PUBLISH_DIR/<model-name>).
+    run_info: provenance recorded in the SavedModel's assets.extra/.
+
+  All bases get the same version number: one more than the highest version
+  under any of them, so versions only grow.
+
+  Returns:
+    (version, the published version paths).
+  """
+  serving = serving_model(model, architecture, info)
+  staging = tempfile.mkdtemp(prefix="trainer-export-")
+  try:
+    local = os.path.join(staging, "saved_model")
+    write_saved_model(serving, info, local, run_info)
+    version = storage.next_version(bases)
+    paths = [storage.publish_version(local, base, version) for base in bases]
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  for p in paths:
+    log.info("Exported SavedModel version %d to %s", version, p)
+  return version, paths

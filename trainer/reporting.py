@@ -1,0 +1,89 @@
+"""Evaluation reports: the pictures for TensorBoard.
+
+Two images per evaluation, drawn with matplotlib as the tutorial draws them:
+the confusion matrix, and a grid of test images titled "true / predicted"
+(red where wrong). Both are written as TensorBoard image summaries.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def _figure_to_rgba(fig) -> np.ndarray:
+  """Renders a matplotlib figure to a uint8 [1, H, W, 4] array and closes it."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=100)
+  plt.close(fig)
+  buf.seek(0)
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  return np.asarray(Image.open(buf).convert("RGBA"))[np.newaxis]
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")  # no display on training nodes
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def confusion_matrix_image(matrix: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray:
+  """The confusion matrix (rows: true class, columns: predicted), row-normalised.
+
+  Returns:
+    uint8 [1, H, W, 4], ready for `tf.summary.image`.
+  """
+  plt = _pyplot()
+  matrix = np.asarray(matrix, dtype=np.float64)
+  rows = matrix.sum(axis=1, keepdims=True)
+  normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+  n = len(class_names)
+  size = max(5.0, 0.55 * n + 2)
+  fig, ax = plt.subplots(figsize=(size, size))
+  ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+  ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+  ax.set_yticks(range(n), class_names)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  if n <= 20:
+    for i in range(n):
+      for j in range(n):
+        ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if normalised[i, j] > 0.5 else "black")
+  ax.set_title(f"Confusion matrix ({int(matrix.sum())} test images)")
+  fig.tight_layout()
+  return _figure_to_rgba(fig)
+
+
+def predictions_image(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray,
+                      class_names: tuple[str, ...]) -> np.ndarray:
+  """A grid of test images titled 'true / predicted', wrong ones in red.
+
+  Args:
+    images: uint8 [N, H, W, C], C in {1, 3}.
+    labels, predictions: int [N].
+
+  Returns:
+    uint8 [1, H, W, 4], ready for `tf.summary.image`.
+  """
+  plt = _pyplot()
+  n = len(images)
+  cols = min(5, n)
+  rows = -(-n // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+  for k, ax in enumerate(axes.flat):
+    ax.axis("off")
+    if k >= n:
+      continue
+    image = images[k]
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image,
+              cmap="gray" if image.shape[-1] == 1 else None)
+    right = labels[k] == predictions[k]
+    ax.set_title(f"{class_names[labels[k]]} / {class_names[predictions[k]]}",
+                 fontsize=8, color="black" if right else "red")
+  fig.suptitle("true / predicted", fontsize=9)
+  fig.tight_layout()
+  return _figure_to_rgba(fig)

@@ -1,0 +1,117 @@
+"""Command line: flags -> TrainConfig -> train.run(), errors -> exit codes.
+
+  python -m trainer.task --dataset cifar10 --job-dir runs/cifar10
+  python -m trainer.task --help
+
+Exit codes (trainer/errors.py): 0 done, 1 unexpected failure, 2 bad input,
+69 a peer worker was lost, 75 stopped on SIGTERM with the state saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import typing
+from typing import Optional, Sequence
+
+from trainer import config as config_lib
+from trainer import errors
+
+log = logging.getLogger("trainer")
+
+
+def _flag_type(field: dataclasses.Field):
+  hint = typing.get_type_hints(config_lib.TrainConfig)[field.name]
+  args = [a for a in typing.get_args(hint) if a is not type(None)]
+  return args[0] if args else hint
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """One flag per TrainConfig field, with its default and preset overrides in --help."""
+  parser = argparse.ArgumentParser(
+      prog="python -m trainer.task",
+      description="Train the tutorial CNN on a TFDS dataset or an image folder, write "
+                  "TensorBoard logs and checkpoints to --job-dir, and export a SavedModel "
+                  "for TF Serving. Flags override the --preset.",
+      epilog="Exit codes: 0 done (or already done), 1 unexpected failure, 2 bad input, "
+             f"{errors.EXIT_PEER_LOST} a peer worker was lost, {errors.EXIT_PREEMPTED} stopped "
+             "on SIGTERM after saving a checkpoint (rerun to resume).")
+  parser.add_argument(
+      "--preset", default="cifar10", choices=sorted(config_lib.PRESETS),
+      help="Named configuration the other flags override (default: cifar10).")
+  for field in config_lib.fields():
+    flag = "--" + field.name.replace("_", "-")
+    overrides = [f"{name}: {values[field.name]}" for name, values in config_lib.PRESETS.items()
+                 if field.name in values]
+    help_text = f"{field.metadata['help']} (default: {field.default}"
+    help_text += f"; preset {', '.join(overrides)})" if overrides else ")"
+    kind = _flag_type(field)
+    kwargs = dict(default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
+    if kind is bool:
+      parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+    else:
+      parser.add_argument(flag, type=kind, choices=field.metadata.get("choices"),
+                          metavar=field.name.upper(), **kwargs)
+  return parser
+
+
+def parse_config(argv: Optional[Sequence[str]] = None) -> config_lib.TrainConfig:
+  """Parses flags into a validated config.
+
+  Raises:
+    SystemExit(2): for flags argparse rejects (unknown flag, wrong type).
+    ConfigError: for values TrainConfig.validate rejects.
+  """
+  args = vars(build_parser().parse_args(argv))
+  preset = args.pop("preset")
+  config = config_lib.preset(preset, **args)
+  config.validate()
+  return config
+
+
+def _setup_logging() -> None:
+  worker = os.environ.get("JOB_COMPLETION_INDEX")
+  prefix = f"[worker {worker}] " if worker else ""
+  logging.basicConfig(
+      level=logging.INFO, stream=sys.stderr,
+      format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+  # TFDS logs every file it opens through absl at INFO.
+  logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the trainer; returns the process exit code."""
+  try:
+    config = parse_config(argv)
+  except errors.UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return e.exit_code
+  _setup_logging()
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TF's C++ INFO chatter out
+  # Imported here so that flag errors above answer before TensorFlow loads.
+  from trainer import train  # pylint: disable=import-outside-toplevel
+
+  try:
+    train.run(config)
+  except errors.UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return e.exit_code
+  except (errors.Preempted, errors.PeerLostError) as e:
+    log.error("%s", e)
+    return e.exit_code
+  except KeyboardInterrupt:
+    log.error("Interrupted.")
+    return 130
+  return errors.EXIT_OK
+
+
+def main_entry() -> None:
+  """The `cnn-trainer` console script."""
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  main_entry()

@@ -1,0 +1,537 @@
+"""Training: a custom loop that runs unchanged under any tf.distribute strategy.
+
+Why not `model.fit`: in TF 2.21 / Keras 3.15, `fit` fails under
+MultiWorkerMirroredStrategy (keras-team/keras#20585; shared/ENVIRONMENT.md),
+and Keras 3's callbacks have no chief logic, so `BackupAndRestore` and
+`TensorBoard` would make every worker write into the same directory. The
+alternative, legacy `tf_keras`, pins TensorFlow to its own minor version and
+has no future. So this loop drives Keras 3 layers and optimiser directly with
+`strategy.run`: the same code runs under the default strategy, `MirroredStrategy`
+and `MultiWorkerMirroredStrategy`, and tests prove each.
+
+Per step: each replica computes its share of the loss (averaged over the
+*global* batch, so summing over replicas gives the mean), the optimiser
+all-reduces the gradients and applies them. Several steps run per call into
+the compiled function (`steps_per_execution`) to keep Python off the hot path.
+
+Progress lives in the checkpoint: completed epochs and steps into the current
+epoch. A rerun with the same job dir restores it and says where it resumed.
+SIGTERM is turned into a checkpoint at a step every worker agrees on (the
+flag is all-reduced with the next training call), then exit code 75.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import data as data_lib
+from trainer import distribution
+from trainer import errors
+from trainer import export as export_lib
+from trainer import model as model_lib
+from trainer import reporting
+from trainer import storage
+from trainer.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Job-directory layout (README documents it).
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+EXPORT_DIR = "export"
+# Test images shown in TensorBoard's predictions grid.
+SAMPLE_IMAGES = 20
+
+# Errors a collective raises when a peer worker has gone away.
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up from 0 to `peak`, then constant or cosine decay to 0."""
+
+  def __init__(self, peak: float, warmup_steps: int, total_steps: int, cosine: bool):
+    self.peak = peak
+    self.warmup_steps = warmup_steps
+    self.total_steps = total_steps
+    self.cosine = cosine
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    lr = tf.constant(self.peak, tf.float32)
+    if self.warmup_steps:
+      # (step + 1): the first step already moves the weights.
+      lr *= tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
+    if self.cosine:
+      decay_steps = max(1, self.total_steps - self.warmup_steps)
+      progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+      lr *= 0.5 * (1.0 + tf.cos(math.pi * progress))
+    return lr
+
+  def get_config(self):
+    return dict(peak=self.peak, warmup_steps=self.warmup_steps,
+                total_steps=self.total_steps, cosine=self.cosine)
+
+
+class _Sums:
+  """Running sums per replica, summed over all replicas and workers when read.
+
+  ON_READ/SUM variables cost no communication per step: each replica adds
+  locally, and reading them in cross-replica context performs one
+  all-reduce. Every worker must therefore read at the same point.
+  """
+
+  def __init__(self, num_classes: int):
+    def var(shape):
+      return tf.Variable(tf.zeros(shape), trainable=False,
+                         synchronization=tf.VariableSynchronization.ON_READ,
+                         aggregation=tf.VariableAggregation.SUM)
+    self.num_classes = num_classes
+    self.loss = var([])
+    self.correct = var([])
+    self.count = var([])
+    self.confusion = var([num_classes, num_classes])
+
+  def update(self, labels, logits, per_example_loss, confusion: bool):
+    predictions = tf.argmax(logits, axis=-1, output_type=labels.dtype)
+    self.loss.assign_add(tf.reduce_sum(per_example_loss))
+    self.correct.assign_add(tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32)))
+    self.count.assign_add(tf.cast(tf.size(labels), tf.float32))
+    if confusion:
+      self.confusion.assign_add(tf.math.confusion_matrix(
+          labels, predictions, num_classes=self.num_classes, dtype=tf.float32))
+
+  def read_and_reset(self) -> dict[str, Any]:
+    count = float(self.count.read_value())
+    result = {
+        "loss": float(self.loss.read_value()) / max(count, 1.0),
+        "accuracy": float(self.correct.read_value()) / max(count, 1.0),
+        "count": int(count),
+        "confusion": self.confusion.read_value().numpy(),
+    }
+    for v in (self.loss, self.correct, self.count, self.confusion):
+      v.assign(tf.zeros_like(v))
+    return result
+
+
+@dataclasses.dataclass
+class _Paths:
+  """Where things go in the job directory."""
+  job_dir: str
+
+  @property
+  def config(self):
+    return storage.join(self.job_dir, CONFIG_FILE)
+
+  @property
+  def metrics(self):
+    return storage.join(self.job_dir, METRICS_FILE)
+
+  @property
+  def checkpoints(self):
+    return storage.join(self.job_dir, CHECKPOINT_DIR)
+
+  def logs(self, run: str):
+    return storage.join(self.job_dir, LOG_DIR, run)
+
+  def export_base(self, model_name: str):
+    return storage.join(self.job_dir, EXPORT_DIR, model_name)
+
+
+def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
+        datasets: Optional[data_lib.Source] = None) -> dict[str, Any]:
+  """Trains, evaluates and exports as `config` says; resumes from the job dir.
+
+  Cheap checks (config, cluster description, data, writable paths) run
+  before the strategy is created, so bad input fails in seconds on every
+  worker instead of after the cluster has assembled.
+
+  Args:
+    config: the resolved configuration.
+    strategy: a strategy to use instead of the one the environment calls
+      for (tests pass MirroredStrategy over logical devices).
+    datasets: a Source to use instead of loading `config.dataset`.
+
+  Returns:
+    The final metrics, as written to metrics.json.
+
+  Raises:
+    UserError: bad input (exit code 2).
+    Preempted: SIGTERM; state saved (exit code 75).
+    PeerLostError: another worker was lost (exit code 69).
+  """
+  config.validate()
+  cluster = (distribution.Cluster(1, 0, True, None, "injected strategy") if strategy
+             else distribution.cluster_from_env())
+  source = datasets or data_lib.load(config)
+  paths = _Paths(config.resolved_job_dir())
+  storage.ensure_writable_dir(paths.job_dir, "--job-dir")
+  if config.publish_dir and cluster.is_chief:
+    storage.ensure_writable_dir(config.publish_dir, "--publish-dir")
+  steps_per_epoch = source.info.num_train_examples // config.batch_size
+  if steps_per_epoch < 1:
+    raise errors.ConfigError(
+        f"--batch-size {config.batch_size} is larger than the {source.info.num_train_examples} "
+        "training examples: use a smaller batch.")
+
+  strategy = strategy or distribution.create_strategy(cluster, config.collective_timeout_s)
+  distribution.check_batch(strategy, config.batch_size)
+  tf.random.set_seed(config.seed)
+  return _Loop(config, strategy, cluster, source, paths, steps_per_epoch).run()
+
+
+class _Loop:
+  """State and steps of one training run."""
+
+  def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy,
+               cluster: distribution.Cluster, source: data_lib.Source, paths: _Paths,
+               steps_per_epoch: int):
+    self.config = config
+    self.strategy = strategy
+    self.cluster = cluster
+    self.source = source
+    self.info = source.info
+    self.paths = paths
+    self.steps_per_epoch = steps_per_epoch
+    self.total_steps = steps_per_epoch * config.epochs
+    self.global_batch = config.batch_size
+    self._sigterm = False
+    self._train_seconds = 0.0  # steady-state training time (first call excluded)
+    self._train_images = 0
+    self._last_eval: Optional[dict[str, Any]] = None
+
+    lr = LearningRate(
+        peak=config.effective_learning_rate(),
+        warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
+        total_steps=self.total_steps, cosine=config.lr_schedule == "cosine")
+    with strategy.scope():
+      self.model = model_lib.create_model(config.model, self.info.image_shape,
+                                          self.info.num_classes, config.mixed_precision)
+      optimizer = keras.optimizers.Adam(learning_rate=lr)
+      if config.mixed_precision == "float16":
+        # float16 gradients underflow without loss scaling; bfloat16 has
+        # float32's exponent range and needs none.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+      self.optimizer = optimizer
+      self.optimizer.build(self.model.trainable_variables)
+      self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+      self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step")
+      self.train_sums = _Sums(self.info.num_classes)
+      self.eval_sums = _Sums(self.info.num_classes)
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                          epoch=self.epoch, epoch_step=self.epoch_step)
+    self._build_functions()
+
+  # ------------------------------------------------------------------ steps
+
+  def _loss(self, labels, logits):
+    """Per-example cross-entropy, with label smoothing if configured."""
+    if self.config.label_smoothing:
+      eps = self.config.label_smoothing
+      targets = tf.one_hot(labels, self.info.num_classes) * (1.0 - eps) + eps / self.info.num_classes
+      return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+  def _build_functions(self):
+    model, optimizer, strategy = self.model, self.optimizer, self.strategy
+    global_batch = self.global_batch
+
+    def forward_backward(images, labels):
+      with tf.GradientTape() as tape:
+        logits = model(images, training=True)
+        per_example = self._loss(labels, logits)
+        # Mean over the global batch: summing replicas' losses gives the mean.
+        loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        scaled = optimizer.scale_loss(loss)
+      return logits, per_example, tape.gradient(scaled, model.trainable_variables)
+
+    # XLA compiles forward and backward into fused kernels; the gradient
+    # all-reduce and the optimiser update stay outside, where
+    # tf.distribute's cross-replica machinery runs.
+    if self.config.jit_compile:
+      forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_train_step(images, labels):
+      logits, per_example, grads = forward_backward(images, labels)
+      optimizer.apply_gradients(zip(grads, model.trainable_variables))
+      self.train_sums.update(labels, logits, per_example, confusion=False)
+
+    @tf.function
+    def train_steps(iterator, steps, stop_flag):
+      for _ in tf.range(steps):
+        strategy.run(replica_train_step, args=next(iterator))
+      # Every worker learns whether any of them got SIGTERM, after the same step.
+      flags = strategy.run(lambda: tf.identity(stop_flag))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)
+
+    def replica_eval_step(images, labels):
+      logits = model(images, training=False)
+      per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+      self.eval_sums.update(labels, logits, per_example, confusion=True)
+
+    eval_data = strategy.distribute_datasets_from_function(
+        lambda ctx: data_lib.eval_dataset(self.source, self.config, ctx))
+
+    @tf.function
+    def evaluate():
+      # Iterating a distributed dataset handles workers whose shards end at
+      # different steps: the short ones feed empty batches.
+      for images, labels in eval_data:
+        strategy.run(replica_eval_step, args=(images, labels))
+
+    self._train_steps = train_steps
+    self._evaluate = evaluate
+
+  # ------------------------------------------------------------ the run
+
+  def run(self) -> dict[str, Any]:
+    config, cluster = self.config, self.cluster
+    distribution.log_batch(self.strategy, config.batch_size, config.learning_rate,
+                           config.lr_reference_batch, config.lr_scaling,
+                           config.effective_learning_rate())
+    log.info(data_lib.describe(self.source, config, cluster.num_workers))
+    self._restore()
+    epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
+
+    previous = storage.read_json(self.paths.metrics)
+    if (epoch >= config.epochs and previous and previous.get("global_step") == self._global_step()
+        and previous.get("export")):
+      log.info("Job already complete: %d epochs, global step %d, exported as version %s at %s. "
+               "Nothing to do; use a new --job-dir (or more --epochs) to train again.",
+               config.epochs, self._global_step(), previous["export"]["version"],
+               previous["export"]["paths"][0])
+      return previous
+
+    self.write_dir = distribution.worker_dir(cluster, self.paths.job_dir)
+    try:
+      if cluster.is_chief:
+        storage.write_json(self.paths.config, self._config_record())
+      self._open_writers()
+      started = time.time()
+      previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+      try:
+        self._train(epoch, step)
+      except _PEER_ERRORS as e:
+        if not cluster.is_multi_worker:
+          raise
+        raise errors.PeerLostError(
+            f"lost contact with another worker ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            "Restart all workers; training resumes from the last checkpoint.") from e
+      finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+      results = self._evaluate_and_report(final=True) if self._last_eval is None else self._last_eval
+      wall = time.time() - started
+      return self._finish(results, wall)
+    finally:
+      distribution.remove_worker_dir(cluster, self.write_dir)
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    log.warning("SIGTERM received: saving a checkpoint after the current training call, then "
+                "exiting with code %d.", errors.EXIT_PREEMPTED)
+    self._sigterm = True
+
+  def _global_step(self) -> int:
+    return int(self.optimizer.iterations.numpy())
+
+  def _restore(self):
+    latest = tf.train.latest_checkpoint(self.paths.checkpoints)
+    if not latest:
+      log.info("No checkpoint in %s: starting from scratch.", self.paths.checkpoints)
+      return
+    try:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+      raise errors.StorageError(
+          f"checkpoint {latest} does not match this model and data ({str(e).splitlines()[0]}): "
+          "it was written by a different configuration. Use a new --job-dir.") from None
+    epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
+    if epoch >= self.config.epochs:
+      log.info("Restored %s: all %d epochs already trained (global step %d).",
+               latest, self.config.epochs, self._global_step())
+    else:
+      log.info("Resuming from checkpoint %s at epoch %d/%d, step %d/%d (global step %d).",
+               latest, epoch + 1, self.config.epochs, step, self.steps_per_epoch,
+               self._global_step())
+
+  def _config_record(self) -> dict[str, Any]:
+    return {
+        **dataclasses.asdict(self.config),
+        "resolved": {
+            "job_dir": self.paths.job_dir,
+            "model_name": self.config.resolved_model_name(),
+            "effective_learning_rate": self.config.effective_learning_rate(),
+            "replicas": self.strategy.num_replicas_in_sync,
+            "per_replica_batch": self.global_batch // self.strategy.num_replicas_in_sync,
+            "workers": self.cluster.num_workers,
+            "strategy": type(self.strategy).__name__,
+            "cluster_source": self.cluster.source,
+            "steps_per_epoch": self.steps_per_epoch,
+            "image_shape": list(self.info.image_shape),
+            "class_names": list(self.info.class_names),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+    }
+
+  def _open_writers(self):
+    if self.cluster.is_chief:
+      self.train_writer = tf.summary.create_file_writer(self.paths.logs("train"))
+      self.eval_writer = tf.summary.create_file_writer(self.paths.logs("eval"))
+      self._write_graph()
+    else:
+      self.train_writer = self.eval_writer = tf.summary.create_noop_writer()
+
+  def _write_graph(self):
+    """The model's inference graph, for TensorBoard's Graphs tab."""
+    spec = tf.TensorSpec([None, *self.info.image_shape], tf.uint8, name="images")
+    graph = tf.function(lambda images: self.model(images, training=False)).get_concrete_function(spec).graph
+    with self.train_writer.as_default():
+      tf.summary.graph(graph)
+
+  def _train(self, epoch: int, step: int):
+    config = self.config
+    train_data = self.strategy.distribute_datasets_from_function(
+        lambda ctx: data_lib.train_dataset(self.source, config, ctx))
+    iterator = iter(train_data)
+    first_call = True
+    interval_start, interval_images = time.time(), 0
+    next_log = (step // config.log_every_steps + 1) * config.log_every_steps
+    while epoch < config.epochs:
+      while step < self.steps_per_epoch:
+        n = min(config.steps_per_execution, self.steps_per_epoch - step, next_log - step)
+        t0 = time.time()
+        stop = self._train_steps(iterator, tf.constant(n), tf.constant(float(self._sigterm)))
+        stop = float(stop)  # waits for the steps to finish
+        dt = time.time() - t0
+        if not first_call:  # the first call traces and compiles
+          self._train_seconds += dt
+          self._train_images += n * self.global_batch
+        first_call = False
+        step += n
+        interval_images += n * self.global_batch
+        self.epoch_step.assign(step)
+        if step >= next_log or step == self.steps_per_epoch:
+          next_log = (step // config.log_every_steps + 1) * config.log_every_steps
+          elapsed = time.time() - interval_start
+          self._log_train(epoch, step, interval_images / max(elapsed, 1e-9))
+          interval_start, interval_images = time.time(), 0
+        if stop > 0:
+          path = self._save()
+          raise errors.Preempted(
+              f"stopped on SIGTERM at epoch {epoch + 1}, step {step}; checkpoint {path} saved. "
+              "Rerun the same command to resume.")
+      epoch, step = epoch + 1, 0
+      self.epoch.assign(epoch)
+      self.epoch_step.assign(0)
+      self._last_eval = self._evaluate_and_report(final=epoch == config.epochs)
+      path = self._save()
+      log.info("Epoch %d/%d done: eval loss %.4f, accuracy %.4f; checkpoint %s saved.",
+               epoch, config.epochs, self._last_eval["loss"], self._last_eval["accuracy"], path)
+      interval_start = time.time()
+
+  def _log_train(self, epoch: int, step: int, images_per_sec: float):
+    sums = self.train_sums.read_and_reset()
+    lr = float(self.optimizer.learning_rate.numpy())
+    global_step = self._global_step()
+    with self.train_writer.as_default(step=global_step):
+      tf.summary.scalar("loss", sums["loss"])
+      tf.summary.scalar("accuracy", sums["accuracy"])
+      tf.summary.scalar("learning_rate", lr)
+      tf.summary.scalar("images_per_sec", images_per_sec)
+    log.info("epoch %d/%d step %d/%d: loss %.4f accuracy %.4f lr %.3g, %.0f images/s",
+             epoch + 1, self.config.epochs, step, self.steps_per_epoch, sums["loss"],
+             sums["accuracy"], lr, images_per_sec)
+
+  def _evaluate_and_report(self, final: bool) -> dict[str, Any]:
+    started = time.time()
+    self._evaluate()
+    results = self.eval_sums.read_and_reset()
+    seconds = time.time() - started
+    global_step = self._global_step()
+    with self.eval_writer.as_default(step=global_step):
+      tf.summary.scalar("loss", results["loss"])
+      tf.summary.scalar("accuracy", results["accuracy"])
+      tf.summary.scalar("images_per_sec", results["count"] / max(seconds, 1e-9))
+      if self.cluster.is_chief:
+        tf.summary.image("confusion_matrix", reporting.confusion_matrix_image(
+            results["confusion"], self.info.class_names), step=global_step)
+        images, labels = self._sample_images()
+        predictions = np.argmax(self.model(images, training=False), axis=-1)
+        tf.summary.image("predictions", reporting.predictions_image(
+            images, labels, predictions, self.info.class_names), step=global_step)
+    self.train_writer.flush()
+    self.eval_writer.flush()
+    if final:
+      log.info("Final evaluation on %d images: loss %.4f, accuracy %.4f.", results["count"],
+               results["loss"], results["accuracy"])
+    return results
+
+  def _sample_images(self) -> tuple[np.ndarray, np.ndarray]:
+    if not hasattr(self, "_samples"):
+      ds = self.source.read(False, None, self.config.seed).take(SAMPLE_IMAGES).batch(SAMPLE_IMAGES)
+      images, labels = next(iter(ds))
+      self._samples = (images.numpy(), labels.numpy())
+    return self._samples
+
+  def _save(self) -> str:
+    """Saves a checkpoint on every worker; only the chief's lands in the job dir."""
+    if self.cluster.is_chief:
+      if not hasattr(self, "_manager"):
+        self._manager = tf.train.CheckpointManager(
+            self.checkpoint, self.paths.checkpoints, max_to_keep=self.config.keep_checkpoints)
+      return self._manager.save(checkpoint_number=self._global_step())
+    # Other workers write to their temporary directory and delete it: the
+    # save must happen on every worker, the files are not needed.
+    path = self.checkpoint.write(os.path.join(self.write_dir, "ckpt"))
+    for name in tf.io.gfile.listdir(self.write_dir):
+      tf.io.gfile.remove(os.path.join(self.write_dir, name))
+    return path
+
+  def _finish(self, results: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
+    config = self.config
+    confusion = results["confusion"]
+    per_class = {name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
+                 for i, name in enumerate(self.info.class_names)}
+    metrics = {
+        "dataset": config.dataset,
+        "model_name": config.resolved_model_name(),
+        "epochs": config.epochs,
+        "global_step": self._global_step(),
+        "test_loss": results["loss"],
+        "test_accuracy": results["accuracy"],
+        "test_examples": results["count"],
+        "per_class_accuracy": per_class,
+        "wall_time_s": wall_seconds,
+        "train_images_per_sec": (self._train_images / self._train_seconds
+                                 if self._train_seconds else None),
+        "workers": self.cluster.num_workers,
+        "replicas": self.strategy.num_replicas_in_sync,
+    }
+    if not self.cluster.is_chief:
+      return metrics
+    bases = [self.paths.export_base(config.resolved_model_name())]
+    if config.publish_dir:
+      bases.append(storage.join(config.publish_dir, config.resolved_model_name()))
+    version, paths = export_lib.export(
+        self.model, self.info, config.model, bases,
+        run_info={"job_dir": self.paths.job_dir, "global_step": self._global_step(),
+                  "test_accuracy": results["accuracy"]})
+    metrics["export"] = {"version": version, "paths": paths}
+    storage.write_json(self.paths.metrics, metrics)
+    log.info("Wrote %s: test accuracy %.4f, %s training images/s.", self.paths.metrics,
+             metrics["test_accuracy"],
+             f"{metrics['train_images_per_sec']:.0f}" if metrics["train_images_per_sec"] else "n/a")
+    return metrics
