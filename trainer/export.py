@@ -78,9 +78,19 @@ def write_saved_model(model: keras.Model, info: DatasetInfo, path: str,
 
   def decode(image_bytes):
     image = tf.io.decode_image(image_bytes, channels=c, dtype=tf.uint8, expand_animations=False)
-    tf.debugging.assert_equal(
-        tf.shape(image)[:2], tf.constant([h, w]),
-        message=f"each encoded image must be {h}x{w} pixels (height x width); resize it first")
+    size = tf.shape(image)[:2]
+
+    def wrong_size():
+      failed = tf.debugging.Assert(False, [
+          f"each encoded image must be {h}x{w} pixels (height x width); got", size,
+          "- resize it first"])
+      with tf.control_dependencies([failed]):
+        return tf.zeros([h, w, c], tf.uint8)
+
+    # The check selects the value, so nothing downstream can run before it
+    # (a bare control dependency let ensure_shape fail first, with a message
+    # that names no expected size).
+    image = tf.cond(tf.reduce_all(tf.equal(size, [h, w])), lambda: image, wrong_size)
     return tf.ensure_shape(image, [h, w, c])
 
   def serve_encoded(image_bytes):

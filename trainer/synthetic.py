@@ -61,20 +61,24 @@ def make_arrays(n: int, image_shape: tuple[int, int, int], num_classes: int = 10
     y0 = int(np.clip(anchors[k][0] + jitter[i, 0], 0, h - side))
     x0 = int(np.clip(anchors[k][1] + jitter[i, 1], 0, w - side))
     tint = _PALETTE[k][:c] if c == 3 else np.array([0.6 + 0.04 * k], np.float32)
-    # Weak cues under strong noise: the tutorial CNN at batch 128 goes from
-    # ~22% after one epoch over 2,000 images to >90% after four or five.
+    # Weak cues under strong noise. The tutorial CNN at batch 128 on 2,000
+    # images, measured over four seeds: ~39% test accuracy after one epoch,
+    # 70-98% after three, >=98% after six.
     images[i] += 0.08 * tint  # a faint whole-image tint...
-    images[i, y0:y0 + side, x0:x0 + side] += 0.3 * tint  # ...and a brighter square
+    images[i, y0:y0 + side, x0:x0 + side] += 0.4 * tint  # ...and a brighter square
   return np.clip(images * 255.0, 0, 255).astype(np.uint8), labels
 
 
 def write_tfds(name: str, data_dir: str, num_train: int = 2000, num_test: int = 500,
-               seed: int = 0) -> str:
+               seed: int = 0, num_shards: Optional[int] = None) -> str:
   """Writes learnable data as the prepared TFDS dataset `name` in `data_dir`.
 
   The features and version are those of the registered builder (cifar10,
   mnist, fashion_mnist, ...), so `tfds.load(name, data_dir=data_dir,
   download=False)` reads them exactly as it would read the real thing.
+
+  Args:
+    num_shards: files per split; None lets TFDS choose (one, for small data).
 
   Returns:
     The dataset's directory (data_dir/name/version).
@@ -99,7 +103,8 @@ def write_tfds(name: str, data_dir: str, num_train: int = 2000, num_test: int = 
   tfds.dataset_builders.store_as_tfds_dataset(
       name=name, version=str(reference.VERSION), features=features,
       split_datasets=splits, data_dir=data_dir,
-      description="Learnable synthetic data written by trainer.synthetic.")
+      description="Learnable synthetic data written by trainer.synthetic.",
+      download_config=tfds.download.DownloadConfig(num_shards=num_shards))
   return os.path.join(data_dir, name, str(reference.VERSION))
 
 

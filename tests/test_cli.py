@@ -1,0 +1,83 @@
+"""The command line: --help, and bad input -> one actionable line and exit code 2."""
+
+import os
+import re
+
+import pytest
+
+from conftest import run_cli
+from trainer import config as config_lib
+from trainer import task
+
+
+def test_help_documents_every_flag_with_its_default(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    task.main(["--help"])
+  assert exit_info.value.code == 0
+  text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+  for field in config_lib.fields():
+    flag = "--" + field.name.replace("_", "-")
+    assert flag in text, flag
+    assert f"(default: {field.default}" in text
+  assert "--preset" in text and "Exit codes" in text
+
+
+def _bad_folder(tmp_path, kind):
+  from PIL import Image
+  for split in ("train", "test"):
+    for label in ("a", "b"):
+      os.makedirs(tmp_path / split / label)
+  if kind == "empty":
+    return f"folder:{tmp_path}"
+  for split, labels in (("train", "ab"), ("test", "ab" if kind == "corrupt" else "a")):
+    for label in labels:
+      Image.new("RGB", (32, 32)).save(tmp_path / split / label / "0.png")
+  if kind == "corrupt":
+    (tmp_path / "train" / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+  return f"folder:{tmp_path}"
+
+
+@pytest.mark.parametrize("case", [
+    "unknown dataset", "empty folder", "mismatched labels", "corrupt image", "epochs 0",
+    "batch -1", "unwritable job dir", "data dir without dataset", "malformed TF_CONFIG"])
+def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, capsys, monkeypatch):
+  job_dir = str(tmp_path / "job")
+  args = ["--data-dir", tfds_dir, "--job-dir", job_dir, "--epochs", "1"]
+  expect = {
+      "unknown dataset": (["--dataset", "cifar_10"], r"unknown dataset 'cifar_10' \(did you mean cifar10"),
+      "empty folder": (lambda: ["--dataset", _bad_folder(tmp_path / "d", "empty")],
+                       r"has no \.png or \.jpg images"),
+      "mismatched labels": (lambda: ["--dataset", _bad_folder(tmp_path / "d", "labels")],
+                            r"different label sets \(only in train: \['b'\]"),
+      "corrupt image": (lambda: ["--dataset", _bad_folder(tmp_path / "d", "corrupt")],
+                        r"corrupt or unreadable image .*train/b/broken\.jpg.*Remove or replace"),
+      "epochs 0": (["--epochs", "0"], r"--epochs 0 is invalid: it must be an integer >= 1"),
+      "batch -1": (["--batch-size", "-1"], r"--batch-size -1 is invalid: it must be an integer >= 1"),
+      "unwritable job dir": (["--job-dir", os.path.join(tfds_dir, "cifar10", "3.0.2", "dataset_info.json", "job")],
+                             r"--job-dir .* cannot be written .*choose a writable directory"),
+      "data dir without dataset": (["--data-dir", str(tmp_path)],
+                                   rf"does not hold dataset 'cifar10'.*tfds build cifar10 --data_dir {tmp_path}.*leave --data-dir out"),
+      "malformed TF_CONFIG": ([], r"malformed TF_CONFIG \(TF_CONFIG\): not JSON"),
+  }[case]
+  if case == "malformed TF_CONFIG":
+    monkeypatch.setenv("TF_CONFIG", "{cluster: nope")
+  flags = expect[0]() if callable(expect[0]) else expect[0]
+  code = task.main(args + flags)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == 2
+  assert err[-1].startswith("error: ")
+  assert re.search(expect[1], err[-1]), err[-1]
+  assert not os.path.exists(os.path.join(job_dir, "checkpoints"))  # failed before any work
+
+
+def test_exit_codes_reach_the_shell(tfds_dir, tmp_path):
+  # Before TensorFlow loads...
+  result = run_cli(["--epochs", "0"])
+  assert result.returncode == 2 and result.stderr.strip() == (
+      "error: --epochs 0 is invalid: it must be an integer >= 1.")
+  # ...and after (the data check needs TFDS).
+  result = run_cli(["--dataset", "nope_not_a_dataset", "--job-dir", str(tmp_path)])
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith("error: unknown dataset 'nope_not_a_dataset'")
+  # argparse's own usage errors are exit code 2 as well.
+  assert run_cli(["--no-such-flag"]).returncode == 2

@@ -1,0 +1,197 @@
+"""Data: the real TFDS and image-folder loading paths, sharding, augmentation, validation."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import NUM_TEST, NUM_TRAIN
+from trainer import config as config_lib
+from trainer import data
+from trainer import errors
+from trainer import synthetic
+
+
+def _config(**kw):
+  return config_lib.preset("cifar10", **kw)
+
+
+def _digests(ds):
+  return sorted(hashlib.sha1(image.numpy().tobytes()).hexdigest() + str(int(label))
+                for image, label in ds)
+
+
+def test_tfds_dataset_loads_through_catalog_name(tfds_dir):
+  source = data.load(_config(data_dir=tfds_dir))
+  info = source.info
+  assert info.image_shape == (32, 32, 3)
+  assert info.class_names[:3] == ("airplane", "automobile", "bird")
+  assert (info.num_train_examples, info.num_eval_examples) == (NUM_TRAIN, NUM_TEST)
+  image, label = next(iter(source.read(True, None, 0)))
+  assert image.dtype == tf.uint8 and image.shape == (32, 32, 3)
+  assert label.dtype == tf.int64
+
+
+def test_mnist_is_28x28_grey(tfds_dir):
+  info = data.load(_config(dataset="mnist", data_dir=tfds_dir)).info
+  assert info.image_shape == (28, 28, 1)
+  assert info.num_classes == 10
+
+
+@pytest.fixture(scope="module")
+def sharded_tfds(tmp_path_factory):
+  """cifar10 with 4 files per split, so sharding by file is possible."""
+  data_dir = str(tmp_path_factory.mktemp("sharded"))
+  synthetic.write_tfds("cifar10", data_dir, num_train=200, num_test=90, num_shards=4)
+  return data_dir
+
+
+@pytest.mark.parametrize("pipelines", [2, 3, 5])
+def test_each_eval_example_goes_to_exactly_one_worker(sharded_tfds, pipelines):
+  """By file (2 and 3 pipelines over 4 files) or by example (5 pipelines)."""
+  source = data.load(_config(data_dir=sharded_tfds))
+  whole = _digests(source.read(False, None, 0))
+  parts = []
+  for i in range(pipelines):
+    ctx = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=i,
+                                     num_replicas_in_sync=pipelines)
+    part = _digests(source.read(False, ctx, 0))
+    assert part, f"pipeline {i} got no examples"
+    parts += part
+  assert sorted(parts) == whole
+  assert len(whole) == 90
+
+
+def test_train_pipeline_batches_per_replica_and_repeats(tfds_dir):
+  config = _config(data_dir=tfds_dir, batch_size=64)
+  ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                   num_replicas_in_sync=2)
+  ds = data.train_dataset(data.load(config), config, ctx)
+  batches = list(ds.take(NUM_TRAIN // 32 + 3))  # more than one epoch: it repeats
+  assert all(b[0].shape == (32, 32, 32, 3) for b in batches)
+  assert batches[0][0].dtype == tf.uint8
+
+
+def test_eval_pipeline_covers_split_once(tfds_dir):
+  config = _config(data_dir=tfds_dir, batch_size=128)
+  labels = np.concatenate([l.numpy() for _, l in data.eval_dataset(data.load(config), config)])
+  assert len(labels) == NUM_TEST
+
+
+def _is_shifted_window(original, result, pad=4):
+  padded = np.pad(original, ((pad, pad), (pad, pad), (0, 0)))
+  h, w, _ = original.shape
+  for dy in range(2 * pad + 1):
+    for dx in range(2 * pad + 1):
+      window = padded[dy:dy + h, dx:dx + w]
+      if np.array_equal(window, result) or np.array_equal(window[:, ::-1], result):
+        return True
+  return False
+
+
+def test_augment_directly_is_a_flipped_padded_crop():
+  image = np.random.default_rng(1).integers(1, 256, (32, 32, 3), dtype=np.uint8)
+  outputs = [data.augment(tf.constant(image), tf.constant(0))[0].numpy() for _ in range(20)]
+  assert all(o.dtype == np.uint8 and o.shape == image.shape for o in outputs)
+  assert all(_is_shifted_window(image, o) for o in outputs)
+  assert len({o.tobytes() for o in outputs}) > 5  # it is random
+
+
+def test_augment_inside_tf_data_matches_direct_semantics():
+  images = np.random.default_rng(2).integers(1, 256, (8, 32, 32, 3), dtype=np.uint8)
+  ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(8, np.int64))).map(data.augment)
+  for original, (result, _) in zip(images, ds):
+    assert _is_shifted_window(original, result.numpy())
+
+
+# ----------------------------------------------------------------- folders
+
+
+def test_image_folder_loads_labels_from_directory_names(image_folder):
+  source = data.load(_config(dataset=f"folder:{image_folder}"))
+  info = source.info
+  assert info.class_names == ("shape_0", "shape_1", "shape_2", "shape_3")
+  assert info.image_shape == (32, 32, 3)
+  assert (info.num_train_examples, info.num_eval_examples) == (800, 200)
+  assert info.name == os.path.basename(image_folder)
+  image, label = next(iter(source.read(False, None, 0)))
+  assert image.shape == (32, 32, 3) and image.dtype == tf.uint8
+
+
+def _folder(tmp_path, layout):
+  """layout: {split: {label: [(w, h, mode) or bytes, ...]}}"""
+  from PIL import Image
+  for split, labels in layout.items():
+    for label, items in labels.items():
+      os.makedirs(tmp_path / split / label, exist_ok=True)
+      for i, item in enumerate(items):
+        path = tmp_path / split / label / f"{i}.png"
+        if isinstance(item, bytes):
+          path.write_bytes(item)
+        else:
+          Image.new(item[2], item[:2]).save(path)
+  return f"folder:{tmp_path}"
+
+
+OK = (32, 32, "RGB")
+
+
+def test_folder_resizes_when_asked(tmp_path):
+  dataset = _folder(tmp_path, {s: {"a": [OK, (40, 30, "RGB")], "b": [OK]} for s in ("train", "test")})
+  with pytest.raises(errors.DataError, match=r"40x30 pixels .*--image-size"):
+    data.load(_config(dataset=dataset))
+  source = data.load(_config(dataset=dataset, image_size=32))
+  shapes = {tuple(image.shape) for image, _ in source.read(True, None, 0)}
+  assert shapes == {(32, 32, 3)}
+
+
+def test_folder_of_grey_images_has_one_channel(tmp_path):
+  grey = (28, 28, "L")
+  dataset = _folder(tmp_path, {s: {"a": [grey], "b": [grey]} for s in ("train", "test")})
+  assert data.load(_config(dataset=dataset)).info.image_shape == (28, 28, 1)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"train": {"a": [], "b": []}, "test": {"a": [OK], "b": [OK]}},
+     r"no \.png or \.jpg images under train/<label>/"),
+    ({"train": {"a": [OK], "b": [OK]}, "test": {"a": [OK], "c": [OK]}},
+     r"different label sets \(only in train: \['b'\]; only in test: \['c'\]\)"),
+    ({"train": {"a": [OK], "b": [OK, b"\x89PNG\r\n\x1a\nnot really"]}, "test": {"a": [OK], "b": [OK]}},
+     r"corrupt or unreadable image .*train/b/1\.png"),
+    ({"train": {"a": [OK], "b": [OK]}}, r"has no test/ directory"),
+])
+def test_bad_folders_are_named(tmp_path, layout, message):
+  with pytest.raises(errors.DataError, match=message):
+    data.load(_config(dataset=_folder(tmp_path, layout)))
+
+
+def test_missing_folder(tmp_path):
+  with pytest.raises(errors.DataError, match="no such directory"):
+    data.load(_config(dataset=f"folder:{tmp_path}/nope"))
+
+
+# -------------------------------------------------------------------- TFDS
+
+
+def test_unknown_dataset_suggests_a_name():
+  with pytest.raises(errors.DataError, match=r"unknown dataset 'cifar100x'.*did you mean cifar100"):
+    data.load(_config(dataset="cifar100x"))
+
+
+def test_data_dir_without_the_dataset_says_how_to_prepare_it(tmp_path):
+  with pytest.raises(errors.DataError, match=rf"does not hold dataset 'mnist'.*tfds build mnist --data_dir {tmp_path}"):
+    data.load(_config(dataset="mnist", data_dir=str(tmp_path)))
+
+
+def test_missing_split_lists_the_splits(tfds_dir):
+  with pytest.raises(errors.DataError, match=r"--eval-split 'validation' is not a split.*test, train"):
+    data.load(_config(data_dir=tfds_dir, eval_split="validation"))
+
+
+def test_non_image_dataset_is_refused():
+  # 'imdb_reviews' has text and label features: the check happens on the
+  # builder's feature spec, before any data is read or downloaded.
+  with pytest.raises(errors.DataError, match="not an image-classification dataset"):
+    data.load(_config(dataset="imdb_reviews", data_dir="/nonexistent"))

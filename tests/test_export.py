@@ -1,0 +1,141 @@
+"""Export: round trip through the SavedModel TF Serving would load, and safe publishing."""
+
+import io
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from trainer import data
+from trainer import export
+from trainer import model as model_lib
+from trainer import storage
+
+CIFAR = data.DatasetInfo("cifar10", (32, 32, 3), tuple(f"c{i}" for i in range(10)), 10, 10)
+MNIST = data.DatasetInfo("mnist", (28, 28, 1), tuple(str(i) for i in range(10)), 10, 10)
+
+
+def _png(image: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def _images(info, n=6, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, *info.image_shape), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module", params=[CIFAR, MNIST], ids=["cifar10", "mnist"])
+def exported(request, tmp_path_factory):
+  info = request.param
+  model = model_lib.create_model("tutorial", info.image_shape, 10)
+  base = str(tmp_path_factory.mktemp("export") / info.name)
+  version, paths = export.export(model, info, "tutorial", [base])
+  return info, model, paths[0]
+
+
+def test_both_signatures_match_the_in_memory_model(exported):
+  info, model, path = exported
+  loaded = tf.saved_model.load(path)
+  images = _images(info)
+  expected = tf.nn.softmax(model(images)).numpy()
+
+  out = loaded.signatures["serving_default"](images=tf.constant(images))
+  np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+  np.testing.assert_array_equal(out["classes"].numpy(), expected.argmax(-1))
+  assert out["class_names"].shape == (len(images), 10)
+  assert [n.decode() for n in out["class_names"].numpy()[0]] == list(info.class_names)
+
+  encoded = tf.constant([_png(i) for i in images])  # PNG is lossless: same pixels
+  out = loaded.signatures["serving_encoded"](image_bytes=encoded)
+  np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_encoded_signature_takes_jpeg_and_refuses_wrong_sizes(exported):
+  info, _, path = exported
+  fn = tf.saved_model.load(path).signatures["serving_encoded"]
+  buf = io.BytesIO()
+  image = _images(info, 1)[0]
+  Image.fromarray(image[..., 0] if info.image_shape[2] == 1 else image).save(buf, format="JPEG")
+  assert fn(image_bytes=tf.constant([buf.getvalue()]))["probabilities"].shape == (1, 10)
+  wrong = np.zeros((40, 40, info.image_shape[2]), np.uint8)
+  h, w, _ = info.image_shape
+  with pytest.raises(tf.errors.InvalidArgumentError, match=f"must be {h}x{w} pixels"):
+    fn(image_bytes=tf.constant([_png(wrong)]))
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    fn(image_bytes=tf.constant([b"not an image"]))
+
+
+def _cli_signatures(path):
+  """Parses `saved_model_cli show --all`: {signature: {('inputs'|'outputs', name): (dtype, shape)}}."""
+  text = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"], capture_output=True,
+                        text=True, check=True).stdout
+  result = {}
+  for block in re.split(r"\nsignature_def\['", text)[1:]:
+    name = block.split("'", 1)[0]
+    entries = re.findall(r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: ([^\n]+)", block)
+    result[name] = {(kind, n): (dtype, shape.strip()) for kind, n, dtype, shape in entries}
+  return result
+
+
+def test_signatures_as_tf_serving_reads_them(exported):
+  info, _, path = exported
+  h, w, c = info.image_shape
+  sigs = _cli_signatures(path)
+  outputs = {("outputs", "probabilities"): ("DT_FLOAT", "(-1, 10)"),
+             ("outputs", "classes"): ("DT_INT64", "(-1)"),
+             ("outputs", "class_names"): ("DT_STRING", "(-1, 10)")}
+  assert sigs["serving_default"] == {("inputs", "images"): ("DT_UINT8", f"(-1, {h}, {w}, {c})"), **outputs}
+  assert sigs["serving_encoded"] == {("inputs", "image_bytes"): ("DT_STRING", "(-1)"), **outputs}
+
+
+def test_trained_export_matches_the_final_checkpoint(trained_job, tfds_dir):
+  """The export of the real run serves exactly the weights training ended with."""
+  config, metrics, job_dir = trained_job
+  model = model_lib.create_model("tutorial", (32, 32, 3), 10)
+  checkpoint = tf.train.Checkpoint(model=model)
+  checkpoint.restore(tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints"))).expect_partial()
+  source = data.load(config)
+  images, labels = next(iter(source.read(False, None, 0).batch(64)))
+  served = tf.saved_model.load(metrics["export"]["paths"][0]).signatures["serving_default"](images=images)
+  np.testing.assert_allclose(served["probabilities"].numpy(), tf.nn.softmax(model(images)).numpy(), atol=1e-5)
+  accuracy = np.mean(served["classes"].numpy() == labels.numpy())
+  assert accuracy >= 0.9
+
+
+def test_versions_only_grow_and_every_base_gets_the_same_one(tmp_path):
+  model = model_lib.create_model("tutorial", (28, 28, 1), 10)
+  a, b = str(tmp_path / "job" / "mnist"), str(tmp_path / "published" / "mnist")
+  os.makedirs(os.path.join(b, "7"))  # an older version already published elsewhere
+  version, paths = export.export(model, MNIST, "tutorial", [a, b])
+  assert version == 8 and paths == [os.path.join(a, "8"), os.path.join(b, "8")]
+  assert export.export(model, MNIST, "tutorial", [a])[0] == 9
+  assert storage.list_versions(a) == [8, 9]
+
+
+def test_failed_publish_leaves_no_version_and_no_staging(tmp_path):
+  src = tmp_path / "saved_model"
+  (src / "variables").mkdir(parents=True)
+  (src / "saved_model.pb").write_bytes(b"x")
+  (src / "variables" / "variables.index").write_bytes(b"x")
+  os.symlink(tmp_path / "missing", src / "variables" / "variables.data-00000-of-00001")
+  base = tmp_path / "export" / "m"
+  with pytest.raises(Exception):
+    storage.publish_version(str(src), str(base), 1)
+  assert os.listdir(base) == []  # neither "1" nor a staging directory
+
+
+def test_publish_never_overwrites_a_version(tmp_path):
+  src = tmp_path / "sm"
+  src.mkdir()
+  (src / "saved_model.pb").write_bytes(b"new")
+  base = tmp_path / "m"
+  (base / "1").mkdir(parents=True)
+  (base / "1" / "saved_model.pb").write_bytes(b"old")
+  with pytest.raises(FileExistsError):
+    storage.publish_version(str(src), str(base), 1)
+  assert (base / "1" / "saved_model.pb").read_bytes() == b"old"

@@ -1,0 +1,96 @@
+"""End to end: real TFDS / image-folder data, real training, under each strategy."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from conftest import ACCURACY_BAR, EPOCHS_TO_LEARN, NUM_TEST, REPO, make_config
+from trainer import config as config_lib
+from trainer import train
+
+
+def test_default_strategy_learns_and_fills_the_job_dir(trained_job):
+  config, metrics, job_dir = trained_job
+  assert metrics["test_accuracy"] >= ACCURACY_BAR, metrics
+  assert metrics["test_examples"] == NUM_TEST
+  assert metrics["epochs"] == EPOCHS_TO_LEARN
+  assert metrics["train_images_per_sec"] > 0
+  on_disk = json.load(open(os.path.join(job_dir, "metrics.json")))
+  assert on_disk["test_accuracy"] == metrics["test_accuracy"]
+  assert set(on_disk["per_class_accuracy"]) == {
+      "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
+  assert on_disk["export"]["version"] == 1
+  assert os.path.isfile(os.path.join(job_dir, "export", "cifar10", "1", "saved_model.pb"))
+  written = json.load(open(os.path.join(job_dir, "config.json")))
+  assert written["batch_size"] == config.batch_size
+  assert written["resolved"]["effective_learning_rate"] == pytest.approx(config.effective_learning_rate())
+  checkpoints = tf.train.get_checkpoint_state(os.path.join(job_dir, "checkpoints"))
+  assert len(checkpoints.all_model_checkpoint_paths) == config.keep_checkpoints
+  for run in ("train", "eval"):
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(job_dir, "logs", run)))
+
+
+def test_mirrored_strategy_over_two_cpus_learns(tfds_dir, tmp_path):
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  assert strategy.num_replicas_in_sync == 2
+  metrics = train.run(make_config(tfds_dir, str(tmp_path)), strategy=strategy)
+  assert metrics["replicas"] == 2
+  assert metrics["test_examples"] == NUM_TEST  # eval split across replicas, counted once
+  assert metrics["test_accuracy"] >= ACCURACY_BAR, metrics
+
+
+def test_image_folder_learns(image_folder, tmp_path):
+  config = config_lib.preset(
+      "cifar10", dataset=f"folder:{image_folder}", job_dir=str(tmp_path), epochs=6,
+      batch_size=32, log_every_steps=5, steps_per_execution=5)
+  metrics = train.run(config)
+  assert metrics["test_accuracy"] >= ACCURACY_BAR, metrics
+  name = os.path.basename(image_folder)
+  assert os.path.isdir(os.path.join(tmp_path, "export", name, "1"))
+
+
+def test_rerun_of_finished_job_neither_trains_nor_exports(trained_job, caplog):
+  config, metrics, job_dir = trained_job
+  caplog.set_level("INFO")
+  again = train.run(config)
+  assert again["export"]["version"] == metrics["export"]["version"]
+  assert os.listdir(os.path.join(job_dir, "export", "cifar10")) == ["1"]
+  assert "Job already complete" in caplog.text
+  assert "epoch 1/" not in caplog.text  # no training step ran
+
+
+def test_batch_larger_than_dataset_is_refused(tfds_dir, tmp_path):
+  from trainer import errors
+  with pytest.raises(errors.ConfigError, match="larger than the 2000 training examples"):
+    train.run(make_config(tfds_dir, str(tmp_path), batch_size=4096))
+
+
+def test_killed_run_leaves_no_export_and_resumes_at_epoch_2(tfds_dir, tmp_path):
+  """SIGKILL after the first epoch's checkpoint; the same command resumes at epoch 2."""
+  job_dir = str(tmp_path / "job")
+  args = ["-m", "trainer.task", "--dataset", "cifar10", "--data-dir", tfds_dir, "--job-dir", job_dir,
+          "--epochs", "3", "--log-every-steps", "5", "--steps-per-execution", "5"]
+  proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stderr=subprocess.PIPE, text=True)
+  log = []
+  for line in proc.stderr:
+    log.append(line)
+    if "Epoch 1/3 done" in line:
+      proc.send_signal(signal.SIGKILL)
+      break
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, "".join(log)
+  assert not os.path.exists(os.path.join(job_dir, "export")), "a crash left an export behind"
+  assert not os.path.exists(os.path.join(job_dir, "metrics.json"))
+
+  rerun = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr
+  assert "Resuming from checkpoint" in rerun.stderr and "at epoch 2/3, step 0/15" in rerun.stderr
+  assert "epoch 1/3" not in rerun.stderr  # epoch 1 was not trained again
+  metrics = json.load(open(os.path.join(job_dir, "metrics.json")))
+  assert metrics["global_step"] == 3 * 15
+  assert os.listdir(os.path.join(job_dir, "export", "cifar10")) == ["1"]
