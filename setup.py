@@ -25,6 +25,8 @@ setup(
         "pillow>=10,<14",
     ],
     extras_require={
+        # The container's TensorFlow: the same version, with CUDA and cuDNN wheels.
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         # The prediction client: gRPC stubs and REST.
         "serving": [
             "tensorflow-serving-api>=2.21,<2.22",

@@ -55,6 +55,8 @@ def test_training_curve_goes_the_right_way(tensorboard, trained_job):
   loss = series("logs/train", "loss")
   accuracy = series("logs/eval", "accuracy")
   assert loss[-1][2] < loss[0][2] / 2  # [wall_time, step, value]
+  # Every --log-every-steps (5) global steps: 15 steps per epoch, so 3 per epoch.
+  assert [point[1] for point in loss] == list(range(5, 15 * trained_job[0].epochs + 1, 5))
   assert len(accuracy) == trained_job[0].epochs
   assert accuracy[-1][2] == pytest.approx(trained_job[1]["test_accuracy"], abs=1e-6)
 

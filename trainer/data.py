@@ -75,13 +75,16 @@ class TfdsSource:
     self._image_feature = builder.info.features["image"]
     self._resize = image_size
 
+  def num_files(self, split: str) -> int:
+    """Files TFDS can shard `split` by; 0 for an image folder, which it cannot."""
+    if isinstance(self.builder, tfds.ImageFolder):
+      return 0
+    return len(self.builder.info.splits[split].file_instructions)
+
   def read(self, train, input_context, seed):
     split = self._splits[train]
     pipelines = input_context.num_input_pipelines if input_context else 1
-    files = len(self.builder.info.splits[split].file_instructions)
-    # tfds.ImageFolder reads a list of files that ReadConfig cannot shard.
-    by_file = (pipelines > 1 and files >= pipelines
-               and not isinstance(self.builder, tfds.ImageFolder))
+    by_file = pipelines > 1 and self.num_files(split) >= pipelines
     read_config = tfds.ReadConfig(
         input_context=input_context if by_file else None,
         shuffle_seed=seed, try_autocache=False)
@@ -339,6 +342,12 @@ def describe(source: Source, config: TrainConfig, num_workers: int) -> str:
   """One log line on what will be read and how."""
   info = source.info
   cache = _should_cache(config, info, -(-info.num_train_examples // num_workers))
+  sharding = ""
+  if num_workers > 1:
+    files = getattr(source, "num_files", lambda split: 0)(config.train_split)
+    how = "by file" if files >= num_workers else "by example"
+    sharding = f"; each of {num_workers} workers reads its own shard ({how})"
   return (f"dataset {config.dataset}: {info.num_train_examples} train / {info.num_eval_examples} "
           f"eval images of {'x'.join(map(str, info.image_shape))}, {info.num_classes} classes; "
-          f"cache in memory: {'yes' if cache else 'no'}; augment: {'yes' if config.augment else 'no'}")
+          f"cache in memory: {'yes' if cache else 'no'}; augment: {'yes' if config.augment else 'no'}"
+          f"{sharding}")

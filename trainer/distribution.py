@@ -179,6 +179,9 @@ def create_strategy(cluster: Cluster, collective_timeout_s: float) -> tf.distrib
             else tf.distribute.experimental.CommunicationImplementation.RING)
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=impl, timeout_seconds=collective_timeout_s)
+    addresses = [a for kind in ("chief", "worker") for a in cluster.tf_config["cluster"].get(kind, [])]
+    log.info("Joining a cluster of %d workers (%s); this waits until every worker is up.",
+             cluster.num_workers, ", ".join(addresses))
     strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     log.info("Strategy: MultiWorkerMirroredStrategy, %d workers (this is worker %d%s), "
              "%d replicas, %s collectives; cluster from %s.", cluster.num_workers,

@@ -6,7 +6,10 @@ exits with the error's code. Anything else is a bug or an infrastructure
 failure and exits 1 with a traceback.
 """
 
-# Exit codes. k8s/job.yaml's podFailurePolicy and README depend on these values.
+# Exit codes. k8s/job.yaml's podFailurePolicy, k8s/tfjob.yaml's restart policy
+# and README depend on these values. The retryable ones are >= 128 because
+# Kubeflow's `restartPolicy: ExitCode` retries exactly those and treats 1-127
+# as permanent.
 EXIT_OK = 0
 # Unexpected failure (a bug, out of memory, ...). Kubernetes retries it within
 # the Job's backoff limit.
@@ -16,10 +19,10 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 # A peer worker was lost (pod deleted, node gone, network partition). The
 # state from the last checkpoint is intact; restarting every worker resumes.
-EXIT_PEER_LOST = 69  # EX_UNAVAILABLE in sysexits.h
+EXIT_PEER_LOST = 129  # 128 + SIGHUP: a peer hung up
 # SIGTERM (preemption, node drain) was received, every worker saved a
 # checkpoint at the same step, and the job can resume from it.
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL in sysexits.h
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a process killed by SIGTERM reports
 
 
 class UserError(Exception):

@@ -4,7 +4,7 @@
   python -m trainer.task --help
 
 Exit codes (trainer/errors.py): 0 done, 1 unexpected failure, 2 bad input,
-69 a peer worker was lost, 75 stopped on SIGTERM with the state saved.
+129 a peer worker was lost, 143 stopped on SIGTERM with the state saved.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import typing
 from typing import Optional, Sequence
@@ -82,8 +83,23 @@ def _setup_logging() -> None:
   logging.getLogger("absl").setLevel(logging.WARNING)
 
 
+def _sigterm_before_training(signum, frame):
+  del signum, frame
+  raise errors.Preempted("SIGTERM before training started: nothing to save yet; exiting.")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs the trainer; returns the process exit code."""
+  # In a container this process is PID 1, which ignores SIGTERM unless it has
+  # a handler. The training loop installs its own, checkpointing, handler.
+  previous = signal.signal(signal.SIGTERM, _sigterm_before_training)
+  try:
+    return _main(argv)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
   try:
     config = parse_config(argv)
   except errors.UserError as e:

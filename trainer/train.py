@@ -17,15 +17,17 @@ the compiled function (`steps_per_execution`) to keep Python off the hot path.
 Progress lives in the checkpoint: completed epochs and steps into the current
 epoch. A rerun with the same job dir restores it and says where it resumed.
 SIGTERM is turned into a checkpoint at a step every worker agrees on (the
-flag is all-reduced with the next training call), then exit code 75.
+flag is all-reduced with the next training call), then exit code 143.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
+import re
 import signal
 import time
 from typing import Any, Optional
@@ -57,6 +59,18 @@ SAMPLE_IMAGES = 20
 # Errors a collective raises when a peer worker has gone away.
 _PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                 tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+def _peer_failure(error: tf.errors.OpError) -> str:
+  """'worker 1 (UNAVAILABLE: recvmsg:Connection reset by peer)' from a collective's error."""
+  text = error.message
+  task = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", text)
+  who = f"{task.group(1)} {task.group(2)}" if task else "another worker"
+  cause = next((line.strip() for line in text.splitlines()
+                if re.search(r"UNAVAILABLE|DEADLINE_EXCEEDED|CANCELLED|ABORTED|[Cc]onnection|"
+                             r"timed out|[Tt]imeout|[Ss]ocket closed|heartbeat", line)),
+               type(error).__name__)
+  return f"{who} ({cause[:300]})"
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -169,8 +183,8 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
 
   Raises:
     UserError: bad input (exit code 2).
-    Preempted: SIGTERM; state saved (exit code 75).
-    PeerLostError: another worker was lost (exit code 69).
+    Preempted: SIGTERM; state saved (exit code 143).
+    PeerLostError: another worker was lost (exit code 129).
   """
   config.validate()
   cluster = (distribution.Cluster(1, 0, True, None, "injected strategy") if strategy
@@ -270,11 +284,13 @@ class _Loop:
 
     @tf.function
     def train_steps(iterator, steps, stop_flag):
-      for _ in tf.range(steps):
-        strategy.run(replica_train_step, args=next(iterator))
-      # Every worker learns whether any of them got SIGTERM, after the same step.
+      # First, every worker learns whether any of them got SIGTERM; if one
+      # did, all of them skip the steps and stop at the same global step.
       flags = strategy.run(lambda: tf.identity(stop_flag))
-      return strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)
+      stop = strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)
+      for _ in tf.range(tf.where(stop > 0, 0, steps)):
+        strategy.run(replica_train_step, args=next(iterator))
+      return stop
 
     def replica_eval_step(images, labels):
       logits = model(images, training=False)
@@ -323,19 +339,27 @@ class _Loop:
       previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
       try:
         self._train(epoch, step)
+        results = self._last_eval or self._evaluate_and_report(final=True)
       except _PEER_ERRORS as e:
         if not cluster.is_multi_worker:
           raise
         raise errors.PeerLostError(
-            f"lost contact with another worker ({type(e).__name__}: {str(e).splitlines()[0]}). "
-            "Restart all workers; training resumes from the last checkpoint.") from e
+            f"lost contact with {_peer_failure(e)}. Restart all workers; training resumes "
+            "from the last checkpoint.") from e
       finally:
         signal.signal(signal.SIGTERM, previous_handler)
-      results = self._evaluate_and_report(final=True) if self._last_eval is None else self._last_eval
-      wall = time.time() - started
-      return self._finish(results, wall)
+      # Identical on every worker when replicas stayed in sync: a one-line
+      # check that distributed training did what it should.
+      log.info("Final weights fingerprint (sha256): %s", self._weights_fingerprint())
+      return self._finish(results, time.time() - started)
     finally:
       distribution.remove_worker_dir(cluster, self.write_dir)
+
+  def _weights_fingerprint(self) -> str:
+    digest = hashlib.sha256()
+    for weights in self.model.get_weights():
+      digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()[:16]
 
   def _on_sigterm(self, signum, frame):
     del signum, frame
@@ -408,31 +432,34 @@ class _Loop:
     iterator = iter(train_data)
     first_call = True
     interval_start, interval_images = time.time(), 0
-    next_log = (step // config.log_every_steps + 1) * config.log_every_steps
+    # Scalars are logged when the global step reaches a multiple of
+    # log_every_steps, and at the end of each epoch.
+    global_step = self._global_step()
     while epoch < config.epochs:
       while step < self.steps_per_epoch:
-        n = min(config.steps_per_execution, self.steps_per_epoch - step, next_log - step)
+        to_log = config.log_every_steps - global_step % config.log_every_steps
+        n = min(config.steps_per_execution, self.steps_per_epoch - step, to_log)
         t0 = time.time()
         stop = self._train_steps(iterator, tf.constant(n), tf.constant(float(self._sigterm)))
-        stop = float(stop)  # waits for the steps to finish
+        if float(stop) > 0:  # float() waits for the call to finish
+          path = self._save()
+          where = path if self.cluster.is_chief else "by the chief in the job directory"
+          raise errors.Preempted(
+              f"stopped on SIGTERM at epoch {epoch + 1}, step {step}/{self.steps_per_epoch}; "
+              f"checkpoint saved {where}. Rerun the same command to resume.")
         dt = time.time() - t0
         if not first_call:  # the first call traces and compiles
           self._train_seconds += dt
           self._train_images += n * self.global_batch
         first_call = False
         step += n
+        global_step += n
         interval_images += n * self.global_batch
         self.epoch_step.assign(step)
-        if step >= next_log or step == self.steps_per_epoch:
-          next_log = (step // config.log_every_steps + 1) * config.log_every_steps
+        if global_step % config.log_every_steps == 0 or step == self.steps_per_epoch:
           elapsed = time.time() - interval_start
           self._log_train(epoch, step, interval_images / max(elapsed, 1e-9))
           interval_start, interval_images = time.time(), 0
-        if stop > 0:
-          path = self._save()
-          raise errors.Preempted(
-              f"stopped on SIGTERM at epoch {epoch + 1}, step {step}; checkpoint {path} saved. "
-              "Rerun the same command to resume.")
       epoch, step = epoch + 1, 0
       self.epoch.assign(epoch)
       self.epoch_step.assign(0)

@@ -1,0 +1,188 @@
+"""Runs k8s/job.yaml's pods as local processes, as Kubernetes would start them.
+
+No Kubernetes API server runs here, so this harness does the kubelet's part
+for an Indexed Job, from the manifest itself:
+
+* the container's command is the Dockerfile's ENTRYPOINT (the manifest gives
+  only `args`), its environment comes from `env` (values, `fieldRef`,
+  `configMapKeyRef`) and `envFrom` (the ConfigMap in the same file), plus what
+  Kubernetes injects for an Indexed Job (`JOB_COMPLETION_INDEX`, `HOSTNAME`);
+* `$(VAR)` references in args are expanded as Kubernetes expands them;
+* each pod runs in its own network namespace with its own IP address, joined
+  by a bridge, and resolves the headless Service's pod names
+  (`<job>-<index>.<service>`) through that namespace's /etc/hosts. Every
+  worker therefore listens on the manifest's own port, as on separate nodes.
+
+The only values changed are the ones a user edits (the ConfigMap's bucket
+paths), pointed at local directories because TensorFlow's gs:// file system
+cannot reach an emulator (shared/ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from typing import Optional
+
+import yaml
+
+from conftest import REPO
+from workers import Worker
+
+
+def _run(*cmd: str) -> None:
+  subprocess.run(cmd, check=True, capture_output=True)
+
+
+def netns_available() -> bool:
+  """True if this process may create network namespaces (root with iproute2)."""
+  if os.geteuid() != 0 or not shutil.which("ip"):
+    return False
+  name = f"probe{secrets.token_hex(3)}"
+  try:
+    _run("ip", "netns", "add", name)
+    _run("ip", "netns", "del", name)
+    return True
+  except (subprocess.CalledProcessError, OSError):
+    return False
+
+
+class PodNetwork:
+  """One network namespace per pod on a private bridge, with /etc/hosts names."""
+
+  def __init__(self, hostnames: list[list[str]]):
+    """hostnames[i]: the names pod i answers to (all pods resolve all names)."""
+    self.tag = secrets.token_hex(2)
+    self.bridge = f"ckb{self.tag}"
+    subnet = 100 + secrets.randbelow(100)
+    self.namespaces, self.host_ends, self.addresses = [], [], []
+    self._made: list[tuple[str, ...]] = []
+    try:
+      self._cmd("ip", "link", "add", self.bridge, "type", "bridge")
+      self._made.append(("ip", "link", "del", self.bridge))
+      self._cmd("ip", "link", "set", self.bridge, "up")
+      for i in range(len(hostnames)):
+        ns, host_end, pod_end = f"ckn{self.tag}-{i}", f"ckh{self.tag}{i}", f"ckp{self.tag}{i}"
+        address = f"10.250.{subnet}.{i + 1}"
+        self._cmd("ip", "netns", "add", ns)
+        self._made.append(("ip", "netns", "del", ns))
+        self._cmd("ip", "link", "add", host_end, "type", "veth", "peer", "name", pod_end)
+        self._made.append(("ip", "link", "del", host_end))
+        self._cmd("ip", "link", "set", pod_end, "netns", ns)
+        self._cmd("ip", "link", "set", host_end, "master", self.bridge, "up")
+        self._cmd("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", pod_end)
+        self._cmd("ip", "-n", ns, "link", "set", pod_end, "up")
+        self._cmd("ip", "-n", ns, "link", "set", "lo", "up")
+        self.namespaces.append(ns)
+        self.host_ends.append(host_end)
+        self.addresses.append(address)
+      # `ip netns exec NS` bind-mounts /etc/netns/NS/hosts over /etc/hosts.
+      hosts = "127.0.0.1 localhost\n" + "".join(
+          f"{address} {' '.join(names)}\n" for address, names in zip(self.addresses, hostnames))
+      for ns in self.namespaces:
+        os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
+        with open(f"/etc/netns/{ns}/hosts", "w", encoding="utf-8") as f:
+          f.write(hosts)
+    except BaseException:
+      self.close()
+      raise
+
+  def _cmd(self, *cmd: str) -> None:
+    _run(*cmd)
+
+  def prefix(self, index: int) -> list[str]:
+    return ["ip", "netns", "exec", self.namespaces[index]]
+
+  def disconnect(self, index: int) -> None:
+    """Pulls pod `index`'s cable: its packets vanish, with no reset (a lost node)."""
+    _run("ip", "link", "set", self.host_ends[index], "down")
+
+  def close(self) -> None:
+    for cmd in reversed(self._made):
+      subprocess.run(cmd, capture_output=True)
+    for ns in self.namespaces:
+      shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
+    self._made = []
+
+
+def _entrypoint() -> list[str]:
+  with open(os.path.join(REPO, "Dockerfile"), encoding="utf-8") as f:
+    match = re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", f.read(), re.M)
+  return json.loads(match.group(1))
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+  """Kubernetes' $(VAR) expansion: defined names expand, $$ escapes, others stay."""
+  return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
+
+
+class IndexedJob:
+  """The Indexed Job in a manifest file, ready to start pod by pod."""
+
+  def __init__(self, path: str, settings: Optional[dict[str, str]] = None):
+    with open(path, encoding="utf-8") as f:
+      docs = [d for d in yaml.safe_load_all(f) if d]
+    self.config_maps = {d["metadata"]["name"]: dict(d.get("data", {}))
+                        for d in docs if d["kind"] == "ConfigMap"}
+    self.services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    (self.job,) = [d for d in docs if d["kind"] == "Job"]
+    self.name = self.job["metadata"]["name"]
+    self.pod_spec = self.job["spec"]["template"]["spec"]
+    (self.container,) = self.pod_spec["containers"]
+    self.completions = self.job["spec"]["completions"]
+    for name, values in (settings or {}).items():
+      (config_map,) = [c for c in self.config_maps.values() if name in c]
+      config_map[name] = values
+
+  def hostnames(self, index: int) -> list[str]:
+    subdomain = self.pod_spec["subdomain"]
+    return [f"{self.name}-{index}.{subdomain}", f"{self.name}-{index}"]
+
+  def env(self, index: int) -> dict[str, str]:
+    pod_labels = {**self.job["spec"]["template"]["metadata"].get("labels", {}),
+                  "batch.kubernetes.io/job-name": self.name, "job-name": self.name,
+                  "batch.kubernetes.io/job-completion-index": str(index)}
+    env = {"JOB_COMPLETION_INDEX": str(index), "HOSTNAME": f"{self.name}-{index}"}
+    for source in self.container.get("envFrom", []):
+      env.update(self.config_maps[source["configMapRef"]["name"]])
+    for var in self.container.get("env", []):
+      if "value" in var:
+        env[var["name"]] = expand(str(var["value"]), env)
+        continue
+      ref = var["valueFrom"]
+      if "fieldRef" in ref:
+        path = ref["fieldRef"]["fieldPath"]
+        label = re.fullmatch(r"metadata\.labels\['(.+)'\]", path)
+        env[var["name"]] = pod_labels[label.group(1)] if label else {
+            "metadata.name": f"{self.name}-{index}"}[path]
+      elif "configMapKeyRef" in ref:
+        env[var["name"]] = self.config_maps[ref["configMapKeyRef"]["name"]][ref["configMapKeyRef"]["key"]]
+      else:
+        raise NotImplementedError(f"env source {ref} is not simulated")
+    return env
+
+  def argv(self, index: int) -> list[str]:
+    command = self.container.get("command") or _entrypoint()
+    env = self.env(index)
+    argv = [expand(a, env) for a in command + self.container.get("args", [])]
+    # The image's `python` is the venv's here.
+    return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
+
+  def start(self, network: PodNetwork, tmpdir: str, extra_args: Optional[list[str]] = None,
+            indices: Optional[list[int]] = None) -> list[Worker]:
+    """Starts the pods (all indices by default) as processes in their namespaces."""
+    workers = []
+    for i in indices if indices is not None else range(self.completions):
+      tmp = os.path.join(tmpdir, f"pod{i}")
+      os.makedirs(tmp, exist_ok=True)
+      env = {**os.environ, **self.env(i), "TMPDIR": tmp, "PYTHONUNBUFFERED": "1"}
+      env.pop("TF_CONFIG", None)
+      workers.append(Worker(f"pod {self.name}-{i}",
+                            network.prefix(i) + self.argv(i) + list(extra_args or []), env))
+    return workers

@@ -1,0 +1,105 @@
+"""Cluster detection: TF_CONFIG (TFJob, Vertex AI), Kubernetes Indexed Jobs, malformed input."""
+
+import json
+
+import pytest
+
+from trainer import distribution
+from trainer import errors
+from trainer import task
+
+INDEXED = {"JOB_COMPLETION_INDEX": "1", "TRAINER_NUM_WORKERS": "3", "TRAINER_JOB_NAME": "cnn-trainer",
+           "TRAINER_SERVICE": "cnn-trainer-workers", "TRAINER_PORT": "2222"}
+
+
+def test_single_machine_without_cluster_variables():
+  cluster = distribution.cluster_from_env({})
+  assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (1, 0, True)
+  assert not cluster.is_multi_worker
+
+
+def test_indexed_job_derives_tf_config_from_stable_pod_names():
+  cluster = distribution.cluster_from_env(INDEXED)
+  assert cluster.tf_config == {
+      "cluster": {"worker": [f"cnn-trainer-{i}.cnn-trainer-workers:2222" for i in range(3)]},
+      "task": {"type": "worker", "index": 1}}
+  assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (3, 1, False)
+  assert "Indexed Job" in cluster.source
+  assert distribution.cluster_from_env({**INDEXED, "JOB_COMPLETION_INDEX": "0"}).is_chief
+
+
+def test_indexed_job_default_port():
+  env = {k: v for k, v in INDEXED.items() if k != "TRAINER_PORT"}
+  assert distribution.cluster_from_env(env).tf_config["cluster"]["worker"][0].endswith(":2222")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"JOB_COMPLETION_INDEX": "3"}, r"JOB_COMPLETION_INDEX=3 but TRAINER_NUM_WORKERS=3"),
+    ({"TRAINER_NUM_WORKERS": "two"}, r"TRAINER_NUM_WORKERS='two' is not an integer"),
+    ({"TRAINER_NUM_WORKERS": "0"}, r"TRAINER_NUM_WORKERS=0 must be >= 1"),
+    ({"TRAINER_SERVICE": ""}, r"TRAINER_SERVICE not set"),
+    ({"TRAINER_PORT": "-5"}, r"TRAINER_PORT=-5 must be >= 1"),
+])
+def test_malformed_indexed_job(change, message):
+  with pytest.raises(errors.ClusterError, match=message):
+    distribution.cluster_from_env({**INDEXED, **change})
+
+
+def test_tfjob_workers_only_worker0_is_chief():
+  tf_config = {"cluster": {"worker": ["w0:2222", "w1:2222"]}, "task": {"type": "worker", "index": 1}}
+  cluster = distribution.cluster_from_env({"TF_CONFIG": json.dumps(tf_config)})
+  assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (2, 1, False)
+
+
+def test_tfjob_with_chief_counts_the_chief_as_a_worker():
+  tf_config = {"cluster": {"chief": ["c:2222"], "worker": ["w0:2222", "w1:2222"]},
+               "task": {"type": "worker", "index": 0}}
+  cluster = distribution.cluster_from_env({"TF_CONFIG": json.dumps(tf_config)})
+  assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (3, 1, False)
+
+
+def test_vertex_ai_style_tf_config():
+  # Vertex AI adds 'environment', 'job' and a 'trial' field; they are ignored.
+  tf_config = {"cluster": {"chief": ["cmle-training-workerpool0-ab-0:2222"],
+                           "worker": ["cmle-training-workerpool1-ab-0:2222"]},
+               "environment": "cloud", "task": {"type": "chief", "index": 0, "trial": ""},
+               "job": {"worker_pool_specs": []}}
+  cluster = distribution.cluster_from_env({"TF_CONFIG": json.dumps(tf_config), **INDEXED})
+  assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (2, 0, True)
+  assert cluster.source == "TF_CONFIG"  # TF_CONFIG wins over the Indexed-Job variables
+  assert cluster.tf_config["task"] == {"type": "chief", "index": 0}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("{cluster", r"not JSON"),
+    ("[]", r"expected a JSON object"),
+    ('{"task": {"type": "worker", "index": 0}}', r"'cluster' must map task types"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["p:1"]}, "task": {"type": "worker", "index": 0}}',
+     r"task types \['ps'\] are not supported"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
+     r"task.type 'chief' is not one of the cluster's task types \['worker'\]"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+     r"task.index 1 is out of range for 1 worker task"),
+    ('{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": 0}}', r"'a', which is not host:port"),
+    ('{"cluster": {"chief": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}', r"at most one chief"),
+])
+def test_malformed_tf_config(raw, message):
+  with pytest.raises(errors.ClusterError, match=message):
+    distribution.cluster_from_env({"TF_CONFIG": raw})
+
+
+def test_malformed_cluster_is_exit_code_2_from_the_cli(monkeypatch, capsys, tmp_path):
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  for name, value in {**INDEXED, "JOB_COMPLETION_INDEX": "7"}.items():
+    monkeypatch.setenv(name, value)
+  assert task.main(["--job-dir", str(tmp_path), "--dataset", "mnist"]) == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      "error: JOB_COMPLETION_INDEX=7 but TRAINER_NUM_WORKERS=3: the Job's completions and "
+      "TRAINER_NUM_WORKERS must be equal.")
+
+
+def test_batch_must_divide_over_replicas():
+  import tensorflow as tf
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  with pytest.raises(errors.ConfigError, match=r"--batch-size 127 does not divide over 2 replicas"):
+    distribution.check_batch(strategy, 127)

@@ -1,0 +1,178 @@
+"""Multi-worker training with real worker processes talking gRPC.
+
+Two kinds of cluster:
+* TF_CONFIG on 127.0.0.1 (as Kubeflow or Vertex AI would set it), and
+* k8s/job.yaml run as Kubernetes would run it (tests/k8s_harness.py): each
+  pod a process in its own network namespace, addressed by the headless
+  Service's DNS names, started with the manifest's own command line.
+"""
+
+import json
+import os
+import re
+import signal
+import time
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ACCURACY_BAR, NUM_TEST, REPO
+from k8s_harness import IndexedJob, PodNetwork, netns_available
+from trainer import config as config_lib
+from trainer import data
+from trainer import errors
+from trainer import model as model_lib
+from workers import start_cluster, stop_all
+
+# A dead peer must fail the others within these bounds (seconds). A killed
+# process resets its connections (measured: under 1 s); a vanished node is
+# caught by the coordination service's heartbeat (measured: 9-12 s).
+PEER_KILLED_BOUND_S = 30
+NODE_LOST_BOUND_S = 60
+# Flags the fault tests add after the manifest's own: log every 5 steps so a
+# test can act mid-epoch (the default logs every 100 steps).
+MID_EPOCH_LOGGING = ["--log-every-steps", "5", "--steps-per-execution", "5"]
+
+needs_netns = pytest.mark.skipif(
+    not netns_available(), reason="needs root and iproute2 to create network namespaces")
+
+
+def _fingerprint(log: str) -> str:
+  return re.search(r"Final weights fingerprint \(sha256\): (\w+)", log).group(1)
+
+
+def _evaluate_alone(job_dir, data_dir):
+  """Test loss and accuracy of the final checkpoint, evaluated by one process."""
+  config = config_lib.preset("cifar10", data_dir=data_dir)
+  source = data.load(config)
+  model = model_lib.create_model("tutorial", source.info.image_shape, source.info.num_classes)
+  tf.train.Checkpoint(model=model).restore(
+      tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints"))).expect_partial()
+  losses, correct = [], 0
+  for images, labels in data.eval_dataset(source, config):
+    logits = model(images, training=False)
+    losses.append(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits).numpy())
+    correct += int(np.sum(np.argmax(logits, -1) == labels.numpy()))
+  losses = np.concatenate(losses)
+  return float(losses.mean()), correct / len(losses)
+
+
+def test_chief_and_two_workers_train_in_sync_and_only_the_chief_writes(tfds_dir, tmp_path):
+  """Vertex-AI-style TF_CONFIG with a chief; each process gets its own job dir to prove who writes."""
+  job_dirs = [str(tmp_path / f"job{i}") for i in range(3)]
+  args = lambda i: ["--data-dir", tfds_dir, "--job-dir", job_dirs[i], "--epochs", "6",
+                    "--batch-size", "126", *MID_EPOCH_LOGGING]
+  workers = start_cluster(3, args, str(tmp_path), chief=True)
+  try:
+    codes = [w.wait(600) for w in workers]
+  finally:
+    stop_all(workers)
+  assert codes == [0, 0, 0], "\n".join(w.log[-3000:] for w in workers)
+  assert "3 workers (this is worker 0, the chief), 3 replicas" in workers[0].log
+  assert "each of 3 workers reads its own shard" in workers[0].log
+  assert len({_fingerprint(w.log) for w in workers}) == 1, "replicas diverged"
+  metrics = json.load(open(os.path.join(job_dirs[0], "metrics.json")))
+  assert metrics["workers"] == 3 and metrics["replicas"] == 3
+  assert metrics["test_accuracy"] >= ACCURACY_BAR and metrics["test_examples"] == NUM_TEST
+  for i in (1, 2):
+    assert os.listdir(job_dirs[i]) == [], f"worker {i} wrote to its job dir"
+    assert os.listdir(tmp_path / f"worker{i}") == [], f"worker {i} left temporary files"
+
+
+# ------------------------------------------------------------ the manifest
+
+
+@pytest.fixture
+def manifest(tfds_dir, tmp_path):
+  """k8s/job.yaml with only the user-edited settings pointed at local paths."""
+  settings = {"JOB_DIR": str(tmp_path / "job"), "DATA_DIR": tfds_dir,
+              "PUBLISH_DIR": str(tmp_path / "models")}
+  job = IndexedJob(os.path.join(REPO, "k8s", "job.yaml"), settings)
+  network = PodNetwork([job.hostnames(i) for i in range(job.completions)])
+  started = []
+
+  def start(extra_args=None):
+    pods = job.start(network, str(tmp_path), extra_args)
+    started.extend(pods)
+    return pods
+
+  yield types.SimpleNamespace(job=job, start=start, settings=settings, network=network)
+  stop_all(started)
+  network.close()
+
+
+@needs_netns
+def test_manifest_trains_as_written(manifest, tfds_dir):
+  job, start, settings = manifest.job, manifest.start, manifest.settings
+  assert int(job.env(0)["TRAINER_NUM_WORKERS"]) == job.completions == job.job["spec"]["parallelism"]
+  pods = start()
+  codes = [p.wait(600) for p in pods]
+  assert codes == [0] * job.completions, "\n".join(p.log[-3000:] for p in pods)
+  assert "cluster from Kubernetes Indexed Job" in pods[1].log
+  assert "cnn-trainer-1.cnn-trainer-workers:2222" in pods[1].log
+  assert len({_fingerprint(p.log) for p in pods}) == 1
+  metrics = json.load(open(os.path.join(settings["JOB_DIR"], "metrics.json")))
+  assert metrics["test_accuracy"] >= ACCURACY_BAR
+  assert os.path.isfile(os.path.join(settings["PUBLISH_DIR"], "cifar10", "1", "saved_model.pb"))
+  # Sharded evaluation over the workers gives what one process gives.
+  loss, accuracy = _evaluate_alone(settings["JOB_DIR"], tfds_dir)
+  assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+  assert metrics["test_loss"] == pytest.approx(loss, rel=1e-4)
+
+
+@needs_netns
+def test_killed_worker_fails_its_peer_fast_and_a_restart_resumes(manifest):
+  job, start, settings = manifest.job, manifest.start, manifest.settings
+  pods = start(MID_EPOCH_LOGGING)
+  pods[1].wait_for("epoch 3/10 step 5/15")
+  killed_at = pods[1].signal(signal.SIGKILL)
+  assert pods[0].wait(PEER_KILLED_BOUND_S + 30) == errors.EXIT_PEER_LOST, pods[0].log[-3000:]
+  assert pods[0].exited_at - killed_at < PEER_KILLED_BOUND_S
+  assert "lost contact with worker 1" in pods[0].log
+  assert not os.path.exists(os.path.join(settings["JOB_DIR"], "export"))
+
+  # The Job recreates the pods: the same command on every index.
+  pods = start(MID_EPOCH_LOGGING)
+  codes = [p.wait(600) for p in pods]
+  assert codes == [0, 0], "\n".join(p.log[-3000:] for p in pods)
+  for p in pods:
+    assert re.search(r"Resuming from checkpoint \S+ckpt-30 at epoch 3/10, step 0/15", p.log), p.log[-3000:]
+    assert "epoch 2/10 step" not in p.log  # nothing before the checkpoint was trained again
+  metrics = json.load(open(os.path.join(settings["JOB_DIR"], "metrics.json")))
+  assert metrics["global_step"] == 150
+  assert metrics["test_accuracy"] >= ACCURACY_BAR
+
+
+@needs_netns
+def test_sigterm_saves_at_a_common_step_and_exits_143(manifest):
+  job, start, settings = manifest.job, manifest.start, manifest.settings
+  pods = start(MID_EPOCH_LOGGING)
+  pods[1].wait_for("epoch 2/10 step 5/15")
+  pods[1].signal(signal.SIGTERM)  # one pod preempted; the other was not told
+  codes = [p.wait(60) for p in pods]
+  assert codes == [errors.EXIT_PREEMPTED] * 2, "\n".join(p.log[-3000:] for p in pods)
+  stops = {re.search(r"stopped on SIGTERM at epoch 2, step (\d+)/15", p.log).group(1) for p in pods}
+  assert len(stops) == 1, "the workers stopped at different steps"
+  step = int(stops.pop())
+  assert 5 <= step < 15
+  checkpoint = tf.train.latest_checkpoint(os.path.join(settings["JOB_DIR"], "checkpoints"))
+  assert checkpoint.endswith(f"ckpt-{15 + step}")
+
+  pods = start(MID_EPOCH_LOGGING)
+  for p in pods:
+    p.wait_for(f"at epoch 2/10, step {step}/15", timeout=120)
+  pods[0].wait_for("Epoch 2/10 done", timeout=120)  # and it trains on from there
+
+
+@needs_netns
+def test_lost_node_fails_its_peer_within_the_bound(manifest):
+  job, start, settings = manifest.job, manifest.start, manifest.settings
+  pods = start(MID_EPOCH_LOGGING)
+  pods[1].wait_for("epoch 2/10 step 5/15")
+  cut_at = time.time()
+  manifest.network.disconnect(1)  # packets vanish: no reset, no FIN
+  assert pods[0].wait(NODE_LOST_BOUND_S + 30) == errors.EXIT_PEER_LOST, pods[0].log[-3000:]
+  assert pods[0].exited_at - cut_at < NODE_LOST_BOUND_S
+  assert "lost contact with worker 1" in pods[0].log
