@@ -80,30 +80,47 @@ def test_eval_pipeline_covers_split_once(tfds_dir):
   assert len(labels) == NUM_TEST
 
 
-def _is_shifted_window(original, result, pad=4):
+def _is_shifted_window(original, result, pad=4, flips=True):
+  """True if `result` is a (flipped) window of `original` zero-padded by `pad`."""
   padded = np.pad(original, ((pad, pad), (pad, pad), (0, 0)))
   h, w, _ = original.shape
   for dy in range(2 * pad + 1):
     for dx in range(2 * pad + 1):
       window = padded[dy:dy + h, dx:dx + w]
-      if np.array_equal(window, result) or np.array_equal(window[:, ::-1], result):
+      if np.array_equal(window, result) or (flips and np.array_equal(window[:, ::-1], result)):
         return True
   return False
 
 
-def test_augment_directly_is_a_flipped_padded_crop():
-  image = np.random.default_rng(1).integers(1, 256, (32, 32, 3), dtype=np.uint8)
-  outputs = [data.augment(tf.constant(image), tf.constant(0))[0].numpy() for _ in range(20)]
-  assert all(o.dtype == np.uint8 and o.shape == image.shape for o in outputs)
-  assert all(_is_shifted_window(image, o) for o in outputs)
-  assert len({o.tobytes() for o in outputs}) > 5  # it is random
+def test_augment_directly_is_a_flipped_padded_crop_per_image():
+  images = np.random.default_rng(1).integers(1, 256, (64, 32, 32, 3), dtype=np.uint8)
+  out, labels = data.augment(tf.constant(images), tf.range(64))
+  out = out.numpy()
+  assert out.dtype == np.uint8 and out.shape == images.shape
+  assert list(labels.numpy()) == list(range(64))
+  assert all(_is_shifted_window(i, o) for i, o in zip(images, out))
+  # Each image draws its own crop and flip: a batch is not moved as one.
+  assert len({o.tobytes() for o in out}) == 64
+  flipped = sum(not _is_shifted_window(i, o, flips=False) for i, o in zip(images, out))
+  assert 10 < flipped < 54
 
 
 def test_augment_inside_tf_data_matches_direct_semantics():
-  images = np.random.default_rng(2).integers(1, 256, (8, 32, 32, 3), dtype=np.uint8)
-  ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(8, np.int64))).map(data.augment)
-  for original, (result, _) in zip(images, ds):
-    assert _is_shifted_window(original, result.numpy())
+  images = np.random.default_rng(2).integers(1, 256, (16, 32, 32, 3), dtype=np.uint8)
+  ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(16, np.int64))).batch(8).map(data.augment)
+  results = np.concatenate([batch.numpy() for batch, _ in ds])
+  assert all(_is_shifted_window(i, o) for i, o in zip(images, results))
+
+
+def test_train_pipeline_augments_when_asked(tfds_dir):
+  config = _config(data_dir=tfds_dir, batch_size=32, augment=True, shuffle_buffer=1)
+  plain = _config(data_dir=tfds_dir, batch_size=32, shuffle_buffer=1)
+  source = data.load(config)
+  a = next(iter(data.train_dataset(source, config)))[0].numpy()
+  b = next(iter(data.train_dataset(source, plain)))[0].numpy()
+  assert a.shape == b.shape == (32, 32, 32, 3)
+  assert all(_is_shifted_window(x, y) for x, y in zip(b, a))  # same images, augmented
+  assert not np.array_equal(a, b)
 
 
 # ----------------------------------------------------------------- folders

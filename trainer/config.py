@@ -92,7 +92,11 @@ class TrainConfig:
       20,
       "Training steps per call into the compiled training function; more "
       "steps cut Python overhead but coarsen logging and SIGTERM response.")
-  jit_compile: bool = _field(True, "Compile the forward and backward pass with XLA.")
+  jit_compile: str = _field(
+      "auto",
+      "Compile the forward and backward pass with XLA: auto (on GPUs; off on CPUs, "
+      "where TensorFlow's oneDNN kernels train this CNN about 2x faster than XLA's), on, off.",
+      choices=("auto", "on", "off"))
   mixed_precision: str = _field(
       "off",
       "Compute in bfloat16 or float16 (with loss scaling); variables and the "
@@ -134,6 +138,10 @@ class TrainConfig:
     ratio = self.batch_size / self.lr_reference_batch
     factor = {"sqrt": math.sqrt(ratio), "linear": ratio, "none": 1.0}[self.lr_scaling]
     return self.learning_rate * factor
+
+  def use_xla(self, gpus: int) -> bool:
+    """Whether to jit-compile, given the number of local GPUs."""
+    return self.jit_compile == "on" or (self.jit_compile == "auto" and gpus > 0)
 
   def validate(self) -> None:
     """Raises ConfigError naming the first invalid field and a valid range."""

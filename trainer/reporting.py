@@ -12,22 +12,19 @@ import io
 import numpy as np
 
 
+def _figure(width: float, height: float):
+  """A matplotlib Figure on the Agg canvas: no display, no global pyplot state."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  return Figure(figsize=(width, height), dpi=100)
+
+
 def _figure_to_rgba(fig) -> np.ndarray:
-  """Renders a matplotlib figure to a uint8 [1, H, W, 4] array and closes it."""
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
-  buf.seek(0)
+  """Renders a matplotlib figure to a uint8 [1, H, W, 4] array."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
+  buf.seek(0)
   return np.asarray(Image.open(buf).convert("RGBA"))[np.newaxis]
-
-
-def _pyplot():
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")  # no display on training nodes
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  return plt
 
 
 def confusion_matrix_image(matrix: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray:
@@ -36,13 +33,13 @@ def confusion_matrix_image(matrix: np.ndarray, class_names: tuple[str, ...]) -> 
   Returns:
     uint8 [1, H, W, 4], ready for `tf.summary.image`.
   """
-  plt = _pyplot()
   matrix = np.asarray(matrix, dtype=np.float64)
   rows = matrix.sum(axis=1, keepdims=True)
   normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
   n = len(class_names)
   size = max(5.0, 0.55 * n + 2)
-  fig, ax = plt.subplots(figsize=(size, size))
+  fig = _figure(size, size)
+  ax = fig.subplots()
   ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
   ax.set_xticks(range(n), class_names, rotation=45, ha="right")
   ax.set_yticks(range(n), class_names)
@@ -69,11 +66,11 @@ def predictions_image(images: np.ndarray, labels: np.ndarray, predictions: np.nd
   Returns:
     uint8 [1, H, W, 4], ready for `tf.summary.image`.
   """
-  plt = _pyplot()
   n = len(images)
   cols = min(5, n)
   rows = -(-n // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+  fig = _figure(2.0 * cols, 2.2 * rows)
+  axes = fig.subplots(rows, cols, squeeze=False)
   for k, ax in enumerate(axes.flat):
     ax.axis("off")
     if k >= n:
