@@ -9,6 +9,8 @@ Modules, one responsibility each:
   reporting     evaluation figures and metrics.json
   export        the SavedModel TF Serving loads
   storage       local / gs:// file access and safe publishing
+  gcs           google-cloud-storage: preflight checks and ordered publishing for TF Serving
+  synthetic     learnable synthetic data in TFDS and image-folder form
   task          the command line (`python -m trainer.task`)
 """
 

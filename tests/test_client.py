@@ -1,0 +1,420 @@
+"""serving/client.py over real sockets, against the TF Serving protocol stand-in.
+
+The stand-in (tests/tfserving_standin.py) serves real exported SavedModels over
+TF Serving's REST and gRPC protocols; the real model server cannot run here.
+Exit-code tests run `python -m serving.client` as a subprocess, as a user would.
+"""
+
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from PIL import Image
+
+from conftest import REPO, free_port
+from serving import client as client_lib
+from serving.client import PredictClient
+from tfserving_standin import StandIn
+from trainer import data
+from trainer import export
+from trainer import model as model_lib
+from trainer import synthetic
+
+CIFAR = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], 10, 10)
+MNIST = data.DatasetInfo("mnist", (28, 28, 1), tuple(f"digit {i}" for i in range(10)), 10, 10)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+  """Exported models: cifar10 versions 1 and 2 (different weights) and mnist version 1."""
+  root = tmp_path_factory.mktemp("models")
+  built = {}
+  for name, info, versions in (("cifar10", CIFAR, (1, 2)), ("mnist", MNIST, (1,))):
+    for version in versions:
+      keras_model = model_lib.create_model("tutorial", info.image_shape, 10)
+      export.export(keras_model, info, "tutorial", [str(root / name)])
+      built[(name, version)] = keras_model
+  return str(root), built
+
+
+@pytest.fixture(scope="module")
+def server(models):
+  root, _ = models
+  standin = StandIn({"cifar10": os.path.join(root, "cifar10"), "mnist": os.path.join(root, "mnist")},
+                    labels={"cifar10": {"stable": 1, "canary": 2}}).start()
+  yield standin
+  standin.stop()
+
+
+def _expected(models, name, version, images):
+  return tf.nn.softmax(models[1][(name, version)](images)).numpy()
+
+
+def _images(info, n, seed=0):
+  images, _ = synthetic.make_arrays(n, info.image_shape, seed=seed)
+  return images
+
+
+def _write_png(path, pixels):
+  Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path)
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+  """Five 32x32 RGB PNGs and their pixels."""
+  root = tmp_path_factory.mktemp("images")
+  images = _images(CIFAR, 5, seed=3)
+  return [_write_png(root / f"img{i}.png", image) for i, image in enumerate(images)], images
+
+
+def run_client(args, timeout=120):
+  return subprocess.run([sys.executable, "-m", "serving.client", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _error_line(proc):
+  """The stderr's one `error: ` line (warnings about retries may precede it)."""
+  lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+  assert len(lines) == 1, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == lines[0], proc.stderr
+  return lines[0]
+
+
+# ------------------------------------------------------------- predictions
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_predictions_match_the_in_memory_model(protocol, server, models):
+  target = server.rest_url if protocol == "rest" else server.grpc_target
+  images = _images(CIFAR, 7)
+  with getattr(PredictClient, protocol)(target, "cifar10") as client:
+    meta = client.metadata()
+    assert meta.version == 2 and meta.image_shape() == (32, 32, 3)
+    result = client.predict(images)
+  expected = _expected(models, "cifar10", 2, images)  # the latest version by default
+  np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
+  np.testing.assert_array_equal(result.classes, expected.argmax(-1))
+  assert result.class_names[0] == list(CIFAR.class_names)
+  top = result.top_k(3)
+  assert [name for name, _ in top[0]] == [CIFAR.class_names[i] for i in np.argsort(-expected[0])[:3]]
+  assert result.version == (2 if protocol == "grpc" else None)  # REST responses name no version
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_versions_and_labels_select_the_model(protocol, server, models):
+  target = server.rest_url if protocol == "rest" else server.grpc_target
+  images = _images(CIFAR, 3)
+  factory = getattr(PredictClient, protocol)
+  for kwargs, version in (({"version": 1}, 1), ({"label": "stable"}, 1), ({"label": "canary"}, 2)):
+    with factory(target, "cifar10", **kwargs) as client:
+      assert client.metadata().version == version
+      np.testing.assert_allclose(client.predict(images).probabilities,
+                                 _expected(models, "cifar10", version, images), atol=1e-5)
+
+
+def test_single_channel_model(server, models):
+  images = _images(MNIST, 4)
+  with PredictClient.rest(server.rest_url, "mnist") as client:
+    assert client.metadata().image_shape() == (28, 28, 1)
+    np.testing.assert_allclose(client.predict(images).probabilities,
+                               _expected(models, "mnist", 1, images), atol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_cli_prints_top_k_per_file(protocol, server, models, files):
+  paths, images = files
+  target = ["--rest", server.rest_url] if protocol == "rest" else ["--grpc", server.grpc_target]
+  proc = run_client([*target, "--model", "cifar10", "--top-k", "2", *paths[:3]])
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stderr == ""
+  expected = _expected(models, "cifar10", 2, images[:3])
+  lines = proc.stdout.splitlines()
+  assert len(lines) == 3
+  for path, line, probs in zip(paths, lines, expected):
+    order = np.argsort(-probs)[:2]
+    assert line == f"{path}: " + ", ".join(f"{CIFAR.class_names[i]} {probs[i]:.3f}" for i in order)
+
+
+def test_cli_json_over_several_requests(server, models, files):
+  paths, images = files
+  proc = run_client(["--rest", server.rest_url, "--model", "cifar10", "--label", "stable",
+                     "--batch-size", "2", "--top-k", "10", "--json", *paths])
+  assert proc.returncode == 0, proc.stderr
+  out = json.loads(proc.stdout)
+  assert out["model"] == "cifar10" and out["version"] == 1 and out["signature"] == "serving_default"
+  expected = _expected(models, "cifar10", 1, images)
+  assert [p["file"] for p in out["predictions"]] == paths  # 5 files in 3 requests, in order
+  for prediction, probs in zip(out["predictions"], expected):
+    got = {t["class"]: t["probability"] for t in prediction["top_k"]}
+    assert got == pytest.approx(dict(zip(CIFAR.class_names, probs.tolist())), abs=1e-5)
+    assert prediction["top_k"][0]["class"] == CIFAR.class_names[probs.argmax()]
+
+
+def test_cli_encoded_sends_file_bytes(server, models, files, tmp_path):
+  paths, images = files
+  jpeg = str(tmp_path / "photo.jpg")
+  Image.fromarray(images[0]).save(jpeg, quality=95)
+  proc = run_client(["--rest", server.rest_url, "--model", "cifar10", "--encoded", "--json",
+                     paths[1], jpeg])
+  assert proc.returncode == 0, proc.stderr
+  out = json.loads(proc.stdout)
+  assert out["signature"] == "serving_encoded"
+  expected = _expected(models, "cifar10", 2, images[1:2])[0]  # PNG is lossless: same pixels
+  assert out["predictions"][0]["top_k"][0]["probability"] == pytest.approx(expected.max(), abs=1e-5)
+  assert len(out["predictions"][1]["top_k"]) == 3
+
+
+def test_grpc_encoded_matches_pixels(server, files):
+  paths, images = files
+  encoded = [open(p, "rb").read() for p in paths[:2]]
+  with PredictClient.grpc(server.grpc_target, "cifar10") as client:
+    by_bytes = client.predict_encoded(encoded)
+    by_pixels = client.predict(images[:2])
+  assert by_bytes.signature == "serving_encoded"
+  np.testing.assert_allclose(by_bytes.probabilities, by_pixels.probabilities, atol=1e-6)
+
+
+def test_resize_converts_only_when_asked(server, tmp_path):
+  big = _write_png(tmp_path / "big.png", _images(CIFAR, 1)[0].repeat(2, 0).repeat(2, 1))  # 64x64
+  grey = _write_png(tmp_path / "grey.png", _images(MNIST, 1)[0][:, :, :1].repeat(2, 0)[:32, :])
+  for path, what in ((big, "64x64 pixels with 3 channels (RGB)"), (grey, "28x32 pixels with 1 channel (L)")):
+    proc = run_client(["--rest", server.rest_url, "--model", "cifar10", path])
+    assert proc.returncode == 2
+    line = _error_line(proc)
+    assert f"{path} is {what}, but model 'cifar10' takes 32x32 pixels with 3 channels" in line
+    assert "pass --resize" in line
+    resized = run_client(["--rest", server.rest_url, "--model", "cifar10", "--resize", path])
+    assert resized.returncode == 0, resized.stderr
+    assert resized.stdout.startswith(f"{path}: ")
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_and_non_image_files_exit_2(server, files, tmp_path):
+  paths, _ = files
+  text = tmp_path / "notes.txt"
+  text.write_text("not an image")
+  for bad, message in ((str(tmp_path / "missing.png"), "missing.png: no such file"),
+                       (str(text), "notes.txt is not an image (Pillow cannot decode it)")):
+    proc = run_client(["--rest", server.rest_url, "--model", "cifar10", paths[0], bad])
+    assert proc.returncode == 2, proc.stderr
+    assert message in _error_line(proc)
+    assert proc.stdout == ""  # nothing is sent when any file is bad
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "cifar10", "--top-k", "0"], "argument --top-k: 0 must be > 0"),
+    (["--model", "cifar10", "--timeout", "soon"], "argument --timeout: 'soon' is not a number"),
+    (["--model", "cifar10", "--version", "1", "--label", "stable"], "not allowed with argument"),
+    (["--model", "cifar10", "--grpc", "http://127.0.0.1:8500"], "not allowed with argument"),
+])
+def test_bad_flags_exit_2(args, message, server, files):
+  proc = run_client(["--rest", server.rest_url, *args, files[0][0]])
+  assert proc.returncode == 2
+  assert message in _error_line(proc)
+
+
+def test_grpc_target_must_not_be_a_url(files):
+  proc = run_client(["--grpc", "http://127.0.0.1:8500", "--model", "cifar10", files[0][0]])
+  assert proc.returncode == 2
+  assert "is not HOST:PORT" in _error_line(proc)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_unknown_model_or_version_is_not_found_exit_3(protocol, server, files):
+  target = ["--rest", server.rest_url] if protocol == "rest" else ["--grpc", server.grpc_target]
+  cases = [(["--model", "cifar10", "--version", "7"], "Servable not found for request: Specific(cifar10, 7)")]
+  if protocol == "rest":  # one gRPC subprocess is enough: each one imports TensorFlow
+    cases.append((["--model", "nope"], "Servable not found for request: Latest(nope)"))
+  for args, server_message in cases:
+    proc = run_client([*target, *args, files[0][0]])
+    assert proc.returncode == 3, proc.stderr
+    line = _error_line(proc)
+    assert "(NOT_FOUND: " in line and server_message in line
+    assert "warning" not in proc.stderr  # NOT_FOUND is never retried
+
+
+def test_unknown_label_is_the_servers_invalid_argument_exit_3(server, files):
+  proc = run_client(["--rest", server.rest_url, "--model", "cifar10", "--label", "beta", files[0][0]])
+  assert proc.returncode == 3
+  line = _error_line(proc)
+  assert "(INVALID_ARGUMENT: HTTP 400: Unrecognized servable version label: beta)" in line
+  assert "Check --label" in line
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_server_invalid_argument_passes_the_models_message_through(protocol, server, tmp_path):
+  """A wrong-size encoded image sent anyway: the SavedModel's own message comes back."""
+  buffer = io.BytesIO()
+  Image.new("RGB", (40, 40)).save(buffer, format="PNG")
+  target = server.rest_url if protocol == "rest" else server.grpc_target
+  with getattr(PredictClient, protocol)(target, "cifar10") as client:
+    with pytest.raises(client_lib.RequestRejected) as e:
+      client.predict_encoded([buffer.getvalue()])
+  assert e.value.code == "INVALID_ARGUMENT" and e.value.exit_code == 3
+  assert "each encoded image must be 32x32 pixels" in e.value.server_message
+  assert "each encoded image must be 32x32 pixels" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_server_down_exits_69_after_three_attempts(protocol, files):
+  port = free_port()  # nothing listens there
+  target = ["--rest", f"http://127.0.0.1:{port}"] if protocol == "rest" else ["--grpc", f"127.0.0.1:{port}"]
+  started = time.time()
+  proc = run_client([*target, "--model", "cifar10", files[0][0]])
+  assert proc.returncode == 69, proc.stderr
+  line = _error_line(proc)
+  assert "could not be reached (UNAVAILABLE" in line and "after 3 attempts" in line
+  assert proc.stderr.count("warning: ") == 2  # retried twice, 0.5 s then 1 s apart
+  if protocol == "rest":
+    assert "connection refused" in line
+    assert time.time() - started < 20
+
+
+class _SilentServer:
+  """A TCP socket that accepts connections and never answers."""
+
+  def __enter__(self):
+    self.sock = socket.socket()
+    self.sock.bind(("127.0.0.1", 0))
+    self.sock.listen(8)
+    self.port = self.sock.getsockname()[1]
+    self.accepted = []
+    threading.Thread(target=self._accept, daemon=True).start()
+    return self
+
+  def _accept(self):
+    while True:
+      try:
+        self.accepted.append(self.sock.accept()[0])
+      except OSError:
+        return
+
+  def __exit__(self, *exc):
+    self.sock.close()
+    for conn in self.accepted:
+      conn.close()
+
+
+def test_timeout_exits_69_without_retrying(files):
+  with _SilentServer() as silent:
+    started = time.time()
+    proc = run_client(["--rest", f"http://127.0.0.1:{silent.port}", "--model", "cifar10",
+                       "--timeout", "0.5", files[0][0]])
+    elapsed = time.time() - started
+  assert proc.returncode == 69
+  line = _error_line(proc)
+  assert "did not answer (DEADLINE_EXCEEDED: no answer within 0.5 s)" in line
+  assert "warning" not in proc.stderr and elapsed < 10
+
+
+def test_grpc_timeout_is_deadline_exceeded():
+  with _SilentServer() as silent:
+    with PredictClient.grpc(f"127.0.0.1:{silent.port}", "cifar10", timeout_s=0.5) as client:
+      started = time.time()
+      with pytest.raises(client_lib.ServerUnavailable) as e:
+        client.metadata()
+  assert e.value.code == "DEADLINE_EXCEEDED" and e.value.exit_code == 69
+  assert time.time() - started < 5
+
+
+def test_cli_retries_until_the_server_starts_listening(server, models, files):
+  """The first attempt is refused; the server starts during the backoff; the retry succeeds."""
+  port = free_port()
+  proc = subprocess.Popen([sys.executable, "-m", "serving.client", "--rest", f"http://127.0.0.1:{port}",
+                           "--model", "cifar10", files[0][0]], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  late = StandIn({}, models=server.models)
+  try:
+    first = proc.stderr.readline()  # blocks until the first attempt has failed
+    assert first.startswith("warning: ") and "UNAVAILABLE (connection refused)" in first, first
+    assert "retrying in 0.5 s (attempt 2 of 3)" in first
+    late.start(rest_port=port, grpc_port=None)
+    stdout, rest = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+    late.stop()
+  assert proc.returncode == 0, first + rest
+  assert rest == ""  # the second attempt succeeded
+  assert stdout.startswith(f"{files[0][0]}: ")
+
+
+def test_grpc_retries_until_the_server_starts_listening(server, files):
+  port = free_port()
+  first_failure = threading.Event()
+
+  class OnWarning(logging.Handler):
+    def emit(self, record):
+      first_failure.set()
+
+  handler = OnWarning(level=logging.WARNING)
+  client_lib.log.addHandler(handler)
+  late = StandIn({}, models=server.models)
+  starter = threading.Thread(
+      target=lambda: first_failure.wait(30) and late.start(rest_port=None, grpc_port=port))
+  starter.start()
+  try:
+    with PredictClient.grpc(f"127.0.0.1:{port}", "cifar10") as client:
+      assert client.metadata().version == 2
+  finally:
+    client_lib.log.removeHandler(handler)
+    starter.join()
+    late.stop()
+  assert first_failure.is_set()
+
+
+# ------------------------------------------------------- protocol details
+
+
+def test_tensor_protos_round_trip_through_tensorflow():
+  """The client's TensorProto codec agrees with TensorFlow's own, both ways."""
+  arrays = [np.arange(24, dtype=np.uint8).reshape(2, 3, 4), np.linspace(0, 1, 6, dtype=np.float32).reshape(2, 3),
+            np.array([[1, -2], [3, 2**40]], dtype=np.int64), np.array([b"a", b"\x00\xff"], dtype=object)]
+  for array in arrays:
+    np.testing.assert_array_equal(tf.make_ndarray(client_lib.to_tensor_proto(array)), array)
+    decoded = client_lib.to_numpy(tf.make_tensor_proto(array))  # tensor_content for numbers
+    assert decoded.dtype == array.dtype
+    np.testing.assert_array_equal(decoded, array)
+  compact = tf.make_tensor_proto(np.float32(0.5), shape=[2, 2])  # one value, repeated
+  np.testing.assert_array_equal(client_lib.to_numpy(compact), np.full((2, 2), 0.5, np.float32))
+
+
+def test_standin_rest_formats_agree(server):
+  """Row ("instances") and columnar ("inputs") requests, and model status, as TF Serving."""
+  images = _images(CIFAR, 2)
+  url = f"{server.rest_url}/v1/models/cifar10"
+  row = requests.post(f"{url}:predict", json={"instances": images.tolist()}, timeout=30).json()
+  named = requests.post(f"{url}/versions/2:predict",
+                        json={"instances": [{"images": i.tolist()} for i in images]}, timeout=30).json()
+  columnar = requests.post(f"{url}:predict", json={"signature_name": "serving_default",
+                                                   "inputs": {"images": images.tolist()}}, timeout=30).json()
+  assert [p["classes"] for p in row["predictions"]] == columnar["outputs"]["classes"]
+  assert row == named
+  np.testing.assert_allclose([p["probabilities"] for p in row["predictions"]],
+                             columnar["outputs"]["probabilities"], atol=1e-6)
+  status = requests.get(url, timeout=30)  # k8s/serving.yaml's readiness probe
+  assert status.status_code == 200
+  assert [(s["version"], s["state"]) for s in status.json()["model_version_status"]] == [
+      ("2", "AVAILABLE"), ("1", "AVAILABLE")]
+  missing = requests.get(f"{server.rest_url}/v1/models/nope", timeout=30)
+  assert missing.status_code == 404 and "error" in missing.json()
+  wrong = requests.post(f"{url}:predict", json={"instances": [[1, 2, 3]]}, timeout=30)
+  assert wrong.status_code == 400 and "the signature takes [-1, 32, 32, 3]" in wrong.json()["error"]
+
+
+def test_client_speaks_the_exports_signature_names():
+  """serving/client.py repeats these names (importing trainer would load TensorFlow for REST)."""
+  assert client_lib.DEFAULT_SIGNATURE == export.DEFAULT_SIGNATURE
+  assert client_lib.ENCODED_SIGNATURE == export.ENCODED_SIGNATURE

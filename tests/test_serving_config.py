@@ -1,0 +1,202 @@
+"""serving/*.config parse as the protos TF Serving reads, and k8s/serving.yaml serves them."""
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pool
+from google.protobuf import message_factory
+from google.protobuf import text_format
+from google.protobuf import wrappers_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from conftest import REPO
+
+CONFIG_FILES = ("models.config", "batching_parameters.txt", "monitoring.config")
+MODELS = ("cifar10", "mnist")
+
+
+def _read(*parts):
+  with open(os.path.join(REPO, *parts), encoding="utf-8") as f:
+    return f.read()
+
+
+def _tf_serving_messages():
+  """(BatchingParameters, MonitoringConfig) message classes with TF Serving's schema.
+
+  tensorflow-serving-api 2.21 ships ModelServerConfig but not these two. Their
+  fields are transcribed from tensorflow/serving's
+  tensorflow_serving/servables/tensorflow/session_bundle_config.proto
+  (message BatchingParameters, fields 1-7) and
+  tensorflow_serving/config/monitoring_config.proto, with the same names,
+  numbers and types, so text_format rejects a misspelt or mistyped field as
+  the model server's parser would.
+  """
+  F = descriptor_pb2.FieldDescriptorProto
+  pool = descriptor_pool.DescriptorPool()
+  pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+  proto = descriptor_pb2.FileDescriptorProto(
+      name="tensorflow_serving/transcribed_configs.proto", package="tensorflow.serving",
+      syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+
+  def message(name, fields):
+    m = proto.message_type.add(name=name)
+    for number, (field, kind, type_name, label) in enumerate(fields, start=1):
+      m.field.add(name=field, number=number, type=kind, label=label,
+                  **({"type_name": type_name} if type_name else {}))
+
+  opt, rep = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+  int64_value = ".google.protobuf.Int64Value"
+  message("BatchingParameters", [
+      ("max_batch_size", F.TYPE_MESSAGE, int64_value, opt),
+      ("batch_timeout_micros", F.TYPE_MESSAGE, int64_value, opt),
+      ("max_enqueued_batches", F.TYPE_MESSAGE, int64_value, opt),
+      ("num_batch_threads", F.TYPE_MESSAGE, int64_value, opt),
+      ("thread_pool_name", F.TYPE_MESSAGE, ".google.protobuf.StringValue", opt),
+      ("allowed_batch_sizes", F.TYPE_INT64, None, rep),
+      ("pad_variable_length_inputs", F.TYPE_BOOL, None, opt),
+  ])
+  message("PrometheusConfig", [("enable", F.TYPE_BOOL, None, opt),
+                               ("path", F.TYPE_STRING, None, opt)])
+  message("MonitoringConfig", [
+      ("prometheus_config", F.TYPE_MESSAGE, ".tensorflow.serving.PrometheusConfig", opt)])
+  pool.Add(proto)
+  return tuple(message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{n}"))
+               for n in ("BatchingParameters", "MonitoringConfig"))
+
+
+BatchingParameters, MonitoringConfig = _tf_serving_messages()
+
+
+@pytest.fixture(scope="module")
+def manifests():
+  docs = [d for d in yaml.safe_load_all(_read("k8s", "serving.yaml")) if d]
+  return {d["kind"]: d for d in docs}
+
+
+def _container(manifests):
+  (container,) = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+  return container
+
+
+def _flags(manifests):
+  return dict(a[2:].split("=", 1) if "=" in a else (a[2:], None) for a in _container(manifests)["args"])
+
+
+def test_models_config_serves_both_models_with_two_versions_and_labels():
+  config = text_format.Parse(_read("serving", "models.config"),
+                             model_server_config_pb2.ModelServerConfig())
+  models = config.model_config_list.config
+  assert [m.name for m in models] == list(MODELS)
+  for m in models:
+    assert m.base_path == f"gs://BUCKET/models/{m.name}"  # where --publish-dir gs://BUCKET/models puts it
+    assert m.model_platform == "tensorflow"
+    assert m.model_version_policy.WhichOneof("policy_choice") == "latest"
+    assert m.model_version_policy.latest.num_versions == 2
+    labels = dict(m.version_labels)
+    assert set(labels) == {"stable", "canary"}
+    assert 1 <= labels["stable"] <= labels["canary"]
+
+
+def test_batching_parameters_are_consistent():
+  params = text_format.Parse(_read("serving", "batching_parameters.txt"), BatchingParameters())
+  for field in ("max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"):
+    assert params.HasField(field), field  # every value set deliberately, none left to defaults
+  sizes = list(params.allowed_batch_sizes)
+  # TF Serving's own requirements: increasing, and the last equals max_batch_size.
+  assert sizes == sorted(set(sizes)) and sizes[-1] == params.max_batch_size.value
+  assert params.batch_timeout_micros.value <= 5000  # low latency: a lone request waits <= 5 ms
+  assert params.max_enqueued_batches.value >= 1
+  assert params.pad_variable_length_inputs is False
+  # The client's default request size fits one batch.
+  from serving import client
+  assert client.DEFAULT_BATCH_SIZE <= params.max_batch_size.value
+
+
+def test_batching_threads_match_the_cpus_requested(manifests):
+  params = text_format.Parse(_read("serving", "batching_parameters.txt"), BatchingParameters())
+  resources = _container(manifests)["resources"]
+  assert int(resources["requests"]["cpu"]) == params.num_batch_threads.value
+  flags = _flags(manifests)
+  assert int(flags["tensorflow_intra_op_parallelism"]) == params.num_batch_threads.value
+
+
+def test_the_transcribed_schema_rejects_malformed_values():
+  # The schema bites: a wrapper field needs `{ value: N }`, and a typo is unknown.
+  with pytest.raises(text_format.ParseError):
+    text_format.Parse("max_batch_size: 64", BatchingParameters())
+  with pytest.raises(text_format.ParseError):
+    text_format.Parse("max_batch_sise { value: 64 }", BatchingParameters())
+
+
+def test_monitoring_config_enables_prometheus(manifests):
+  config = text_format.Parse(_read("serving", "monitoring.config"), MonitoringConfig())
+  assert config.prometheus_config.enable is True
+  assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
+  annotations = manifests["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+  assert annotations["prometheus.io/path"] == config.prometheus_config.path
+  assert annotations["prometheus.io/port"] == "8501"
+
+
+def test_configmap_holds_exactly_the_files_in_serving(manifests):
+  data = manifests["ConfigMap"]["data"]
+  assert sorted(data) == sorted(CONFIG_FILES)
+  for name in CONFIG_FILES:
+    assert data[name] == _read("serving", name), f"k8s/serving.yaml's copy of {name} differs"
+
+
+def test_deployment_reads_the_mounted_files(manifests):
+  spec = manifests["Deployment"]["spec"]["template"]["spec"]
+  container = _container(manifests)
+  flags = _flags(manifests)
+  (mount,) = [m for m in container["volumeMounts"] if m["name"] == "config"]
+  (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
+  assert volume["configMap"]["name"] == manifests["ConfigMap"]["metadata"]["name"]
+  assert "subPath" not in mount  # a subPath mount never sees ConfigMap updates
+  for flag, name in (("model_config_file", "models.config"),
+                     ("batching_parameters_file", "batching_parameters.txt"),
+                     ("monitoring_config_file", "monitoring.config")):
+    assert flags[flag] == f"{mount['mountPath']}/{name}"
+  assert "enable_batching" in flags and flags["model_config_file_poll_wait_seconds"] == "60"
+  assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
+  ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+  assert ports == {"grpc": 8500, "http": 8501}
+  service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in manifests["Service"]["spec"]["ports"]}
+  assert service_ports == {"grpc": (8500, "grpc"), "http": (8501, "http")}
+  pod_labels = manifests["Deployment"]["spec"]["template"]["metadata"]["labels"]
+  assert manifests["Service"]["spec"]["selector"].items() <= pod_labels.items()
+  readiness = container["readinessProbe"]["httpGet"]
+  assert readiness["port"] == "http" and readiness["path"].startswith("/v1/models/")
+  assert readiness["path"].rsplit("/", 1)[1] in MODELS
+  assert container["livenessProbe"]["tcpSocket"]["port"] == "grpc"
+
+
+def test_image_matches_the_serving_api_and_runs_restricted(manifests):
+  container = _container(manifests)
+  api_version = importlib.metadata.version("tensorflow-serving-api")
+  assert container["image"] == f"tensorflow/serving:{api_version}"
+  spec = manifests["Deployment"]["spec"]["template"]["spec"]
+  assert spec["serviceAccountName"] == "cnn-trainer"
+  pod, ctr = spec["securityContext"], container["securityContext"]
+  assert pod["runAsNonRoot"] is True and isinstance(pod["runAsUser"], int) and pod["runAsUser"] > 0
+  assert pod["seccompProfile"]["type"] == "RuntimeDefault"
+  assert ctr["allowPrivilegeEscalation"] is False and ctr["capabilities"]["drop"] == ["ALL"]
+  assert ctr["readOnlyRootFilesystem"] is True
+  assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
+  for kind in ("requests", "limits"):
+    assert {"cpu", "memory"} <= set(container["resources"][kind])
+
+
+def test_manifest_passes_strict_schema_validation():
+  binary = shutil.which("kubernetes-validate") or os.path.join(os.path.dirname(sys.executable),
+                                                               "kubernetes-validate")
+  proc = subprocess.run([binary, "--strict", "-k", "1.33.0", "k8s/serving.yaml"], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  for kind in ("configmap/tf-serving-config", "deployment/tf-serving", "service/tf-serving"):
+    assert f"passed for resource {kind}" in proc.stdout + proc.stderr
