@@ -57,7 +57,8 @@ def image_folder(tmp_path_factory) -> str:
 
 
 def make_config(tfds_dir: str, job_dir: str, **overrides) -> config_lib.TrainConfig:
-  values = dict(dataset="cifar10", data_dir=tfds_dir, job_dir=job_dir,
+  # Batch 128: 15 steps per epoch, which the tests below count on.
+  values = dict(dataset="cifar10", data_dir=tfds_dir, job_dir=job_dir, batch_size=128,
                 epochs=EPOCHS_TO_LEARN, log_every_steps=5, steps_per_execution=5)
   values.update(overrides)
   return config_lib.preset("cifar10", **values)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ACCURACY_BAR, NUM_TEST, REPO
+from conftest import ACCURACY_BAR, NUM_TEST, NUM_TRAIN, REPO
 from k8s_harness import IndexedJob, PodNetwork, netns_available
 from trainer import config as config_lib
 from trainer import data
@@ -34,6 +34,8 @@ NODE_LOST_BOUND_S = 60
 # Flags the fault tests add after the manifest's own: log every 5 steps so a
 # test can act mid-epoch (the default logs every 100 steps).
 MID_EPOCH_LOGGING = ["--log-every-steps", "5", "--steps-per-execution", "5"]
+# The manifest trains with the preset's batch size.
+SPE = NUM_TRAIN // config_lib.preset("cifar10").batch_size  # steps per epoch
 
 needs_netns = pytest.mark.skipif(
     not netns_available(), reason="needs root and iproute2 to create network namespaces")
@@ -126,7 +128,7 @@ def test_manifest_trains_as_written(manifest, tfds_dir):
 def test_killed_worker_fails_its_peer_fast_and_a_restart_resumes(manifest):
   job, start, settings = manifest.job, manifest.start, manifest.settings
   pods = start(MID_EPOCH_LOGGING)
-  pods[1].wait_for("epoch 3/10 step 5/15")
+  pods[1].wait_for("epoch 3/10 step ")  # the first log line inside epoch 3
   killed_at = pods[1].signal(signal.SIGKILL)
   assert pods[0].wait(PEER_KILLED_BOUND_S + 30) == errors.EXIT_PEER_LOST, pods[0].log[-3000:]
   assert pods[0].exited_at - killed_at < PEER_KILLED_BOUND_S
@@ -138,10 +140,11 @@ def test_killed_worker_fails_its_peer_fast_and_a_restart_resumes(manifest):
   codes = [p.wait(600) for p in pods]
   assert codes == [0, 0], "\n".join(p.log[-3000:] for p in pods)
   for p in pods:
-    assert re.search(r"Resuming from checkpoint \S+ckpt-30 at epoch 3/10, step 0/15", p.log), p.log[-3000:]
+    assert re.search(rf"Resuming from checkpoint \S+ckpt-{2 * SPE} at epoch 3/10, step 0/{SPE}", p.log), \
+        p.log[-3000:]
     assert "epoch 2/10 step" not in p.log  # nothing before the checkpoint was trained again
   metrics = json.load(open(os.path.join(settings["JOB_DIR"], "metrics.json")))
-  assert metrics["global_step"] == 150
+  assert metrics["global_step"] == 10 * SPE
   assert metrics["test_accuracy"] >= ACCURACY_BAR
 
 
@@ -149,20 +152,20 @@ def test_killed_worker_fails_its_peer_fast_and_a_restart_resumes(manifest):
 def test_sigterm_saves_at_a_common_step_and_exits_143(manifest):
   job, start, settings = manifest.job, manifest.start, manifest.settings
   pods = start(MID_EPOCH_LOGGING)
-  pods[1].wait_for("epoch 2/10 step 5/15")
+  pods[1].wait_for("epoch 2/10 step ")  # the first log line inside epoch 2
   pods[1].signal(signal.SIGTERM)  # one pod preempted; the other was not told
   codes = [p.wait(60) for p in pods]
   assert codes == [errors.EXIT_PREEMPTED] * 2, "\n".join(p.log[-3000:] for p in pods)
-  stops = {re.search(r"stopped on SIGTERM at epoch 2, step (\d+)/15", p.log).group(1) for p in pods}
+  stops = {re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{SPE}", p.log).group(1) for p in pods}
   assert len(stops) == 1, "the workers stopped at different steps"
   step = int(stops.pop())
-  assert 5 <= step < 15
+  assert 0 < step < SPE
   checkpoint = tf.train.latest_checkpoint(os.path.join(settings["JOB_DIR"], "checkpoints"))
-  assert checkpoint.endswith(f"ckpt-{15 + step}")
+  assert checkpoint.endswith(f"ckpt-{SPE + step}")
 
   pods = start(MID_EPOCH_LOGGING)
   for p in pods:
-    p.wait_for(f"at epoch 2/10, step {step}/15", timeout=120)
+    p.wait_for(f"at epoch 2/10, step {step}/{SPE}", timeout=120)
   pods[0].wait_for("Epoch 2/10 done", timeout=120)  # and it trains on from there
 
 
@@ -170,7 +173,7 @@ def test_sigterm_saves_at_a_common_step_and_exits_143(manifest):
 def test_lost_node_fails_its_peer_within_the_bound(manifest):
   job, start, settings = manifest.job, manifest.start, manifest.settings
   pods = start(MID_EPOCH_LOGGING)
-  pods[1].wait_for("epoch 2/10 step 5/15")
+  pods[1].wait_for("epoch 2/10 step ")
   cut_at = time.time()
   manifest.network.disconnect(1)  # packets vanish: no reset, no FIN
   assert pods[0].wait(NODE_LOST_BOUND_S + 30) == errors.EXIT_PEER_LOST, pods[0].log[-3000:]

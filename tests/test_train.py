@@ -74,7 +74,7 @@ def test_killed_run_leaves_no_export_and_resumes_at_epoch_2(tfds_dir, tmp_path):
   """SIGKILL after the first epoch's checkpoint; the same command resumes at epoch 2."""
   job_dir = str(tmp_path / "job")
   args = ["-m", "trainer.task", "--dataset", "cifar10", "--data-dir", tfds_dir, "--job-dir", job_dir,
-          "--epochs", "3", "--log-every-steps", "5", "--steps-per-execution", "5"]
+          "--epochs", "3", "--batch-size", "128", "--log-every-steps", "5", "--steps-per-execution", "5"]
   proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stderr=subprocess.PIPE, text=True)
   log = []
   for line in proc.stderr:

@@ -67,7 +67,7 @@ class TrainConfig:
       "(the folder's name for folder:PATH).")
   epochs: int = _field(10, "Training epochs.")
   batch_size: int = _field(
-      128,
+      64,
       "Global batch size, in images per step over all replicas; each replica "
       "gets batch_size / replicas.")
   learning_rate: float = _field(
@@ -196,7 +196,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cifar10-best": {
         "epochs": 30,
         "augment": True,
-        "batch_size": 256,
+        "batch_size": 128,
         "learning_rate": 1e-3,
         "lr_schedule": "cosine",
         "warmup_epochs": 2.0,

@@ -190,9 +190,14 @@ def create_strategy(cluster: Cluster, collective_timeout_s: float) -> tf.distrib
   elif len(gpus) > 1:
     strategy = tf.distribute.MirroredStrategy()
     log.info("Strategy: MirroredStrategy over %d GPUs (one machine, several GPUs).", len(gpus))
+  elif gpus:
+    # Unlike the default strategy, OneDeviceStrategy's distributed datasets
+    # copy each batch to the GPU ahead of the step that needs it.
+    strategy = tf.distribute.OneDeviceStrategy("/gpu:0")
+    log.info("Strategy: OneDeviceStrategy on /gpu:0 (one machine, one GPU).")
   else:
     strategy = tf.distribute.get_strategy()
-    log.info("Strategy: default (one machine, %s).", "1 GPU" if gpus else "CPU only")
+    log.info("Strategy: default (one machine, CPU only).")
   return strategy
 
 

@@ -1,0 +1,73 @@
+"""Presets: the accuracy recipe trains stably, the schedule is what it says, the README's offline run works."""
+
+import glob
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.util import event_pb2
+
+from conftest import REPO
+from trainer import config as config_lib
+from trainer import train
+
+
+def test_warmup_then_cosine_schedule():
+  lr = train.LearningRate(peak=2e-3, warmup_steps=10, total_steps=110, cosine=True)
+  values = [float(lr(step)) for step in range(110)]
+  assert values[0] == pytest.approx(2e-4)               # (step + 1) / warmup of the peak
+  assert values[9] == pytest.approx(2e-3)               # peak at the end of warm-up
+  assert values[60] == pytest.approx(1e-3, rel=1e-3)    # half-way down the cosine
+  assert values[109] < 1e-6 and min(values) >= 0
+  assert all(a <= b for a, b in zip(values[:10], values[1:10]))
+  assert all(a >= b for a, b in zip(values[10:], values[11:]))
+  constant = train.LearningRate(peak=1e-3, warmup_steps=0, total_steps=100, cosine=False)
+  assert [float(constant(s)) for s in (0, 50, 99)] == pytest.approx([1e-3] * 3)
+
+
+def _scalars(log_dir, tag):
+  points = []
+  for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+    for record in tf.data.TFRecordDataset(path):
+      event = event_pb2.Event.FromString(record.numpy())
+      points += [(event.step, float(tf.make_ndarray(v.tensor))) for v in event.summary.value if v.tag == tag]
+  return points
+
+
+def test_cifar10_best_trains_stably(tfds_dir, tmp_path, caplog):
+  """The whole preset (30 epochs, augmentation, warm-up + cosine, label smoothing) on learnable data."""
+  config = config_lib.preset("cifar10-best", data_dir=tfds_dir, job_dir=str(tmp_path))
+  assert (config.epochs, config.augment, config.lr_schedule, config.label_smoothing) == (30, True, "cosine", 0.1)
+  caplog.set_level("INFO", logger="trainer.train")
+  metrics = train.run(config)
+  assert metrics["test_accuracy"] >= 0.95, metrics
+  curve = [float(m) for m in re.findall(r"Epoch \d+/30 done: eval loss [\d.]+, accuracy ([\d.]+)", caplog.text)]
+  assert len(curve) == 30
+  assert min(curve[10:]) >= 0.9, f"accuracy fell back during training: {curve}"
+  rates = [value for _, value in sorted(_scalars(os.path.join(tmp_path, "logs", "train"), "learning_rate"))]
+  peak = config.effective_learning_rate()
+  # Logged at epoch ends: the first point is half-way through the 2-epoch warm-up.
+  assert rates[0] == pytest.approx(peak * 16 / 30, rel=0.01)
+  assert max(rates) == pytest.approx(peak, rel=0.05) and rates[-1] < peak / 50
+
+
+def test_readme_offline_command_trains(tmp_path):
+  """The README's no-network line: synthetic data in TFDS format, then the default preset."""
+  readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+  command = re.search(r"`(python -m trainer\.synthetic [^`]+)`", readme).group(1)
+  assert command == ("python -m trainer.synthetic --dataset cifar10 --data-dir data && "
+                     "python -m trainer.task --data-dir data --job-dir runs/synthetic")
+  env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+         "PYTHONPATH": REPO}
+  result = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = json.load(open(tmp_path / "runs" / "synthetic" / "metrics.json"))
+  assert metrics["epochs"] == 10 and metrics["test_accuracy"] >= 0.9
+  assert os.path.isfile(tmp_path / "runs" / "synthetic" / "export" / "cifar10" / "1" / "saved_model.pb")
