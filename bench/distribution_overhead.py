@@ -57,7 +57,8 @@ def main():
     return train.run(config, strategy=strategy, datasets=source)["train_images_per_sec"]
 
   print(f"machine: {common.machine()}")
-  print(f"data: {args.examples} CIFAR-shaped images per run, batch 128, tutorial CNN, default preset")
+  print(f"data: {args.examples} CIFAR-shaped images per run, tutorial CNN, default preset "
+        f"(batch {config_lib.preset('cifar10').batch_size})")
   images_per_sec(default)  # warm-up: imports, first tf.data and XLA work
   rows = []
   for r in range(args.rounds):

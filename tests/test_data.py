@@ -212,3 +212,12 @@ def test_non_image_dataset_is_refused():
   # builder's feature spec, before any data is read or downloaded.
   with pytest.raises(errors.DataError, match="not an image-classification dataset"):
     data.load(_config(dataset="imdb_reviews", data_dir="/nonexistent"))
+
+
+def test_fashion_mnist_loads_with_its_class_names(tmp_path):
+  """Any TFDS image-classification set works, not only the two the tests train on."""
+  synthetic.write_tfds("fashion_mnist", str(tmp_path), num_train=64, num_test=32)
+  info = data.load(_config(dataset="fashion_mnist", data_dir=str(tmp_path))).info
+  assert info.image_shape == (28, 28, 1)
+  assert info.class_names[:2] == ("T-shirt/top", "Trouser")
+  assert (info.num_train_examples, info.num_eval_examples) == (64, 32)

@@ -322,18 +322,25 @@ def _should_cache(config: TrainConfig, info: DatasetInfo, examples: int) -> bool
   return examples * int(np.prod(info.image_shape)) <= config.cache_limit_mb * 2**20
 
 
+def _share(input_context: Optional[tf.distribute.InputContext], config: TrainConfig,
+           examples: int) -> tuple[int, int, int]:
+  """(pipeline id, per-replica batch, this pipeline's share of `examples`, rounded up)."""
+  if input_context is None:
+    return 0, config.batch_size, examples
+  pipelines = input_context.num_input_pipelines
+  return (input_context.input_pipeline_id,
+          input_context.get_per_replica_batch_size(config.batch_size), -(-examples // pipelines))
+
+
 def train_dataset(source: Source, config: TrainConfig,
                   input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
   """Endless shuffled training batches of per-replica size for one input pipeline."""
-  pipelines = input_context.num_input_pipelines if input_context else 1
-  pipeline_id = input_context.input_pipeline_id if input_context else 0
-  batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
-  local_examples = -(-source.info.num_train_examples // pipelines)
+  pipeline_id, batch, examples = _share(input_context, config, source.info.num_train_examples)
   ds = source.read(True, input_context, config.seed + pipeline_id)
-  if _should_cache(config, source.info, local_examples):
+  if _should_cache(config, source.info, examples):
     ds = ds.cache()
   # A buffer larger than the split adds memory, not randomness.
-  ds = ds.shuffle(min(config.shuffle_buffer, local_examples), seed=config.seed + pipeline_id,
+  ds = ds.shuffle(min(config.shuffle_buffer, examples), seed=config.seed + pipeline_id,
                   reshuffle_each_iteration=True)
   ds = ds.repeat()
   ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
@@ -345,10 +352,9 @@ def train_dataset(source: Source, config: TrainConfig,
 def eval_dataset(source: Source, config: TrainConfig,
                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
   """One pass over this pipeline's share of the eval split, in per-replica batches."""
-  pipelines = input_context.num_input_pipelines if input_context else 1
-  batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
+  _, batch, examples = _share(input_context, config, source.info.num_eval_examples)
   ds = source.read(False, input_context, config.seed)
-  if _should_cache(config, source.info, -(-source.info.num_eval_examples // pipelines)):
+  if _should_cache(config, source.info, examples):
     ds = ds.cache()
   return ds.batch(batch).prefetch(AUTOTUNE)
 
@@ -356,7 +362,7 @@ def eval_dataset(source: Source, config: TrainConfig,
 def describe(source: Source, config: TrainConfig, num_workers: int) -> str:
   """One log line on what will be read and how."""
   info = source.info
-  cache = _should_cache(config, info, -(-info.num_train_examples // num_workers))
+  cache = _should_cache(config, info, -(-info.num_train_examples // num_workers))  # per worker
   sharding = ""
   if num_workers > 1:
     files = getattr(source, "num_files", lambda split: 0)(config.train_split)

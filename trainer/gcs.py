@@ -36,6 +36,7 @@ Application Default Credentials, which on GKE come from Workload Identity.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -122,26 +123,17 @@ def preflight(uri: str, what: str) -> None:
     StorageError: the bucket does not exist, a permission is missing, or GCS
       could not be reached. The message names the bucket and the fix.
   """
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
-
   bucket_name, prefix = storage.split_gcs(uri)
   probe = _join(prefix, f".write-probe-{uuid.uuid4().hex}")
   retry = _retry(PREFLIGHT_RETRY_DEADLINE_S)
   try:
-    blob = client().bucket(bucket_name).blob(probe)
-    # if_generation_match=0: create-only, which also makes the upload safe to retry.
-    blob.upload_from_string(b"ok", if_generation_match=0, retry=retry, timeout=REQUEST_TIMEOUT_S)
-    blob.delete(retry=retry, timeout=REQUEST_TIMEOUT_S)
-  except api.NotFound as e:
-    raise errors.StorageError(
-        f"{what} {uri}: bucket gs://{bucket_name} does not exist: create it with "
-        f"`gcloud storage buckets create gs://{bucket_name}` or fix the bucket name.") from e
-  except api.Forbidden as e:
-    raise errors.StorageError(
-        f"{what} {uri}: permission denied on bucket gs://{bucket_name} (needs "
-        "storage.objects.create and storage.objects.delete, e.g. roles/storage.objectUser): "
-        "grant them to the Google service account that the pod's Kubernetes service account "
-        "impersonates through Workload Identity, or to your own account.") from e
+    with _bucket_errors(f"{what} {uri}", bucket_name,
+                        "storage.objects.create and storage.objects.delete, e.g. "
+                        "roles/storage.objectUser"):
+      blob = client().bucket(bucket_name).blob(probe)
+      # if_generation_match=0: create-only, which also makes the upload safe to retry.
+      blob.upload_from_string(b"ok", if_generation_match=0, retry=retry, timeout=REQUEST_TIMEOUT_S)
+      blob.delete(retry=retry, timeout=REQUEST_TIMEOUT_S)
   except _connection_errors() as e:
     raise errors.StorageError(
         f"{what} {uri}: GCS could not be reached ({type(e).__name__}: "
@@ -159,25 +151,38 @@ def list_versions(base: str) -> list[int]:
     StorageError: the bucket does not exist or cannot be listed. Connection
       errors propagate unchanged: they are worth a retry of the job.
   """
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
-
   bucket_name, prefix = storage.split_gcs(base)
   prefix = prefix + "/" if prefix else ""
-  try:
+  with _bucket_errors(f"cannot list {base}", bucket_name, "storage.objects.list"):
     pages = client().list_blobs(bucket_name, prefix=prefix, delimiter="/", retry=_retry(),
                                 timeout=REQUEST_TIMEOUT_S)
     for _ in pages:  # prefixes fill in as the pages are read
       pass
     names = [p[len(prefix):].rstrip("/") for p in pages.prefixes]
+  return sorted(int(n) for n in names if n.isdigit())
+
+
+@contextlib.contextmanager
+def _bucket_errors(where: str, bucket_name: str, needs: str):
+  """Turns GCS's NotFound and Forbidden into StorageErrors naming the bucket and the fix.
+
+  Args:
+    where: what was being done, for the message ("--publish-dir gs://b/models").
+    bucket_name: the bucket.
+    needs: the permissions the operation needs, for the Forbidden message.
+  """
+  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+  try:
+    yield
   except api.NotFound as e:
     raise errors.StorageError(
-        f"cannot list {base}: bucket gs://{bucket_name} does not exist: create it with "
-        f"`gcloud storage buckets create gs://{bucket_name}`.") from e
+        f"{where}: bucket gs://{bucket_name} does not exist: create it with "
+        f"`gcloud storage buckets create gs://{bucket_name}` or fix the bucket name.") from e
   except api.Forbidden as e:
     raise errors.StorageError(
-        f"cannot list {base}: permission denied on bucket gs://{bucket_name} (needs "
-        "storage.objects.list): grant it to the job's service account.") from e
-  return sorted(int(n) for n in names if n.isdigit())
+        f"{where}: permission denied on bucket gs://{bucket_name} (needs {needs}): grant it "
+        "to the Google service account that the pod's Kubernetes service account "
+        "impersonates through Workload Identity, or to your own account.") from e
 
 
 def publish_version(src_dir: str, base: str, version: int) -> str:
