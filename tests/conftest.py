@@ -2,7 +2,7 @@
 
 Data are written by `trainer.synthetic` in the exact on-disk formats the
 trainer reads in production (prepared TFDS data, PNG folders), so every test
-goes through the real loading code. No test uses `tfds.testing.mock_data`:
+goes through the real loading code. No test uses TFDS's mock-data generator:
 random pixels with random labels cannot be learned, so accuracy bars on them
 would prove nothing.
 """

@@ -139,3 +139,17 @@ def test_publish_never_overwrites_a_version(tmp_path):
   with pytest.raises(FileExistsError):
     storage.publish_version(str(src), str(base), 1)
   assert (base / "1" / "saved_model.pb").read_bytes() == b"old"
+
+
+def test_publish_removes_only_stale_staging_directories(tmp_path):
+  src = tmp_path / "sm"
+  src.mkdir()
+  (src / "saved_model.pb").write_bytes(b"pb")
+  base = tmp_path / "m"
+  stale, busy = base / ".staging-1-dead", base / ".staging-2-busy"
+  stale.mkdir(parents=True)
+  busy.mkdir()
+  old = os.path.getmtime(stale) - storage.STALE_STAGING_S - 60
+  os.utime(stale, (old, old))
+  storage.publish_version(str(src), str(base), 3)
+  assert sorted(os.listdir(base)) == [".staging-2-busy", "3"]  # another publisher's copy survives

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from typing import Any, Optional
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 # loads directories whose names are integers, so it never looks at these.
 STAGING_PREFIX = ".staging-"
 _VERSION_RE = re.compile(r"^\d+$")
+# A staging directory this old (seconds) is a crashed publisher's leftover.
+STALE_STAGING_S = 3600
 
 
 def is_gcs(path: str) -> bool:
@@ -168,8 +171,12 @@ def publish_version(src_dir: str, base: str, version: int) -> str:
 
 
 def _remove_stale_staging(base: str) -> None:
-  """Deletes staging directories left by a process that crashed mid-copy."""
+  """Deletes staging directories left by a process that crashed mid-copy.
+
+  Only old ones: a younger one may belong to another publisher copying right now.
+  """
   for name in os.listdir(base):
-    if name.startswith(STAGING_PREFIX):
-      log.info("Removing stale export staging directory %s", os.path.join(base, name))
-      shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    path = os.path.join(base, name)
+    if name.startswith(STAGING_PREFIX) and time.time() - os.path.getmtime(path) > STALE_STAGING_S:
+      log.info("Removing stale export staging directory %s", path)
+      shutil.rmtree(path, ignore_errors=True)
