@@ -115,7 +115,10 @@ class _Sums:
   all-reduce. Every worker must therefore read at the same point.
   """
 
-  def __init__(self, num_classes: int):
+  def __init__(self, num_classes: int, confusion: bool):
+    """A confusion matrix is kept only if `confusion`: reading it costs an
+    all-reduce of num_classes^2 values, which training's logging does not need.
+    """
     def var(shape):
       return tf.Variable(tf.zeros(shape), trainable=False,
                          synchronization=tf.VariableSynchronization.ON_READ,
@@ -124,14 +127,17 @@ class _Sums:
     self.loss = var([])
     self.correct = var([])
     self.count = var([])
-    self.confusion = var([num_classes, num_classes])
+    self.confusion = var([num_classes, num_classes]) if confusion else None
 
-  def update(self, labels, logits, per_example_loss, confusion: bool):
+  def _variables(self):
+    return [v for v in (self.loss, self.correct, self.count, self.confusion) if v is not None]
+
+  def update(self, labels, logits, per_example_loss):
     predictions = tf.argmax(logits, axis=-1, output_type=labels.dtype)
     self.loss.assign_add(tf.reduce_sum(per_example_loss))
     self.correct.assign_add(tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32)))
     self.count.assign_add(tf.cast(tf.size(labels), tf.float32))
-    if confusion:
+    if self.confusion is not None:
       self.confusion.assign_add(tf.math.confusion_matrix(
           labels, predictions, num_classes=self.num_classes, dtype=tf.float32))
 
@@ -141,9 +147,10 @@ class _Sums:
         "loss": float(self.loss.read_value()) / max(count, 1.0),
         "accuracy": float(self.correct.read_value()) / max(count, 1.0),
         "count": int(count),
-        "confusion": self.confusion.read_value().numpy(),
     }
-    for v in (self.loss, self.correct, self.count, self.confusion):
+    if self.confusion is not None:
+      result["confusion"] = self.confusion.read_value().numpy()
+    for v in self._variables():
       v.assign(tf.zeros_like(v))
     return result
 
@@ -251,8 +258,8 @@ class _Loop:
       self.optimizer.build(self.model.trainable_variables)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
       self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step")
-      self.train_sums = _Sums(self.info.num_classes)
-      self.eval_sums = _Sums(self.info.num_classes)
+      self.train_sums = _Sums(self.info.num_classes, confusion=False)
+      self.eval_sums = _Sums(self.info.num_classes, confusion=True)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           epoch=self.epoch, epoch_step=self.epoch_step)
     self._build_functions()
@@ -291,7 +298,7 @@ class _Loop:
     def replica_train_step(images, labels):
       logits, per_example, grads = forward_backward(images, labels)
       optimizer.apply_gradients(zip(grads, model.trainable_variables))
-      self.train_sums.update(labels, logits, per_example, confusion=False)
+      self.train_sums.update(labels, logits, per_example)
 
     @tf.function
     def train_steps(iterator, steps, stop_flag):
@@ -306,7 +313,7 @@ class _Loop:
     def replica_eval_step(images, labels):
       logits = model(images, training=False)
       per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-      self.eval_sums.update(labels, logits, per_example, confusion=True)
+      self.eval_sums.update(labels, logits, per_example)
 
     eval_data = strategy.distribute_datasets_from_function(
         lambda ctx: data_lib.eval_dataset(self.source, self.config, ctx), _DEVICE_PREFETCH)
