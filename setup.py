@@ -19,6 +19,10 @@ setup(
         TENSORFLOW,
         "keras>=3.15,<3.16",
         "tensorflow-datasets>=4.9.10,<4.10",
+        # tensorflow-datasets 4.9.10 imports importlib_resources but declares it
+        # only for Python < 3.9 (tensorflow/datasets#11212, open): without it,
+        # tfds.load's download and store_as_tfds_dataset fail on a plain install.
+        "importlib_resources>=6.4,<8",
         "tensorboard>=2.21,<2.22",
         "google-cloud-storage>=3.17,<4",
         "matplotlib>=3.8,<4",
@@ -40,6 +44,7 @@ setup(
             "grpcio>=1.60,<2",
             "requests>=2.31,<3",
             "pytest>=8,<10",
+            "packaging>=23",  # the serving-config test reads setup.py's version ranges
             "pyyaml>=6,<7",
             "gcp-storage-emulator==2026.7.19",
             "kubernetes-validate==1.37.0",

@@ -36,6 +36,7 @@ retry is announced on a `warning: ` line before it):
 
 Only UNAVAILABLE (REST: connection refused or reset, HTTP 502/503) is retried:
 a prediction is idempotent, and everything else would fail the same way again.
+The first retry waits --retry-backoff-s (0.5 s), the second twice that.
 """
 
 from __future__ import annotations
@@ -341,7 +342,12 @@ class _GrpcTransport:
   def _connect(self) -> None:
     self.channel = self._grpc.insecure_channel(self.target, options=[
         ("grpc.max_receive_message_length", _GRPC_MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE_BYTES)])
+        ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE_BYTES),
+        # Channels share connections (subchannels) process-wide by default, so
+        # the channel reset() opens can get the closed one's refused
+        # connection, still in gRPC's own ~1 s reconnect backoff, and fail the
+        # retry at once. A channel of its own connects afresh.
+        ("grpc.use_local_subchannel_pool", 1)])
     self.stub = self._stub_class(self.channel)
 
   def describe(self) -> str:
@@ -746,6 +752,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"Seconds to wait for each answer (default: {DEFAULT_TIMEOUT_S:g}).")
   parser.add_argument("--batch-size", type=_positive(int), default=DEFAULT_BATCH_SIZE,
                       help=f"Images per request (default: {DEFAULT_BATCH_SIZE}).")
+  parser.add_argument("--retry-backoff-s", type=_positive(float), default=DEFAULT_BACKOFF_S,
+                      metavar="SECONDS",
+                      help=f"Seconds before retrying a server that is UNAVAILABLE, doubling for the "
+                           f"next retry; {DEFAULT_ATTEMPTS} attempts in all (default: "
+                           f"{DEFAULT_BACKOFF_S:g}). Raise it for a server that takes longer to "
+                           "restart.")
   parser.add_argument("--json", action="store_true", help="Print one JSON object instead of text.")
   parser.add_argument("files", nargs="+", metavar="FILE", help="Image files (PNG, JPEG, GIF, BMP, WebP, ...).")
   return parser
@@ -753,7 +765,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, out=sys.stdout) -> None:
   """Classifies `args.files` and prints the results."""
-  kwargs = dict(version=args.version, label=args.label, timeout_s=args.timeout)
+  kwargs = dict(version=args.version, label=args.label, timeout_s=args.timeout,
+                backoff_s=args.retry_backoff_s)
   client = (PredictClient.rest(args.rest, args.model, **kwargs) if args.rest
             else PredictClient.grpc(args.grpc, args.model, **kwargs))
   with client:

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import requests
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REPO, free_port
+from conftest import REPO
+from ports import refusing_socket
 from serving import client as client_lib
 from serving.client import PredictClient
 from tfserving_standin import StandIn
@@ -32,6 +34,31 @@ from trainer import synthetic
 
 CIFAR = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], 10, 10)
 MNIST = data.DatasetInfo("mnist", (28, 28, 1), tuple(f"digit {i}" for i in range(10)), 10, 10)
+# Keras's unseeded initialisers give an untrained model ~0.1 for every class,
+# ~1e-3 apart: a float round trip through REST or gRPC could flip their order
+# or their 3-decimal rounding. Seeded weights with the logits kernel scaled by
+# this spread the softmax (the top class gets 0.35-0.9 on the test images);
+# tests that compare order or printed digits still assert the margin
+# (_assert_separated).
+LOGITS_SCALE = 4.0
+
+
+def _seeded_model(info, seed):
+  """The tutorial CNN for `info` with weights that are a pure function of `seed`.
+
+  He-normal kernels (std sqrt(2 / fan_in)) keep the ReLU activations at unit
+  scale layer after layer; biases are zero.
+  """
+  keras_model = model_lib.create_model("tutorial", info.image_shape, 10)
+  rng = np.random.default_rng(seed)
+  keras_model.set_weights([
+      np.zeros_like(w) if w.ndim == 1
+      else rng.normal(0.0, np.sqrt(2.0 / np.prod(w.shape[:-1])), w.shape).astype(np.float32)
+      for w in keras_model.get_weights()])
+  logits = keras_model.get_layer("logits")
+  kernel, bias = logits.get_weights()
+  logits.set_weights([kernel * LOGITS_SCALE, bias])
+  return keras_model
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +68,7 @@ def models(tmp_path_factory):
   built = {}
   for name, info, versions in (("cifar10", CIFAR, (1, 2)), ("mnist", MNIST, (1,))):
     for version in versions:
-      keras_model = model_lib.create_model("tutorial", info.image_shape, 10)
+      keras_model = _seeded_model(info, seed=version)
       export.export(keras_model, info, "tutorial", [str(root / name)])
       built[(name, version)] = keras_model
   return str(root), built
@@ -58,6 +85,22 @@ def server(models):
 
 def _expected(models, name, version, images):
   return tf.nn.softmax(models[1][(name, version)](images)).numpy()
+
+
+def _assert_separated(probabilities, k, decimals=None):
+  """Asserts the premise of comparing the top `k` classes across a round trip.
+
+  The k+1 highest probabilities of each row must be more than 1e-3 apart, so
+  that which classes are the top k, and their order, cannot depend on float
+  noise (~1e-7). With `decimals`, none of the top k may lie within 1e-5 of a
+  rounding boundary, so that printing it cannot depend on that noise either.
+  """
+  top = -np.sort(-probabilities, axis=-1)[:, :k + 1]
+  assert (top[:, :-1] - top[:, 1:]).min() > 1e-3, f"near-tied probabilities:\n{top}"
+  if decimals is not None:
+    scaled = top[:, :k] * 10**decimals
+    assert np.abs(scaled % 1 - 0.5).min() > 1e-5 * 10**decimals, (
+        f"a probability within 1e-5 of a {decimals}-decimal rounding boundary:\n{top}")
 
 
 def _images(info, n, seed=0):
@@ -103,11 +146,14 @@ def test_predictions_match_the_in_memory_model(protocol, server, models):
     assert meta.version == 2 and meta.image_shape() == (32, 32, 3)
     result = client.predict(images)
   expected = _expected(models, "cifar10", 2, images)  # the latest version by default
+  _assert_separated(expected, 3)
   np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
   np.testing.assert_array_equal(result.classes, expected.argmax(-1))
   assert result.class_names[0] == list(CIFAR.class_names)
-  top = result.top_k(3)
-  assert [name for name, _ in top[0]] == [CIFAR.class_names[i] for i in np.argsort(-expected[0])[:3]]
+  for row, probs in zip(result.top_k(3), expected):
+    order = np.argsort(-probs)[:3]
+    assert [name for name, _ in row] == [CIFAR.class_names[i] for i in order]
+    assert [p for _, p in row] == pytest.approx(probs[order].tolist(), abs=1e-5)
   assert result.version == (2 if protocol == "grpc" else None)  # REST responses name no version
 
 
@@ -115,6 +161,8 @@ def test_predictions_match_the_in_memory_model(protocol, server, models):
 def test_versions_and_labels_select_the_model(protocol, server, models):
   target = server.rest_url if protocol == "rest" else server.grpc_target
   images = _images(CIFAR, 3)
+  # The versions must answer differently, or serving the wrong one would pass.
+  assert np.abs(_expected(models, "cifar10", 1, images) - _expected(models, "cifar10", 2, images)).max() > 0.1
   factory = getattr(PredictClient, protocol)
   for kwargs, version in (({"version": 1}, 1), ({"label": "stable"}, 1), ({"label": "canary"}, 2)):
     with factory(target, "cifar10", **kwargs) as client:
@@ -139,6 +187,7 @@ def test_cli_prints_top_k_per_file(protocol, server, models, files):
   assert proc.returncode == 0, proc.stderr
   assert proc.stderr == ""
   expected = _expected(models, "cifar10", 2, images[:3])
+  _assert_separated(expected, 2, decimals=3)  # so the exact text below is not float noise
   lines = proc.stdout.splitlines()
   assert len(lines) == 3
   for path, line, probs in zip(paths, lines, expected):
@@ -154,11 +203,14 @@ def test_cli_json_over_several_requests(server, models, files):
   out = json.loads(proc.stdout)
   assert out["model"] == "cifar10" and out["version"] == 1 and out["signature"] == "serving_default"
   expected = _expected(models, "cifar10", 1, images)
+  _assert_separated(expected, 1)
   assert [p["file"] for p in out["predictions"]] == paths  # 5 files in 3 requests, in order
   for prediction, probs in zip(out["predictions"], expected):
     got = {t["class"]: t["probability"] for t in prediction["top_k"]}
     assert got == pytest.approx(dict(zip(CIFAR.class_names, probs.tolist())), abs=1e-5)
     assert prediction["top_k"][0]["class"] == CIFAR.class_names[probs.argmax()]
+    listed = [t["probability"] for t in prediction["top_k"]]
+    assert listed == sorted(listed, reverse=True)  # best first, by the numbers it prints
 
 
 def test_cli_encoded_sends_file_bytes(server, models, files, tmp_path):
@@ -219,6 +271,7 @@ def test_missing_and_non_image_files_exit_2(server, files, tmp_path):
     (["--model", "cifar10", "--timeout", "soon"], "argument --timeout: 'soon' is not a number"),
     (["--model", "cifar10", "--version", "1", "--label", "stable"], "not allowed with argument"),
     (["--model", "cifar10", "--grpc", "http://127.0.0.1:8500"], "not allowed with argument"),
+    (["--model", "cifar10", "--retry-backoff-s", "0"], "argument --retry-backoff-s: 0 must be > 0"),
 ])
 def test_bad_flags_exit_2(args, message, server, files):
   proc = run_client(["--rest", server.rest_url, *args, files[0][0]])
@@ -270,10 +323,11 @@ def test_server_invalid_argument_passes_the_models_message_through(protocol, ser
 
 @pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_server_down_exits_69_after_three_attempts(protocol, files):
-  port = free_port()  # nothing listens there
-  target = ["--rest", f"http://127.0.0.1:{port}"] if protocol == "rest" else ["--grpc", f"127.0.0.1:{port}"]
-  started = time.time()
-  proc = run_client([*target, "--model", "cifar10", files[0][0]])
+  with refusing_socket() as nothing_listens:
+    port = nothing_listens.getsockname()[1]
+    target = ["--rest", f"http://127.0.0.1:{port}"] if protocol == "rest" else ["--grpc", f"127.0.0.1:{port}"]
+    started = time.time()
+    proc = run_client([*target, "--model", "cifar10", files[0][0]])
   assert proc.returncode == 69, proc.stderr
   line = _error_line(proc)
   assert "could not be reached (UNAVAILABLE" in line and "after 3 attempts" in line
@@ -330,49 +384,118 @@ def test_grpc_timeout_is_deadline_exceeded():
   assert time.time() - started < 5
 
 
-def test_cli_retries_until_the_server_starts_listening(server, models, files):
-  """The first attempt is refused; the server starts during the backoff; the retry succeeds."""
-  port = free_port()
-  proc = subprocess.Popen([sys.executable, "-m", "serving.client", "--rest", f"http://127.0.0.1:{port}",
-                           "--model", "cifar10", files[0][0]], cwd=REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+class _Lines:
+  """A subprocess's text pipe, read on a thread so that waiting for output has a deadline.
+
+  `pipe.readline()` blocks for as long as the process neither writes nor
+  exits: a hung client would hang the whole test run.
+  """
+
+  def __init__(self, pipe):
+    self.seen = ""  # the lines taken so far
+    self._eof = False
+    self._queue = queue.Queue()
+    threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
+
+  def _read(self, pipe):
+    for line in pipe:
+      self._queue.put(line)
+    self._queue.put(None)  # end of file
+
+  def _take(self, timeout_s):
+    try:
+      line = self._queue.get(timeout=max(0.0, timeout_s))
+    except queue.Empty:
+      pytest.fail(f"no output within {timeout_s:.0f} s; so far: {self.so_far()!r}")
+    self._eof = line is None
+    self.seen += line or ""
+    return line
+
+  def so_far(self) -> str:
+    """Everything read so far, without waiting."""
+    while not self._eof and not self._queue.empty():
+      self._take(0)
+    return self.seen
+
+  def next(self, timeout_s: float) -> str:
+    """The next line; fails the test with the output so far if none comes in time."""
+    line = None if self._eof else self._take(timeout_s)
+    if line is None:
+      pytest.fail(f"the pipe closed; the output was: {self.seen!r}")
+    return line
+
+  def rest(self, timeout_s: float) -> str:
+    """The lines up to end of file, which must come within timeout_s."""
+    start, deadline = len(self.seen), time.monotonic() + timeout_s
+    while not self._eof:
+      self._take(deadline - time.monotonic())
+    return self.seen[start:]
+
+
+def test_cli_retries_until_the_server_starts_listening(server, files):
+  """The first attempt is refused; the server starts during the backoff; the retry succeeds.
+
+  The port is held by a bound socket that does not listen, so the first
+  attempt is refused for certain; the late server then listen()s on that very
+  socket. --retry-backoff-s 3 gives the test 3 s, rather than the default
+  0.5 s, for that one step after it reads the warning.
+  """
   late = StandIn({}, models=server.models)
-  try:
-    first = proc.stderr.readline()  # blocks until the first attempt has failed
-    assert first.startswith("warning: ") and "UNAVAILABLE (connection refused)" in first, first
-    assert "retrying in 0.5 s (attempt 2 of 3)" in first
-    late.start(rest_port=port, grpc_port=None)
-    stdout, rest = proc.communicate(timeout=60)
-  finally:
-    proc.kill()
-    late.stop()
-  assert proc.returncode == 0, first + rest
+  with refusing_socket() as sock:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "serving.client", "--rest", f"http://127.0.0.1:{sock.getsockname()[1]}",
+         "--model", "cifar10", "--retry-backoff-s", "3", files[0][0]], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stderr = _Lines(proc.stderr)
+    try:
+      first = stderr.next(timeout_s=60)  # written once the first attempt has failed
+      assert first.startswith("warning: ") and "UNAVAILABLE (connection refused)" in first, first
+      assert "retrying in 3 s (attempt 2 of 3)" in first
+      late.start(grpc_port=None, rest_socket=sock)
+      try:
+        proc.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        pytest.fail(f"the client did not exit within 60 s; its stderr: {stderr.so_far()!r}")
+      rest = stderr.rest(timeout_s=10)
+      stdout = proc.stdout.read()
+    finally:
+      proc.kill()
+      proc.wait()
+      proc.stdout.close()
+      late.stop()
+  assert proc.returncode == 0, stderr.seen
   assert rest == ""  # the second attempt succeeded
   assert stdout.startswith(f"{files[0][0]}: ")
 
 
-def test_grpc_retries_until_the_server_starts_listening(server, files):
-  port = free_port()
-  first_failure = threading.Event()
+def test_grpc_retries_until_the_server_starts_listening(server):
+  """The same over gRPC, in-process: the late server starts from the retry warning.
 
-  class OnWarning(logging.Handler):
-    def emit(self, record):
-      first_failure.set()
-
-  handler = OnWarning(level=logging.WARNING)
-  client_lib.log.addHandler(handler)
+  The client logs the warning and only then sleeps, so a log handler that
+  starts the server puts it before the retry, whatever the timing.
+  """
   late = StandIn({}, models=server.models)
-  starter = threading.Thread(
-      target=lambda: first_failure.wait(30) and late.start(rest_port=None, grpc_port=port))
-  starter.start()
-  try:
-    with PredictClient.grpc(f"127.0.0.1:{port}", "cifar10") as client:
-      assert client.metadata().version == 2
-  finally:
-    client_lib.log.removeHandler(handler)
-    starter.join()
-    late.stop()
-  assert first_failure.is_set()
+  warnings = []
+  with refusing_socket() as placeholder:
+    port = placeholder.getsockname()[1]
+
+    class StartOnFirstWarning(logging.Handler):
+      def emit(self, record):
+        warnings.append(record.getMessage())
+        if len(warnings) == 1:
+          late.start(rest_port=None, grpc_port=port)  # binds beside the placeholder
+
+    handler = StartOnFirstWarning(level=logging.WARNING)
+    client_lib.log.addHandler(handler)
+    try:
+      with PredictClient.grpc(f"127.0.0.1:{port}", "cifar10") as client:
+        assert client.metadata().version == 2
+    finally:
+      client_lib.log.removeHandler(handler)
+      late.stop()
+  assert len(warnings) == 1, warnings  # refused once, then the retry succeeded
+  assert "is UNAVAILABLE (" in warnings[0] and "refused" in warnings[0].lower(), warnings[0]
+  assert "retrying in 0.5 s (attempt 2 of 3)" in warnings[0]
 
 
 # ------------------------------------------------------- protocol details

@@ -99,10 +99,21 @@ def test_augment_directly_is_a_flipped_padded_crop_per_image():
   assert out.dtype == np.uint8 and out.shape == images.shape
   assert list(labels.numpy()) == list(range(64))
   assert all(_is_shifted_window(i, o) for i, o in zip(images, out))
-  # Each image draws its own crop and flip: a batch is not moved as one.
-  assert len({o.tobytes() for o in out}) == 64
   flipped = sum(not _is_shifted_window(i, o, flips=False) for i, o in zip(images, out))
   assert 10 < flipped < 54
+
+
+def test_augment_draws_a_crop_and_flip_per_image_not_per_batch():
+  """64 copies of one image: a transform drawn once per batch gives 1 distinct output.
+
+  Per image, each of the 64 draws is one of 9 x 9 offsets x 2 flips = 162 outcomes,
+  so about 52 distinct outputs are expected and fewer than 30 is vanishingly unlikely.
+  """
+  image = np.random.default_rng(3).integers(1, 256, (32, 32, 3), dtype=np.uint8)
+  batch = np.repeat(image[np.newaxis], 64, axis=0)
+  out = data.augment(tf.constant(batch), tf.range(64))[0].numpy()
+  assert all(_is_shifted_window(image, o) for o in out)
+  assert len({o.tobytes() for o in out}) >= 30
 
 
 def test_augment_inside_tf_data_matches_direct_semantics():

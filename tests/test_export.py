@@ -3,8 +3,11 @@
 import io
 import os
 import re
+import shutil
 import subprocess
+import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -32,6 +35,7 @@ def _images(info, n=6, seed=0):
 @pytest.fixture(scope="module", params=[CIFAR, MNIST], ids=["cifar10", "mnist"])
 def exported(request, tmp_path_factory):
   info = request.param
+  keras.utils.set_random_seed(len(info.name))  # fixed weights: the argmax checks see no new ties
   model = model_lib.create_model("tutorial", info.image_shape, 10)
   base = str(tmp_path_factory.mktemp("export") / info.name)
   version, paths = export.export(model, info, "tutorial", [base])
@@ -72,8 +76,10 @@ def test_encoded_signature_takes_jpeg_and_refuses_wrong_sizes(exported):
 
 def _cli_signatures(path):
   """Parses `saved_model_cli show --all`: {signature: {('inputs'|'outputs', name): (dtype, shape)}}."""
-  text = subprocess.run(["saved_model_cli", "show", "--dir", path, "--all"], capture_output=True,
-                        text=True, check=True).stdout
+  # As a module of this interpreter: the `saved_model_cli` script is only on
+  # PATH when this environment's bin/ is.
+  text = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
+                         "--dir", path, "--all"], capture_output=True, text=True, check=True).stdout
   result = {}
   for block in re.split(r"\nsignature_def\['", text)[1:]:
     name = block.split("'", 1)[0]
@@ -124,8 +130,12 @@ def test_failed_publish_leaves_no_version_and_no_staging(tmp_path):
   (src / "variables" / "variables.index").write_bytes(b"x")
   os.symlink(tmp_path / "missing", src / "variables" / "variables.data-00000-of-00001")
   base = tmp_path / "export" / "m"
-  with pytest.raises(Exception):
+  # copytree copies what it can, then raises one shutil.Error listing each
+  # failure as (source, destination, reason).
+  with pytest.raises(shutil.Error, match=r"variables\.data-00000-of-00001.*No such file or directory") as e:
     storage.publish_version(str(src), str(base), 1)
+  assert [failed for failed, _, _ in e.value.args[0]] == [
+      str(src / "variables" / "variables.data-00000-of-00001")]
   assert os.listdir(base) == []  # neither "1" nor a staging directory
 
 

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import http.client
 import http.server
+import importlib.util
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, free_port, make_config
+from conftest import REPO, make_config
+from ports import free_port, refusing_socket
 from trainer import data
 from trainer import errors
 from trainer import export
@@ -37,34 +39,66 @@ from trainer import train
 MNIST = data.DatasetInfo("mnist", (28, 28, 1), tuple(str(i) for i in range(10)), 10, 10)
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-  """A `gcp-storage-emulator` process on a free port; yields its URL."""
-  port = free_port()
-  log_path = tmp_path_factory.mktemp("emulator") / "emulator.log"
+# The emulator must be told its port, and does not report the one it got for
+# --port=0. A port from ports.free_port() can still be taken by another program
+# before the emulator binds it, so a start that fails on the port is retried.
+_EMULATOR_STARTS = 3
+
+
+def _start_emulator(port, log_path):
+  """Starts the emulator on `port`; returns the process, or None if the port was taken.
+
+  On a taken port the emulator does not exit: its server thread dies with
+  EADDRINUSE and the main thread waits forever. The traceback in its log is
+  the sign.
+  """
   log_file = open(log_path, "w")  # a file, not a pipe nobody drains
+  # Run as a module of this interpreter: the emulator installed with it (at the
+  # version setup.py's test extra pins), whatever else PATH holds.
   proc = subprocess.Popen(
-      [os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator"), "start",
-       "--host=127.0.0.1", f"--port={port}", "--in-memory", "--quiet"],
-      stdout=log_file, stderr=subprocess.STDOUT)
+      [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1", f"--port={port}",
+       "--in-memory", "--quiet"], stdout=log_file, stderr=subprocess.STDOUT)
+  log_file.close()  # the child has its own descriptor
   url = f"http://127.0.0.1:{port}"
   deadline = time.time() + 30
   while True:
+    if "Address already in use" in log_path.read_text():
+      proc.kill()
+      proc.wait()
+      return None
     try:
       with urllib.request.urlopen(url + "/", timeout=1) as r:
-        if r.status == 200:
-          break
+        if r.status == 200 and r.read() == b"OK":  # the emulator's health check
+          return proc
     except OSError:
-      if proc.poll() is not None:
-        pytest.fail(f"gcp-storage-emulator exited: {log_path.read_text()}")
-      if time.time() > deadline:
-        proc.kill()
-        pytest.fail("gcp-storage-emulator did not answer within 30 s")
-      time.sleep(0.1)
-  yield url
+      pass
+    if proc.poll() is not None:
+      pytest.fail(f"gcp-storage-emulator exited with {proc.returncode}: {log_path.read_text()}")
+    if time.time() > deadline:
+      proc.kill()
+      proc.wait()
+      pytest.fail(f"gcp-storage-emulator did not answer within 30 s: {log_path.read_text()}")
+    time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+  """A `gcp-storage-emulator` process on a free port; yields its URL."""
+  if importlib.util.find_spec("gcp_storage_emulator") is None:
+    pytest.fail("gcp-storage-emulator is not installed in this environment "
+                f"({sys.executable}): pip install \".[test]\"")
+  log_dir = tmp_path_factory.mktemp("emulator")
+  tried = []
+  for attempt in range(_EMULATOR_STARTS):
+    tried.append(free_port())
+    proc = _start_emulator(tried[-1], log_dir / f"emulator-{attempt}.log")
+    if proc:
+      break
+  else:
+    pytest.fail(f"gcp-storage-emulator found its port taken {_EMULATOR_STARTS} times: {tried}")
+  yield f"http://127.0.0.1:{tried[-1]}"
   proc.terminate()
   proc.wait(timeout=10)
-  log_file.close()
 
 
 @pytest.fixture
@@ -220,11 +254,12 @@ def test_preflight_names_the_missing_permission(emulator, bucket, monkeypatch):
 
 
 def test_preflight_reports_unreachable_gcs(monkeypatch):
-  monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")  # nothing listens
-  monkeypatch.setattr(gcs, "PREFLIGHT_RETRY_DEADLINE_S", 1.0)  # the default is 15 s of retries
-  started = time.time()
-  with pytest.raises(errors.StorageError, match="GCS could not be reached"):
-    gcs.preflight("gs://bkt/models", "--job-dir")
+  with refusing_socket() as nothing_listens:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{nothing_listens.getsockname()[1]}")
+    monkeypatch.setattr(gcs, "PREFLIGHT_RETRY_DEADLINE_S", 1.0)  # the default is 15 s of retries
+    started = time.time()
+    with pytest.raises(errors.StorageError, match="GCS could not be reached"):
+      gcs.preflight("gs://bkt/models", "--job-dir")
   assert time.time() - started < 10
 
 

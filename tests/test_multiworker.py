@@ -1,10 +1,14 @@
 """Multi-worker training with real worker processes talking gRPC.
 
 Two kinds of cluster:
-* TF_CONFIG on 127.0.0.1 (as Kubeflow or Vertex AI would set it), and
+* TF_CONFIG on 127.0.0.1 (as Kubeflow or Vertex AI would set it): runs
+  anywhere, and proves the fault tolerance (exit 129 when a peer is killed,
+  143 on SIGTERM at a common step, resume from the checkpoint);
 * k8s/job.yaml run as Kubernetes would run it (tests/k8s_harness.py): each
   pod a process in its own network namespace, addressed by the headless
-  Service's DNS names, started with the manifest's own command line.
+  Service's DNS names, started with the manifest's own command line. These
+  need root and iproute2; under CI=true a skip fails the run
+  (tests/no_skips_in_ci.py).
 """
 
 import json
@@ -18,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ACCURACY_BAR, NUM_TEST, NUM_TRAIN, REPO
+from conftest import ACCURACY_BAR, LARGE_NUM_TRAIN, NUM_TEST, NUM_TRAIN, REPO
 from k8s_harness import IndexedJob, PodNetwork, netns_available
 from trainer import config as config_lib
 from trainer import data
@@ -81,6 +85,80 @@ def test_chief_and_two_workers_train_in_sync_and_only_the_chief_writes(tfds_dir,
   for i in (1, 2):
     assert os.listdir(job_dirs[i]) == [], f"worker {i} wrote to its job dir"
     assert os.listdir(tmp_path / f"worker{i}") == [], f"worker {i} left temporary files"
+
+
+# ------------------------------------------------- faults, TF_CONFIG on 127.0.0.1
+
+# 250 steps per epoch on the large data: seconds between the log line a test
+# acts on and the epoch's checkpoint.
+LOOPBACK_EPOCHS = 2
+LOOPBACK_SPE = LARGE_NUM_TRAIN // config_lib.preset("cifar10").batch_size
+EARLY_IN_EPOCH_2 = f"epoch 2/{LOOPBACK_EPOCHS} step 5/{LOOPBACK_SPE}"
+
+
+@pytest.fixture
+def loopback(large_tfds_dir, tmp_path):
+  """Starts 2-worker clusters on 127.0.0.1 that share one job dir, as a rerun would."""
+  job_dir = str(tmp_path / "job")
+  args = lambda i: ["--data-dir", large_tfds_dir, "--job-dir", job_dir,
+                    "--epochs", str(LOOPBACK_EPOCHS), *MID_EPOCH_LOGGING]
+  started = []
+
+  def start():
+    workers = start_cluster(2, args, str(tmp_path))
+    started.extend(workers)
+    return workers
+
+  yield types.SimpleNamespace(start=start, job_dir=job_dir)
+  stop_all(started)
+
+
+def _checkpoint(job_dir):
+  return os.path.basename(tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints")))
+
+
+def test_loopback_killed_worker_fails_its_peer_with_129_and_the_rerun_resumes(loopback):
+  workers = loopback.start()
+  workers[1].wait_for(EARLY_IN_EPOCH_2)
+  killed_at = workers[1].signal(signal.SIGKILL)
+  assert workers[0].wait(PEER_KILLED_BOUND_S + 30) == errors.EXIT_PEER_LOST, workers[0].log[-3000:]
+  assert workers[0].exited_at - killed_at < PEER_KILLED_BOUND_S
+  assert "lost contact with worker 1" in workers[0].log
+  assert _checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE}"  # epoch 1's: the kill came mid-epoch 2
+  assert not os.path.exists(os.path.join(loopback.job_dir, "export"))
+
+  workers = loopback.start()  # the same command on every worker, as a restart would
+  codes = [w.wait(600) for w in workers]
+  assert codes == [0, 0], "\n".join(w.log[-3000:] for w in workers)
+  for w in workers:
+    assert re.search(rf"Resuming from checkpoint \S+ckpt-{LOOPBACK_SPE} at epoch 2/{LOOPBACK_EPOCHS}, "
+                     rf"step 0/{LOOPBACK_SPE}", w.log), w.log[-3000:]
+    assert f"epoch 1/{LOOPBACK_EPOCHS} step" not in w.log
+  assert len({_fingerprint(w.log) for w in workers}) == 1
+  metrics = json.load(open(os.path.join(loopback.job_dir, "metrics.json")))
+  assert metrics["global_step"] == LOOPBACK_EPOCHS * LOOPBACK_SPE and metrics["workers"] == 2
+
+
+def test_loopback_sigterm_stops_every_worker_with_143_at_one_step_and_the_rerun_resumes(loopback):
+  workers = loopback.start()
+  workers[1].wait_for(EARLY_IN_EPOCH_2)
+  workers[1].signal(signal.SIGTERM)  # one worker preempted; the other was not told
+  codes = [w.wait(120) for w in workers]
+  assert codes == [errors.EXIT_PREEMPTED] * 2, "\n".join(w.log[-3000:] for w in workers)
+  stops = {re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{LOOPBACK_SPE}", w.log).group(1)
+           for w in workers}
+  assert len(stops) == 1, f"the workers stopped at different steps: {stops}"
+  step = int(stops.pop())
+  assert 5 <= step < LOOPBACK_SPE
+  assert _checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE + step}"
+
+  workers = loopback.start()
+  codes = [w.wait(600) for w in workers]
+  assert codes == [0, 0], "\n".join(w.log[-3000:] for w in workers)
+  for w in workers:
+    assert f"at epoch 2/{LOOPBACK_EPOCHS}, step {step}/{LOOPBACK_SPE}" in w.log, w.log[-3000:]
+  metrics = json.load(open(os.path.join(loopback.job_dir, "metrics.json")))
+  assert metrics["global_step"] == LOOPBACK_EPOCHS * LOOPBACK_SPE  # nothing trained twice or skipped
 
 
 # ------------------------------------------------------------ the manifest

@@ -31,6 +31,23 @@ def test_warmup_then_cosine_schedule():
   assert [float(constant(s)) for s in (0, 50, 99)] == pytest.approx([1e-3] * 3)
 
 
+@pytest.mark.parametrize("batch, scaling, expected", [
+    (32, "sqrt", 1e-3), (128, "sqrt", 2e-3), (64, "sqrt", 1.41421356e-3),
+    (128, "linear", 4e-3), (128, "none", 1e-3), (8, "linear", 2.5e-4)])
+def test_learning_rate_follows_the_global_batch(batch, scaling, expected):
+  """1e-3 at the reference batch of 32, scaled by hand-worked factors."""
+  config = config_lib.preset("cifar10", batch_size=batch, lr_scaling=scaling)
+  assert config.effective_learning_rate() == pytest.approx(expected)
+
+
+def test_smoke_preset_runs_on_the_readme_offline_data(tfds_dir, tmp_path):
+  """Slices in percent: the synthetic default (2,000 / 500 images) is smaller than real CIFAR-10."""
+  metrics = train.run(config_lib.preset("smoke", data_dir=tfds_dir, job_dir=str(tmp_path)))
+  assert metrics["epochs"] == 1 and metrics["test_examples"] == 50
+  assert metrics["global_step"] == 200 // 64
+  assert metrics["export"]["version"] == 1
+
+
 def _scalars(log_dir, tag):
   points = []
   for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
@@ -51,7 +68,7 @@ def test_cifar10_best_trains_stably(tfds_dir, tmp_path, caplog):
   assert len(curve) == 30
   assert min(curve[10:]) >= 0.9, f"accuracy fell back during training: {curve}"
   rates = [value for _, value in sorted(_scalars(os.path.join(tmp_path, "logs", "train"), "learning_rate"))]
-  peak = config.effective_learning_rate()
+  peak = 2e-3  # 1e-3 at batch 32, times sqrt(128 / 32) for the preset's batch of 128
   # Logged at epoch ends: the first point is half-way through the 2-epoch warm-up.
   assert rates[0] == pytest.approx(peak * 16 / 30, rel=0.01)
   assert max(rates) == pytest.approx(peak, rel=0.05) and rates[-1] < peak / 50

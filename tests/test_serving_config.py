@@ -1,13 +1,19 @@
 """serving/*.config parse as the protos TF Serving reads, and k8s/serving.yaml serves them."""
 
-import importlib.metadata
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
+from packaging.requirements import InvalidRequirement
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from google.protobuf import descriptor_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf import message_factory
@@ -176,10 +182,31 @@ def test_deployment_reads_the_mounted_files(manifests):
   assert container["livenessProbe"]["tcpSocket"]["port"] == "grpc"
 
 
+def _declared_specifier(package):
+  """The version specifier setup.py declares for `package`, the same wherever it is listed."""
+  specifiers = set()
+  for node in ast.walk(ast.parse(_read("setup.py"))):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+      try:
+        requirement = Requirement(node.value)
+      except InvalidRequirement:
+        continue  # a string that is not a requirement
+      if canonicalize_name(requirement.name) == canonicalize_name(package):
+        specifiers.add(str(requirement.specifier))
+  assert len(specifiers) == 1, f"setup.py declares {package} as {sorted(specifiers)}"
+  return SpecifierSet(specifiers.pop())
+
+
 def test_image_matches_the_serving_api_and_runs_restricted(manifests):
   container = _container(manifests)
-  api_version = importlib.metadata.version("tensorflow-serving-api")
-  assert container["image"] == f"tensorflow/serving:{api_version}"
+  # The model server speaks the protos of tensorflow-serving-api, which the
+  # client uses: its release must be one setup.py allows, pinned in full so
+  # a pod restart cannot pull another one.
+  repository, tag = container["image"].rsplit(":", 1)
+  assert repository == "tensorflow/serving"
+  assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{container['image']} is not a pinned x.y.z release"
+  declared = _declared_specifier("tensorflow-serving-api")
+  assert Version(tag) in declared, f"{container['image']} is outside setup.py's tensorflow-serving-api{declared}"
   spec = manifests["Deployment"]["spec"]["template"]["spec"]
   assert spec["serviceAccountName"] == "cnn-trainer"
   pod, ctr = spec["securityContext"], container["securityContext"]

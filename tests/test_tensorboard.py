@@ -1,15 +1,24 @@
 """TensorBoard: the real server reads the run's scalars, images and graph over HTTP."""
 
+import io
 import os
+import queue
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
+import numpy as np
 import pytest
 import requests
+import tensorflow as tf
+from PIL import Image
 
-from conftest import free_port
+from conftest import NUM_TEST
+from trainer import data
+from trainer import synthetic
 
 SCALARS = {"loss", "accuracy", "learning_rate", "images_per_sec"}
 
@@ -17,16 +26,36 @@ SCALARS = {"loss", "accuracy", "learning_rate", "images_per_sec"}
 @pytest.fixture(scope="module")
 def tensorboard(trained_job):
   _, _, job_dir = trained_job
-  port = free_port()
   exe = shutil.which("tensorboard") or os.path.join(os.path.dirname(sys.executable), "tensorboard")
-  proc = subprocess.Popen([exe, "--logdir", job_dir, "--host", "127.0.0.1", "--port", str(port),
+  # --port 0: TensorBoard binds a port the kernel picks and names it on stderr
+  # ("TensorBoard 2.21.0 at http://127.0.0.1:PORT/"), just before it serves, so
+  # no port is chosen in advance for another process to take first.
+  proc = subprocess.Popen([exe, "--logdir", job_dir, "--host", "127.0.0.1", "--port", "0",
                            "--reload_interval", "1"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  url = f"http://127.0.0.1:{port}"
+  stderr, urls = [], queue.Queue()
+
+  def read_stderr():  # also drains the pipe, so TensorBoard never blocks writing to it
+    for line in proc.stderr:
+      stderr.append(line)
+      match = re.match(r"TensorBoard \S+ at (http://127\.0\.0\.1:\d+)/", line)
+      if match:
+        urls.put(match.group(1))
+
+  reader = threading.Thread(target=read_stderr, daemon=True)
+  reader.start()
   deadline = time.time() + 90
   try:
+    while True:
+      try:
+        url = urls.get(timeout=0.5)
+        break
+      except queue.Empty:
+        assert proc.poll() is None, "".join(stderr)
+        if time.time() > deadline:
+          pytest.fail(f"TensorBoard did not report its URL within 90 s: {''.join(stderr)}")
     while time.time() < deadline:
-      assert proc.poll() is None, proc.stderr.read()
+      assert proc.poll() is None, "".join(stderr)
       try:
         tags = requests.get(f"{url}/data/plugin/scalars/tags", timeout=5).json()
         if {"logs/train", "logs/eval"} <= set(tags):
@@ -40,6 +69,7 @@ def tensorboard(trained_job):
   finally:
     proc.terminate()
     proc.wait(timeout=30)
+    reader.join(timeout=10)
 
 
 def test_scalar_tags_for_train_and_eval(tensorboard):
@@ -61,14 +91,55 @@ def test_training_curve_goes_the_right_way(tensorboard, trained_job):
   assert accuracy[-1][2] == pytest.approx(trained_job[1]["test_accuracy"], abs=1e-6)
 
 
-def test_confusion_matrix_and_prediction_images(tensorboard):
-  tags = requests.get(f"{tensorboard}/data/plugin/images/tags", timeout=10).json()
-  assert {"confusion_matrix", "predictions"} <= set(tags["logs/eval"])
+def _eval_text_table(tensorboard, tag):
+  """(step, rows of cell strings) of the last text summary `tag`, as TensorBoard renders it."""
+  entries = requests.get(f"{tensorboard}/data/plugin/text/text",
+                         params={"run": "logs/eval", "tag": tag}, timeout=10).json()
+  html = entries[-1]["text"]
+  rows = [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[dh]>(.*?)</t[dh]>", row, re.S)]
+          for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)]
+  return entries[-1]["step"], rows
+
+
+def _last_image(tensorboard, tag):
   entries = requests.get(f"{tensorboard}/data/plugin/images/images",
-                         params={"run": "logs/eval", "tag": "confusion_matrix"}, timeout=10).json()
+                         params={"run": "logs/eval", "tag": tag}, timeout=10).json()
   png = requests.get(f"{tensorboard}/data/plugin/images/individualImage?{entries[-1]['query']}",
-                     timeout=10)
-  assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+                     timeout=10).content
+  return entries[-1]["step"], np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_confusion_matrix_counts_add_up_to_the_test_set(tensorboard, trained_job):
+  _, metrics, _ = trained_job
+  names = list(synthetic.CLASS_NAMES["cifar10"])
+  step, rows = _eval_text_table(tensorboard, "confusion_counts")
+  assert step == metrics["global_step"]
+  assert rows[0] == ["true / predicted", *names] and [row[0] for row in rows[1:]] == names
+  counts = np.array([[int(cell) for cell in row[1:]] for row in rows[1:]])
+  assert counts.sum() == NUM_TEST
+  assert np.trace(counts) / NUM_TEST == pytest.approx(metrics["test_accuracy"])
+  for i, name in enumerate(names):
+    assert counts[i, i] / counts[i].sum() == pytest.approx(metrics["per_class_accuracy"][name])
+  # The picture of it: a 7.5 x 7.5 inch figure at 100 dpi for 10 classes, and not blank.
+  image_step, image = _last_image(tensorboard, "confusion_matrix")
+  assert image_step == step and image.shape == (750, 750, 3) and image.std() > 10
+
+
+def test_prediction_titles_name_the_true_and_the_predicted_class(tensorboard, trained_job):
+  config, metrics, _ = trained_job
+  names = synthetic.CLASS_NAMES["cifar10"]
+  step, rows = _eval_text_table(tensorboard, "prediction_titles")
+  assert step == metrics["global_step"]
+  assert rows[0] == ["image", "true", "predicted"]
+  # The grid's images: the first 20 of the test split, predicted by the final model.
+  images, labels = next(iter(data.load(config).read(False, None, config.seed).take(20).batch(20)))
+  served = tf.saved_model.load(metrics["export"]["paths"][0]).signatures["serving_default"]
+  predicted = served(images=images)["classes"].numpy()
+  assert rows[1:] == [[str(k), names[label], names[prediction]]
+                      for k, (label, prediction) in enumerate(zip(labels.numpy(), predicted))]
+  # A 5 x 4 grid of 2.0 x 2.2 inch cells at 100 dpi.
+  image_step, image = _last_image(tensorboard, "predictions")
+  assert image_step == step and image.shape == (880, 1000, 3) and image.std() > 10
 
 
 def test_model_graph(tensorboard):

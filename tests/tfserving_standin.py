@@ -43,6 +43,7 @@ import http.server
 import json
 import os
 import re
+import socket
 import threading
 from typing import Any, Optional
 
@@ -477,15 +478,40 @@ class StandIn:
   def grpc_target(self) -> str:
     return f"127.0.0.1:{self.grpc_port}"
 
-  def start(self, rest_port: Optional[int] = 0, grpc_port: Optional[int] = 0) -> "StandIn":
-    """Starts the servers; port 0 picks a free port, None leaves that server off."""
-    if rest_port is not None:
+  def start(self, rest_port: Optional[int] = 0, grpc_port: Optional[int] = 0,
+            rest_socket: Optional[socket.socket] = None) -> "StandIn":
+    """Starts the servers and records the ports they got in rest_port and grpc_port.
+
+    Args:
+      rest_port: port for REST; 0 picks a free one, None leaves REST off.
+      grpc_port: port for gRPC; 0 picks a free one, None leaves gRPC off. The
+        server binds with SO_REUSEPORT, so a caller may hold the port with a
+        bound, non-listening SO_REUSEPORT socket until then (gRPC cannot adopt
+        a socket); connections go only to the listening server.
+      rest_socket: a bound socket that has not called listen(): REST listens
+        on this very socket instead of binding rest_port. A test binds it
+        before a client's first attempt (which is then refused) and hands it
+        over later, with no window in which another process can take the port.
+
+    Returns:
+      self.
+    """
+    if rest_socket is not None:
+      self._http = http.server.ThreadingHTTPServer(
+          rest_socket.getsockname(), _rest_handler(self.models), bind_and_activate=False)
+      self._http.socket.close()  # the unbound one it made
+      self._http.socket = rest_socket
+      self._http.server_activate()  # listen()
+    elif rest_port is not None:
       self._http = http.server.ThreadingHTTPServer(("127.0.0.1", rest_port), _rest_handler(self.models))
+    if self._http:
       self._http.daemon_threads = True
       self.rest_port = self._http.server_address[1]
       threading.Thread(target=self._http.serve_forever, daemon=True, name="standin-rest").start()
     if grpc_port is not None:
-      self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
+      # grpcio's default on Linux, stated here because the tests rely on it.
+      self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4),
+                               options=[("grpc.so_reuseport", 1)])
       prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
           _PredictionService(self.models), self._grpc)
       self.grpc_port = self._grpc.add_insecure_port(f"127.0.0.1:{grpc_port}")

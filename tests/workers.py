@@ -16,7 +16,8 @@ import threading
 import time
 from typing import Optional, Sequence
 
-from conftest import REPO, free_port
+from conftest import REPO
+from ports import free_port
 
 
 class Worker:

@@ -120,23 +120,47 @@ def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list
     info: the data it was trained on.
     architecture: `config.model`, to rebuild the model for serving.
     bases: model base paths (…/export/<model-name>, PUBLISH_DIR/<model-name>).
-    run_info: provenance recorded in the SavedModel's assets.extra/.
+      bases[0] belongs to this job alone (its job directory).
+    run_info: provenance recorded in the SavedModel's assets.extra/; its
+      `global_step` and `weights_sha256` identify the training state exported.
 
   All bases get the same version number: one more than the highest version
-  under any of them, so versions only grow.
+  under any of them, so versions only grow. If the latest version in bases[0]
+  already holds this training state (the process died after exporting but
+  before metrics.json was written, and the rerun exports again), that version
+  is reused and published only where it is missing: a rerun never publishes
+  the same model twice.
 
   Returns:
-    (version, the published version paths).
+    (version, the version paths, one per base).
   """
-  serving = serving_model(model, architecture, info)
-  staging = tempfile.mkdtemp(prefix="trainer-export-")
-  try:
-    local = os.path.join(staging, "saved_model")
-    write_saved_model(serving, info, local, run_info)
-    version = storage.next_version(bases)
-    paths = [storage.publish_version(local, base, version) for base in bases]
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
-  for p in paths:
-    log.info("Exported SavedModel version %d to %s", version, p)
-  return version, paths
+  version = _version_of_this_state(bases[0], run_info)
+  if version is None:
+    version, targets = storage.next_version(bases), bases
+  else:
+    targets = [base for base in bases if version not in storage.list_versions(base)]
+    log.info("Version %d in %s already holds this training state (global step %s): "
+             "reusing it%s.", version, bases[0], run_info["global_step"],
+             f", publishing it to {', '.join(targets)}" if targets else "")
+  if targets:
+    serving = serving_model(model, architecture, info)
+    staging = tempfile.mkdtemp(prefix="trainer-export-")
+    try:
+      local = os.path.join(staging, "saved_model")
+      write_saved_model(serving, info, local, run_info)
+      for base in targets:
+        path = storage.publish_version(local, base, version)
+        log.info("Exported SavedModel version %d to %s", version, path)
+    finally:
+      shutil.rmtree(staging, ignore_errors=True)
+  return version, [storage.join(base, str(version)) for base in bases]
+
+
+def _version_of_this_state(base: str, run_info: Optional[dict]) -> Optional[int]:
+  """The latest version under `base` if its run info records the same step and weights."""
+  versions = storage.list_versions(base)
+  if not run_info or not versions:
+    return None
+  recorded = storage.read_json(storage.join(base, str(versions[-1]), "assets.extra", RUN_INFO_FILE))
+  same = recorded and all(recorded.get(k) == run_info.get(k) for k in ("global_step", "weights_sha256"))
+  return versions[-1] if same else None

@@ -1,8 +1,13 @@
-"""Evaluation reports: the pictures for TensorBoard.
+"""Evaluation reports for TensorBoard: pictures, and the same facts as tables.
 
 Two images per evaluation, drawn with matplotlib as the tutorial draws them:
 the confusion matrix, and a grid of test images titled "true / predicted"
-(red where wrong). Both are written as TensorBoard image summaries.
+(red where wrong). Both are written as TensorBoard image summaries, and their
+content also as text summaries (string tables, which TensorBoard's Text tab
+shows as HTML tables): the exact counts behind the colours, and the titles as
+text a reader or a test can check. The text tags differ from the image tags
+(`confusion_counts`, `prediction_titles`): TensorBoard gives each tag of a run
+to one plugin only.
 """
 
 from __future__ import annotations
@@ -84,3 +89,27 @@ def predictions_image(images: np.ndarray, labels: np.ndarray, predictions: np.nd
   fig.suptitle("true / predicted", fontsize=9)
   fig.tight_layout()
   return _figure_to_rgba(fig)
+
+
+def confusion_matrix_table(matrix: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray:
+  """The confusion matrix's counts as a string table: rows true, columns predicted.
+
+  Returns:
+    str [1 + classes, 1 + classes]; row 0 and column 0 name the classes.
+  """
+  header = ["true / predicted", *class_names]
+  rows = [[name, *(str(int(round(count))) for count in row)]
+          for name, row in zip(class_names, np.asarray(matrix))]
+  return np.array([header, *rows])
+
+
+def predictions_table(labels: np.ndarray, predictions: np.ndarray,
+                      class_names: tuple[str, ...]) -> np.ndarray:
+  """The predictions grid's titles as a string table, one row per image in grid order.
+
+  Returns:
+    str [1 + N, 3]: image index, true class, predicted class.
+  """
+  rows = [[str(k), class_names[label], class_names[prediction]]
+          for k, (label, prediction) in enumerate(zip(labels, predictions))]
+  return np.array([["image", "true", "predicted"], *rows])

@@ -237,6 +237,7 @@ class _Loop:
     self.total_steps = steps_per_epoch * config.epochs
     self.global_batch = config.batch_size
     self._sigterm = False
+    self._finishing = False  # the last training step has run
     self._train_seconds = 0.0  # steady-state training time (first call excluded)
     self._train_images = 0
     self._last_eval: Optional[dict[str, Any]] = None
@@ -351,14 +352,15 @@ class _Loop:
       return previous
 
     self.write_dir = distribution.worker_dir(cluster, self.paths.job_dir)
+    previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
     try:
       if cluster.is_chief:
         storage.write_json(self.paths.config, self._config_record())
       self._open_writers()
       started = time.time()
-      previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
       try:
         self._train(epoch, step)
+        self._finishing = True
         results = self._last_eval or self._evaluate_and_report(final=True)
       except _PEER_ERRORS as e:
         if not cluster.is_multi_worker:
@@ -366,13 +368,17 @@ class _Loop:
         raise errors.PeerLostError(
             f"lost contact with {_peer_failure(e)}. Restart all workers; training resumes "
             "from the last checkpoint.") from e
-      finally:
-        signal.signal(signal.SIGTERM, previous_handler)
       # Identical on every worker when replicas stayed in sync: a one-line
       # check that distributed training did what it should.
-      log.info("Final weights fingerprint (sha256): %s", self._weights_fingerprint())
-      return self._finish(results, time.time() - started)
+      fingerprint = self._weights_fingerprint()
+      log.info("Final weights fingerprint (sha256): %s", fingerprint)
+      metrics = self._finish(results, time.time() - started, fingerprint)
+      if self._sigterm:
+        log.info("The export finished after SIGTERM: the job is complete, so this is a "
+                 "normal exit (code 0), not a preemption.")
+      return metrics
     finally:
+      signal.signal(signal.SIGTERM, previous_handler)
       distribution.remove_worker_dir(cluster, self.write_dir)
 
   def _weights_fingerprint(self) -> str:
@@ -382,10 +388,22 @@ class _Loop:
     return digest.hexdigest()[:16]
 
   def _on_sigterm(self, signum, frame):
+    """Turns SIGTERM into a request the run honours at a safe point.
+
+    While training, that point is the end of the current training call: a
+    checkpoint, then exit code 143. Once the last step has run, the rest (the
+    final evaluation, seconds, and the export, published atomically) is
+    finished instead: stopping would leave a rerun the same work, and
+    Kubernetes' grace period (k8s/job.yaml: 120 s) covers it.
+    """
     del signum, frame
-    log.warning("SIGTERM received: saving a checkpoint after the current training call, then "
-                "exiting with code %d.", errors.EXIT_PREEMPTED)
     self._sigterm = True
+    if self._finishing:
+      log.warning("SIGTERM received after training: finishing the final evaluation and the "
+                  "export first.")
+    else:
+      log.warning("SIGTERM received: saving a checkpoint after the current training call, "
+                  "then exiting with code %d.", errors.EXIT_PREEMPTED)
 
   def _global_step(self) -> int:
     return int(self.optimizer.iterations.numpy())
@@ -484,7 +502,8 @@ class _Loop:
       epoch, step = epoch + 1, 0
       self.epoch.assign(epoch)
       self.epoch_step.assign(0)
-      self._last_eval = self._evaluate_and_report(final=epoch == config.epochs)
+      self._finishing = epoch == config.epochs
+      self._last_eval = self._evaluate_and_report(final=self._finishing)
       path = self._save()
       log.info("Epoch %d/%d done: eval loss %.4f, accuracy %.4f; checkpoint %s saved.",
                epoch, config.epochs, self._last_eval["loss"], self._last_eval["accuracy"], path)
@@ -516,12 +535,17 @@ class _Loop:
       due = final or time.time() - self._last_images >= IMAGE_SUMMARY_INTERVAL_S
       if self.cluster.is_chief and due:
         self._last_images = time.time()
+        names = self.info.class_names
         tf.summary.image("confusion_matrix", reporting.confusion_matrix_image(
-            results["confusion"], self.info.class_names), step=global_step)
+            results["confusion"], names), step=global_step)
+        tf.summary.text("confusion_counts", reporting.confusion_matrix_table(
+            results["confusion"], names), step=global_step)
         images, labels = self._sample_images()
         predictions = np.argmax(self.model(images, training=False), axis=-1)
         tf.summary.image("predictions", reporting.predictions_image(
-            images, labels, predictions, self.info.class_names), step=global_step)
+            images, labels, predictions, names), step=global_step)
+        tf.summary.text("prediction_titles", reporting.predictions_table(
+            labels, predictions, names), step=global_step)
     self.train_writer.flush()
     self.eval_writer.flush()
     if final:
@@ -550,7 +574,8 @@ class _Loop:
       tf.io.gfile.remove(os.path.join(self.write_dir, name))
     return path
 
-  def _finish(self, results: dict[str, Any], wall_seconds: float) -> dict[str, Any]:
+  def _finish(self, results: dict[str, Any], wall_seconds: float,
+              fingerprint: str) -> dict[str, Any]:
     config = self.config
     confusion = results["confusion"]
     per_class = {name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
@@ -578,7 +603,7 @@ class _Loop:
     version, paths = export_lib.export(
         self.model, self.info, config.model, bases,
         run_info={"job_dir": self.paths.job_dir, "global_step": self._global_step(),
-                  "test_accuracy": results["accuracy"]})
+                  "weights_sha256": fingerprint, "test_accuracy": results["accuracy"]})
     metrics["export"] = {"version": version, "paths": paths}
     storage.write_json(self.paths.metrics, metrics)
     log.info("Wrote %s: test accuracy %.4f, %s training images/s.", self.paths.metrics,

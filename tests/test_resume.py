@@ -1,0 +1,228 @@
+"""What README's fault-tolerance section promises a single process.
+
+A kill mid-epoch resumes from the last checkpoint; SIGTERM saves and exits 143,
+and the rerun resumes at that step; SIGTERM after the last step finishes the
+export; a checkpoint of another model is refused with exit code 2; more
+--epochs train on into a new export version; a rerun after a crash between
+the export and metrics.json publishes nothing twice; a kill while publishing
+never leaves a partial version where TF Serving looks.
+
+Processes are real (`python -m trainer.task`) wherever a signal's timing
+matters; their stderr is read by a thread, and every wait has a timeout.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from conftest import LARGE_NUM_TRAIN
+from trainer import errors
+from trainer import task
+from trainer import train
+from workers import Worker
+
+BATCH = 64  # the default preset's global batch
+SPE = LARGE_NUM_TRAIN // BATCH  # 250 steps per epoch
+# Logging every 5 steps lets a test act early in an epoch: 245 steps (seconds)
+# before the epoch's checkpoint, a wide margin for reading the log line.
+EARLY_IN_EPOCH_2 = f"epoch 2/2 step 5/{SPE}"
+
+
+def _args(tfds_dir, job_dir, *extra):
+  return ["--dataset", "cifar10", "--data-dir", tfds_dir, "--job-dir", job_dir, "--epochs", "2",
+          "--batch-size", str(BATCH), "--log-every-steps", "5", "--steps-per-execution", "5",
+          *extra]
+
+
+def _trainer(args) -> Worker:
+  return Worker("trainer", [sys.executable, "-m", "trainer.task", *args],
+                {**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _latest_checkpoint(job_dir) -> str:
+  return os.path.basename(tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints")))
+
+
+def _metrics(job_dir):
+  with open(os.path.join(job_dir, "metrics.json"), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def test_kill_mid_epoch_resumes_from_the_epoch_checkpoint_and_retrains_the_lost_steps(
+    large_tfds_dir, tmp_path):
+  job_dir = str(tmp_path / "job")
+  run = _trainer(_args(large_tfds_dir, job_dir))
+  try:
+    run.wait_for(EARLY_IN_EPOCH_2)
+    run.signal(signal.SIGKILL)
+    assert run.wait(60) == -signal.SIGKILL
+  finally:
+    run.kill()
+  assert _latest_checkpoint(job_dir) == f"ckpt-{SPE}"  # epoch 1's; the kill came mid-epoch 2
+  assert not os.path.exists(os.path.join(job_dir, "metrics.json"))
+
+  rerun = _trainer(_args(large_tfds_dir, job_dir))
+  assert rerun.wait(300) == 0, rerun.log[-3000:]
+  assert re.search(rf"Resuming from checkpoint \S+ckpt-{SPE} at epoch 2/2, step 0/{SPE}", rerun.log)
+  assert "epoch 1/2 step" not in rerun.log  # epoch 1 was not trained again...
+  assert EARLY_IN_EPOCH_2 in rerun.log  # ...the steps lost with the kill were
+  assert _metrics(job_dir)["global_step"] == 2 * SPE
+  assert os.listdir(os.path.join(job_dir, "export", "cifar10")) == ["1"]
+
+
+def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step(large_tfds_dir, tmp_path):
+  job_dir = str(tmp_path / "job")
+  run = _trainer(_args(large_tfds_dir, job_dir))
+  try:
+    run.wait_for(EARLY_IN_EPOCH_2)
+    run.signal(signal.SIGTERM)
+    assert run.wait(120) == errors.EXIT_PREEMPTED, run.log[-3000:]
+  finally:
+    run.kill()
+  assert "SIGTERM received: saving a checkpoint after the current training call" in run.log
+  step = int(re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{SPE}", run.log).group(1))
+  assert 5 <= step < SPE
+  assert _latest_checkpoint(job_dir) == f"ckpt-{SPE + step}"
+  assert not os.path.exists(os.path.join(job_dir, "export"))
+
+  rerun = _trainer(_args(large_tfds_dir, job_dir))
+  assert rerun.wait(300) == 0, rerun.log[-3000:]
+  assert f"at epoch 2/2, step {step}/{SPE}" in rerun.log
+  assert _metrics(job_dir)["global_step"] == 2 * SPE  # no step trained twice, none skipped
+
+
+@pytest.mark.parametrize("phase", ["final evaluation", "export"])
+def test_sigterm_after_the_last_step_finishes_the_export_and_exits_0(
+    phase, tfds_dir, tmp_path, monkeypatch, caplog):
+  """A real SIGTERM, sent to this process at the start of the phase; the CLI's exit code."""
+  def sigterm_first(original):
+    def wrapper(*args, **kwargs):
+      if phase == "export" or kwargs.get("final"):
+        os.kill(os.getpid(), signal.SIGTERM)
+      return original(*args, **kwargs)
+    return wrapper
+
+  if phase == "export":
+    monkeypatch.setattr(train.export_lib, "export", sigterm_first(train.export_lib.export))
+  else:
+    monkeypatch.setattr(train._Loop, "_evaluate_and_report",
+                        sigterm_first(train._Loop._evaluate_and_report))
+  caplog.set_level("INFO")
+  job_dir = str(tmp_path / "job")
+  code = task.main(_args(tfds_dir, job_dir, "--epochs", "1"))
+  assert code == 0
+  assert "SIGTERM received after training: finishing the final evaluation and the export" in caplog.text
+  assert "normal exit (code 0)" in caplog.text
+  assert "before training started" not in caplog.text
+  assert os.path.isfile(os.path.join(job_dir, "export", "cifar10", "1", "saved_model.pb"))
+  assert _metrics(job_dir)["export"]["version"] == 1
+
+
+def test_a_checkpoint_of_another_model_is_refused_with_exit_2(tfds_dir, tmp_path, capsys):
+  job_dir = str(tmp_path / "job")
+  small = ["--train-split", "train[:256]", "--eval-split", "test[:64]", "--epochs", "1",
+           "--batch-size", "128"]
+  assert task.main(["--dataset", "mnist", "--data-dir", tfds_dir, "--job-dir", job_dir, *small]) == 0
+  capsys.readouterr()
+  code = task.main(["--dataset", "cifar10", "--data-dir", tfds_dir, "--job-dir", job_dir, *small])
+  assert code == errors.EXIT_USAGE
+  last = capsys.readouterr().err.strip().splitlines()[-1]
+  assert re.fullmatch(r"error: checkpoint \S+ckpt-2 does not match this model and data \(.+\): it "
+                      r"was written by a different configuration\. Use a new --job-dir\.", last), last
+  assert not os.path.exists(os.path.join(job_dir, "export", "cifar10"))
+
+
+def _copy_job(trained_job, tmp_path):
+  """A copy of the shared finished job, so a test can change it."""
+  config, metrics, job_dir = trained_job
+  copy = str(tmp_path / "job")
+  shutil.copytree(job_dir, copy)
+  return dataclasses.replace(config, job_dir=copy), metrics
+
+
+def test_more_epochs_train_on_into_export_version_2(trained_job, tmp_path, caplog):
+  config, before = _copy_job(trained_job, tmp_path)
+  caplog.set_level("INFO")
+  after = train.run(dataclasses.replace(config, epochs=config.epochs + 1))
+  steps = before["global_step"] // config.epochs
+  assert f"at epoch {config.epochs + 1}/{config.epochs + 1}, step 0/{steps}" in caplog.text
+  assert after["global_step"] == before["global_step"] + steps
+  assert after["export"]["version"] == 2
+  assert sorted(os.listdir(os.path.join(config.job_dir, "export", "cifar10"))) == ["1", "2"]
+  assert _metrics(config.job_dir)["export"]["version"] == 2
+
+
+def test_rerun_after_a_crash_between_export_and_metrics_publishes_no_duplicate(
+    trained_job, tmp_path, caplog):
+  """The crash's leftovers: version 1 in the job dir, no metrics.json, and a publish
+  directory that never got its copy. The rerun publishes version 1 there, and only there."""
+  config, before = _copy_job(trained_job, tmp_path)
+  os.remove(os.path.join(config.job_dir, "metrics.json"))
+  publish_dir = str(tmp_path / "models")
+  caplog.set_level("INFO")
+  after = train.run(dataclasses.replace(config, publish_dir=publish_dir))
+  assert "already holds this training state" in caplog.text
+  assert after["export"]["version"] == 1
+  assert after["test_accuracy"] == before["test_accuracy"]  # the same weights, evaluated again
+  assert os.listdir(os.path.join(config.job_dir, "export", "cifar10")) == ["1"]
+  assert os.listdir(os.path.join(publish_dir, "cifar10")) == ["1"]
+  assert os.path.isfile(os.path.join(publish_dir, "cifar10", "1", "saved_model.pb"))
+  assert _metrics(config.job_dir)["export"]["version"] == 1
+
+
+_PUBLISHER = """
+import sys
+from trainer import storage
+print("ready", file=sys.stderr, flush=True)
+storage.publish_version(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+"""
+
+
+def _complete(version_dir, src):
+  return all(
+      os.path.getsize(os.path.join(version_dir, rel)) == os.path.getsize(os.path.join(src, rel))
+      for rel in ("saved_model.pb", os.path.join("variables", "variables.data-00000-of-00001")))
+
+
+def test_a_kill_while_publishing_never_leaves_a_partial_version(tmp_path):
+  """TF Serving loads any integer-named directory under the base: after a SIGKILL at
+  any moment of the copy, each one there must be complete."""
+  src = tmp_path / "saved_model"
+  (src / "variables").mkdir(parents=True)
+  (src / "saved_model.pb").write_bytes(os.urandom(1 << 20))
+  # 256 MiB: a copy long enough (~0.1-0.5 s) that the early kills land inside it.
+  with open(src / "variables" / "variables.data-00000-of-00001", "wb") as f:
+    for _ in range(256):
+      f.write(os.urandom(1 << 20))
+  base = tmp_path / "export" / "m"
+  try:
+    for version, delay in enumerate((0.0, 0.02, 0.08, 0.3, None), start=1):
+      publisher = Worker(f"publisher {version}",
+                         [sys.executable, "-c", _PUBLISHER, str(src), str(base), str(version)],
+                         dict(os.environ))
+      try:
+        publisher.wait_for("ready", timeout=120)  # imports done: the copy starts now
+        if delay is None:  # the last one is left to finish
+          assert publisher.wait(120) == 0, publisher.log
+        else:
+          time.sleep(delay)
+          publisher.kill()
+      finally:
+        publisher.kill()
+      for name in os.listdir(base):
+        if name.isdigit():
+          assert _complete(base / name, src), f"version {name} is visible but incomplete"
+    names = os.listdir(base)
+    assert "5" in names, names
+    # A kill inside a copy leaves its hidden staging directory (swept once stale).
+    assert any(n.startswith(".staging-") for n in names), f"no kill landed inside a copy: {names}"
+  finally:
+    shutil.rmtree(tmp_path, ignore_errors=True)  # ~1 GiB of copies
