@@ -2,24 +2,23 @@
 
 import glob
 import json
-import math
 import os
 import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from conftest import REPO
 from trainer import config as config_lib
+from trainer import schedule
 from trainer import train
 
 
 def test_warmup_then_cosine_schedule():
-  lr = train.LearningRate(peak=2e-3, warmup_steps=10, total_steps=110, cosine=True)
+  lr = schedule.LearningRate(peak=2e-3, warmup_steps=10, total_steps=110, cosine=True)
   values = [float(lr(step)) for step in range(110)]
   assert values[0] == pytest.approx(2e-4)               # (step + 1) / warmup of the peak
   assert values[9] == pytest.approx(2e-3)               # peak at the end of warm-up
@@ -27,7 +26,7 @@ def test_warmup_then_cosine_schedule():
   assert values[109] < 1e-6 and min(values) >= 0
   assert all(a <= b for a, b in zip(values[:10], values[1:10]))
   assert all(a >= b for a, b in zip(values[10:], values[11:]))
-  constant = train.LearningRate(peak=1e-3, warmup_steps=0, total_steps=100, cosine=False)
+  constant = schedule.LearningRate(peak=1e-3, warmup_steps=0, total_steps=100, cosine=False)
   assert [float(constant(s)) for s in (0, 50, 99)] == pytest.approx([1e-3] * 3)
 
 

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from conftest import LARGE_NUM_TRAIN
 from trainer import errors
+from trainer import preemption
 from trainer import task
 from trainer import train
 from workers import Worker
@@ -97,6 +98,18 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step(la
   assert rerun.wait(300) == 0, rerun.log[-3000:]
   assert f"at epoch 2/2, step {step}/{SPE}" in rerun.log
   assert _metrics(job_dir)["global_step"] == 2 * SPE  # no step trained twice, none skipped
+
+
+def test_sigterm_watch_records_the_signal_and_restores_the_previous_handler(caplog):
+  previous = signal.getsignal(signal.SIGTERM)
+  with preemption.SigtermWatch() as watch:
+    os.kill(os.getpid(), signal.SIGTERM)  # handled before the next bytecode: no exit
+    assert watch.received
+    assert "saving a checkpoint after the current training call" in caplog.text
+    watch.finishing = True
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert "finishing the final evaluation and the export first" in caplog.text
+  assert signal.getsignal(signal.SIGTERM) is previous
 
 
 @pytest.mark.parametrize("phase", ["final evaluation", "export"])

@@ -14,10 +14,13 @@ Per step: each replica computes its share of the loss (averaged over the
 all-reduces the gradients and applies them. Several steps run per call into
 the compiled function (`steps_per_execution`) to keep Python off the hot path.
 
-Progress lives in the checkpoint: completed epochs and steps into the current
-epoch. A rerun with the same job dir restores it and says where it resumed.
-SIGTERM is turned into a checkpoint at a step every worker agrees on (the
-flag is all-reduced with the next training call), then exit code 143.
+Progress lives in the checkpoint (trainer/checkpoints.py): completed epochs
+and steps into the current epoch. A rerun with the same job dir restores it
+and says where it resumed. SIGTERM (trainer/preemption.py) is turned into a
+checkpoint at a step every worker agrees on (the flag is all-reduced with the
+next training call), then exit code 143; after the last step it lets the
+final evaluation and the export finish. TensorBoard writing is
+trainer/summaries.py's, the sums behind the metrics trainer/metrics.py's.
 """
 
 from __future__ import annotations
@@ -25,10 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import math
-import os
 import re
-import signal
 import time
 from typing import Any, Optional
 
@@ -36,13 +36,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from trainer import checkpoints
 from trainer import data as data_lib
 from trainer import distribution
 from trainer import errors
 from trainer import export as export_lib
+from trainer import metrics
 from trainer import model as model_lib
-from trainer import reporting
+from trainer import preemption
+from trainer import schedule
 from trainer import storage
+from trainer import summaries
 from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -79,80 +83,6 @@ def _peer_failure(error: tf.errors.OpError) -> str:
                              r"timed out|[Tt]imeout|[Ss]ocket closed|heartbeat", line)),
                type(error).__name__)
   return f"{who} ({cause[:300]})"
-
-
-class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warm-up from 0 to `peak`, then constant or cosine decay to 0."""
-
-  def __init__(self, peak: float, warmup_steps: int, total_steps: int, cosine: bool):
-    self.peak = peak
-    self.warmup_steps = warmup_steps
-    self.total_steps = total_steps
-    self.cosine = cosine
-
-  def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    lr = tf.constant(self.peak, tf.float32)
-    if self.warmup_steps:
-      # (step + 1): the first step already moves the weights.
-      lr *= tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
-    if self.cosine:
-      decay_steps = max(1, self.total_steps - self.warmup_steps)
-      progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
-      lr *= 0.5 * (1.0 + tf.cos(math.pi * progress))
-    return lr
-
-  def get_config(self):
-    return dict(peak=self.peak, warmup_steps=self.warmup_steps,
-                total_steps=self.total_steps, cosine=self.cosine)
-
-
-class _Sums:
-  """Running sums per replica, summed over all replicas and workers when read.
-
-  ON_READ/SUM variables cost no communication per step: each replica adds
-  locally, and reading them in cross-replica context performs one
-  all-reduce. Every worker must therefore read at the same point.
-  """
-
-  def __init__(self, num_classes: int, confusion: bool):
-    """A confusion matrix is kept only if `confusion`: reading it costs an
-    all-reduce of num_classes^2 values, which training's logging does not need.
-    """
-    def var(shape):
-      return tf.Variable(tf.zeros(shape), trainable=False,
-                         synchronization=tf.VariableSynchronization.ON_READ,
-                         aggregation=tf.VariableAggregation.SUM)
-    self.num_classes = num_classes
-    self.loss = var([])
-    self.correct = var([])
-    self.count = var([])
-    self.confusion = var([num_classes, num_classes]) if confusion else None
-
-  def _variables(self):
-    return [v for v in (self.loss, self.correct, self.count, self.confusion) if v is not None]
-
-  def update(self, labels, logits, per_example_loss):
-    predictions = tf.argmax(logits, axis=-1, output_type=labels.dtype)
-    self.loss.assign_add(tf.reduce_sum(per_example_loss))
-    self.correct.assign_add(tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float32)))
-    self.count.assign_add(tf.cast(tf.size(labels), tf.float32))
-    if self.confusion is not None:
-      self.confusion.assign_add(tf.math.confusion_matrix(
-          labels, predictions, num_classes=self.num_classes, dtype=tf.float32))
-
-  def read_and_reset(self) -> dict[str, Any]:
-    count = float(self.count.read_value())
-    result = {
-        "loss": float(self.loss.read_value()) / max(count, 1.0),
-        "accuracy": float(self.correct.read_value()) / max(count, 1.0),
-        "count": int(count),
-    }
-    if self.confusion is not None:
-      result["confusion"] = self.confusion.read_value().numpy()
-    for v in self._variables():
-      v.assign(tf.zeros_like(v))
-    return result
 
 
 @dataclasses.dataclass
@@ -236,14 +166,13 @@ class _Loop:
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = steps_per_epoch * config.epochs
     self.global_batch = config.batch_size
-    self._sigterm = False
-    self._finishing = False  # the last training step has run
+    self.sigterm = preemption.SigtermWatch()
     self._train_seconds = 0.0  # steady-state training time (first call excluded)
     self._train_images = 0
     self._last_eval: Optional[dict[str, Any]] = None
     self._last_images = time.time()  # when the evaluation images were last drawn
 
-    lr = LearningRate(
+    lr = schedule.LearningRate(
         peak=config.effective_learning_rate(),
         warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
         total_steps=self.total_steps, cosine=config.lr_schedule == "cosine")
@@ -259,10 +188,11 @@ class _Loop:
       self.optimizer.build(self.model.trainable_variables)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
       self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step")
-      self.train_sums = _Sums(self.info.num_classes, confusion=False)
-      self.eval_sums = _Sums(self.info.num_classes, confusion=True)
-    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                          epoch=self.epoch, epoch_step=self.epoch_step)
+      self.train_sums = metrics.Sums(self.info.num_classes, confusion=False)
+      self.eval_sums = metrics.Sums(self.info.num_classes, confusion=True)
+    self.checkpoints = checkpoints.Checkpoints(
+        paths.checkpoints, config.keep_checkpoints, cluster.is_chief, model=self.model,
+        optimizer=self.optimizer, epoch=self.epoch, epoch_step=self.epoch_step)
     self._build_functions()
 
   # ------------------------------------------------------------------ steps
@@ -352,34 +282,38 @@ class _Loop:
       return previous
 
     self.write_dir = distribution.worker_dir(cluster, self.paths.job_dir)
-    previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
     try:
-      if cluster.is_chief:
-        storage.write_json(self.paths.config, self._config_record())
-      self._open_writers()
-      started = time.time()
-      try:
-        self._train(epoch, step)
-        self._finishing = True
-        results = self._last_eval or self._evaluate_and_report(final=True)
-      except _PEER_ERRORS as e:
-        if not cluster.is_multi_worker:
-          raise
-        raise errors.PeerLostError(
-            f"lost contact with {_peer_failure(e)}. Restart all workers; training resumes "
-            "from the last checkpoint.") from e
-      # Identical on every worker when replicas stayed in sync: a one-line
-      # check that distributed training did what it should.
-      fingerprint = self._weights_fingerprint()
-      log.info("Final weights fingerprint (sha256): %s", fingerprint)
-      metrics = self._finish(results, time.time() - started, fingerprint)
-      if self._sigterm:
-        log.info("The export finished after SIGTERM: the job is complete, so this is a "
-                 "normal exit (code 0), not a preemption.")
-      return metrics
+      with self.sigterm:
+        return self._run(epoch, step)
     finally:
-      signal.signal(signal.SIGTERM, previous_handler)
       distribution.remove_worker_dir(cluster, self.write_dir)
+
+  def _run(self, epoch: int, step: int) -> dict[str, Any]:
+    if self.cluster.is_chief:
+      storage.write_json(self.paths.config, self._config_record())
+    self.summaries = summaries.Summaries(self.paths.logs("train"), self.paths.logs("eval"),
+                                         self.cluster.is_chief, self.info.class_names)
+    self.summaries.graph(self.model, self.info.image_shape)
+    started = time.time()
+    try:
+      self._train(epoch, step)
+      self.sigterm.finishing = True
+      results = self._last_eval or self._evaluate_and_report(final=True)
+    except _PEER_ERRORS as e:
+      if not self.cluster.is_multi_worker:
+        raise
+      raise errors.PeerLostError(
+          f"lost contact with {_peer_failure(e)}. Restart all workers; training resumes "
+          "from the last checkpoint.") from e
+    # Identical on every worker when replicas stayed in sync: a one-line
+    # check that distributed training did what it should.
+    fingerprint = self._weights_fingerprint()
+    log.info("Final weights fingerprint (sha256): %s", fingerprint)
+    metrics = self._finish(results, time.time() - started, fingerprint)
+    if self.sigterm.received:
+      log.info("The export finished after SIGTERM: the job is complete, so this is a "
+               "normal exit (code 0), not a preemption.")
+    return metrics
 
   def _weights_fingerprint(self) -> str:
     digest = hashlib.sha256()
@@ -387,38 +321,13 @@ class _Loop:
       digest.update(np.ascontiguousarray(weights).tobytes())
     return digest.hexdigest()[:16]
 
-  def _on_sigterm(self, signum, frame):
-    """Turns SIGTERM into a request the run honours at a safe point.
-
-    While training, that point is the end of the current training call: a
-    checkpoint, then exit code 143. Once the last step has run, the rest (the
-    final evaluation, seconds, and the export, published atomically) is
-    finished instead: stopping would leave a rerun the same work, and
-    Kubernetes' grace period (k8s/job.yaml: 120 s) covers it.
-    """
-    del signum, frame
-    self._sigterm = True
-    if self._finishing:
-      log.warning("SIGTERM received after training: finishing the final evaluation and the "
-                  "export first.")
-    else:
-      log.warning("SIGTERM received: saving a checkpoint after the current training call, "
-                  "then exiting with code %d.", errors.EXIT_PREEMPTED)
-
   def _global_step(self) -> int:
     return int(self.optimizer.iterations.numpy())
 
   def _restore(self):
-    latest = tf.train.latest_checkpoint(self.paths.checkpoints)
+    latest = self.checkpoints.restore()
     if not latest:
-      log.info("No checkpoint in %s: starting from scratch.", self.paths.checkpoints)
       return
-    try:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-      raise errors.StorageError(
-          f"checkpoint {latest} does not match this model and data ({str(e).splitlines()[0]}): "
-          "it was written by a different configuration. Use a new --job-dir.") from None
     epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
     if epoch >= self.config.epochs:
       log.info("Restored %s: all %d epochs already trained (global step %d).",
@@ -449,21 +358,6 @@ class _Loop:
         },
     }
 
-  def _open_writers(self):
-    if self.cluster.is_chief:
-      self.train_writer = tf.summary.create_file_writer(self.paths.logs("train"))
-      self.eval_writer = tf.summary.create_file_writer(self.paths.logs("eval"))
-      self._write_graph()
-    else:
-      self.train_writer = self.eval_writer = tf.summary.create_noop_writer()
-
-  def _write_graph(self):
-    """The model's inference graph, for TensorBoard's Graphs tab."""
-    spec = tf.TensorSpec([None, *self.info.image_shape], tf.uint8, name="images")
-    graph = tf.function(lambda images: self.model(images, training=False)).get_concrete_function(spec).graph
-    with self.train_writer.as_default():
-      tf.summary.graph(graph)
-
   def _train(self, epoch: int, step: int):
     config = self.config
     train_data = self.strategy.distribute_datasets_from_function(
@@ -479,7 +373,7 @@ class _Loop:
         to_log = config.log_every_steps - global_step % config.log_every_steps
         n = min(config.steps_per_execution, self.steps_per_epoch - step, to_log)
         t0 = time.time()
-        stop = self._train_steps(iterator, tf.constant(n), tf.constant(float(self._sigterm)))
+        stop = self._train_steps(iterator, tf.constant(n), tf.constant(float(self.sigterm.received)))
         if float(stop) > 0:  # float() waits for the call to finish
           path = self._save()
           where = path if self.cluster.is_chief else "by the chief in the job directory"
@@ -502,8 +396,8 @@ class _Loop:
       epoch, step = epoch + 1, 0
       self.epoch.assign(epoch)
       self.epoch_step.assign(0)
-      self._finishing = epoch == config.epochs
-      self._last_eval = self._evaluate_and_report(final=self._finishing)
+      self.sigterm.finishing = epoch == config.epochs
+      self._last_eval = self._evaluate_and_report(final=self.sigterm.finishing)
       path = self._save()
       log.info("Epoch %d/%d done: eval loss %.4f, accuracy %.4f; checkpoint %s saved.",
                epoch, config.epochs, self._last_eval["loss"], self._last_eval["accuracy"], path)
@@ -512,12 +406,8 @@ class _Loop:
   def _log_train(self, epoch: int, step: int, images_per_sec: float):
     sums = self.train_sums.read_and_reset()
     lr = float(self.optimizer.learning_rate.numpy())
-    global_step = self._global_step()
-    with self.train_writer.as_default(step=global_step):
-      tf.summary.scalar("loss", sums["loss"])
-      tf.summary.scalar("accuracy", sums["accuracy"])
-      tf.summary.scalar("learning_rate", lr)
-      tf.summary.scalar("images_per_sec", images_per_sec)
+    self.summaries.train_scalars(self._global_step(), sums["loss"], sums["accuracy"], lr,
+                                 images_per_sec)
     log.info("epoch %d/%d step %d/%d: loss %.4f accuracy %.4f lr %.3g, %.0f images/s",
              epoch + 1, self.config.epochs, step, self.steps_per_epoch, sums["loss"],
              sums["accuracy"], lr, images_per_sec)
@@ -528,26 +418,15 @@ class _Loop:
     results = self.eval_sums.read_and_reset()
     seconds = time.time() - started
     global_step = self._global_step()
-    with self.eval_writer.as_default(step=global_step):
-      tf.summary.scalar("loss", results["loss"])
-      tf.summary.scalar("accuracy", results["accuracy"])
-      tf.summary.scalar("images_per_sec", results["count"] / max(seconds, 1e-9))
-      due = final or time.time() - self._last_images >= IMAGE_SUMMARY_INTERVAL_S
-      if self.cluster.is_chief and due:
-        self._last_images = time.time()
-        names = self.info.class_names
-        tf.summary.image("confusion_matrix", reporting.confusion_matrix_image(
-            results["confusion"], names), step=global_step)
-        tf.summary.text("confusion_counts", reporting.confusion_matrix_table(
-            results["confusion"], names), step=global_step)
-        images, labels = self._sample_images()
-        predictions = np.argmax(self.model(images, training=False), axis=-1)
-        tf.summary.image("predictions", reporting.predictions_image(
-            images, labels, predictions, names), step=global_step)
-        tf.summary.text("prediction_titles", reporting.predictions_table(
-            labels, predictions, names), step=global_step)
-    self.train_writer.flush()
-    self.eval_writer.flush()
+    self.summaries.eval_scalars(global_step, results["loss"], results["accuracy"],
+                                results["count"] / max(seconds, 1e-9))
+    due = final or time.time() - self._last_images >= IMAGE_SUMMARY_INTERVAL_S
+    if self.cluster.is_chief and due:
+      self._last_images = time.time()
+      images, labels = self._sample_images()
+      predictions = np.argmax(self.model(images, training=False), axis=-1)
+      self.summaries.eval_pictures(global_step, results["confusion"], images, labels, predictions)
+    self.summaries.flush()
     if final:
       log.info("Final evaluation on %d images: loss %.4f, accuracy %.4f.", results["count"],
                results["loss"], results["accuracy"])
@@ -561,18 +440,7 @@ class _Loop:
     return self._samples
 
   def _save(self) -> str:
-    """Saves a checkpoint on every worker; only the chief's lands in the job dir."""
-    if self.cluster.is_chief:
-      if not hasattr(self, "_manager"):
-        self._manager = tf.train.CheckpointManager(
-            self.checkpoint, self.paths.checkpoints, max_to_keep=self.config.keep_checkpoints)
-      return self._manager.save(checkpoint_number=self._global_step())
-    # Other workers write to their temporary directory and delete it: the
-    # save must happen on every worker, the files are not needed.
-    path = self.checkpoint.write(os.path.join(self.write_dir, "ckpt"))
-    for name in tf.io.gfile.listdir(self.write_dir):
-      tf.io.gfile.remove(os.path.join(self.write_dir, name))
-    return path
+    return self.checkpoints.save(self._global_step(), self.write_dir)
 
   def _finish(self, results: dict[str, Any], wall_seconds: float,
               fingerprint: str) -> dict[str, Any]:

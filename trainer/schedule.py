@@ -1,0 +1,40 @@
+"""The learning-rate schedule: linear warm-up, then constant or cosine decay.
+
+The peak rate is `TrainConfig.effective_learning_rate()`: --learning-rate
+scaled to the global batch (sqrt by default, the usual rule for Adam).
+Warm-up keeps the first large-batch steps from diverging; cosine decay to 0
+at the last step settles the final epochs (README, Performance).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up from 0 to `peak`, then constant or cosine decay to 0."""
+
+  def __init__(self, peak: float, warmup_steps: int, total_steps: int, cosine: bool):
+    self.peak = peak
+    self.warmup_steps = warmup_steps
+    self.total_steps = total_steps
+    self.cosine = cosine
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    lr = tf.constant(self.peak, tf.float32)
+    if self.warmup_steps:
+      # (step + 1): the first step already moves the weights.
+      lr *= tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
+    if self.cosine:
+      decay_steps = max(1, self.total_steps - self.warmup_steps)
+      progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+      lr *= 0.5 * (1.0 + tf.cos(math.pi * progress))
+    return lr
+
+  def get_config(self):
+    return dict(peak=self.peak, warmup_steps=self.warmup_steps,
+                total_steps=self.total_steps, cosine=self.cosine)
