@@ -203,7 +203,7 @@ def test_manifest_trains_as_written(manifest, tfds_dir):
 
 @needs_netns
 def test_killed_worker_fails_its_peer_fast_and_a_restart_resumes(manifest):
-  job, start, settings = manifest.job, manifest.start, manifest.settings
+  start, settings = manifest.start, manifest.settings
   pods = start(MID_EPOCH_LOGGING)
   pods[1].wait_for("epoch 3/10 step ")  # the first log line inside epoch 3
   killed_at = pods[1].signal(signal.SIGKILL)
@@ -226,7 +226,7 @@ def test_killed_worker_fails_its_peer_fast_and_a_restart_resumes(manifest):
 
 @needs_netns
 def test_sigterm_saves_at_a_common_step_and_exits_143(manifest):
-  job, start, settings = manifest.job, manifest.start, manifest.settings
+  start, settings = manifest.start, manifest.settings
   pods = start(MID_EPOCH_LOGGING)
   pods[1].wait_for("epoch 2/10 step ")  # the first log line inside epoch 2
   pods[1].signal(signal.SIGTERM)  # one pod preempted; the other was not told
@@ -247,7 +247,7 @@ def test_sigterm_saves_at_a_common_step_and_exits_143(manifest):
 
 @needs_netns
 def test_lost_node_fails_its_peer_within_the_bound(manifest):
-  job, start, settings = manifest.job, manifest.start, manifest.settings
+  start = manifest.start
   pods = start(MID_EPOCH_LOGGING)
   pods[1].wait_for("epoch 2/10 step ")
   cut_at = time.time()
