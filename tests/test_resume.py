@@ -37,10 +37,9 @@ SPE = LARGE_NUM_TRAIN // BATCH  # 250 steps per epoch
 EARLY_IN_EPOCH_2 = f"epoch 2/2 step 5/{SPE}"
 
 
-def _args(tfds_dir, job_dir, *extra):
-  return ["--dataset", "cifar10", "--data-dir", tfds_dir, "--job-dir", job_dir, "--epochs", "2",
-          "--batch-size", str(BATCH), "--log-every-steps", "5", "--steps-per-execution", "5",
-          *extra]
+def _args(tfds_dir, job_dir, epochs=2):
+  return ["--dataset", "cifar10", "--data-dir", tfds_dir, "--job-dir", job_dir, "--epochs", str(epochs),
+          "--batch-size", str(BATCH), "--log-every-steps", "5", "--steps-per-execution", "5"]
 
 
 def _trainer(args) -> Worker:
@@ -129,7 +128,7 @@ def test_sigterm_after_the_last_step_finishes_the_export_and_exits_0(
                         sigterm_first(train._Loop._evaluate_and_report))
   caplog.set_level("INFO")
   job_dir = str(tmp_path / "job")
-  code = task.main(_args(tfds_dir, job_dir, "--epochs", "1"))
+  code = task.main(_args(tfds_dir, job_dir, epochs=1))
   assert code == 0
   assert "SIGTERM received after training: finishing the final evaluation and the export" in caplog.text
   assert "normal exit (code 0)" in caplog.text
