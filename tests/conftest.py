@@ -89,6 +89,11 @@ def trained_job(tfds_dir, tmp_path_factory):
   return config, metrics, job_dir
 
 
+def latest_checkpoint(job_dir: str) -> str:
+  """The name of the newest checkpoint in JOB_DIR/checkpoints, e.g. 'ckpt-250'."""
+  return os.path.basename(tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints")))
+
+
 def run_cli(args: list[str], timeout: float = 300, env: dict | None = None,
             **kwargs) -> subprocess.CompletedProcess:
   """Runs `python -m trainer.task ARGS` as a user would; returns the finished process."""

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ACCURACY_BAR, LARGE_NUM_TRAIN, NUM_TEST, NUM_TRAIN, REPO
+from conftest import ACCURACY_BAR, LARGE_NUM_TRAIN, NUM_TEST, NUM_TRAIN, REPO, latest_checkpoint
 from k8s_harness import IndexedJob, PodNetwork, netns_available
 from trainer import config as config_lib
 from trainer import data
@@ -113,10 +113,6 @@ def loopback(large_tfds_dir, tmp_path):
   stop_all(started)
 
 
-def _checkpoint(job_dir):
-  return os.path.basename(tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints")))
-
-
 def test_loopback_killed_worker_fails_its_peer_with_129_and_the_rerun_resumes(loopback):
   workers = loopback.start()
   workers[1].wait_for(EARLY_IN_EPOCH_2)
@@ -124,7 +120,7 @@ def test_loopback_killed_worker_fails_its_peer_with_129_and_the_rerun_resumes(lo
   assert workers[0].wait(PEER_KILLED_BOUND_S + 30) == errors.EXIT_PEER_LOST, workers[0].log[-3000:]
   assert workers[0].exited_at - killed_at < PEER_KILLED_BOUND_S
   assert "lost contact with worker 1" in workers[0].log
-  assert _checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE}"  # epoch 1's: the kill came mid-epoch 2
+  assert latest_checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE}"  # epoch 1's: the kill came mid-epoch 2
 
   workers = loopback.start()  # the same command on every worker, as a restart would
   codes = [w.wait(600) for w in workers]
@@ -149,7 +145,7 @@ def test_loopback_sigterm_stops_every_worker_with_143_at_one_step_and_the_rerun_
   assert len(stops) == 1, f"the workers stopped at different steps: {stops}"
   step = int(stops.pop())
   assert 5 <= step < LOOPBACK_SPE
-  assert _checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE + step}"
+  assert latest_checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE + step}"
 
   workers = loopback.start()
   codes = [w.wait(600) for w in workers]

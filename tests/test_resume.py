@@ -21,9 +21,8 @@ import sys
 import time
 
 import pytest
-import tensorflow as tf
 
-from conftest import LARGE_NUM_TRAIN
+from conftest import LARGE_NUM_TRAIN, latest_checkpoint
 from trainer import errors
 from trainer import preemption
 from trainer import task
@@ -47,10 +46,6 @@ def _trainer(args) -> Worker:
                 {**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _latest_checkpoint(job_dir) -> str:
-  return os.path.basename(tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints")))
-
-
 def _metrics(job_dir):
   with open(os.path.join(job_dir, "metrics.json"), encoding="utf-8") as f:
     return json.load(f)
@@ -66,7 +61,7 @@ def test_kill_mid_epoch_resumes_from_the_epoch_checkpoint_and_retrains_the_lost_
     assert run.wait(60) == -signal.SIGKILL
   finally:
     run.kill()
-  assert _latest_checkpoint(job_dir) == f"ckpt-{SPE}"  # epoch 1's; the kill came mid-epoch 2
+  assert latest_checkpoint(job_dir) == f"ckpt-{SPE}"  # epoch 1's; the kill came mid-epoch 2
   assert not os.path.exists(os.path.join(job_dir, "metrics.json"))
 
   rerun = _trainer(_args(large_tfds_dir, job_dir))
@@ -90,7 +85,7 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step(la
   assert "SIGTERM received: saving a checkpoint after the current training call" in run.log
   step = int(re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{SPE}", run.log).group(1))
   assert 5 <= step < SPE
-  assert _latest_checkpoint(job_dir) == f"ckpt-{SPE + step}"
+  assert latest_checkpoint(job_dir) == f"ckpt-{SPE + step}"
 
   rerun = _trainer(_args(large_tfds_dir, job_dir))
   assert rerun.wait(300) == 0, rerun.log[-3000:]

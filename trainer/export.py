@@ -138,7 +138,7 @@ def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list
   if version is None:
     version, targets = storage.next_version(bases), bases
   else:
-    targets = [base for base in bases if version not in storage.list_versions(base)]
+    targets = [base for base in bases[1:] if version not in storage.list_versions(base)]
     log.info("Version %d in %s already holds this training state (global step %s): "
              "reusing it%s.", version, bases[0], run_info["global_step"],
              f", publishing it to {', '.join(targets)}" if targets else "")
@@ -158,8 +158,10 @@ def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list
 
 def _version_of_this_state(base: str, run_info: Optional[dict]) -> Optional[int]:
   """The latest version under `base` if its run info records the same step and weights."""
+  if not run_info:
+    return None
   versions = storage.list_versions(base)
-  if not run_info or not versions:
+  if not versions:
     return None
   recorded = storage.read_json(storage.join(base, str(versions[-1]), "assets.extra", RUN_INFO_FILE))
   same = recorded and all(recorded.get(k) == run_info.get(k) for k in ("global_step", "weights_sha256"))

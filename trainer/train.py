@@ -41,7 +41,7 @@ from trainer import data as data_lib
 from trainer import distribution
 from trainer import errors
 from trainer import export as export_lib
-from trainer import metrics
+from trainer import metrics as metrics_lib
 from trainer import model as model_lib
 from trainer import preemption
 from trainer import schedule
@@ -59,10 +59,6 @@ LOG_DIR = "logs"
 EXPORT_DIR = "export"
 # Test images shown in TensorBoard's predictions grid.
 SAMPLE_IMAGES = 20
-# Drawing the two evaluation images takes ~0.7 s of CPU, a lot next to a
-# one-second GPU epoch: draw them at the final evaluation and otherwise at
-# most once per this many seconds of training (~1% of the time).
-IMAGE_SUMMARY_INTERVAL_S = 60.0
 
 # Host-to-device prefetch: each replica's next batch is copied to its device
 # (GPU) while the current step runs, so the step never waits for a transfer.
@@ -170,7 +166,6 @@ class _Loop:
     self._train_seconds = 0.0  # steady-state training time (first call excluded)
     self._train_images = 0
     self._last_eval: Optional[dict[str, Any]] = None
-    self._last_images = time.time()  # when the evaluation images were last drawn
 
     lr = schedule.LearningRate(
         peak=config.effective_learning_rate(),
@@ -188,8 +183,8 @@ class _Loop:
       self.optimizer.build(self.model.trainable_variables)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
       self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step")
-      self.train_sums = metrics.Sums(self.info.num_classes, confusion=False)
-      self.eval_sums = metrics.Sums(self.info.num_classes, confusion=True)
+      self.train_sums = metrics_lib.Sums(self.info.num_classes, confusion=False)
+      self.eval_sums = metrics_lib.Sums(self.info.num_classes, confusion=True)
     self.checkpoints = checkpoints.Checkpoints(
         paths.checkpoints, config.keep_checkpoints, cluster.is_chief, model=self.model,
         optimizer=self.optimizer, epoch=self.epoch, epoch_step=self.epoch_step)
@@ -420,9 +415,7 @@ class _Loop:
     global_step = self._global_step()
     self.summaries.eval_scalars(global_step, results["loss"], results["accuracy"],
                                 results["count"] / max(seconds, 1e-9))
-    due = final or time.time() - self._last_images >= IMAGE_SUMMARY_INTERVAL_S
-    if self.cluster.is_chief and due:
-      self._last_images = time.time()
+    if self.summaries.pictures_due(final):
       images, labels = self._sample_images()
       predictions = np.argmax(self.model(images, training=False), axis=-1)
       self.summaries.eval_pictures(global_step, results["confusion"], images, labels, predictions)
