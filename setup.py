@@ -27,20 +27,22 @@ setup(
         "google-cloud-storage>=3.17,<4",
         "matplotlib>=3.8,<4",
         "pillow>=10,<14",
+        # TF Serving's protos: the export writes its warm-up requests as
+        # PredictionLog records (trainer/export.py), so training needs them, and
+        # not only the prediction client. CI installs no extras, then exports.
+        "tensorflow-serving-api>=2.21,<2.22",
     ],
     extras_require={
         # The container's TensorFlow: the same version, with CUDA and cuDNN wheels.
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
-        # The prediction client: gRPC stubs and REST.
+        # The prediction client: gRPC stubs and REST (its protos are required above).
         "serving": [
-            "tensorflow-serving-api>=2.21,<2.22",
             "grpcio>=1.60,<2",
             "requests>=2.31,<3",
         ],
         # Everything the test suite starts or calls: a GCS emulator, schema
         # validation for the manifests, hadolint for the Dockerfile.
         "test": [
-            "tensorflow-serving-api>=2.21,<2.22",
             "grpcio>=1.60,<2",
             "requests>=2.31,<3",
             "pytest>=8,<10",
