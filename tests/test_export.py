@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from tensorflow_serving.apis import prediction_log_pb2
 
 from trainer import data
 from trainer import export
@@ -72,6 +73,41 @@ def test_encoded_signature_takes_jpeg_and_refuses_wrong_sizes(exported):
     fn(image_bytes=tf.constant([_png(wrong)]))
   with pytest.raises(tf.errors.InvalidArgumentError):
     fn(image_bytes=tf.constant([b"not an image"]))
+
+
+def test_warmup_requests_replay_through_the_saved_model(exported):
+  """TF Serving replays assets.extra/tf_serving_warmup_requests while loading a version,
+  and a record that does not parse or fails fails the load (saved_model_warmup_util.cc):
+  every record must be a valid request of a signature, at every batch size batching uses."""
+  info, model, path = exported
+  warmup = os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
+  records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+             for r in tf.data.TFRecordDataset(warmup)]
+  assert 0 < len(records) <= 1000  # WarmupConsts::kMaxNumRecords
+  assert {r.WhichOneof("log_type") for r in records} == {"predict_log"}
+
+  loaded = tf.saved_model.load(path)
+  warmed = set()
+  for record in records:
+    request = record.predict_log.request
+    signature = request.model_spec.signature_name
+    inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+    out = loaded.signatures[signature](**{name: tf.constant(v) for name, v in inputs.items()})
+    if signature == "serving_default":
+      images = inputs["images"]
+    else:
+      images = np.stack([tf.io.decode_png(b, channels=info.image_shape[2]).numpy()
+                         for b in inputs["image_bytes"]])
+    batch = len(images)
+    assert images.shape == (batch, *info.image_shape) and images.dtype == np.uint8
+    assert out["probabilities"].shape == (batch, 10) and out["classes"].shape == (batch,)
+    assert out["class_names"].shape == (batch, 10)
+    np.testing.assert_allclose(out["probabilities"].numpy(), tf.nn.softmax(model(images)).numpy(),
+                               atol=1e-5)
+    warmed.add((signature, batch))
+  # Both signatures, at every batch size TF Serving's batching pads to.
+  assert warmed == {(s, n) for s in ("serving_default", "serving_encoded")
+                    for n in (1, 2, 4, 8, 16, 32, 64)}
 
 
 def _cli_signatures(path):

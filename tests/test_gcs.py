@@ -144,6 +144,8 @@ def test_publish_copies_every_file_and_saved_model_pb_last(bucket, saved_model, 
   generations = {name: int(b.generation) for name, b in objects.items()}
   pb = generations.pop("models/mnist/1/saved_model.pb")
   assert pb > max(generations.values())
+  # So TF Serving finds the warm-up requests on its first load of the version.
+  assert "models/mnist/1/assets.extra/tf_serving_warmup_requests" in generations
 
   # What was published is a SavedModel that serves the same predictions.
   local = tmp_path / "downloaded"

@@ -124,6 +124,14 @@ def test_batching_parameters_are_consistent():
   assert client.DEFAULT_BATCH_SIZE <= params.max_batch_size.value
 
 
+def test_exports_warm_every_allowed_batch_size():
+  """Each padded batch size costs a one-off start-up the first time it runs, so the
+  export's warm-up requests cover exactly the sizes batching pads to."""
+  from trainer import export
+  params = text_format.Parse(_read("serving", "batching_parameters.txt"), BatchingParameters())
+  assert export.WARMUP_BATCH_SIZES == tuple(params.allowed_batch_sizes)
+
+
 def test_batching_threads_match_the_cpus_requested(manifests):
   params = text_format.Parse(_read("serving", "batching_parameters.txt"), BatchingParameters())
   resources = _container(manifests)["resources"]

@@ -15,6 +15,10 @@ that could drift from the training data (the convention of TF's classification
 signature). Encoded images must already have the model's size; the server
 returns INVALID_ARGUMENT naming the expected size rather than resizing quietly.
 
+Every version carries `assets.extra/tf_serving_warmup_requests` (see
+`write_warmup_requests`): TF Serving replays those requests while loading the
+version, so the first user request pays no start-up cost.
+
 The model is exported through `keras.export.ExportArchive`, the Keras 3 route
 to a SavedModel with explicit signatures (`Model.save` refuses SavedModel
 directories and `tf.saved_model.save` renames Keras 3 inputs). It is written
@@ -32,7 +36,10 @@ import tempfile
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from trainer import model as model_lib
 from trainer import storage
@@ -42,8 +49,31 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "serving_encoded"
-# Written into the SavedModel's assets.extra/, which TF Serving ignores.
+# Written into the SavedModel's assets.extra/; TF Serving reads only
+# WARMUP_FILE there and ignores this one.
 RUN_INFO_FILE = "trainer_run.json"
+
+# TF Serving's warm-up file, in assets.extra/, and its limits, from
+# tensorflow_serving/servables/tensorflow/saved_model_warmup_util.{h,cc}
+# (WarmupConsts): a TFRecord file of PredictionLog; more than 1000 records, a
+# record that does not parse, or a request that fails makes the whole
+# version's load fail. saved_model_warmup.cc (RunWarmupRequest) replays
+# predict, classify, regress and multi_inference logs; we write predict logs.
+WARMUP_FILE = "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000
+# Batch sizes to warm, per signature: serving/batching_parameters.txt's
+# allowed_batch_sizes. k8s/serving.yaml runs TF Serving with --enable_batching,
+# which wraps the session for batching before warm-up runs
+# (saved_model_bundle_factory.cc), so every batch is padded to one of these
+# sizes and each size is a distinct shape with its own one-off start-up cost.
+# Warm-up runs one request at a time, so a request of exactly an allowed size
+# reaches the model at that size. A copy rather than a read of the packaged
+# file at export time: the trainer then needs neither the serving package nor
+# the BatchingParameters proto (which tensorflow-serving-api does not ship),
+# and tests/test_serving_config.py fails if the two ever differ.
+WARMUP_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+# Warm-up needs only the right shapes and dtypes; mid-grey is a plausible image.
+WARMUP_PIXEL = 128
 
 
 def serving_model(trained: keras.Model, architecture: str, info: DatasetInfo) -> keras.Model:
@@ -60,7 +90,11 @@ def serving_model(trained: keras.Model, architecture: str, info: DatasetInfo) ->
 
 def write_saved_model(model: keras.Model, info: DatasetInfo, path: str,
                       run_info: Optional[dict] = None) -> None:
-  """Writes `model` as a SavedModel with the two serving signatures to `path`."""
+  """Writes `model` as a SavedModel with the two serving signatures to `path`.
+
+  assets.extra/ gets the run info (`run_info` plus the class names and image
+  shape) and TF Serving's warm-up requests (`write_warmup_requests`).
+  """
   h, w, c = info.image_shape
   names = tf.constant(list(info.class_names))
 
@@ -109,6 +143,54 @@ def write_saved_model(model: keras.Model, info: DatasetInfo, path: str,
   with open(os.path.join(extra, RUN_INFO_FILE), "w", encoding="utf-8") as f:
     json.dump({**(run_info or {}), "class_names": list(info.class_names),
                "image_shape": list(info.image_shape)}, f, indent=2)
+  # Written here, into the local directory `export` publishes, so the file is
+  # in place before the version becomes visible: locally the version appears
+  # by one rename, on GCS saved_model.pb is copied last (storage.publish_version).
+  write_warmup_requests(info, os.path.join(extra, WARMUP_FILE))
+
+
+def warmup_requests(info: DatasetInfo) -> list[prediction_log_pb2.PredictionLog]:
+  """TF Serving warm-up records: both signatures at every batch size TF Serving batches to.
+
+  Returns:
+    For each signature (serving_default with uint8 pixels, serving_encoded
+    with PNG bytes), one predict log per `WARMUP_BATCH_SIZES` entry, holding
+    that many mid-grey images of the model's input size.
+  """
+  h, w, c = info.image_shape
+  pixels = np.full([h, w, c], WARMUP_PIXEL, np.uint8)
+  png = tf.io.encode_png(pixels).numpy()
+  return ([_predict_log(DEFAULT_SIGNATURE, "images", np.broadcast_to(pixels, [n, h, w, c]))
+           for n in WARMUP_BATCH_SIZES] +
+          [_predict_log(ENCODED_SIGNATURE, "image_bytes", np.array([png] * n, dtype=object))
+           for n in WARMUP_BATCH_SIZES])
+
+
+def _predict_log(signature: str, input_name: str,
+                 value: np.ndarray) -> prediction_log_pb2.PredictionLog:
+  request = predict_pb2.PredictRequest()
+  # model_spec.name stays empty: the version may be served under any name, and
+  # predict_util.cc uses the name only to echo it in the response and to label
+  # the request-latency metric, which warm-up should stay out of.
+  request.model_spec.signature_name = signature
+  request.inputs[input_name].CopyFrom(tf.make_tensor_proto(value))
+  return prediction_log_pb2.PredictionLog(
+      predict_log=prediction_log_pb2.PredictLog(request=request))
+
+
+def write_warmup_requests(info: DatasetInfo, path: str) -> None:
+  """Writes `warmup_requests(info)` to `path` as the TFRecord file TF Serving reads.
+
+  Raises:
+    ValueError: more records than TF Serving accepts, which would fail every load.
+  """
+  logs = warmup_requests(info)
+  if len(logs) > MAX_WARMUP_RECORDS:
+    raise ValueError(f"{len(logs)} warm-up records; TF Serving refuses more than "
+                     f"{MAX_WARMUP_RECORDS}")
+  with tf.io.TFRecordWriter(path) as writer:
+    for log_record in logs:
+      writer.write(log_record.SerializeToString())
 
 
 def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list[str],
