@@ -74,6 +74,13 @@ def test_tfjob_pod_template_is_a_valid_pod(tmp_path):
   path.write_text(yaml.safe_dump(pod))
   result = _validate(str(path))
   assert result.returncode == 0, result.stdout + result.stderr
+  # The rest of tfjob.yaml (its NetworkPolicy) has schemas: validate it as is.
+  others = [d for d in _docs("tfjob.yaml") if d["kind"] != "TFJob"]
+  assert [d["kind"] for d in others] == ["NetworkPolicy"]
+  path = tmp_path / "tfjob-others.yaml"
+  path.write_text(yaml.safe_dump_all(others))
+  result = _validate(str(path))
+  assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
 
 
 def test_job_failure_policy_matches_the_exit_codes():
@@ -126,11 +133,12 @@ def test_bucket_paths_are_set_in_one_place():
   assert "gs://" not in args
   account = _kind("job.yaml", "ServiceAccount")
   assert "iam.gke.io/gcp-service-account" in account["metadata"]["annotations"]
-  # TensorBoard reads the same JOB_DIR, with the same service account.
+  # TensorBoard reads the same JOB_DIR, as its own read-only service account.
   board = _kind("tensorboard.yaml", "Deployment")["spec"]["template"]["spec"]
   ref = board["containers"][0]["env"][0]["valueFrom"]["configMapKeyRef"]
   assert (ref["name"], ref["key"]) == (settings["metadata"]["name"], "JOB_DIR")
-  assert board["serviceAccountName"] == account["metadata"]["name"]
+  assert board["serviceAccountName"] == _kind("tensorboard.yaml", "ServiceAccount")["metadata"]["name"]
+  assert board["serviceAccountName"] != account["metadata"]["name"]
   assert "--logdir=$(JOB_DIR)/logs" in board["containers"][0]["args"]
 
 

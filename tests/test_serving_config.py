@@ -216,7 +216,9 @@ def test_image_matches_the_serving_api_and_runs_restricted(manifests):
   declared = _declared_specifier("tensorflow-serving-api")
   assert Version(tag) in declared, f"{container['image']} is outside setup.py's tensorflow-serving-api{declared}"
   spec = manifests["Deployment"]["spec"]["template"]["spec"]
-  assert spec["serviceAccountName"] == "cnn-trainer"
+  # Its own read-only identity, not the trainer's (tests/test_least_privilege.py).
+  assert spec["serviceAccountName"] == manifests["ServiceAccount"]["metadata"]["name"] == "tf-serving"
+  assert spec["automountServiceAccountToken"] is False
   pod, ctr = spec["securityContext"], container["securityContext"]
   assert pod["runAsNonRoot"] is True and isinstance(pod["runAsUser"], int) and pod["runAsUser"] > 0
   assert pod["seccompProfile"]["type"] == "RuntimeDefault"
@@ -233,5 +235,6 @@ def test_manifest_passes_strict_schema_validation():
   proc = subprocess.run([binary, "--strict", "-k", "1.33.0", "k8s/serving.yaml"], cwd=REPO,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  for kind in ("configmap/tf-serving-config", "deployment/tf-serving", "service/tf-serving"):
+  for kind in ("configmap/tf-serving-config", "deployment/tf-serving", "service/tf-serving",
+               "serviceaccount/tf-serving", "networkpolicy/tf-serving", "poddisruptionbudget/tf-serving"):
     assert f"passed for resource {kind}" in proc.stdout + proc.stderr
