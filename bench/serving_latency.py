@@ -10,7 +10,7 @@ at batch 1 and batch 64:
   savedmodel   the exported serving_default signature, called in-process
   keras        Keras `model.predict` on the same images
   rest, grpc   serving.client.PredictClient round trips through the TF Serving
-               protocol stand-in (tests/tfserving_standin.py), which runs the
+               stand-in (tests/standins/tfserving), which runs the
                same SavedModel on a thread of this process
 
 Variants run interleaved (one call each per round, in rotating order), so
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import os
 import sys
 import tempfile
@@ -66,12 +65,10 @@ LABELS = {"savedmodel": "SavedModel in-process", "keras": "Keras predict",
 
 
 def _load_standin():
-  """tests/tfserving_standin.py, imported by path (tests/ is not a package)."""
-  path = os.path.join(REPO, "tests", "tfserving_standin.py")
-  spec = importlib.util.spec_from_file_location("tfserving_standin", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  """tests/standins/tfserving, imported from tests/ (not a package of the project)."""
+  sys.path.insert(0, os.path.join(REPO, "tests"))
+  import standins.tfserving  # pylint: disable=import-outside-toplevel
+  return standins.tfserving
 
 
 def main(argv=None) -> None:

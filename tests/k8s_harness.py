@@ -186,3 +186,122 @@ class IndexedJob:
       workers.append(Worker(f"pod {self.name}-{i}",
                             network.prefix(i) + self.argv(i) + list(extra_args or []), env))
     return workers
+
+
+class ServingDeployment:
+  """k8s/serving.yaml's TF Serving container, run as the kubelet would run it.
+
+  The container's own command and args start the TF Serving stand-in
+  (tests/standins/tfserving), which parses them as tensorflow_model_server
+  does. The ConfigMap's files are written where the pod would mount them, and
+  `edit_config` updates them as the kubelet does after `kubectl apply`.
+  What is mapped, and why:
+  * mount paths and gs://BUCKET/ base paths -> local folders (no root file
+    system of our own, no GCS for TensorFlow here);
+  * the container ports -> free ports on 127.0.0.1, because every test
+    shares one network namespace. Probes resolve the manifest's named ports
+    through that map.
+  """
+
+  def __init__(self, path: str, tmpdir: str):
+    with open(path, encoding="utf-8") as f:
+      docs = [d for d in yaml.safe_load_all(f) if d]
+    self.config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    (self.deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = self.deployment["spec"]["template"]["spec"]
+    (self.container,) = pod["containers"]
+    self.bucket = os.path.join(tmpdir, "bucket")
+    os.makedirs(self.bucket)
+    self.mounts: dict[str, str] = {}  # mountPath -> local folder
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in self.container.get("volumeMounts", []):
+      local = os.path.join(tmpdir, "mounts", mount["mountPath"].strip("/"))
+      os.makedirs(local, exist_ok=True)
+      self.mounts[mount["mountPath"]] = local
+      source = volumes[mount["name"]].get("configMap")
+      for name, text in (self.config_maps[source["name"]] if source else {}).items():
+        self._write(os.path.join(local, name), text)
+    self.ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
+    self.server = None
+
+  @staticmethod
+  def _write(path: str, text: str) -> None:
+    # The kubelet swaps a ConfigMap volume's files atomically (a symlink swap).
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)
+
+  def local(self, path: str) -> str:
+    """A path in the container (or a gs://BUCKET/ URI) as the local file it maps to."""
+    if path.startswith("gs://"):
+      return os.path.join(self.bucket, path[len("gs://"):].split("/", 1)[1])
+    for mount, local in self.mounts.items():
+      if path == mount or path.startswith(mount + "/"):
+        return local + path[len(mount):]
+    return path
+
+  def argv(self) -> list[str]:
+    """The container's args, with mounted paths mapped (the command is checked)."""
+    assert self.container["command"] == ["/usr/bin/tensorflow_model_server"], self.container["command"]
+    args = []
+    for arg in self.container["args"]:
+      name, eq, value = arg.partition("=")
+      args.append(f"{name}={self.local(value)}" if eq and value.startswith("/") else arg)
+    return args
+
+  def start(self):
+    """Starts the server (on a thread, as the container starts); returns it."""
+    from standins.tfserving import ModelServer  # pylint: disable=import-outside-toplevel
+    self.server = ModelServer(self.argv(), local_path=self.local,
+                              port_map={port: 0 for port in self.ports.values()})
+    return self.server.start()
+
+  def local_port(self, port) -> Optional[int]:
+    """The local port a manifest port (a name or a number) maps to; None if closed."""
+    number = self.ports.get(port, port)
+    if number == self.server.flags.port:
+      return self.server.grpc_port
+    if number == self.server.flags.rest_api_port:
+      return self.server.rest_port
+    raise AssertionError(f"port {port} is neither --port nor --rest_api_port")
+
+  def probe(self, kind: str) -> bool:
+    """Runs the container's startupProbe / readinessProbe / livenessProbe once."""
+    import socket  # pylint: disable=import-outside-toplevel
+    import urllib.error  # pylint: disable=import-outside-toplevel
+    import urllib.request  # pylint: disable=import-outside-toplevel
+    spec = self.container[f"{kind}Probe"]
+    if "httpGet" in spec:
+      port = self.local_port(spec["httpGet"]["port"])
+      if port is None:
+        return False
+      try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{spec['httpGet']['path']}",
+                                    timeout=spec.get("timeoutSeconds", 1)) as response:
+          return 200 <= response.status < 400  # Kubernetes' success range
+      except (urllib.error.URLError, OSError):
+        return False
+    port = self.local_port(spec["tcpSocket"]["port"])
+    if port is None:
+      return False
+    try:
+      socket.create_connection(("127.0.0.1", port), timeout=spec.get("timeoutSeconds", 1)).close()
+      return True
+    except OSError:
+      return False
+
+  def read_config(self, name: str) -> str:
+    with open(os.path.join(self.mounts_of(name), name), encoding="utf-8") as f:
+      return f.read()
+
+  def mounts_of(self, name: str) -> str:
+    (local,) = [d for d in self.mounts.values() if os.path.exists(os.path.join(d, name))]
+    return local
+
+  def edit_config(self, name: str, text: str) -> None:
+    """`kubectl apply` of an edited ConfigMap file, once the kubelet has synced it."""
+    self._write(os.path.join(self.mounts_of(name), name), text)
+
+  def stop(self) -> None:
+    if self.server:
+      self.server.stop()

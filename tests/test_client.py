@@ -1,6 +1,6 @@
 """serving/client.py over real sockets, against the TF Serving protocol stand-in.
 
-The stand-in (tests/tfserving_standin.py) serves real exported SavedModels over
+The stand-in (tests/standins/tfserving) serves real exported SavedModels over
 TF Serving's REST and gRPC protocols; the real model server cannot run here.
 Exit-code tests run `python -m serving.client` as a subprocess, as a user would.
 """
@@ -26,7 +26,7 @@ from conftest import REPO
 from ports import refusing_socket
 from serving import client as client_lib
 from serving.client import PredictClient
-from tfserving_standin import StandIn
+from standins.tfserving import StandIn
 from trainer import data
 from trainer import export
 from trainer import model as model_lib

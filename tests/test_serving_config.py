@@ -24,7 +24,6 @@ from tensorflow_serving.config import model_server_config_pb2
 from conftest import REPO
 
 CONFIG_FILES = ("models.config", "batching_parameters.txt", "monitoring.config")
-MODELS = ("cifar10", "mnist")
 
 
 def _read(*parts):
@@ -94,19 +93,41 @@ def _flags(manifests):
   return dict(a[2:].split("=", 1) if "=" in a else (a[2:], None) for a in _container(manifests)["args"])
 
 
-def test_models_config_serves_both_models_with_two_versions_and_labels():
+def _published_models():
+  """{model name: base path} for every model the training manifests publish.
+
+  k8s/job.yaml and k8s/tfjob.yaml train `--preset=NAME` and publish it to
+  PUBLISH_DIR/NAME (trainer.export publishes to <publish dir>/<model name>).
+  """
+  job = [d for d in yaml.safe_load_all(_read("k8s", "job.yaml")) if d]
+  (settings,) = [d["data"] for d in job if d["kind"] == "ConfigMap"]
+  published = {}
+  for manifest in ("job.yaml", "tfjob.yaml"):
+    for arg in re.findall(r"--preset=(\w+)", _read("k8s", manifest)):
+      published[arg] = f"{settings['PUBLISH_DIR']}/{arg}"
+  return published
+
+
+def test_models_config_serves_exactly_what_the_training_manifests_publish():
+  # TF Serving opens no port until every listed model has a version loaded
+  # (shared/RULES.md, "Start-up"): a model nobody publishes keeps it down.
   config = text_format.Parse(_read("serving", "models.config"),
                              model_server_config_pb2.ModelServerConfig())
-  models = config.model_config_list.config
-  assert [m.name for m in models] == list(MODELS)
-  for m in models:
-    assert m.base_path == f"gs://BUCKET/models/{m.name}"  # where --publish-dir gs://BUCKET/models puts it
+  models = {m.name: m for m in config.model_config_list.config}
+  assert {name: m.base_path for name, m in models.items()} == _published_models()
+
+
+def test_models_config_pins_versions_and_labels_only_listed_ones():
+  config = text_format.Parse(_read("serving", "models.config"),
+                             model_server_config_pb2.ModelServerConfig())
+  for m in config.model_config_list.config:
     assert m.model_platform == "tensorflow"
-    assert m.model_version_policy.WhichOneof("policy_choice") == "latest"
-    assert m.model_version_policy.latest.num_versions == 2
+    # `specific`: the config, not the bucket, decides what serves.
+    assert m.model_version_policy.WhichOneof("policy_choice") == "specific"
+    listed = set(m.model_version_policy.specific.versions)
     labels = dict(m.version_labels)
     assert set(labels) == {"stable", "canary"}
-    assert 1 <= labels["stable"] <= labels["canary"]
+    assert set(labels.values()) <= listed, "a label on a version that is not listed answers NOT_FOUND"
 
 
 def test_batching_parameters_are_consistent():
@@ -177,6 +198,8 @@ def test_deployment_reads_the_mounted_files(manifests):
                      ("monitoring_config_file", "monitoring.config")):
     assert flags[flag] == f"{mount['mountPath']}/{name}"
   assert "enable_batching" in flags and flags["model_config_file_poll_wait_seconds"] == "60"
+  # models.config labels version 1 before it is published (see its comments).
+  assert "allow_version_labels_for_unavailable_models" in flags
   assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
   ports = {p["name"]: p["containerPort"] for p in container["ports"]}
   assert ports == {"grpc": 8500, "http": 8501}
@@ -185,8 +208,9 @@ def test_deployment_reads_the_mounted_files(manifests):
   pod_labels = manifests["Deployment"]["spec"]["template"]["metadata"]["labels"]
   assert manifests["Service"]["spec"]["selector"].items() <= pod_labels.items()
   readiness = container["readinessProbe"]["httpGet"]
-  assert readiness["port"] == "http" and readiness["path"].startswith("/v1/models/")
-  assert readiness["path"].rsplit("/", 1)[1] in MODELS
+  # Ready when the version `stable` names serves: its metadata, by label.
+  assert readiness["port"] == "http"
+  assert readiness["path"] in {f"/v1/models/{name}/labels/stable/metadata" for name in _published_models()}
   assert container["livenessProbe"]["tcpSocket"]["port"] == "grpc"
 
 
