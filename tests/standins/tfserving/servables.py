@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
@@ -60,7 +61,7 @@ class Servable:
       with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         saved_model.ParseFromString(f.read())
       self.loaded = tf.saved_model.load(path)
-    except (OSError, ValueError, tf.errors.OpError) as e:
+    except (OSError, ValueError, message.DecodeError, tf.errors.OpError) as e:
       raise ServingError(Code.NOT_FOUND if isinstance(e, OSError) else Code.INTERNAL,
                          f"Could not load SavedModel from {path}: {e}") from e
     graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]

@@ -1,0 +1,292 @@
+"""The TF Serving stand-in enforces TF Serving's rules: one test per rule.
+
+Each rule is a function in tests/standins/tfserving/rules.py that names its
+TF Serving source; shared/RULES.md summarises them. The last tests run the
+0.1 config, which real TF Serving refuses, to show the stand-in refuses it too.
+"""
+
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.apis import prediction_log_pb2
+
+from standins.tfserving import ModelServer
+from standins.tfserving import rules
+from standins.tfserving.rules import Code
+from standins.tfserving.rules import ServingError
+from standins.tfserving.rules import Snapshot
+from standins.tfserving.rules import State
+from trainer import data
+from trainer import export
+from trainer import model as model_lib
+from trainer import synthetic
+
+CIFAR = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], 10, 10)
+
+
+# ------------------------------------------------------------ pure rules
+
+
+def test_http_status_follows_tf_servings_mapping():
+  assert [rules.http_status(c) for c in (Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION,
+                                         Code.OUT_OF_RANGE)] == [400, 400, 400]
+  assert rules.http_status(Code.NOT_FOUND) == 404
+  assert rules.http_status(Code.UNAVAILABLE) == 503 and rules.http_status(Code.DEADLINE_EXCEEDED) == 504
+  assert rules.http_status(Code.CANCELLED) == 499 and rules.http_status(Code.RESOURCE_EXHAUSTED) == 429
+  assert rules.http_status(Code.DATA_LOSS) == rules.http_status(Code.UNKNOWN) == 500
+
+
+def test_labels_must_name_available_versions_unless_the_flag_allows_new_ones():
+  config = {"m": {"stable": 1}}
+  with pytest.raises(ServingError, match="Request to assign label to version 1 of model m") as e:
+    rules.assign_labels(config, {}, {"m": []}, allow_unavailable=False)
+  assert e.value.code == Code.FAILED_PRECONDITION
+  assert rules.assign_labels(config, {}, {"m": []}, allow_unavailable=True) == config
+  # Restating a label on the same, unloaded, version is allowed with the flag...
+  assert rules.assign_labels(config, config, {"m": []}, allow_unavailable=True) == config
+  # ... moving it to another unloaded version is not.
+  with pytest.raises(ServingError, match="version 2"):
+    rules.assign_labels({"m": {"stable": 2}}, config, {"m": [1]}, allow_unavailable=True)
+  assert rules.assign_labels({"m": {"stable": 2}}, config, {"m": [1, 2]}, False) == {"m": {"stable": 2}}
+
+
+def test_version_policies_choose_versions_from_the_directories_found():
+  assert rules.wanted_versions("latest", [1, 2, 3], num_versions=2) == {2, 3}
+  assert rules.wanted_versions("latest", [1, 2, 3], num_versions=0) == {3}  # max(N, 1)
+  assert rules.wanted_versions("all", [1, 3]) == {1, 3}
+  assert rules.wanted_versions("specific", [1, 3], specific=[1, 2]) == {1}
+  assert rules.wanted_versions("latest", []) == set()
+
+
+def test_version_directories_are_numeric_names_only():
+  found = rules.version_directories(["1", "2", ".staging-abc", "tmp", "+3", "4/saved_model.pb"])
+  assert sorted(found) == [1, 2, 3, 4]
+
+
+def test_availability_preserving_order_of_loads_and_unloads():
+  ready, new = State.AVAILABLE, State.NEW
+  # latest 1: the new version loads before the old one unloads...
+  assert rules.next_action([Snapshot(1, False, ready), Snapshot(2, True, new)]) == ("load", 2)
+  assert rules.next_action([Snapshot(1, False, ready), Snapshot(2, True, ready)]) == ("unload", 1)
+  # ... latest 2: the oldest unloads first.
+  assert rules.next_action([Snapshot(1, False, ready), Snapshot(2, True, ready),
+                            Snapshot(3, True, new)]) == ("unload", 1)
+  # A failed version is not tried again while it stays wanted.
+  assert rules.next_action([Snapshot(1, True, State.END)]) is None
+
+
+def test_requests_resolve_labels_and_versions_with_tf_servings_errors():
+  labels = {"m": {"stable": 1}}
+  assert rules.resolve("m", None, None, labels, [1, 2]) == 2
+  assert rules.resolve("m", None, "stable", labels, [1, 2]) == 1
+  with pytest.raises(ServingError, match="Unrecognized servable version label: canary") as e:
+    rules.resolve("m", None, "canary", labels, [1])
+  assert e.value.code == Code.INVALID_ARGUMENT
+  with pytest.raises(ServingError, match=r"Servable not found for request: Specific\(m, 1\)") as e:
+    rules.resolve("m", None, "stable", labels, [2])  # the label's version was unloaded
+  assert e.value.code == Code.NOT_FOUND
+  with pytest.raises(ServingError, match=r"Latest\(x\)"):
+    rules.resolve("x", None, None, labels, [])
+
+
+def test_rest_paths_parse_as_tf_serving_parses_them():
+  assert rules.parse_rest_path("POST", "/v1/models/m/labels/stable:predict") == rules.RestPath(
+      "m", None, "stable", "predict")
+  assert rules.parse_rest_path("GET", "/v1/models/m/versions/3/metadata").version == 3
+  assert rules.parse_rest_path("POST", "/v1/models/m/versions/x:predict") is None
+  assert rules.parse_rest_path("GET", "/v2/models/m") is None
+
+
+def test_floats_are_written_as_tf_servings_json_writer_does():
+  assert [rules.format_decimal(x) for x in (0.2, 1.0, 9e6, 3e-5)] == ["0.2", "1.0", "9e+06", "3e-05"]
+  # Six digits do not round-trip this float32: max_digits10 (9) are written.
+  assert rules.format_decimal(float(np.float32(0.1234567))) == "0.123456702"
+  assert [rules.format_decimal(x) for x in (float("nan"), float("-inf"))] == ["NaN", "-Infinity"]
+
+
+def test_duplicate_models_and_relative_base_paths_are_refused():
+  with pytest.raises(ServingError, match="multiple times"):
+    rules.validate_model_config_list([("m", "/a"), ("m", "/b")])
+  with pytest.raises(ServingError, match="absolute path or URI"):
+    rules.validate_model_config_list([("m", "models/m")])
+
+
+def test_warm_up_limits():
+  rules.check_warmup_count(1000, "f")
+  with pytest.raises(ServingError, match=r"exceeds the maximum \(1000\)"):
+    rules.check_warmup_count(1001, "f")
+  with pytest.raises(ServingError) as e:
+    rules.check_warmup_log_type("session_run_log")
+  assert e.value.code == Code.UNIMPLEMENTED
+  rules.check_warmup_log_type(None)  # an empty record runs nothing and passes
+
+
+# ------------------------------------------------------- a running server
+
+
+def _config(tmp_path, text: str) -> str:
+  path = tmp_path / "models.config"
+  path.write_text(text)
+  return str(path)
+
+
+def _model(name, base, policy="latest { num_versions: 2 }", labels=""):
+  return (f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" '
+          f"model_version_policy {{ {policy} }} {labels} }}")
+
+
+def _publish(base: str) -> int:
+  version, _ = export.export(model_lib.create_model("tutorial", CIFAR.image_shape, 10), CIFAR,
+                             "tutorial", [base])
+  return version
+
+
+@pytest.fixture
+def base(tmp_path):
+  path = str(tmp_path / "models" / "cifar10")
+  _publish(path)
+  return path
+
+
+def _server(tmp_path, models: str, *flags: str) -> ModelServer:
+  config = _config(tmp_path, f"model_config_list {{ {models} }}")
+  return ModelServer([f"--model_config_file={config}", "--rest_api_port=8501",
+                      "--file_system_poll_wait_seconds=0", "--load_retry_interval_micros=0", *flags],
+                     port_map={8500: 0, 8501: 0}).start()
+
+
+def test_a_label_in_the_initial_config_fails_start_up_without_the_flag(tmp_path, base):
+  server = _server(tmp_path, _model("cifar10", base, labels='version_labels { key: "stable" value: 1 }'))
+  assert isinstance(server.failed, Exception) and "Request to assign label to version 1" in str(server.failed)
+  assert not server.started.is_set()
+
+
+def test_ports_stay_closed_until_every_model_has_a_version(tmp_path, base):
+  mnist = str(tmp_path / "models" / "mnist")
+  os.makedirs(mnist)
+  server = _server(tmp_path, _model("cifar10", base) + _model("mnist", mnist))
+  try:
+    server.core.poll_filesystem()
+    assert not server.started.is_set() and server.rest_port is None
+    shutil.copytree(os.path.join(base, "1"), os.path.join(mnist, "1"))
+    server.core.poll_filesystem()
+    assert server.started.wait(30)
+  finally:
+    server.stop()
+
+
+def test_a_version_whose_load_fails_is_retried_then_fails_start_up(tmp_path):
+  broken = tmp_path / "broken"
+  (broken / "1").mkdir(parents=True)
+  (broken / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+  server = _server(tmp_path, _model("m", str(broken)), "--max_num_load_retries=2")
+  assert server.core.configured.wait(5)
+  for _ in range(100):
+    if server.failed:
+      break
+    server.core._stop.wait(0.05)  # pylint: disable=protected-access
+  assert "1 model(s) did not become available" in str(server.failed)
+
+
+def test_a_malformed_warm_up_record_fails_the_load(tmp_path, base):
+  with open(os.path.join(base, "1", rules.WARMUP_FILE), "ab") as f:
+    f.write(b"\x00garbage framing")
+  server = _server(tmp_path, _model("cifar10", base), "--max_num_load_retries=0")
+  server.core.configured.wait(5)
+  for _ in range(200):
+    if server.failed:
+      break
+    server.core._stop.wait(0.05)  # pylint: disable=protected-access
+  assert server.failed is not None, "a corrupt warm-up file must fail the version's load"
+
+
+def test_warm_up_records_run_on_load(tmp_path, base):
+  # The trainer's export writes them; a record that fails its request fails the load.
+  log = prediction_log_pb2.PredictionLog()
+  request = log.predict_log.request
+  request.model_spec.signature_name = "serving_default"
+  request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 5, 5, 3), np.uint8)))
+  with tf.io.TFRecordWriter(os.path.join(base, "1", rules.WARMUP_FILE)) as writer:
+    writer.write(log.SerializeToString())
+  server = _server(tmp_path, _model("cifar10", base), "--max_num_load_retries=0")
+  for _ in range(200):
+    if server.failed or server.started.is_set():
+      break
+    server.core._stop.wait(0.05)  # pylint: disable=protected-access
+  assert server.failed is not None and "shape" in str(server.failed)
+
+
+def test_stale_labels_after_the_policy_unloads_their_version(tmp_path, base, caplog):
+  """The 0.1 config: latest 2 with labels on 1; a third version unloads 1 behind them."""
+  caplog.set_level(logging.ERROR, logger="tensorflow_model_server")
+  labels = 'version_labels { key: "stable" value: 1 }'
+  server = _server(tmp_path, _model("cifar10", base))  # labels added once 1 is loaded
+  try:
+    assert server.started.wait(30)
+    config_path = server.flags.model_config_file
+    with open(config_path, "w") as f:
+      f.write(f"model_config_list {{ {_model('cifar10', base, labels=labels)} }}")
+    server.poll_config()
+    _publish(base), _publish(base)
+    server.core.poll_filesystem()
+    assert [v for v, state, _ in server.core.status("cifar10") if state == State.AVAILABLE] == [3, 2]
+    response = requests.post(f"{server.rest_url}/v1/models/cifar10/labels/stable:predict",
+                             json={"instances": [np.zeros((32, 32, 3), int).tolist()]}, timeout=30)
+    assert response.status_code == 404 and "Specific(cifar10, 1)" in response.json()["error"]
+    server.poll_config()  # every later reload that keeps the label is refused
+    assert "failed to ReloadConfig: Request to assign label to version 1" in caplog.text
+  finally:
+    server.stop()
+
+
+def test_rest_checks_json_before_the_model(tmp_path, base):
+  server = _server(tmp_path, _model("cifar10", base))
+  try:
+    assert server.started.wait(30)
+    url = f"{server.rest_url}/v1/models"
+    assert requests.post(f"{url}/nope:predict", data="{not json", timeout=10).status_code == 400
+    assert requests.post(f"{url}/nope:predict", json={"instances": [1]}, timeout=10).status_code == 404
+    assert requests.post(f"{url}/cifar10:predict", json=[1], timeout=10).status_code == 400
+    unknown = requests.get(f"{url}/nope", timeout=10)
+    assert unknown.status_code == 404 and unknown.json() == {
+        "error": "Could not find any versions of model nope"}
+    ints = requests.post(f"{url}/cifar10:predict",
+                         json={"instances": [np.full((32, 32, 3), 1.0).tolist()]}, timeout=10)
+    assert ints.status_code == 400  # uint8 input: 1.0 is not an integer
+  finally:
+    server.stop()
+
+
+def test_unknown_arguments_are_ignored_but_bad_values_fail(tmp_path, base):
+  from standins.tfserving import flags  # pylint: disable=import-outside-toplevel
+  parsed = flags.parse(["--model_base_path=/m", "--allow_version_label_for_unavailable_models"])
+  assert parsed.unknown == ["--allow_version_label_for_unavailable_models"]
+  assert parsed.allow_version_labels_for_unavailable_models is False
+  with pytest.raises(flags.FlagError):
+    flags.parse(["--model_base_path=/m", "--port=http"])
+
+
+def test_reload_config_over_grpc_needs_no_credentials(tmp_path, base):
+  """HandleReloadConfigRequest: anyone who reaches the gRPC port can swap the config."""
+  import grpc  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import model_management_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+  server = _server(tmp_path, _model("cifar10", base))
+  try:
+    assert server.started.wait(30)
+    request = model_management_pb2.ReloadConfigRequest()
+    labels = 'version_labels { key: "x" value: 1 }'
+    text_format.Parse(f"model_config_list {{ {_model('cifar10', base, labels=labels)} }}",
+                      request.config)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+      model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=30)
+    assert server.core.labels() == {"cifar10": {"x": 1}}
+  finally:
+    server.stop()
+
