@@ -120,7 +120,7 @@ class PredictClient:
                                 f"(NOT_FOUND: {e.message}): {hint}", e.code, e.message) from e
         hint = (" Check --label: labels are set in models.config."
                 if "version label" in e.message.lower() else "")
-        raise RequestRejected(f"TF Serving rejected the request for {self._what()} "
+        raise RequestRejected(f"TF Serving at {where} rejected the request for {self._what()} "
                               f"({e.code}: {e.message}).{hint}", e.code, e.message) from e
     raise AssertionError("unreachable")
 
