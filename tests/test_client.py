@@ -1,4 +1,4 @@
-"""serving/client.py over real sockets, against the TF Serving protocol stand-in.
+"""serving/client/ over real sockets, against the TF Serving protocol stand-in.
 
 The stand-in (tests/standins/tfserving) serves real exported SavedModels over
 TF Serving's REST and gRPC protocols; the real model server cannot run here.
@@ -538,6 +538,6 @@ def test_standin_rest_formats_agree(server):
 
 
 def test_client_speaks_the_exports_signature_names():
-  """serving/client.py repeats these names (importing trainer would load TensorFlow for REST)."""
+  """serving/client/metadata.py repeats these names (importing trainer would load TensorFlow for REST)."""
   assert client_lib.DEFAULT_SIGNATURE == export.DEFAULT_SIGNATURE
   assert client_lib.ENCODED_SIGNATURE == export.ENCODED_SIGNATURE
