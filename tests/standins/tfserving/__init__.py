@@ -85,11 +85,11 @@ class StandIn:
 
   @property
   def rest_url(self) -> str:
-    return f"http://127.0.0.1:{self.rest_port}"
+    return self._server.rest_url
 
   @property
   def grpc_target(self) -> str:
-    return f"127.0.0.1:{self.grpc_port}"
+    return self._server.grpc_target
 
   def stop(self) -> None:
     if self._server:
