@@ -19,7 +19,14 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 # A peer worker was lost (pod deleted, node gone, network partition). The
 # state from the last checkpoint is intact; restarting every worker resumes.
+# k8s/job.yaml ignores it (no retry budget spent): the failure belongs to the
+# peer, whose own exit is counted on its own index.
 EXIT_PEER_LOST = 129  # 128 + SIGHUP: a peer hung up
+# Infrastructure failed in a way a later attempt can fix: GCS unreachable or
+# answering 5xx/429 past the client's retries, GKE's metadata server not ready
+# in a pod's first seconds, a checkpoint write that ran out of retries.
+# Counted against the Job's retry budget, so an outage cannot loop forever.
+EXIT_TRANSIENT = 142  # 128 + SIGALRM: "try again later"
 # SIGTERM (preemption, node drain) was received, every worker saved a
 # checkpoint at the same step, and the job can resume from it.
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a process killed by SIGTERM reports
@@ -45,6 +52,16 @@ class StorageError(UserError):
 
 class ClusterError(UserError):
   """The cluster description (TF_CONFIG or the Indexed-Job environment) is malformed."""
+
+
+class JobDirLocked(UserError):
+  """Another training holds the job directory's lock; the message names it."""
+
+
+class TransientError(Exception):
+  """A storage or network failure that a rerun of the pod can get past."""
+
+  exit_code = EXIT_TRANSIENT
 
 
 class PeerLostError(Exception):
