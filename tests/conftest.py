@@ -100,3 +100,17 @@ def run_cli(args: list[str], timeout: float = 300, env: dict | None = None,
   return subprocess.run(
       [sys.executable, "-m", "trainer.task", *args], cwd=REPO, capture_output=True, text=True,
       timeout=timeout, env={**os.environ, **(env or {})}, **kwargs)
+
+
+# A real GCS emulator (tests/standins/gcs_emulator.py): one per module, and a
+# fresh bucket per test with STORAGE_EMULATOR_HOST pointing at it.
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+  from standins import gcs_emulator  # pylint: disable=import-outside-toplevel
+  yield from gcs_emulator.emulator(tmp_path_factory)
+
+
+@pytest.fixture
+def bucket(emulator, monkeypatch):
+  from standins import gcs_emulator  # pylint: disable=import-outside-toplevel
+  return gcs_emulator.bucket(emulator, monkeypatch)
