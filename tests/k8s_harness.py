@@ -27,6 +27,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import uuid
 from typing import Optional
 
 import yaml
@@ -136,6 +137,7 @@ class IndexedJob:
     self.pod_spec = self.job["spec"]["template"]["spec"]
     (self.container,) = self.pod_spec["containers"]
     self.completions = self.job["spec"]["completions"]
+    self.uid = str(uuid.uuid4())  # the Job object's UID: a new one per `kubectl apply`
     for name, values in (settings or {}).items():
       (config_map,) = [c for c in self.config_maps.values() if name in c]
       config_map[name] = values
@@ -147,6 +149,7 @@ class IndexedJob:
   def env(self, index: int) -> dict[str, str]:
     pod_labels = {**self.job["spec"]["template"]["metadata"].get("labels", {}),
                   "batch.kubernetes.io/job-name": self.name, "job-name": self.name,
+                  "batch.kubernetes.io/controller-uid": self.uid, "controller-uid": self.uid,
                   "batch.kubernetes.io/job-completion-index": str(index)}
     env = {"JOB_COMPLETION_INDEX": str(index), "HOSTNAME": f"{self.name}-{index}"}
     for source in self.container.get("envFrom", []):

@@ -232,3 +232,21 @@ def test_fashion_mnist_loads_with_its_class_names(tmp_path):
   assert info.image_shape == (28, 28, 1)
   assert info.class_names[:2] == ("T-shirt/top", "Trouser")
   assert (info.num_train_examples, info.num_eval_examples) == (64, 32)
+
+
+def test_a_resumed_run_shuffles_afresh_and_a_fresh_run_as_before():
+  """README: a resumed epoch draws a fresh shuffle, not a replay of the first run's first steps."""
+  assert data.shuffle_seed(42, 1, 0) == 43  # a fresh run: --seed plus the pipeline, as always
+  seeds = {data.shuffle_seed(42, pipeline, step) for pipeline in (0, 1) for step in (0, 250, 500)}
+  assert len(seeds) == 6
+  assert data.shuffle_seed(42, 0, 250) == data.shuffle_seed(42, 0, 250)  # reproducible
+  assert all(0 <= s < 2**31 for s in seeds)
+
+
+def test_train_pipeline_order_depends_on_the_start_step(tfds_dir):
+  config = _config(data_dir=tfds_dir, batch_size=64)
+  source = data.load(config)
+  first = lambda step: next(iter(data.train_dataset(source, config, start_step=step)))[1].numpy()
+  assert np.array_equal(first(0), first(0))
+  assert np.array_equal(first(250), first(250))
+  assert not np.array_equal(first(0), first(250))

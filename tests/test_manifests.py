@@ -85,16 +85,84 @@ def test_tfjob_pod_template_is_a_valid_pod(tmp_path):
 
 def test_job_failure_policy_matches_the_exit_codes():
   spec = _kind("job.yaml", "Job")["spec"]
-  rules = {r["action"]: r for r in spec["podFailurePolicy"]["rules"] if "onExitCodes" in r}
-  assert rules["FailJob"]["onExitCodes"]["values"] == [errors.EXIT_USAGE]
-  assert rules["Ignore"]["onExitCodes"]["values"] == [errors.EXIT_PREEMPTED]
+  by_code = [(r["action"], r["onExitCodes"]["operator"], r["onExitCodes"]["values"])
+             for r in spec["podFailurePolicy"]["rules"] if "onExitCodes" in r]
+  assert by_code == [("FailJob", "In", [errors.EXIT_USAGE]),          # bad input: no retry helps
+                     ("Ignore", "In", [errors.EXIT_PREEMPTED]),       # SIGTERM, state saved
+                     ("Ignore", "In", [errors.EXIT_PEER_LOST])]       # the peer's failure, not ours
+  # Crashes and transient storage failures are counted (no rule matches them).
+  matched = {code for _, _, codes in by_code for code in codes}
+  assert not matched & {errors.EXIT_FAILURE, errors.EXIT_TRANSIENT, 137}
   container = spec["template"]["spec"]["containers"][0]["name"]
-  assert all(r["onExitCodes"]["containerName"] == container for r in rules.values())
+  assert all(r["onExitCodes"]["containerName"] == container
+             for r in spec["podFailurePolicy"]["rules"] if "onExitCodes" in r)
   assert any(c.get("type") == "DisruptionTarget" for r in spec["podFailurePolicy"]["rules"]
              for c in r.get("onPodConditions", []))
   assert spec["podReplacementPolicy"] == "Failed"
   assert spec["backoffLimitPerIndex"] >= 1
   assert spec["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def _gke_allocatable(vcpus: int, memory_gib: float) -> tuple[float, float]:
+  """CPU cores and GiB a GKE Standard node leaves to pods, by GKE's documented reservations.
+
+  https://cloud.google.com/kubernetes-engine/docs/concepts/plan-node-sizes#memory_and_cpu_reservations
+  CPU: 6% of the first core, 1% of the next, 0.5% of the next 2, 0.25% above 4.
+  Memory: 25% of the first 4 GiB, 20% of the next 4, 10% of the next 8, 6% of
+  the next 112, 2% above 128, plus 100 MiB kept free for eviction.
+  """
+  cpu_tiers = [(1, 0.06), (1, 0.01), (2, 0.005), (float("inf"), 0.0025)]
+  mem_tiers = [(4, 0.25), (4, 0.20), (8, 0.10), (112, 0.06), (float("inf"), 0.02)]
+
+  def reserved(total, tiers):
+    out, left = 0.0, total
+    for size, rate in tiers:
+      out += min(left, size) * rate
+      left -= min(left, size)
+    return out
+
+  return vcpus - reserved(vcpus, cpu_tiers), memory_gib - reserved(memory_gib, mem_tiers) - 0.1
+
+
+def _quantity(value: str) -> float:
+  """A Kubernetes CPU (cores) or memory (GiB) quantity as a number."""
+  units = {"Gi": 1.0, "Mi": 1 / 1024, "m": 1 / 1000}
+  for suffix, factor in units.items():
+    if str(value).endswith(suffix):
+      return float(str(value)[:-len(suffix)]) * factor
+  return float(value)
+
+
+# What GKE's own DaemonSets request on a GPU node with Workload Identity
+# (kube-proxy, fluentbit, gke-metadata-server, the NVIDIA device plugin, ...):
+# kept free on top of the requests below. Generous on purpose.
+DAEMONSET_CPU, DAEMONSET_GIB = 0.7, 1.5
+
+
+@pytest.mark.parametrize("manifest", ["job.yaml", "tfjob.yaml"])
+def test_trainer_pods_fit_the_smallest_l4_node(manifest):
+  """g2-standard-4: 4 vCPU and 16 GB with one L4, the smallest L4 machine (README, "Machine sizes")."""
+  docs = [d for d in _docs(manifest) if d["kind"] in ("Job", "TFJob")]
+  template = (docs[0]["spec"]["template"] if docs[0]["kind"] == "Job"
+              else docs[0]["spec"]["tfReplicaSpecs"]["Worker"]["template"])
+  resources = template["spec"]["containers"][0]["resources"]
+  cpu, memory = _gke_allocatable(4, 16)
+  assert round(cpu, 2) == 3.92 and round(memory, 1) == 13.3
+  assert _quantity(resources["requests"]["cpu"]) + DAEMONSET_CPU <= cpu
+  assert _quantity(resources["requests"]["memory"]) + DAEMONSET_GIB <= memory
+  assert _quantity(resources["limits"]["memory"]) == _quantity(resources["requests"]["memory"])
+
+
+def test_tfjob_recipe_applies_only_what_the_tfjob_shares_with_job_yaml():
+  """`kubectl apply -f k8s/job.yaml -l cnn-trainer/shared=true` must not start the Job."""
+  header = open(os.path.join(REPO, "k8s", "tfjob.yaml"), encoding="utf-8").read().split("apiVersion")[0]
+  assert "kubectl apply -f k8s/job.yaml -l cnn-trainer/shared=true" in header
+  selected = {(d["kind"], d["metadata"]["name"]) for d in _docs("job.yaml")
+              if d["metadata"].get("labels", {}).get("cnn-trainer/shared") == "true"}
+  pod = _kind("tfjob.yaml", "TFJob")["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+  needs = {("ServiceAccount", pod["serviceAccountName"])} | {
+      ("ConfigMap", ref["configMapRef"]["name"]) for ref in pod["containers"][0]["envFrom"]}
+  assert selected == needs
 
 
 def test_job_is_an_indexed_job_wired_to_its_headless_service():

@@ -232,3 +232,62 @@ def test_a_kill_while_publishing_never_leaves_a_partial_version(tmp_path):
     assert any(n.startswith(".staging-") for n in names), f"no kill landed inside a copy: {names}"
   finally:
     shutil.rmtree(tmp_path, ignore_errors=True)  # ~1 GiB of copies
+
+
+def _break(checkpoint_prefix: str, how: str) -> None:
+  """Damages one checkpoint as a crash or a bad disk would: flipped bytes, or a missing data file."""
+  data = checkpoint_prefix + ".data-00000-of-00001"
+  if how == "missing":
+    os.remove(data)
+    return
+  with open(data, "r+b") as f:
+    f.seek(os.path.getsize(data) // 2)
+    f.write(b"\xff" * 64)
+
+
+@pytest.mark.parametrize("how", ["corrupt", "missing"])
+def test_a_broken_newest_checkpoint_resumes_from_the_one_before(trained_job, tmp_path, caplog, how):
+  config, before = _copy_job(trained_job, tmp_path)
+  os.remove(os.path.join(config.job_dir, "metrics.json"))
+  steps = before["global_step"] // config.epochs
+  newest = os.path.join(config.job_dir, "checkpoints", f"ckpt-{before['global_step']}")
+  _break(newest, how)
+  caplog.set_level("INFO")
+  after = train.run(config)
+  assert re.search(rf"Checkpoint {re.escape(newest)} (is incomplete or corrupt|cannot be read)", caplog.text)
+  assert f"at epoch {config.epochs}/{config.epochs}, step 0/{steps}" in caplog.text  # the last epoch again
+  assert after["global_step"] == before["global_step"]
+  assert after["export"]["version"] == 2  # new weights: a new version, version 1 untouched
+
+
+def test_every_checkpoint_broken_exits_2_saying_what_to_delete(trained_job, tmp_path, capsys):
+  config, _ = _copy_job(trained_job, tmp_path)
+  checkpoints = os.path.join(config.job_dir, "checkpoints")
+  for index in [n for n in os.listdir(checkpoints) if n.endswith(".index")]:
+    _break(os.path.join(checkpoints, index[:-len(".index")]), "corrupt")
+  code = task.main(["--dataset", "cifar10", "--data-dir", config.data_dir, "--job-dir",
+                    config.job_dir, "--batch-size", "128", "--epochs", str(config.epochs)])
+  assert code == errors.EXIT_USAGE
+  last = capsys.readouterr().err.strip().splitlines()[-1]
+  assert last.startswith(f"error: every checkpoint in {checkpoints} is incomplete or corrupt (ckpt-")
+  assert last.endswith(f"delete {checkpoints} to train from scratch, or use a new --job-dir.")
+
+
+def test_a_checkpoint_write_out_of_retries_exits_142_not_as_a_lost_peer(
+    tfds_dir, tmp_path, monkeypatch, caplog):
+  """GCS's file system raises ABORTED once its retries are spent: the same class a collective
+  raises for a lost peer. Only the call site tells them apart (trainer/checkpoints.py)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  def aborted(self, checkpoint_number=None):
+    raise tf.errors.AbortedError(None, None, "All 10 retry attempts failed. The last failure: "
+                                 "Unavailable: Error executing an HTTP request")
+
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", aborted)
+  code = task.main(["--dataset", "cifar10", "--data-dir", tfds_dir, "--job-dir",
+                    str(tmp_path / "job"), "--train-split", "train[:256]", "--eval-split", "test[:64]",
+                    "--epochs", "1", "--batch-size", "128"])
+  assert code == errors.EXIT_TRANSIENT
+  err = caplog.text
+  assert "saving the checkpoint at global step 2 to" in err and "All 10 retry attempts failed" in err
+  assert "lost contact" not in err

@@ -116,6 +116,11 @@ class TrainConfig:
       None,
       "Also publish the export to PUBLISH_DIR/<model-name>/<version>/ "
       "(local or gs://BUCKET/models), safely for a TF Serving that polls it.")
+  job_lock_wait_s: float = _field(
+      180.0,
+      "Seconds the chief waits for another training's lock on --job-dir before "
+      "failing with exit code 2; covers the 120 s in which a deleted Job's pods "
+      "drain beside a rerun's.")
 
   # --- Cluster --------------------------------------------------------------
   collective_timeout_s: float = _field(
@@ -165,6 +170,7 @@ class TrainConfig:
          ">= 16 pixels (the CNN's three 3x3 convolutions and two poolings need it)")
     need(self.steps_per_execution >= 1, "steps-per-execution", self.steps_per_execution, ">= 1")
     need(self.keep_checkpoints >= 1, "keep-checkpoints", self.keep_checkpoints, ">= 1")
+    need(self.job_lock_wait_s >= 0, "job-lock-wait-s", self.job_lock_wait_s, ">= 0")
     need(self.log_every_steps >= 1, "log-every-steps", self.log_every_steps, ">= 1")
     need(self.collective_timeout_s > 0, "collective-timeout-s", self.collective_timeout_s, "> 0")
     need(bool(self.dataset), "dataset", self.dataset, "a TFDS name or folder:PATH")

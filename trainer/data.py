@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import logging
 import os
 from typing import Optional, Protocol
@@ -332,16 +333,36 @@ def _share(input_context: Optional[tf.distribute.InputContext], config: TrainCon
           input_context.get_per_replica_batch_size(config.batch_size), -(-examples // pipelines))
 
 
+def shuffle_seed(seed: int, pipeline_id: int, start_step: int) -> int:
+  """The shuffle seed of one input pipeline, for a run that starts at `start_step`.
+
+  A fresh run (step 0) shuffles with `seed + pipeline_id`, so runs with the
+  same --seed see the same order. A resumed run mixes in the global step it
+  resumes from: its data iterator starts over (its position is not
+  checkpointed), and with the first run's seed it would replay the exact
+  order of the first run's first steps instead of a fresh shuffle.
+  """
+  if start_step == 0:
+    return seed + pipeline_id
+  digest = hashlib.sha256(f"{seed}/{pipeline_id}/{start_step}".encode()).digest()
+  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF  # a non-negative int32
+
+
 def train_dataset(source: Source, config: TrainConfig,
-                  input_context: Optional[tf.distribute.InputContext] = None) -> tf.data.Dataset:
-  """Endless shuffled training batches of per-replica size for one input pipeline."""
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  start_step: int = 0) -> tf.data.Dataset:
+  """Endless shuffled training batches of per-replica size for one input pipeline.
+
+  Args:
+    start_step: the global step the run starts (or resumes) at; see `shuffle_seed`.
+  """
   pipeline_id, batch, examples = _share(input_context, config, source.info.num_train_examples)
-  ds = source.read(True, input_context, config.seed + pipeline_id)
+  seed = shuffle_seed(config.seed, pipeline_id, start_step)
+  ds = source.read(True, input_context, seed)
   if _should_cache(config, source.info, examples):
     ds = ds.cache()
   # A buffer larger than the split adds memory, not randomness.
-  ds = ds.shuffle(min(config.shuffle_buffer, examples), seed=config.seed + pipeline_id,
-                  reshuffle_each_iteration=True)
+  ds = ds.shuffle(min(config.shuffle_buffer, examples), seed=seed, reshuffle_each_iteration=True)
   ds = ds.repeat()
   ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
   if config.augment:

@@ -43,6 +43,13 @@ DEFAULT_PORT = 2222
 
 _ADDRESS_RE = re.compile(r"^\[?[A-Za-z0-9.\-_:]+\]?:\d{1,5}$")
 
+# Errors a collective raises when a peer worker has gone away. Only calls that
+# run collectives (training steps, evaluation, the final barrier) map them to
+# a lost peer: the same classes from a file write mean storage trouble
+# (trainer/checkpoints.py).
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.CancelledError, tf.errors.AbortedError)
+
 
 @dataclasses.dataclass(frozen=True)
 class Cluster:
@@ -216,6 +223,23 @@ def worker_dir(cluster: Cluster, chief_dir: str) -> str:
 def remove_worker_dir(cluster: Cluster, path: str) -> None:
   if not cluster.is_chief:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def peer_lost(error: tf.errors.OpError) -> errors.PeerLostError:
+  """The error to exit with when a collective failed: names the worker and the cause.
+
+  'lost contact with worker 1 (UNAVAILABLE: recvmsg:Connection reset by peer)'.
+  """
+  text = error.message
+  task = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", text)
+  who = f"{task.group(1)} {task.group(2)}" if task else "another worker"
+  cause = next((line.strip() for line in text.splitlines()
+                if re.search(r"UNAVAILABLE|DEADLINE_EXCEEDED|CANCELLED|ABORTED|[Cc]onnection|"
+                             r"timed out|[Tt]imeout|[Ss]ocket closed|heartbeat", line)),
+               type(error).__name__)
+  return errors.PeerLostError(
+      f"lost contact with {who} ({cause[:300]}). Restart all workers; training resumes "
+      "from the last checkpoint.")
 
 
 def log_batch(strategy: tf.distribute.Strategy, global_batch: int, base_lr: float,

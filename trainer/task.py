@@ -4,7 +4,8 @@
   python -m trainer.task --help
 
 Exit codes (trainer/errors.py): 0 done, 1 unexpected failure, 2 bad input,
-129 a peer worker was lost, 143 stopped on SIGTERM with the state saved.
+129 a peer worker was lost, 142 storage failed in a way a rerun can get past,
+143 stopped on SIGTERM with the state saved.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "TensorBoard logs and checkpoints to --job-dir, and export a SavedModel "
                   "for TF Serving. Flags override the --preset.",
       epilog="Exit codes: 0 done (or already done), 1 unexpected failure, 2 bad input, "
-             f"{errors.EXIT_PEER_LOST} a peer worker was lost, {errors.EXIT_PREEMPTED} stopped "
+             f"{errors.EXIT_PEER_LOST} a peer worker was lost, {errors.EXIT_TRANSIENT} storage "
+             "failed in a way a rerun can get past, "
+             f"{errors.EXIT_PREEMPTED} stopped "
              "on SIGTERM after saving a checkpoint (rerun to resume).")
   parser.add_argument(
       "--preset", default="cifar10", choices=sorted(config_lib.PRESETS),
@@ -115,7 +118,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return e.exit_code
-  except (errors.Preempted, errors.PeerLostError) as e:
+  except (errors.Preempted, errors.PeerLostError, errors.TransientError) as e:
     log.error("%s", e)
     return e.exit_code
   except KeyboardInterrupt:

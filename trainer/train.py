@@ -9,10 +9,7 @@ has no future. So this loop drives Keras 3 layers and optimiser directly with
 `strategy.run`: the same code runs under the default strategy, `MirroredStrategy`
 and `MultiWorkerMirroredStrategy`, and tests prove each.
 
-Per step: each replica computes its share of the loss (averaged over the
-*global* batch, so summing over replicas gives the mean), the optimiser
-all-reduces the gradients and applies them. Several steps run per call into
-the compiled function (`steps_per_execution`) to keep Python off the hot path.
+The step functions themselves are trainer/steps.py's.
 
 Progress lives in the checkpoint (trainer/checkpoints.py): completed epochs
 and steps into the current epoch. A rerun with the same job dir restores it
@@ -21,14 +18,22 @@ checkpoint at a step every worker agrees on (the flag is all-reduced with the
 next training call), then exit code 143; after the last step it lets the
 final evaluation and the export finish. TensorBoard writing is
 trainer/summaries.py's, the sums behind the metrics trainer/metrics.py's.
+
+The end of a multi-worker run is ordered so that no worker can finish while
+the chief's results are not yet durable (a Kubernetes Job never reruns a
+Succeeded index, so a worker that left early could never rejoin a chief that
+must restart): final checkpoint, final evaluation, the chief's export and
+metrics.json, then a barrier that every worker passes. If the chief dies
+before the barrier, every worker exits 129 and all are recreated. A rerun
+whose checkpoint already holds every epoch never creates the strategy at all:
+non-chief workers exit 0 at once and the chief exports alone (`run`).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import hashlib
 import logging
-import re
 import time
 from typing import Any, Optional
 
@@ -41,22 +46,19 @@ from trainer import data as data_lib
 from trainer import distribution
 from trainer import errors
 from trainer import export as export_lib
+from trainer import jobdir
 from trainer import metrics as metrics_lib
 from trainer import model as model_lib
 from trainer import preemption
+from trainer import records
 from trainer import schedule
+from trainer import steps as steps_lib
 from trainer import storage
 from trainer import summaries
 from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-# Job-directory layout (README documents it).
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-CHECKPOINT_DIR = "checkpoints"
-LOG_DIR = "logs"
-EXPORT_DIR = "export"
 # Test images shown in TensorBoard's predictions grid.
 SAMPLE_IMAGES = 20
 
@@ -64,54 +66,17 @@ SAMPLE_IMAGES = 20
 # (GPU) while the current step runs, so the step never waits for a transfer.
 _DEVICE_PREFETCH = tf.distribute.InputOptions(experimental_fetch_to_device=True)
 
-# Errors a collective raises when a peer worker has gone away.
-_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                tf.errors.CancelledError, tf.errors.AbortedError)
-
-
-def _peer_failure(error: tf.errors.OpError) -> str:
-  """'worker 1 (UNAVAILABLE: recvmsg:Connection reset by peer)' from a collective's error."""
-  text = error.message
-  task = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", text)
-  who = f"{task.group(1)} {task.group(2)}" if task else "another worker"
-  cause = next((line.strip() for line in text.splitlines()
-                if re.search(r"UNAVAILABLE|DEADLINE_EXCEEDED|CANCELLED|ABORTED|[Cc]onnection|"
-                             r"timed out|[Tt]imeout|[Ss]ocket closed|heartbeat", line)),
-               type(error).__name__)
-  return f"{who} ({cause[:300]})"
-
-
-@dataclasses.dataclass
-class _Paths:
-  """Where things go in the job directory."""
-  job_dir: str
-
-  @property
-  def config(self):
-    return storage.join(self.job_dir, CONFIG_FILE)
-
-  @property
-  def metrics(self):
-    return storage.join(self.job_dir, METRICS_FILE)
-
-  @property
-  def checkpoints(self):
-    return storage.join(self.job_dir, CHECKPOINT_DIR)
-
-  def logs(self, run: str):
-    return storage.join(self.job_dir, LOG_DIR, run)
-
-  def export_base(self, model_name: str):
-    return storage.join(self.job_dir, EXPORT_DIR, model_name)
-
-
 def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
         datasets: Optional[data_lib.Source] = None) -> dict[str, Any]:
   """Trains, evaluates and exports as `config` says; resumes from the job dir.
 
   Cheap checks (config, cluster description, data, writable paths) run
-  before the strategy is created, so bad input fails in seconds on every
-  worker instead of after the cluster has assembled.
+  before the strategy is created, so bad input fails in seconds instead of
+  after the cluster has assembled. So does the check for a finished run: if
+  the newest checkpoint holds every epoch, a non-chief worker has nothing to
+  do and returns at once, and the chief finishes (evaluates, exports, or
+  confirms that the export is in place) alone, without waiting for workers
+  that a Kubernetes Job would never start again.
 
   Args:
     config: the resolved configuration.
@@ -124,6 +89,7 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
 
   Raises:
     UserError: bad input (exit code 2).
+    TransientError: storage failed in a way a rerun can get past (exit code 142).
     Preempted: SIGTERM; state saved (exit code 143).
     PeerLostError: another worker was lost (exit code 129).
   """
@@ -131,29 +97,44 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
   cluster = (distribution.Cluster(1, 0, True, None, "injected strategy") if strategy
              else distribution.cluster_from_env())
   source = datasets or data_lib.load(config)
-  paths = _Paths(config.resolved_job_dir())
-  storage.ensure_writable_dir(paths.job_dir, "--job-dir")
-  if config.publish_dir and cluster.is_chief:
-    storage.ensure_writable_dir(config.publish_dir, "--publish-dir")
+  paths = jobdir.Paths(config.resolved_job_dir())
+  if cluster.is_chief:  # the only writer (jobdir): other workers leave no probe objects
+    storage.ensure_writable_dir(paths.job_dir, "--job-dir")
+    if config.publish_dir:
+      storage.ensure_writable_dir(config.publish_dir, "--publish-dir")
   steps_per_epoch = source.info.num_train_examples // config.batch_size
   if steps_per_epoch < 1:
     raise errors.ConfigError(
         f"--batch-size {config.batch_size} is larger than the {source.info.num_train_examples} "
         "training examples: use a smaller batch.")
 
+  done = checkpoints.progress(paths.checkpoints)
+  alone = cluster.is_multi_worker and done is not None and done.epochs_done >= config.epochs
+  if alone:
+    if not cluster.is_chief:
+      log.info("Checkpoint %s holds all %d epochs: training is complete and the chief "
+               "exports. Nothing to do on this worker.", done.path, config.epochs)
+      return {}
+    log.info("Checkpoint %s holds all %d epochs: finishing on the chief alone, without "
+             "the other workers.", done.path, config.epochs)
+    cluster = distribution.Cluster(1, 0, True, None, f"{cluster.source}; training complete, "
+                                   "finishing alone")
+    strategy = tf.distribute.get_strategy()
   strategy = strategy or distribution.create_strategy(cluster, config.collective_timeout_s)
   distribution.check_batch(strategy, config.batch_size)
   tf.random.set_seed(config.seed)
-  return _Loop(config, strategy, cluster, source, paths, steps_per_epoch).run()
+  return _Loop(config, strategy, cluster, source, paths, steps_per_epoch, alone).run()
 
 
 class _Loop:
   """State and steps of one training run."""
 
   def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy,
-               cluster: distribution.Cluster, source: data_lib.Source, paths: _Paths,
-               steps_per_epoch: int):
+               cluster: distribution.Cluster, source: data_lib.Source, paths: jobdir.Paths,
+               steps_per_epoch: int, alone: bool = False):
+    """`alone`: the chief finishing a fully trained multi-worker run by itself (see `run`)."""
     self.config = config
+    self.alone = alone
     self.strategy = strategy
     self.cluster = cluster
     self.source = source
@@ -188,71 +169,11 @@ class _Loop:
     self.checkpoints = checkpoints.Checkpoints(
         paths.checkpoints, config.keep_checkpoints, cluster.is_chief, model=self.model,
         optimizer=self.optimizer, epoch=self.epoch, epoch_step=self.epoch_step)
-    self._build_functions()
-
-  # ------------------------------------------------------------------ steps
-
-  def _loss(self, labels, logits):
-    """Per-example cross-entropy, with label smoothing if configured."""
-    if self.config.label_smoothing:
-      eps = self.config.label_smoothing
-      targets = tf.one_hot(labels, self.info.num_classes) * (1.0 - eps) + eps / self.info.num_classes
-      return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-
-  def _build_functions(self):
-    model, optimizer, strategy = self.model, self.optimizer, self.strategy
-    global_batch = self.global_batch
-
-    def forward_backward(images, labels):
-      with tf.GradientTape() as tape:
-        logits = model(images, training=True)
-        per_example = self._loss(labels, logits)
-        # Mean over the global batch: summing replicas' losses gives the mean.
-        loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-        scaled = optimizer.scale_loss(loss)
-      return logits, per_example, tape.gradient(scaled, model.trainable_variables)
-
-    # XLA compiles forward and backward into fused kernels; the gradient
-    # all-reduce and the optimiser update stay outside, where
-    # tf.distribute's cross-replica machinery runs.
-    gpus = len(tf.config.list_logical_devices("GPU"))
-    self.xla = self.config.use_xla(gpus)
-    if self.xla:
-      forward_backward = tf.function(forward_backward, jit_compile=True)
-
-    def replica_train_step(images, labels):
-      logits, per_example, grads = forward_backward(images, labels)
-      optimizer.apply_gradients(zip(grads, model.trainable_variables))
-      self.train_sums.update(labels, logits, per_example)
-
-    @tf.function
-    def train_steps(iterator, steps, stop_flag):
-      # First, every worker learns whether any of them got SIGTERM; if one
-      # did, all of them skip the steps and stop at the same global step.
-      flags = strategy.run(lambda: tf.identity(stop_flag))
-      stop = strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)
-      for _ in tf.range(tf.where(stop > 0, 0, steps)):
-        strategy.run(replica_train_step, args=next(iterator))
-      return stop
-
-    def replica_eval_step(images, labels):
-      logits = model(images, training=False)
-      per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-      self.eval_sums.update(labels, logits, per_example)
-
     eval_data = strategy.distribute_datasets_from_function(
         lambda ctx: data_lib.eval_dataset(self.source, self.config, ctx), _DEVICE_PREFETCH)
-
-    @tf.function
-    def evaluate():
-      # Iterating a distributed dataset handles workers whose shards end at
-      # different steps: the short ones feed empty batches.
-      for images, labels in eval_data:
-        strategy.run(replica_eval_step, args=(images, labels))
-
-    self._train_steps = train_steps
-    self._evaluate = evaluate
+    self.steps = steps_lib.build(self.model, self.optimizer, strategy, config,
+                                 self.info.num_classes, self.train_sums, self.eval_sums, eval_data)
+    self.xla = self.steps.xla
 
   # ------------------------------------------------------------ the run
 
@@ -270,11 +191,15 @@ class _Loop:
     previous = storage.read_json(self.paths.metrics)
     if (epoch >= config.epochs and previous and previous.get("global_step") == self._global_step()
         and previous.get("export")):
-      log.info("Job already complete: %d epochs, global step %d, exported as version %s at %s. "
-               "Nothing to do; use a new --job-dir (or more --epochs) to train again.",
-               config.epochs, self._global_step(), previous["export"]["version"],
-               previous["export"]["paths"][0])
-      return previous
+      missing = jobdir.missing_exports(previous, self._export_bases())
+      if not missing:
+        log.info("Job already complete: %d epochs, global step %d, exported as version %s at %s. "
+                 "Nothing to do; use a new --job-dir (or more --epochs) to train again.",
+                 config.epochs, self._global_step(), previous["export"]["version"],
+                 ", ".join(previous["export"]["paths"]))
+        return previous
+      log.info("Training is complete (global step %d) but %s holds no exported version: "
+               "exporting.", self._global_step(), ", ".join(missing))
 
     self.write_dir = distribution.worker_dir(cluster, self.paths.job_dir)
     try:
@@ -284,31 +209,66 @@ class _Loop:
       distribution.remove_worker_dir(cluster, self.write_dir)
 
   def _run(self, epoch: int, step: int) -> dict[str, Any]:
-    if self.cluster.is_chief:
-      storage.write_json(self.paths.config, self._config_record())
+    if self.cluster.is_chief and not self.alone:
+      storage.write_json(self.paths.config, records.config_record(
+          self.config, self.paths.job_dir, self._records_cluster(), self.xla,
+          self.steps_per_epoch, self.info))
     self.summaries = summaries.Summaries(self.paths.logs("train"), self.paths.logs("eval"),
                                          self.cluster.is_chief, self.info.class_names)
     self.summaries.graph(self.model, self.info.image_shape)
     started = time.time()
-    try:
+    with self._peer_errors():
       self._train(epoch, step)
       self.sigterm.finishing = True
       results = self._last_eval or self._evaluate_and_report(final=True)
-    except _PEER_ERRORS as e:
-      if not self.cluster.is_multi_worker:
-        raise
-      raise errors.PeerLostError(
-          f"lost contact with {_peer_failure(e)}. Restart all workers; training resumes "
-          "from the last checkpoint.") from e
     # Identical on every worker when replicas stayed in sync: a one-line
     # check that distributed training did what it should.
     fingerprint = self._weights_fingerprint()
     log.info("Final weights fingerprint (sha256): %s", fingerprint)
     metrics = self._finish(results, time.time() - started, fingerprint)
+    self._wait_for_every_worker()
     if self.sigterm.received:
       log.info("The export finished after SIGTERM: the job is complete, so this is a "
                "normal exit (code 0), not a preemption.")
     return metrics
+
+  @contextlib.contextmanager
+  def _peer_errors(self):
+    """Turns a failed collective into PeerLostError (exit 129) on a multi-worker run."""
+    try:
+      yield
+    except distribution.PEER_ERRORS as e:
+      if not self.cluster.is_multi_worker:
+        raise
+      raise distribution.peer_lost(e) from e
+
+  def _wait_for_every_worker(self) -> None:
+    """Returns once every worker got here, i.e. once the chief's export is durable.
+
+    A non-chief worker that cannot pass fails with 129, so the Job recreates
+    it together with the chief instead of marking its index Succeeded while
+    the chief's work may still be lost. The chief has nothing left to lose
+    by then: it logs a lost peer and succeeds.
+    """
+    if not self.cluster.is_multi_worker:
+      return
+    log.info("Waiting until every worker has finished%s.",
+             "" if self.cluster.is_chief else " (the chief's export is then durable)")
+    try:
+      with self._peer_errors():
+        self.steps.barrier()
+    except errors.PeerLostError as e:
+      if not self.cluster.is_chief:
+        raise
+      log.warning("After the export: %s. The results are durable; nothing to redo.", e)
+
+  def _export_bases(self) -> list[str]:
+    """Model base paths the export goes to: the job's own, then --publish-dir's."""
+    name = self.config.resolved_model_name()
+    bases = [self.paths.export_base(name)]
+    if self.config.publish_dir:
+      bases.append(storage.join(self.config.publish_dir, name))
+    return bases
 
   def _weights_fingerprint(self) -> str:
     digest = hashlib.sha256()
@@ -332,31 +292,11 @@ class _Loop:
                latest, epoch + 1, self.config.epochs, step, self.steps_per_epoch,
                self._global_step())
 
-  def _config_record(self) -> dict[str, Any]:
-    return {
-        **dataclasses.asdict(self.config),
-        "resolved": {
-            "job_dir": self.paths.job_dir,
-            "model_name": self.config.resolved_model_name(),
-            "effective_learning_rate": self.config.effective_learning_rate(),
-            "replicas": self.strategy.num_replicas_in_sync,
-            "per_replica_batch": self.global_batch // self.strategy.num_replicas_in_sync,
-            "workers": self.cluster.num_workers,
-            "strategy": type(self.strategy).__name__,
-            "xla": self.xla,
-            "cluster_source": self.cluster.source,
-            "steps_per_epoch": self.steps_per_epoch,
-            "image_shape": list(self.info.image_shape),
-            "class_names": list(self.info.class_names),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        },
-    }
-
   def _train(self, epoch: int, step: int):
     config = self.config
+    start_step = self._global_step()  # a resumed run shuffles afresh (data.shuffle_seed)
     train_data = self.strategy.distribute_datasets_from_function(
-        lambda ctx: data_lib.train_dataset(self.source, config, ctx), _DEVICE_PREFETCH)
+        lambda ctx: data_lib.train_dataset(self.source, config, ctx, start_step), _DEVICE_PREFETCH)
     iterator = iter(train_data)
     first_call = True
     interval_start, interval_images = time.time(), 0
@@ -368,7 +308,7 @@ class _Loop:
         to_log = config.log_every_steps - global_step % config.log_every_steps
         n = min(config.steps_per_execution, self.steps_per_epoch - step, to_log)
         t0 = time.time()
-        stop = self._train_steps(iterator, tf.constant(n), tf.constant(float(self.sigterm.received)))
+        stop = self.steps.train_steps(iterator, tf.constant(n), tf.constant(float(self.sigterm.received)))
         if float(stop) > 0:  # float() waits for the call to finish
           path = self._save()
           where = path if self.cluster.is_chief else "by the chief in the job directory"
@@ -409,7 +349,7 @@ class _Loop:
 
   def _evaluate_and_report(self, final: bool) -> dict[str, Any]:
     started = time.time()
-    self._evaluate()
+    self.steps.evaluate()
     results = self.eval_sums.read_and_reset()
     seconds = time.time() - started
     global_step = self._global_step()
@@ -435,34 +375,28 @@ class _Loop:
   def _save(self) -> str:
     return self.checkpoints.save(self._global_step(), self.write_dir)
 
+  def _records_cluster(self) -> records.Cluster:
+    """Who trained, for config.json and metrics.json; a chief finishing alone reports the training's."""
+    if self.alone:
+      trained = (storage.read_json(self.paths.config) or {}).get("resolved", {})
+      return records.Cluster(trained.get("workers", self.cluster.num_workers),
+                             trained.get("replicas", self.strategy.num_replicas_in_sync),
+                             trained.get("strategy", type(self.strategy).__name__),
+                             trained.get("cluster_source", self.cluster.source))
+    return records.Cluster(self.cluster.num_workers, self.strategy.num_replicas_in_sync,
+                           type(self.strategy).__name__, self.cluster.source)
+
   def _finish(self, results: dict[str, Any], wall_seconds: float,
               fingerprint: str) -> dict[str, Any]:
-    config = self.config
-    confusion = results["confusion"]
-    per_class = {name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
-                 for i, name in enumerate(self.info.class_names)}
-    metrics = {
-        "dataset": config.dataset,
-        "model_name": config.resolved_model_name(),
-        "epochs": config.epochs,
-        "global_step": self._global_step(),
-        "test_loss": results["loss"],
-        "test_accuracy": results["accuracy"],
-        "test_examples": results["count"],
-        "per_class_accuracy": per_class,
-        "wall_time_s": wall_seconds,
-        "train_images_per_sec": (self._train_images / self._train_seconds
-                                 if self._train_seconds else None),
-        "workers": self.cluster.num_workers,
-        "replicas": self.strategy.num_replicas_in_sync,
-    }
+    """Builds metrics.json; on the chief, exports, then writes it (last: it marks the run done)."""
+    metrics = records.final_metrics(
+        self.config, self.info, results, self._global_step(), wall_seconds,
+        self._train_images / self._train_seconds if self._train_seconds else None,
+        self._records_cluster())
     if not self.cluster.is_chief:
       return metrics
-    bases = [self.paths.export_base(config.resolved_model_name())]
-    if config.publish_dir:
-      bases.append(storage.join(config.publish_dir, config.resolved_model_name()))
     version, paths = export_lib.export(
-        self.model, self.info, config.model, bases,
+        self.model, self.info, self.config.model, self._export_bases(),
         run_info={"job_dir": self.paths.job_dir, "global_step": self._global_step(),
                   "weights_sha256": fingerprint, "test_accuracy": results["accuracy"]})
     metrics["export"] = {"version": version, "paths": paths}

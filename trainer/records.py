@@ -1,0 +1,83 @@
+"""What the chief writes about a run: config.json at the start, metrics.json at the end.
+
+Both are plain JSON in the job directory (trainer/jobdir.py), for people and
+for tools: config.json holds every flag and what it resolved to on this
+cluster, metrics.json the final evaluation and where the export went.
+metrics.json is written last, so its presence with an `export` entry means
+the run finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer.config import TrainConfig
+from trainer.data import DatasetInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """Who trained: for the records, not for distribution."""
+  workers: int
+  replicas: int
+  strategy: str
+  source: str
+
+
+def config_record(config: TrainConfig, job_dir: str, cluster: Cluster, xla: bool,
+                  steps_per_epoch: int, info: DatasetInfo) -> dict[str, Any]:
+  """config.json: the flags, plus what they resolved to."""
+  return {
+      **dataclasses.asdict(config),
+      "resolved": {
+          "job_dir": job_dir,
+          "model_name": config.resolved_model_name(),
+          "effective_learning_rate": config.effective_learning_rate(),
+          "replicas": cluster.replicas,
+          "per_replica_batch": config.batch_size // cluster.replicas,
+          "workers": cluster.workers,
+          "strategy": cluster.strategy,
+          "xla": xla,
+          "cluster_source": cluster.source,
+          "steps_per_epoch": steps_per_epoch,
+          "image_shape": list(info.image_shape),
+          "class_names": list(info.class_names),
+          "tensorflow": tf.__version__,
+          "keras": keras.__version__,
+      },
+  }
+
+
+def final_metrics(config: TrainConfig, info: DatasetInfo, results: dict[str, Any],
+                  global_step: int, wall_seconds: float, train_images_per_sec: Optional[float],
+                  cluster: Cluster) -> dict[str, Any]:
+  """metrics.json without its `export` entry (added once the export is published).
+
+  Args:
+    results: the final evaluation (trainer/metrics.py's sums: loss,
+      accuracy, count, confusion).
+    train_images_per_sec: steady-state training throughput, None if no step
+      was timed (e.g. a rerun that only exported).
+  """
+  confusion = np.asarray(results["confusion"])
+  per_class = {name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
+               for i, name in enumerate(info.class_names)}
+  return {
+      "dataset": config.dataset,
+      "model_name": config.resolved_model_name(),
+      "epochs": config.epochs,
+      "global_step": global_step,
+      "test_loss": results["loss"],
+      "test_accuracy": results["accuracy"],
+      "test_examples": results["count"],
+      "per_class_accuracy": per_class,
+      "wall_time_s": wall_seconds,
+      "train_images_per_sec": train_images_per_sec,
+      "workers": cluster.workers,
+      "replicas": cluster.replicas,
+  }

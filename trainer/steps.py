@@ -1,0 +1,103 @@
+"""The compiled functions a training run calls: training steps, evaluation, a barrier.
+
+Each runs unchanged under any tf.distribute strategy (default, Mirrored,
+MultiWorkerMirrored). Per training step, each replica computes its share of
+the loss, averaged over the *global* batch so that summing over replicas
+gives the mean; the optimiser all-reduces the gradients and applies them.
+Several steps run per call (`steps_per_execution`) to keep Python off the hot
+path. Under MultiWorkerMirroredStrategy every function here is a collective:
+it returns only when every worker has run it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from trainer import metrics as metrics_lib
+from trainer.config import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """train_steps(iterator, n, stop_flag) -> stop; evaluate(); barrier()."""
+  train_steps: Callable
+  evaluate: Callable
+  barrier: Callable
+  xla: bool  # whether forward and backward are XLA-compiled
+
+
+def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, num_classes: int,
+                     label_smoothing: float) -> tf.Tensor:
+  """Per-example cross-entropy, with label smoothing if configured."""
+  if label_smoothing:
+    targets = tf.one_hot(labels, num_classes) * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def build(model: keras.Model, optimizer: keras.optimizers.Optimizer,
+          strategy: tf.distribute.Strategy, config: TrainConfig, num_classes: int,
+          train_sums: metrics_lib.Sums, eval_sums: metrics_lib.Sums,
+          eval_data: tf.distribute.DistributedDataset) -> Steps:
+  """Compiles the run's functions over `model`, `optimizer` and `strategy`.
+
+  Args:
+    train_sums, eval_sums: accumulate loss, accuracy (and the confusion
+      matrix) across steps, read by the caller when it logs.
+    eval_data: the distributed eval split; `evaluate` makes one pass over it.
+  """
+  global_batch = config.batch_size
+
+  def forward_backward(images, labels):
+    with tf.GradientTape() as tape:
+      logits = model(images, training=True)
+      per_example = per_example_loss(labels, logits, num_classes, config.label_smoothing)
+      # Mean over the global batch: summing replicas' losses gives the mean.
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+      scaled = optimizer.scale_loss(loss)
+    return logits, per_example, tape.gradient(scaled, model.trainable_variables)
+
+  # XLA compiles forward and backward into fused kernels; the gradient
+  # all-reduce and the optimiser update stay outside, where tf.distribute's
+  # cross-replica machinery runs.
+  xla = config.use_xla(len(tf.config.list_logical_devices("GPU")))
+  if xla:
+    forward_backward = tf.function(forward_backward, jit_compile=True)
+
+  def replica_train_step(images, labels):
+    logits, per_example, grads = forward_backward(images, labels)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    train_sums.update(labels, logits, per_example)
+
+  @tf.function
+  def train_steps(iterator, steps, stop_flag):
+    # First, every worker learns whether any of them got SIGTERM; if one did,
+    # all of them skip the steps and stop at the same global step.
+    flags = strategy.run(lambda: tf.identity(stop_flag))
+    stop = strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)
+    for _ in tf.range(tf.where(stop > 0, 0, steps)):
+      strategy.run(replica_train_step, args=next(iterator))
+    return stop
+
+  def replica_eval_step(images, labels):
+    logits = model(images, training=False)
+    per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    eval_sums.update(labels, logits, per_example)
+
+  @tf.function
+  def evaluate():
+    # Iterating a distributed dataset handles workers whose shards end at
+    # different steps: the short ones feed empty batches.
+    for images, labels in eval_data:
+      strategy.run(replica_eval_step, args=(images, labels))
+
+  @tf.function
+  def barrier():
+    # An all-reduce returns only once every worker has entered it.
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.ones([])), axis=None)
+
+  return Steps(train_steps, evaluate, barrier, xla)
