@@ -175,7 +175,13 @@ def _dead_pid():
 
 def test_a_second_holder_is_refused_with_a_message_naming_the_holder(job_dir):
   with _lock(job_dir, uid="uid-a", name="train-a") as first:
-    assert joblock.read_lock(job_dir)["token"] == first.token
+    record = joblock.read_lock(job_dir)
+    assert record["token"] == first.token
+    assert {k: record[k] for k in ("job_uid", "job_name", "host", "pid", "lease_s")} == {
+        "job_uid": "uid-a", "job_name": "train-a", "host": socket.gethostname(),
+        "pid": os.getpid(), "lease_s": 60.0}
+    assert record["acquired_at"] <= record["refreshed_at"] < record["expires_at"] == (
+        record["refreshed_at"] + 60)
     with pytest.raises(errors.JobDirLocked) as e:
       _lock(job_dir, uid="uid-b", name="train-b").acquire()
   message = str(e.value)
@@ -341,6 +347,23 @@ def test_gcs_answering_503_is_a_transient_error(emulator, bucket, monkeypatch):
     with pytest.raises(errors.TransientError, match=f"gs://{bucket}/runs/job/lock.json") as e:
       _lock(f"gs://{bucket}/runs/job").acquire()
   assert e.value.exit_code == errors.EXIT_TRANSIENT
+
+
+def test_refresh_rides_out_a_gcs_outage_while_the_lease_holds(emulator, bucket, monkeypatch,
+                                                              caplog):
+  monkeypatch.setattr(joblock, "RETRY_DEADLINE_S", 0.5)
+  outage = []
+  with PreconditionProxy(emulator, fail=lambda method, path: 503 if outage else None) as proxy:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    long, short = (_lock(f"gs://{bucket}/{name}", lease_s=s).acquire()
+                   for name, s in (("long", 60.0), ("short", 0.6)))
+    outage.append(True)
+    with caplog.at_level(logging.WARNING, logger="trainer.joblock"):
+      long.refresh()  # 60 s of lease left: worth retrying at the next step
+    assert "will retry" in caplog.text and long.held
+    time.sleep(0.5)
+    with pytest.raises(errors.TransientError):
+      short.refresh()  # 0.1 s of its lease left: the caller must stop
 
 
 def test_gcs_forbidden_is_a_storage_error_naming_the_bucket(emulator, bucket, monkeypatch):

@@ -50,9 +50,10 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from trainer import errors
+from trainer import gcs
 from trainer import storage
 
 log = logging.getLogger(__name__)
@@ -85,23 +86,21 @@ class JobDirLock:
     lease_s: seconds the lock stays ours without a refresh.
     env: environment to read TRAINER_JOB_UID and TRAINER_JOB_NAME from
       (default os.environ).
-    clock: unix seconds; tests may pass a fake.
   """
 
   def __init__(self, job_dir: str, lease_s: float = DEFAULT_LEASE_S,
-               env: Optional[Mapping[str, str]] = None, clock: Callable[[], float] = time.time):
+               env: Optional[Mapping[str, str]] = None):
     env = os.environ if env is None else env
     self.path = storage.join(job_dir, LOCK_NAME)
     self.lease_s = lease_s
     self.job_uid = env.get("TRAINER_JOB_UID", "")
     self.job_name = env.get("TRAINER_JOB_NAME", "")
     self.token = uuid.uuid4().hex
-    self._clock = clock
     self._store = _GcsStore(self.path) if storage.is_gcs(job_dir) else _LocalStore(self.path)
     self._version: Any = None  # GCS generation or local token of our record; None: not held
     self._acquired_at = 0.0
     self._refreshed = 0.0  # time.monotonic() of the last write
-    self._written_at = self._last_write = 0.0  # self._clock() of the last record built, written
+    self._expires_at = self._pending_expiry = 0.0  # unix seconds: our written, next lease end
 
   @property
   def held(self) -> bool:
@@ -115,11 +114,11 @@ class JobDirLock:
       StorageError: the bucket is missing or forbids it, or the path is unwritable.
       TransientError: GCS could not be reached or kept failing.
     """
-    self._acquired_at = self._clock()
+    self._acquired_at = time.time()
     with self._store.atomic():
       for _ in range(5):  # only a holder that keeps changing under us loops
         try:
-          return self._wrote(self._store.create(self._record()))
+          return self._wrote(self._store.write(self._record(), None))
         except _Conflict:
           pass
         current, version = self._store.read()
@@ -131,11 +130,11 @@ class JobDirLock:
         if reason is None:
           raise errors.JobDirLocked(self._locked_message(current))
         try:
-          self._wrote(self._store.replace(self._record(), version))
+          self._wrote(self._store.write(self._record(), version))
         except _Conflict:
           continue
         log.warning("Took over the job-dir lock %s (%s) from %s.", self.path, reason,
-                    _describe(current, self._clock()))
+                    _describe(current, time.time()))
         return self
     raise errors.JobDirLocked(f"the job-dir lock {self.path} kept changing while we tried to "
                               "take it: another training is starting in this --job-dir; use "
@@ -149,20 +148,22 @@ class JobDirLock:
         another training took over, or it was deleted); stop writing.
       TransientError: GCS kept failing and our lease is about to lapse.
     """
+    if not self.held:
+      raise errors.JobDirLocked(f"the job-dir lock {self.path} is not held by this training.")
     try:
       with self._store.atomic():
-        self._wrote(self._store.replace(self._record(), self._version))
+        self._wrote(self._store.write(self._record(), self._version))
     except _Conflict:
       self._version = None
       current, _ = self._store.read()
-      holder = _describe(current, self._clock()) if current else "nobody (it was deleted)"
+      holder = _describe(current, time.time()) if current else "nobody (it was deleted)"
       raise errors.JobDirLocked(
           f"another training took over the job dir: the lock {self.path} is now held by "
           f"{holder}. This training stalled past its {self.lease_s:.0f} s lease and stops "
           "before writing anything more; use a separate --job-dir per training.") from None
     except errors.TransientError as e:
       # A blip must not kill a training while its lease still holds; retry next time.
-      if self._clock() < self._expires_at - self.lease_s / 4:
+      if time.time() < self._expires_at - self.lease_s / 4:
         log.warning("Could not refresh the job-dir lock %s, will retry: %s", self.path, e)
         return
       raise
@@ -198,18 +199,15 @@ class JobDirLock:
   def __exit__(self, *exc) -> None:
     self.release()
 
-  @property
-  def _expires_at(self) -> float:
-    return self._last_write + self.lease_s
-
   def _wrote(self, version) -> "JobDirLock":
     self._version = version
     self._refreshed = time.monotonic()
-    self._last_write = self._written_at
+    self._expires_at = self._pending_expiry
     return self
 
   def _record(self) -> bytes:
-    now = self._written_at = self._clock()
+    now = time.time()
+    self._pending_expiry = now + self.lease_s
     return json.dumps({
         "job_uid": self.job_uid, "job_name": self.job_name, "host": socket.gethostname(),
         "pid": os.getpid(), "token": self.token, "acquired_at": self._acquired_at,
@@ -219,8 +217,8 @@ class JobDirLock:
   def _takeover_reason(self, current: dict) -> Optional[str]:
     """Why `current` may be taken over (rules a-c of the module docstring), or None."""
     expires_at = current.get("expires_at")
-    if isinstance(expires_at, (int, float)) and expires_at < self._clock():
-      return f"its lease expired {self._clock() - expires_at:.0f} s ago"
+    if isinstance(expires_at, (int, float)) and expires_at < time.time():
+      return f"its lease expired {time.time() - expires_at:.0f} s ago"
     if self.job_uid and current.get("job_uid") == self.job_uid:
       return "same Kubernetes Job: we replace its crashed pod"
     if (not self.job_uid and not current.get("job_uid")
@@ -230,7 +228,7 @@ class JobDirLock:
     return None
 
   def _locked_message(self, current: dict) -> str:
-    return (f"the job dir is in use by another training: {_describe(current, self._clock())}. "
+    return (f"the job dir is in use by another training: {_describe(current, time.time())}. "
             "Wait for it to finish; to rerun a Job use `kubectl delete job NAME "
             "--cascade=foreground` so that its old pods are gone first, or use a new "
             f"--job-dir; if you are sure no training uses it, delete {self.path}.")
@@ -270,7 +268,7 @@ def _parse(data: bytes) -> dict:
 
 
 class _LocalStore:
-  """lock.json in a local directory; callers hold `atomic()` around each step."""
+  """lock.json in a local directory; callers hold `atomic()` around each read-check-write."""
 
   def __init__(self, path: str):
     self.path = path
@@ -291,6 +289,7 @@ class _LocalStore:
       os.close(fd)  # releases the flock
 
   def read(self) -> tuple[Optional[dict], Optional[str]]:
+    """The record and its version (its token), or (None, None)."""
     try:
       with open(self.path, "rb") as f:
         record = _parse(f.read())
@@ -298,38 +297,35 @@ class _LocalStore:
       return None, None
     return record, record.get("token")
 
-  def create(self, data: bytes) -> str:
-    tmp = self._write_tmp(data)
-    try:
-      os.link(tmp, self.path)  # fails if the name exists: create-only
-    except FileExistsError:
-      raise _Conflict() from None
-    finally:
-      os.unlink(tmp)
-    return json.loads(data)["token"]
-
-  def replace(self, data: bytes, version: Optional[str]) -> str:
-    if version is None or self.read()[1] != version:
-      raise _Conflict()
-    os.replace(self._write_tmp(data), self.path)
-    return json.loads(data)["token"]
-
-  def delete(self, version: str) -> None:
-    if self.read()[1] != version:
-      raise _Conflict()
-    os.unlink(self.path)
-
-  def _write_tmp(self, data: bytes) -> str:
+  def write(self, data: bytes, expected: Optional[str]) -> str:
+    """Creates the lock (expected None) or replaces version `expected`; returns the new one."""
     tmp = f"{self.path}.tmp-{uuid.uuid4().hex}"
     with open(tmp, "wb") as f:
       f.write(data)
       f.flush()
       os.fsync(f.fileno())  # the record is whole on disk before its name appears
-    return tmp
+    try:
+      if expected is None:
+        os.link(tmp, self.path)  # fails if the name exists: create-only
+      elif self.read()[1] != expected:
+        raise _Conflict()
+      else:
+        os.replace(tmp, self.path)
+    except FileExistsError:
+      raise _Conflict() from None
+    finally:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    return json.loads(data)["token"]
+
+  def delete(self, expected: str) -> None:
+    if self.read()[1] != expected:
+      raise _Conflict()
+    os.unlink(self.path)
 
 
 class _GcsStore:
-  """lock.json on GCS; every change is conditional on a generation."""
+  """lock.json on GCS; every change is conditional on the generation read."""
 
   def __init__(self, path: str):
     self.bucket_name, self.name = storage.split_gcs(path)
@@ -338,50 +334,35 @@ class _GcsStore:
     return contextlib.nullcontext()  # generation preconditions make each request atomic
 
   def read(self) -> tuple[Optional[dict], Optional[int]]:
+    """The record and its version (its generation), or (None, None)."""
     import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
-    from trainer import gcs  # pylint: disable=import-outside-toplevel
-    retry = gcs._retry(RETRY_DEADLINE_S)  # pylint: disable=protected-access
     while True:
       with self._errors("read"):
-        blob = self._bucket().get_blob(self.name, retry=retry, timeout=gcs.REQUEST_TIMEOUT_S)
+        blob = self._bucket().get_blob(self.name, **_request())
         if blob is None:
           return None, None
         generation = blob.generation  # a download may reset it from its response headers
         try:
           # Pinned to the generation read, so the record and its generation belong together.
-          data = blob.download_as_bytes(if_generation_match=generation, retry=retry,
-                                        timeout=gcs.REQUEST_TIMEOUT_S)
+          data = blob.download_as_bytes(if_generation_match=generation, **_request())
         except (api.PreconditionFailed, api.NotFound):
           continue  # replaced or deleted between the two requests: read again
       return _parse(data), generation
 
-  def create(self, data: bytes) -> int:
-    return self._upload(data, 0)
-
-  def replace(self, data: bytes, version: Optional[int]) -> int:
-    if version is None:
-      raise _Conflict()
-    return self._upload(data, version)
-
-  def delete(self, version: int) -> None:
-    from trainer import gcs  # pylint: disable=import-outside-toplevel
-    with self._errors("delete"):
-      self._bucket().blob(self.name).delete(
-          if_generation_match=version, retry=gcs._retry(RETRY_DEADLINE_S),  # pylint: disable=protected-access
-          timeout=gcs.REQUEST_TIMEOUT_S)
-
-  def _upload(self, data: bytes, if_generation_match: int) -> int:
-    from trainer import gcs  # pylint: disable=import-outside-toplevel
+  def write(self, data: bytes, expected: Optional[int]) -> int:
+    """Creates the lock (expected None) or replaces generation `expected`; returns the new one."""
     blob = self._bucket().blob(self.name)
     with self._errors("write"):
+      # ifGenerationMatch=0: create-only.
       blob.upload_from_string(data, content_type="application/json",
-                              if_generation_match=if_generation_match,
-                              retry=gcs._retry(RETRY_DEADLINE_S),  # pylint: disable=protected-access
-                              timeout=gcs.REQUEST_TIMEOUT_S)
+                              if_generation_match=expected or 0, **_request())
     return blob.generation
 
+  def delete(self, expected: int) -> None:
+    with self._errors("delete"):
+      self._bucket().blob(self.name).delete(if_generation_match=expected, **_request())
+
   def _bucket(self):
-    from trainer import gcs  # pylint: disable=import-outside-toplevel
     return gcs.client().bucket(self.bucket_name)
 
   @contextlib.contextmanager
@@ -390,23 +371,27 @@ class _GcsStore:
     import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
     import google.auth.exceptions  # pylint: disable=import-outside-toplevel
     import requests  # pylint: disable=import-outside-toplevel
-    where = f"gs://{self.bucket_name}/{self.name}"
+    where = f"cannot {what} the job-dir lock gs://{self.bucket_name}/{self.name}"
     try:
       yield
     except (api.PreconditionFailed, api.NotFound) as e:
       if isinstance(e, api.PreconditionFailed) or what == "delete":
         raise _Conflict() from e  # a delete's 404: the object is gone, so no longer ours
-      raise errors.StorageError(
-          f"cannot {what} the job-dir lock {where}: bucket gs://{self.bucket_name} does not "
-          "exist: create it or fix --job-dir.") from e
+      raise errors.StorageError(f"{where}: bucket gs://{self.bucket_name} does not exist: "
+                                "create it or fix --job-dir.") from e
     except api.Forbidden as e:
       raise errors.StorageError(
-          f"cannot {what} the job-dir lock {where}: permission denied on bucket "
-          f"gs://{self.bucket_name} (needs storage.objects.create, get and delete, e.g. "
-          "roles/storage.objectUser): grant it to the training's service account.") from e
+          f"{where}: permission denied on bucket gs://{self.bucket_name} (needs "
+          "storage.objects.create, get and delete, e.g. roles/storage.objectUser): grant it "
+          "to the training's service account.") from e
     except (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
             google.auth.exceptions.TransportError, api.RetryError, api.ServerError,
             api.TooManyRequests) as e:
-      raise errors.TransientError(
-          f"cannot {what} the job-dir lock {where}: GCS failed ({type(e).__name__}: "
-          f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no details'}).") from e
+      first_line = (str(e).strip() or "no details").splitlines()[0]
+      raise errors.TransientError(f"{where}: GCS failed ({type(e).__name__}: {first_line}).") from e
+
+
+def _request() -> dict:
+  """Retry (transient errors, for RETRY_DEADLINE_S) and timeout arguments of one GCS call."""
+  return {"retry": gcs._retry(RETRY_DEADLINE_S),  # pylint: disable=protected-access
+          "timeout": gcs.REQUEST_TIMEOUT_S}
