@@ -184,6 +184,7 @@ def test_a_second_holder_is_refused_with_a_message_naming_the_holder(job_dir):
         record["refreshed_at"] + 60)
     with pytest.raises(errors.JobDirLocked) as e:
       _lock(job_dir, uid="uid-b", name="train-b").acquire()
+  assert joblock.read_lock(job_dir) is None  # released on leaving the block
   message = str(e.value)
   assert e.value.exit_code == errors.EXIT_USAGE and "\n" not in message
   for part in ("train-a", "job uid uid-a", f"host {socket.gethostname()}", f"pid {os.getpid()}",
@@ -256,6 +257,17 @@ def test_refresh_after_a_takeover_raises_and_release_leaves_the_new_holders_lock
   assert joblock.read_lock(job_dir)["token"] == new.token
   new.release()
   assert joblock.read_lock(job_dir) is None
+
+
+def test_refresh_after_the_lock_was_deleted_raises(job_dir):
+  lock = _lock(job_dir).acquire()
+  path = storage.join(job_dir, joblock.LOCK_NAME)
+  if storage.is_gcs(path):
+    gcs.client().bucket(storage.split_gcs(path)[0]).blob(storage.split_gcs(path)[1]).delete()
+  else:
+    os.remove(path)
+  with pytest.raises(errors.JobDirLocked, match="was deleted while this training held it"):
+    lock.refresh()
 
 
 def test_release_after_a_takeover_without_refresh_leaves_the_new_holders_lock(job_dir):

@@ -36,9 +36,13 @@ read-check-write runs under an `fcntl.flock` on `JOB_DIR/lock.json.mutex`
 (held for milliseconds, released by the kernel if its process dies) and
 writes with `os.replace`, so readers still see whole records.
 
-`refresh` extends the lease and raises `JobDirLocked` if another training
-took the directory over meanwhile, so the caller stops before writing.
-`release` deletes the lock only if it is still ours, and never raises.
+`refresh` extends the lease and raises `JobDirLocked` if the lock is no
+longer ours (taken over after we stalled past our lease, or deleted), so the
+caller stops before writing; a GCS outage is ridden out while at least a
+quarter of the lease is left. `maybe_refresh` does that only once a quarter
+of the lease has passed, so it can be called at every step. `release`
+deletes the lock only if it is still ours, and never raises. Locally the
+empty `lock.json.mutex` stays in JOB_DIR; it holds no state.
 """
 
 from __future__ import annotations
@@ -118,7 +122,9 @@ class JobDirLock:
     with self._store.atomic():
       for _ in range(5):  # only a holder that keeps changing under us loops
         try:
-          return self._wrote(self._store.write(self._record(), None))
+          self._wrote(self._store.write(self._record(), None))
+          log.info("Holding the job-dir lock %s (lease %.0f s).", self.path, self.lease_s)
+          return self
         except _Conflict:
           pass
         current, version = self._store.read()
@@ -156,11 +162,12 @@ class JobDirLock:
     except _Conflict:
       self._version = None
       current, _ = self._store.read()
-      holder = _describe(current, time.time()) if current else "nobody (it was deleted)"
+      what = (f"another training took over the job dir: the lock {self.path} is now held by "
+              f"{_describe(current, time.time())}" if current else
+              f"the job-dir lock {self.path} was deleted while this training held it")
       raise errors.JobDirLocked(
-          f"another training took over the job dir: the lock {self.path} is now held by "
-          f"{holder}. This training stalled past its {self.lease_s:.0f} s lease and stops "
-          "before writing anything more; use a separate --job-dir per training.") from None
+          f"{what}. This training (its lease: {self.lease_s:.0f} s) stops before writing "
+          "anything more; use a separate --job-dir per training.") from None
     except errors.TransientError as e:
       # A blip must not kill a training while its lease still holds; retry next time.
       if time.time() < self._expires_at - self.lease_s / 4:
