@@ -1,0 +1,404 @@
+"""A lease lock on the job directory, so that two trainings never write one JOB_DIR.
+
+Two trainings can share a JOB_DIR: `kubectl delete job && kubectl apply` lets
+the old pods drain for up to their 120 s grace period while the new ones
+start, or a user applies two manifests. Their chiefs' CheckpointManagers
+would then overwrite each other's checkpoints. So the chief (only the chief:
+other workers write nothing to JOB_DIR) holds `JOB_DIR/lock.json` for the
+whole run. The object is JSON naming its holder: `job_uid`, `job_name`,
+`host`, `pid`, a random `token` (this holder, exactly), `acquired_at`,
+`refreshed_at`, `expires_at` (unix seconds on the holder's clock), `lease_s`.
+
+Creation is create-only. On GCS the upload carries `ifGenerationMatch=0`,
+GCS's precondition that the object does not exist yet
+(https://cloud.google.com/storage/docs/request-preconditions): of concurrent
+creators exactly one succeeds, the others get 412. Locally the record is
+written to a temporary file and `os.link`ed into place, which fails if the
+name exists; a reader therefore sees a whole record or none.
+
+An existing lock may be taken over when:
+
+a. its lease has expired: its holder stopped refreshing (SIGKILL, node lost)
+   for longer than any gap between the refreshes of a live trainer. Clocks
+   of different hosts may disagree by seconds; the lease is minutes.
+b. it holds our non-empty `job_uid` (the Kubernetes Job's uid): we are a
+   replacement pod of the same Job after a crash. k8s/job.yaml's
+   `podReplacementPolicy: Failed` starts it only once the old pod is gone.
+c. neither side has a `job_uid` (laptop runs), it is on our host and its pid
+   is not alive: a rerun after kill -9. Not for pods: a rerun of a Job with
+   the same name gets the same hostnames, and pids live in per-pod
+   namespaces, so a pid there says nothing about another pod.
+
+Every change after creation is conditional on the version read, so of two
+concurrent takers (or a taker and a late refresh) one wins and the other
+learns it lost: GCS with `ifGenerationMatch=<generation read>`; locally the
+read-check-write runs under an `fcntl.flock` on `JOB_DIR/lock.json.mutex`
+(held for milliseconds, released by the kernel if its process dies) and
+writes with `os.replace`, so readers still see whole records.
+
+`refresh` extends the lease and raises `JobDirLocked` if the lock is no
+longer ours (taken over after we stalled past our lease, or deleted), so the
+caller stops before writing; a GCS outage is ridden out while at least a
+quarter of the lease is left. `maybe_refresh` does that only once a quarter
+of the lease has passed, so it can be called at every step. `release`
+deletes the lock only if it is still ours, and never raises. Locally the
+empty `lock.json.mutex` stays in JOB_DIR; it holds no state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any, Mapping, Optional
+
+from trainer import errors
+from trainer import gcs
+from trainer import storage
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "lock.json"
+# 15 minutes: far longer than any gap between refreshes (the trainer refreshes
+# at every logged step and every epoch end, seconds to a few minutes apart),
+# and short enough that a SIGKILLed job's directory frees up soon after.
+DEFAULT_LEASE_S = 15 * 60.0
+# Seconds of retries for transient GCS errors on one lock operation. Acquiring
+# happens at start-up, where an unreachable GCS should fail the pod promptly.
+RETRY_DEADLINE_S = 15.0
+
+
+def read_lock(job_dir: str) -> Optional[dict]:
+  """The lock record in `job_dir` (see the module docstring), or None if it is free."""
+  path = storage.join(job_dir, LOCK_NAME)
+  return (_GcsStore(path) if storage.is_gcs(job_dir) else _LocalStore(path)).read()[0]
+
+
+class _Conflict(Exception):
+  """The lock changed (or appeared) since it was read: a precondition failed."""
+
+
+class JobDirLock:
+  """The chief's lease on JOB_DIR/lock.json; a context manager.
+
+  Args:
+    job_dir: local directory or gs://BUCKET/prefix.
+    lease_s: seconds the lock stays ours without a refresh.
+    env: environment to read TRAINER_JOB_UID and TRAINER_JOB_NAME from
+      (default os.environ).
+  """
+
+  def __init__(self, job_dir: str, lease_s: float = DEFAULT_LEASE_S,
+               env: Optional[Mapping[str, str]] = None):
+    env = os.environ if env is None else env
+    self.path = storage.join(job_dir, LOCK_NAME)
+    self.lease_s = lease_s
+    self.job_uid = env.get("TRAINER_JOB_UID", "")
+    self.job_name = env.get("TRAINER_JOB_NAME", "")
+    self.token = uuid.uuid4().hex
+    self._store = _GcsStore(self.path) if storage.is_gcs(job_dir) else _LocalStore(self.path)
+    self._version: Any = None  # GCS generation or local token of our record; None: not held
+    self._acquired_at = 0.0
+    self._refreshed = 0.0  # time.monotonic() of the last write
+    self._expires_at = self._pending_expiry = 0.0  # unix seconds: our written, next lease end
+
+  @property
+  def held(self) -> bool:
+    return self._version is not None
+
+  def acquire(self) -> "JobDirLock":
+    """Creates the lock, or takes over a stale one (see the module docstring).
+
+    Raises:
+      JobDirLocked: another training holds it; the message names the holder.
+      StorageError: the bucket is missing or forbids it, or the path is unwritable.
+      TransientError: GCS could not be reached or kept failing.
+    """
+    self._acquired_at = time.time()
+    with self._store.atomic():
+      for _ in range(5):  # only a holder that keeps changing under us loops
+        try:
+          self._wrote(self._store.write(self._record(), None))
+          log.info("Holding the job-dir lock %s (lease %.0f s).", self.path, self.lease_s)
+          return self
+        except _Conflict:
+          pass
+        current, version = self._store.read()
+        if current is None:
+          continue  # released between our create and our read
+        if current.get("token") == self.token:
+          return self._wrote(version)  # our create succeeded, then its retry got 412
+        reason = self._takeover_reason(current)
+        if reason is None:
+          raise errors.JobDirLocked(self._locked_message(current))
+        try:
+          self._wrote(self._store.write(self._record(), version))
+        except _Conflict:
+          continue
+        log.warning("Took over the job-dir lock %s (%s) from %s.", self.path, reason,
+                    _describe(current, time.time()))
+        return self
+    raise errors.JobDirLocked(f"the job-dir lock {self.path} kept changing while we tried to "
+                              "take it: another training is starting in this --job-dir; use "
+                              "a new --job-dir or stop the other training.")
+
+  def refresh(self) -> None:
+    """Extends our lease now.
+
+    Raises:
+      JobDirLocked: the lock is no longer ours (we stalled past our lease and
+        another training took over, or it was deleted); stop writing.
+      TransientError: GCS kept failing and our lease is about to lapse.
+    """
+    if not self.held:
+      raise errors.JobDirLocked(f"the job-dir lock {self.path} is not held by this training.")
+    try:
+      with self._store.atomic():
+        self._wrote(self._store.write(self._record(), self._version))
+    except _Conflict:
+      self._version = None
+      current, _ = self._store.read()
+      what = (f"another training took over the job dir: the lock {self.path} is now held by "
+              f"{_describe(current, time.time())}" if current else
+              f"the job-dir lock {self.path} was deleted while this training held it")
+      raise errors.JobDirLocked(
+          f"{what}. This training (its lease: {self.lease_s:.0f} s) stops before writing "
+          "anything more; use a separate --job-dir per training.") from None
+    except errors.TransientError as e:
+      # A blip must not kill a training while its lease still holds; retry next time.
+      if time.time() < self._expires_at - self.lease_s / 4:
+        log.warning("Could not refresh the job-dir lock %s, will retry: %s", self.path, e)
+        return
+      raise
+
+  def maybe_refresh(self) -> bool:
+    """Refreshes if a quarter of the lease has passed since the last write; cheap otherwise.
+
+    Returns:
+      Whether a refresh was attempted.
+    """
+    if time.monotonic() - self._refreshed < self.lease_s / 4:
+      return False
+    self.refresh()
+    return True
+
+  def release(self) -> None:
+    """Deletes the lock if it is still ours. Never raises: it runs in `finally` blocks."""
+    if not self.held:
+      return
+    try:
+      with self._store.atomic():
+        self._store.delete(self._version)
+    except _Conflict:
+      log.warning("Not deleting the job-dir lock %s: another training holds it now.", self.path)
+    except Exception as e:  # pylint: disable=broad-except
+      log.warning("Could not delete the job-dir lock %s (delete it by hand once no training "
+                  "uses the job dir): %s", self.path, e)
+    self._version = None
+
+  def __enter__(self) -> "JobDirLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+  def _wrote(self, version) -> "JobDirLock":
+    self._version = version
+    self._refreshed = time.monotonic()
+    self._expires_at = self._pending_expiry
+    return self
+
+  def _record(self) -> bytes:
+    now = time.time()
+    self._pending_expiry = now + self.lease_s
+    return json.dumps({
+        "job_uid": self.job_uid, "job_name": self.job_name, "host": socket.gethostname(),
+        "pid": os.getpid(), "token": self.token, "acquired_at": self._acquired_at,
+        "refreshed_at": now, "expires_at": now + self.lease_s, "lease_s": self.lease_s,
+    }, indent=2, sort_keys=True).encode() + b"\n"
+
+  def _takeover_reason(self, current: dict) -> Optional[str]:
+    """Why `current` may be taken over (rules a-c of the module docstring), or None."""
+    expires_at = current.get("expires_at")
+    if isinstance(expires_at, (int, float)) and expires_at < time.time():
+      return f"its lease expired {time.time() - expires_at:.0f} s ago"
+    if self.job_uid and current.get("job_uid") == self.job_uid:
+      return "same Kubernetes Job: we replace its crashed pod"
+    if (not self.job_uid and not current.get("job_uid")
+        and current.get("host") == socket.gethostname()
+        and isinstance(current.get("pid"), int) and not _pid_alive(current["pid"])):
+      return "its process is gone from this host"
+    return None
+
+  def _locked_message(self, current: dict) -> str:
+    return (f"the job dir is in use by another training: {_describe(current, time.time())}. "
+            "Wait for it to finish; to rerun a Job use `kubectl delete job NAME "
+            "--cascade=foreground` so that its old pods are gone first, or use a new "
+            f"--job-dir; if you are sure no training uses it, delete {self.path}.")
+
+
+def _describe(record: dict, now: float) -> str:
+  job = record.get("job_name") or "a run outside Kubernetes"
+  if record.get("job_uid"):
+    job += f" (job uid {record['job_uid']})"
+  expires = record.get("expires_at")
+  lease = (f"lease expires in {expires - now:.0f} s" if isinstance(expires, (int, float))
+           else "no readable lease")
+  since = record.get("acquired_at")
+  since = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+           if isinstance(since, (int, float)) else "an unknown time")
+  return (f"{job} on host {record.get('host', '?')} pid {record.get('pid', '?')}, "
+          f"holding it since {since}, {lease}")
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # another user's process
+  return True
+
+
+def _parse(data: bytes) -> dict:
+  # A record we cannot parse was not written by this module; never take it over.
+  try:
+    record = json.loads(data)
+  except ValueError:
+    record = None
+  return record if isinstance(record, dict) else {"host": "(unreadable lock)"}
+
+
+class _LocalStore:
+  """lock.json in a local directory; callers hold `atomic()` around each read-check-write."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  @contextlib.contextmanager
+  def atomic(self):
+    import fcntl  # pylint: disable=import-outside-toplevel
+    try:
+      os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      fd = os.open(self.path + ".mutex", os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as e:
+      raise errors.StorageError(f"--job-dir: cannot create the lock {self.path} "
+                                f"({e.strerror or e}): fix the directory's permissions.") from e
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX)
+      yield
+    finally:
+      os.close(fd)  # releases the flock
+
+  def read(self) -> tuple[Optional[dict], Optional[str]]:
+    """The record and its version (its token), or (None, None)."""
+    try:
+      with open(self.path, "rb") as f:
+        record = _parse(f.read())
+    except FileNotFoundError:
+      return None, None
+    return record, record.get("token")
+
+  def write(self, data: bytes, expected: Optional[str]) -> str:
+    """Creates the lock (expected None) or replaces version `expected`; returns the new one."""
+    tmp = f"{self.path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())  # the record is whole on disk before its name appears
+    try:
+      if expected is None:
+        os.link(tmp, self.path)  # fails if the name exists: create-only
+      elif self.read()[1] != expected:
+        raise _Conflict()
+      else:
+        os.replace(tmp, self.path)
+    except FileExistsError:
+      raise _Conflict() from None
+    finally:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    return json.loads(data)["token"]
+
+  def delete(self, expected: str) -> None:
+    if self.read()[1] != expected:
+      raise _Conflict()
+    os.unlink(self.path)
+
+
+class _GcsStore:
+  """lock.json on GCS; every change is conditional on the generation read."""
+
+  def __init__(self, path: str):
+    self.bucket_name, self.name = storage.split_gcs(path)
+
+  def atomic(self):
+    return contextlib.nullcontext()  # generation preconditions make each request atomic
+
+  def read(self) -> tuple[Optional[dict], Optional[int]]:
+    """The record and its version (its generation), or (None, None)."""
+    import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+    while True:
+      with self._errors("read"):
+        blob = self._bucket().get_blob(self.name, **_request())
+        if blob is None:
+          return None, None
+        generation = blob.generation  # a download may reset it from its response headers
+        try:
+          # Pinned to the generation read, so the record and its generation belong together.
+          data = blob.download_as_bytes(if_generation_match=generation, **_request())
+        except (api.PreconditionFailed, api.NotFound):
+          continue  # replaced or deleted between the two requests: read again
+      return _parse(data), generation
+
+  def write(self, data: bytes, expected: Optional[int]) -> int:
+    """Creates the lock (expected None) or replaces generation `expected`; returns the new one."""
+    blob = self._bucket().blob(self.name)
+    with self._errors("write"):
+      # ifGenerationMatch=0: create-only.
+      blob.upload_from_string(data, content_type="application/json",
+                              if_generation_match=expected or 0, **_request())
+    return blob.generation
+
+  def delete(self, expected: int) -> None:
+    with self._errors("delete"):
+      self._bucket().blob(self.name).delete(if_generation_match=expected, **_request())
+
+  def _bucket(self):
+    return gcs.client().bucket(self.bucket_name)
+
+  @contextlib.contextmanager
+  def _errors(self, what: str):
+    """412 → _Conflict; missing bucket or permission → StorageError; outages → TransientError."""
+    import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+    import google.auth.exceptions  # pylint: disable=import-outside-toplevel
+    import requests  # pylint: disable=import-outside-toplevel
+    where = f"cannot {what} the job-dir lock gs://{self.bucket_name}/{self.name}"
+    try:
+      yield
+    except (api.PreconditionFailed, api.NotFound) as e:
+      if isinstance(e, api.PreconditionFailed) or what == "delete":
+        raise _Conflict() from e  # a delete's 404: the object is gone, so no longer ours
+      raise errors.StorageError(f"{where}: bucket gs://{self.bucket_name} does not exist: "
+                                "create it or fix --job-dir.") from e
+    except api.Forbidden as e:
+      raise errors.StorageError(
+          f"{where}: permission denied on bucket gs://{self.bucket_name} (needs "
+          "storage.objects.create, get and delete, e.g. roles/storage.objectUser): grant it "
+          "to the training's service account.") from e
+    except (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
+            google.auth.exceptions.TransportError, api.RetryError, api.ServerError,
+            api.TooManyRequests) as e:
+      first_line = (str(e).strip() or "no details").splitlines()[0]
+      raise errors.TransientError(f"{where}: GCS failed ({type(e).__name__}: {first_line}).") from e
+
+
+def _request() -> dict:
+  """Retry (transient errors, for RETRY_DEADLINE_S) and timeout arguments of one GCS call."""
+  return {"retry": gcs._retry(RETRY_DEADLINE_S),  # pylint: disable=protected-access
+          "timeout": gcs.REQUEST_TIMEOUT_S}
