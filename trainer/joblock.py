@@ -72,6 +72,32 @@ DEFAULT_LEASE_S = 15 * 60.0
 RETRY_DEADLINE_S = 15.0
 
 
+# Seconds between attempts while waiting for another training's lock.
+WAIT_POLL_S = 5.0
+
+
+def hold(job_dir: str, wait_s: float, lease_s: float = DEFAULT_LEASE_S) -> "JobDirLock":
+  """Acquires the job dir's lock, waiting up to `wait_s` seconds for its holder to let go.
+
+  The wait covers a rerun whose predecessor's pods still drain (up to the
+  pods' grace period), which release the lock as they exit.
+
+  Raises:
+    JobDirLocked: still held by another training after `wait_s`; names the holder.
+  """
+  lock = JobDirLock(job_dir, lease_s)
+  deadline = time.monotonic() + wait_s
+  while True:
+    try:
+      return lock.acquire()
+    except errors.JobDirLocked as e:
+      left = deadline - time.monotonic()
+      if left <= 0:
+        raise errors.JobDirLocked(f"{e} (waited {wait_s:.0f} s, --job-lock-wait-s)") from None
+      log.warning("%s Waiting up to %.0f s more for it.", e, left)
+      time.sleep(min(WAIT_POLL_S, left))
+
+
 def read_lock(job_dir: str) -> Optional[dict]:
   """The lock record in `job_dir` (see the module docstring), or None if it is free."""
   path = storage.join(job_dir, LOCK_NAME)

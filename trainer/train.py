@@ -47,6 +47,7 @@ from trainer import distribution
 from trainer import errors
 from trainer import export as export_lib
 from trainer import jobdir
+from trainer import joblock
 from trainer import metrics as metrics_lib
 from trainer import model as model_lib
 from trainer import preemption
@@ -120,10 +121,17 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
     cluster = distribution.Cluster(1, 0, True, None, f"{cluster.source}; training complete, "
                                    "finishing alone")
     strategy = tf.distribute.get_strategy()
-  strategy = strategy or distribution.create_strategy(cluster, config.collective_timeout_s)
-  distribution.check_batch(strategy, config.batch_size)
-  tf.random.set_seed(config.seed)
-  return _Loop(config, strategy, cluster, source, paths, steps_per_epoch, alone).run()
+  # Only the chief writes to the job dir, so only it holds the lock; it takes
+  # it before the cluster assembles, so a second training fails fast.
+  lock = joblock.hold(paths.job_dir, config.job_lock_wait_s) if cluster.is_chief else None
+  try:
+    strategy = strategy or distribution.create_strategy(cluster, config.collective_timeout_s)
+    distribution.check_batch(strategy, config.batch_size)
+    tf.random.set_seed(config.seed)
+    return _Loop(config, strategy, cluster, source, paths, steps_per_epoch, alone, lock).run()
+  finally:
+    if lock:
+      lock.release()
 
 
 class _Loop:
@@ -131,10 +139,13 @@ class _Loop:
 
   def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy,
                cluster: distribution.Cluster, source: data_lib.Source, paths: jobdir.Paths,
-               steps_per_epoch: int, alone: bool = False):
-    """`alone`: the chief finishing a fully trained multi-worker run by itself (see `run`)."""
+               steps_per_epoch: int, alone: bool = False,
+               lock: Optional[joblock.JobDirLock] = None):
+    """`alone`: the chief finishing a fully trained multi-worker run by itself (see `run`).
+    `lock`: the chief's job-dir lock, refreshed as the run goes on."""
     self.config = config
     self.alone = alone
+    self.lock = lock
     self.strategy = strategy
     self.cluster = cluster
     self.source = source
@@ -327,6 +338,7 @@ class _Loop:
         if global_step % config.log_every_steps == 0 or step == self.steps_per_epoch:
           elapsed = time.time() - interval_start
           self._log_train(epoch, step, interval_images / max(elapsed, 1e-9))
+          self._keep_lock()
           interval_start, interval_images = time.time(), 0
       epoch, step = epoch + 1, 0
       self.epoch.assign(epoch)
@@ -373,7 +385,17 @@ class _Loop:
     return self._samples
 
   def _save(self) -> str:
+    self._keep_lock()
     return self.checkpoints.save(self._global_step(), self.write_dir)
+
+  def _keep_lock(self) -> None:
+    """Extends the chief's job-dir lease (cheap unless a quarter of it has passed).
+
+    Raises JobDirLocked if another training took the job dir over while this
+    one stalled past its lease: better to stop than to overwrite its files.
+    """
+    if self.lock:
+      self.lock.maybe_refresh()
 
   def _records_cluster(self) -> records.Cluster:
     """Who trained, for config.json and metrics.json; a chief finishing alone reports the training's."""
@@ -395,6 +417,7 @@ class _Loop:
         self._records_cluster())
     if not self.cluster.is_chief:
       return metrics
+    self._keep_lock()
     version, paths = export_lib.export(
         self.model, self.info, self.config.model, self._export_bases(),
         run_info={"job_dir": self.paths.job_dir, "global_step": self._global_step(),
