@@ -115,7 +115,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return e.exit_code
-  except (errors.Preempted, errors.PeerLostError) as e:
+  except (errors.Preempted, errors.PeerLostError, errors.TransientError) as e:
     log.error("%s", e)
     return e.exit_code
   except KeyboardInterrupt:
