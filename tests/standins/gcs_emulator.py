@@ -170,7 +170,8 @@ class FaultProxy:
     upstream: the emulator's URL.
     match, nth: shorthand for one rule, Rule("status", match, 403, nth): a 403
       in GCS's JSON error format for the nth matching request (all if None).
-    rules: more `Rule`s; the first that selects a request acts on it.
+    rules: more `Rule`s, tried in order; the first that selects a request
+      acts on it, and later rules neither see nor count that request.
     enforce_preconditions: answer a copy with ifGenerationMatch=0 onto an
       existing object with 412, as GCS does
       (https://cloud.google.com/storage/docs/request-preconditions); the
