@@ -1,11 +1,13 @@
 """Export: round trip through the SavedModel TF Serving would load, and safe publishing."""
 
 import io
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -187,7 +189,7 @@ def test_publish_never_overwrites_a_version(tmp_path):
   assert (base / "1" / "saved_model.pb").read_bytes() == b"old"
 
 
-def test_publish_removes_only_stale_staging_directories(tmp_path):
+def test_sweep_removes_only_stale_staging_directories(tmp_path):
   src = tmp_path / "sm"
   src.mkdir()
   (src / "saved_model.pb").write_bytes(b"pb")
@@ -197,5 +199,58 @@ def test_publish_removes_only_stale_staging_directories(tmp_path):
   busy.mkdir()
   old = os.path.getmtime(stale) - storage.STALE_STAGING_S - 60
   os.utime(stale, (old, old))
+  assert storage.sweep(str(base)) == [str(stale)]
   storage.publish_version(str(src), str(base), 3)
   assert sorted(os.listdir(base)) == [".staging-2-busy", "3"]  # another publisher's copy survives
+
+
+def _leftover(base, name, job_dir, age_s=0.0):
+  """An incomplete version or staging directory: variables and run info, no saved_model.pb."""
+  path = base / name
+  (path / "variables").mkdir(parents=True)
+  (path / "variables" / "variables.index").write_bytes(b"x")
+  (path / "assets.extra").mkdir()
+  (path / "assets.extra" / "trainer_run.json").write_text(json.dumps({"job_dir": job_dir}))
+  if age_s:
+    old = time.time() - age_s
+    for p in [path, *path.rglob("*")]:
+      os.utime(p, (old, old))
+  return path
+
+
+def test_sweep_removes_incomplete_versions_of_this_job_or_stale_ones(tmp_path, caplog):
+  base = tmp_path / "m"
+  (base / "1").mkdir(parents=True)
+  (base / "1" / "saved_model.pb").write_bytes(b"pb")  # complete: never swept
+  _leftover(base, "2", "/jobs/other")  # young, another job's: may be in progress
+  _leftover(base, "3", "/jobs/other", age_s=storage.STALE_STAGING_S + 60)
+  _leftover(base, "4", "/jobs/a")  # this job's earlier attempt, however young
+  _leftover(base, ".staging-5-abcd", "/jobs/a")
+  caplog.set_level("INFO")
+  assert storage.sweep(str(base), job_dir="/jobs/a") == [
+      str(base / ".staging-5-abcd"), str(base / "3"), str(base / "4")]
+  assert sorted(os.listdir(base)) == ["1", "2"]
+  assert f"Sweeping {base / '3'}: stale" in caplog.text
+  assert f"Sweeping {base / '4'}: left by an earlier attempt of this job (/jobs/a)" in caplog.text
+
+
+def test_export_sweeps_its_own_incomplete_version_and_publishes_it_again(tmp_path):
+  model = model_lib.create_model("tutorial", (28, 28, 1), 10)
+  base = tmp_path / "published" / "mnist"
+  _leftover(base, "1", "/jobs/a")
+  run_info = {"job_dir": "/jobs/a", "global_step": 3, "weights_sha256": "abc"}
+  assert export.export(model, MNIST, "tutorial", [str(base)], run_info=run_info)[0] == 1
+  assert os.path.isfile(base / "1" / "saved_model.pb")
+  assert os.listdir(base) == ["1"]
+
+
+def test_an_incomplete_version_is_never_reused_as_this_state(tmp_path):
+  """Its run info matches the state, but without saved_model.pb it proves nothing."""
+  model = model_lib.create_model("tutorial", (28, 28, 1), 10)
+  job, other = tmp_path / "job" / "mnist", tmp_path / "published" / "mnist"
+  run_info = {"job_dir": "/jobs/a", "global_step": 3, "weights_sha256": "abc"}
+  path = _leftover(job, "1", "/jobs/b")  # young and another job's: the sweep keeps it
+  (path / "assets.extra" / "trainer_run.json").write_text(json.dumps({**run_info, "job_dir": "/jobs/b"}))
+  version, _ = export.export(model, MNIST, "tutorial", [str(job), str(other)], run_info=run_info)
+  assert version == 2
+  assert os.listdir(other) == ["2"]

@@ -1,19 +1,25 @@
 """GCS publishing and preflight against a real `gcp-storage-emulator` process.
 
 Everything goes over real sockets on 127.0.0.1 through google-cloud-storage.
-Failures that the emulator cannot produce by itself (a 403, a copy that fails
-halfway) come from `FaultProxy`, a real HTTP proxy in front of the emulator
-that forwards every request and answers chosen ones with an error instead.
+Failures that the emulator cannot produce by itself (a 403 or 503, a lost
+response, a refused connection, a request that hangs until its client is
+killed, GCS's 412 on a create-only copy) come from `FaultProxy`, a real HTTP
+proxy in front of the emulator (tests/standins/gcs_emulator.py).
 """
 
 import base64
 import hashlib
+import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+
+import google_crc32c
 
 import numpy as np
 import pytest
@@ -30,8 +36,12 @@ from trainer import storage
 from trainer import synthetic
 from trainer import train
 from standins.gcs_emulator import FaultProxy
+from standins.gcs_emulator import Rule
+from standins.gcs_emulator import rewrite_to
 
 MNIST = data.DatasetInfo("mnist", (28, 28, 1), tuple(str(i) for i in range(10)), 10, 10)
+# The job whose export the `saved_model` fixture is; its run info names it.
+JOB_A = "/jobs/a"
 
 
 def _objects(bucket_name, prefix=""):
@@ -44,7 +54,7 @@ def saved_model(tmp_path_factory):
   """A real exported SavedModel directory (tutorial CNN, MNIST shape) and its model."""
   model = model_lib.create_model("tutorial", MNIST.image_shape, 10)
   path = str(tmp_path_factory.mktemp("sm") / "saved_model")
-  export.write_saved_model(model, MNIST, path)
+  export.write_saved_model(model, MNIST, path, run_info={"job_dir": JOB_A})
   return path, model
 
 
@@ -54,7 +64,7 @@ def _local_files(root):
 
 def test_publish_copies_every_file_and_saved_model_pb_last(bucket, saved_model, tmp_path):
   src, model = saved_model
-  path = gcs.publish_version(src, f"gs://{bucket}/models/mnist", 1)
+  path = storage.publish_version(src, f"gs://{bucket}/models/mnist", 1)
 
   assert path == f"gs://{bucket}/models/mnist/1"
   objects = _objects(bucket, "models/mnist/")
@@ -87,7 +97,7 @@ def test_publish_never_overwrites_a_version(bucket, saved_model):
   src, _ = saved_model
   gcs.client().bucket(bucket).blob("models/mnist/1/saved_model.pb").upload_from_string(b"old")
   with pytest.raises(FileExistsError, match="version 1 already exists"):
-    gcs.publish_version(src, f"gs://{bucket}/models/mnist", 1)
+    storage.publish_version(src, f"gs://{bucket}/models/mnist", 1)
   objects = _objects(bucket, "models/mnist/")
   assert list(objects) == ["models/mnist/1/saved_model.pb"]
   assert objects["models/mnist/1/saved_model.pb"].download_as_bytes() == b"old"
@@ -104,7 +114,7 @@ def test_failed_upload_leaves_no_version_and_no_staging(emulator, bucket, saved_
   with FaultProxy(emulator) as proxy:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
     with pytest.raises(FileNotFoundError):
-      gcs.publish_version(str(broken), f"gs://{bucket}/models/mnist", 1)
+      storage.publish_version(str(broken), f"gs://{bucket}/models/mnist", 1)
   uploads = [p for m, p in proxy.requests if m == "POST" and "/upload/" in p]
   assert len(uploads) >= 3, proxy.requests  # real objects were staged, then deleted
   assert not any("rewriteTo" in p for _, p in proxy.requests)
@@ -117,9 +127,8 @@ def test_failed_copy_deletes_the_copied_objects(emulator, bucket, saved_model, m
   # The third server-side copy into the version is refused with a 403.
   with FaultProxy(emulator, match=lambda method, path: "/rewriteTo/" in path, nth=3) as proxy:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
-    import google.api_core.exceptions as api
-    with pytest.raises(api.Forbidden):
-      gcs.publish_version(src, f"gs://{bucket}/models/mnist", 1)
+    with pytest.raises(errors.StorageError, match="permission denied"):
+      storage.publish_version(src, f"gs://{bucket}/models/mnist", 1)
   copies = [p for _, p in proxy.requests if "/rewriteTo/" in p]
   assert len(copies) == 3  # two objects had reached models/mnist/1/ before the failure
   deletes = [p for m, p in proxy.requests if m == "DELETE" and "%2F1%2F" in p]
@@ -127,6 +136,177 @@ def test_failed_copy_deletes_the_copied_objects(emulator, bucket, saved_model, m
   monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
   assert _objects(bucket) == {}
   assert storage.list_versions(f"gs://{bucket}/models/mnist") == []
+
+
+def _crc32c(path):
+  return base64.b64encode(google_crc32c.Checksum(open(path, "rb").read()).digest()).decode()
+
+
+def _assert_complete(bucket_name, version_prefix, src):
+  """Every local file is under `version_prefix`/ with the local crc32c, and nothing else is."""
+  objects = _objects(bucket_name, version_prefix + "/")
+  files = _local_files(src)
+  assert sorted(objects) == [f"{version_prefix}/{f}" for f in files]
+  for f in files:
+    assert objects[f"{version_prefix}/{f}"].crc32c == _crc32c(os.path.join(src, f)), f
+
+
+def _requests_to(proxy, method, suffix):
+  return [p for m, p in proxy.requests if m == method and p.split("?")[0].endswith(suffix)]
+
+
+def test_a_lost_copy_response_is_retried_and_the_version_is_complete(emulator, bucket, saved_model,
+                                                                     monkeypatch):
+  """The copies of saved_model.pb and of the variables take effect, but their responses
+  are lost. The client retries each; GCS answers 412 (the object exists), and the
+  publisher recognises its own object by publish id and checksum."""
+  src, _ = saved_model
+  lost = [Rule("lost", rewrite_to("/saved_model.pb"), nth=1),
+          Rule("lost", rewrite_to("/variables.data-00000-of-00001"), nth=1)]
+  with FaultProxy(emulator, rules=lost) as proxy:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    assert storage.publish_version(src, f"gs://{bucket}/models/mnist", 1).endswith("/mnist/1")
+  assert [rule.fired for rule in lost] == [1, 1]
+  pb_copies = [p for m, p in proxy.requests if rewrite_to("/saved_model.pb")(m, p)]
+  assert len(pb_copies) == 2  # the lost one, and the retry GCS refused with 412
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
+  _assert_complete(bucket, "models/mnist/1", src)  # and no staging objects are left
+
+
+def test_a_copy_onto_another_publishers_object_fails_and_leaves_theirs(emulator, bucket,
+                                                                        saved_model, monkeypatch):
+  """Another publisher writes into the same version while our copies are under way: our
+  create-only copy gets 412, theirs stays untouched, and none of ours is left."""
+  src, _ = saved_model
+  theirs = "models/mnist/1/variables/variables.index"
+  hold_first_copy = Rule("hold", lambda method, path: "/rewriteTo/" in path, nth=1)
+  with FaultProxy(emulator, rules=[hold_first_copy]) as proxy:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    failure = []
+
+    def publish():
+      try:
+        storage.publish_version(src, f"gs://{bucket}/models/mnist", 1)
+      except Exception as e:  # pylint: disable=broad-except
+        failure.append(e)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    assert proxy.held.wait(60), proxy.requests  # uploads staged, first copy held
+    blob = gcs.client().bucket(bucket).blob(theirs)  # through the proxy: only copies are held
+    blob.metadata = {"trainer-publish-id": "another-publisher"}
+    blob.upload_from_string(b"their index")
+    proxy.release()
+    publisher.join(60)
+  assert len(failure) == 1 and isinstance(failure[0], FileExistsError), failure
+  message = str(failure[0])
+  assert "version 1" in message and "another publisher" in message and theirs in message
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
+  objects = _objects(bucket)
+  assert list(objects) == [theirs]  # nothing of ours under 1/ or staging
+  assert objects[theirs].download_as_bytes() == b"their index"
+  assert objects[theirs].metadata == {"trainer-publish-id": "another-publisher"}
+
+
+def test_cleanup_deletes_saved_model_pb_first(emulator, bucket, saved_model, monkeypatch):
+  """The pb's copy takes effect but its response is lost, and the retry is refused (403):
+  the version is complete on the server while the publish fails. Cleanup must make it
+  unloadable before deleting the variables it needs."""
+  src, _ = saved_model
+  pb_copy = rewrite_to("/saved_model.pb")
+  # Rules are tried in order; the second sees only the requests the first let pass.
+  rules = [Rule("lost", pb_copy, nth=1), Rule("status", pb_copy, status=403, nth=1)]
+  with FaultProxy(emulator, rules=rules) as proxy:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    with pytest.raises(errors.StorageError, match="permission denied"):
+      storage.publish_version(src, f"gs://{bucket}/models/mnist", 1)
+  deletes = [p.split("?")[0] for m, p in proxy.requests if m == "DELETE"]
+  in_version = [p for p in deletes if "%2F1%2F" in p]
+  assert in_version[0].endswith("%2F1%2Fsaved_model.pb"), deletes
+  assert len(in_version) == len(_local_files(src))
+  staging = [i for i, p in enumerate(deletes) if "%2F.staging-" in p]
+  assert staging and min(staging) > deletes.index(in_version[-1])  # the version before staging
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
+  assert _objects(bucket) == {}
+
+
+def test_a_failed_delete_during_cleanup_raises_naming_what_is_left(emulator, bucket, saved_model,
+                                                                  monkeypatch):
+  src, _ = saved_model
+  stuck = "models/mnist/1/assets.extra/trainer_run.json"
+  rules = [Rule("status", lambda method, path: "/rewriteTo/" in path, status=403, nth=3),
+           Rule("status", lambda method, path: method == "DELETE" and
+                path.split("?")[0].endswith(stuck.replace("/", "%2F")), status=403)]
+  with FaultProxy(emulator, rules=rules) as proxy:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    with pytest.raises(errors.CleanupError) as e:
+      storage.publish_version(src, f"gs://{bucket}/models/mnist", 1)
+  message = str(e.value)
+  assert f"gs://{bucket}/{stuck}" in message and "left 1 object(s) behind" in message
+  assert "Forbidden" in message  # the failure that started the cleanup
+  assert type(e.value.__cause__).__name__ == "Forbidden"
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
+  assert list(_objects(bucket)) == [stuck]  # every other delete was still tried
+
+
+_GCS_PUBLISHER = """
+import sys
+from trainer import storage
+storage.publish_version(sys.argv[1], sys.argv[2], 1)
+"""
+
+
+def test_a_publisher_killed_mid_copy_is_swept_by_the_next_export_of_its_job(
+    emulator, bucket, saved_model, monkeypatch, caplog):
+  """SIGKILL while the copy of saved_model.pb hangs leaves 1/ without its pb and the
+  staging prefix. Another job's sweep leaves them alone (young, not its own); the same
+  job's next export sweeps both and publishes version 1 complete."""
+  src, model = saved_model
+  base = f"gs://{bucket}/models/mnist"
+  with FaultProxy(emulator, rules=[Rule("hold", rewrite_to("/saved_model.pb"))]) as proxy:
+    publisher = subprocess.Popen([sys.executable, "-c", _GCS_PUBLISHER, src, base], cwd=REPO,
+                                 env={**os.environ, "STORAGE_EMULATOR_HOST": proxy.url},
+                                 stderr=subprocess.PIPE, text=True)
+    try:
+      assert proxy.held.wait(120), publisher.stderr.read() if publisher.poll() else "no hold"
+    finally:
+      publisher.send_signal(signal.SIGKILL)
+      publisher.communicate(timeout=30)
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
+  left = _objects(bucket, "models/mnist/")
+  version = sorted(n for n in left if n.startswith("models/mnist/1/"))
+  assert version == sorted(f"models/mnist/1/{f}" for f in _local_files(src)
+                           if f != "saved_model.pb")
+  assert any(n.startswith("models/mnist/.staging-1-") for n in left)
+  assert storage.list_versions(base) == [1]  # its number is taken until swept
+
+  assert storage.sweep(base, job_dir="/jobs/other") == []
+  assert _objects(bucket, "models/mnist/").keys() == left.keys()
+
+  caplog.set_level("INFO")
+  run_info = {"job_dir": JOB_A, "global_step": 7, "weights_sha256": "abc"}
+  version, paths = export.export(model, MNIST, "tutorial", [base], run_info=run_info)
+  assert version == 1 and paths == [f"{base}/1"]
+  assert "left by an earlier attempt of this job (/jobs/a)" in caplog.text
+  assert f"Sweeping {base}/1 " in caplog.text and f"Sweeping {base}/.staging-1-" in caplog.text
+  published = _objects(bucket, "models/mnist/")
+  assert sorted(published) == [f"models/mnist/1/{f}" for f in _local_files(src)]
+
+
+def test_sweep_spares_a_young_leftover_of_another_job_and_removes_a_stale_one(bucket):
+  b = gcs.client().bucket(bucket)
+  b.blob("models/m/2/saved_model.pb").upload_from_string(b"complete")
+  b.blob("models/m/3/variables/variables.index").upload_from_string(b"x")
+  b.blob("models/m/3/assets.extra/trainer_run.json").upload_from_string(
+      json.dumps({"job_dir": "/jobs/other"}))
+  b.blob("models/m/.staging-4-abcd/variables/variables.index").upload_from_string(b"x")
+  base = f"gs://{bucket}/models/m"
+  assert storage.sweep(base, job_dir=JOB_A) == []  # 1 h threshold: both may be in progress
+  time.sleep(1.5)
+  # A threshold of 1 s stands in for an hour: both leftovers are now "stale".
+  assert storage.sweep(base, job_dir=JOB_A, stale_s=1.0) == [f"{base}/.staging-4-abcd",
+                                                             f"{base}/3"]
+  assert list(_objects(bucket)) == ["models/m/2/saved_model.pb"]  # a complete version stays
 
 
 def test_list_versions_reads_integer_directories_only(bucket):
@@ -182,11 +362,93 @@ def test_preflight_names_the_missing_permission(emulator, bucket, monkeypatch):
 def test_preflight_reports_unreachable_gcs(monkeypatch):
   with refusing_socket() as nothing_listens:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{nothing_listens.getsockname()[1]}")
-    monkeypatch.setattr(gcs, "PREFLIGHT_RETRY_DEADLINE_S", 1.0)  # the default is 15 s of retries
     started = time.time()
-    with pytest.raises(errors.StorageError, match="GCS could not be reached"):
-      gcs.preflight("gs://bkt/models", "--job-dir")
+    with pytest.raises(errors.TransientError, match="GCS could not be reached") as e:
+      # 1 s of retries instead of the default 15 s.
+      gcs.preflight("gs://bkt/models", "--job-dir", retry_deadline_s=1.0)
+  assert "\n" not in str(e.value) and "the Job retries" in str(e.value)
   assert time.time() - started < 10
+
+
+def test_preflight_calls_gcs_answering_503_transient(emulator, bucket, monkeypatch):
+  with FaultProxy(emulator, rules=[Rule("status", status=503)]) as proxy:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    with pytest.raises(errors.TransientError) as e:
+      gcs.preflight(f"gs://{bucket}/models", "--publish-dir", retry_deadline_s=1.0)
+  message = str(e.value)
+  assert message.startswith(f"--publish-dir gs://{bucket}/models: GCS could not be reached")
+  assert "503" in message and "the Job retries" in message and "\n" not in message
+  assert e.value.exit_code == errors.EXIT_TRANSIENT == 142
+  assert len(proxy.requests) >= 2  # retried in-process first
+
+
+# GKE's metadata server, when the Kubernetes service account may not impersonate the
+# Google service account (no roles/iam.workloadIdentityUser binding).
+_GKE_DENIAL = (b"Unable to generate access token; IAM returned 403 Forbidden: Permission "
+               b"'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).")
+
+_PREFLIGHT_WITH_METADATA_CREDENTIALS = """
+import sys
+from google.auth import compute_engine
+from google.cloud import storage
+from trainer import errors, gcs
+client = storage.Client(project="p", credentials=compute_engine.Credentials(),
+                        client_options={"api_endpoint": sys.argv[1]})
+try:
+  gcs.preflight(sys.argv[2], "--publish-dir", gcs_client=client)
+except errors.StorageError as e:
+  print(type(e.__cause__).__name__)
+  print(e)
+"""
+
+
+def test_preflight_explains_a_workload_identity_refresh_error(emulator, bucket):
+  """Real google-auth machinery: compute-engine credentials, as on GKE, ask a metadata
+  server (a local HTTP server, via GCE_METADATA_HOST) for a token and get GKE's 403.
+  google-auth turns that into a RefreshError. A subprocess, because google-auth reads
+  GCE_METADATA_HOST when it is imported."""
+
+  class Metadata(http.server.BaseHTTPRequestHandler):
+    """Answers what GKE's metadata server answers a pod whose binding is wrong: the
+    universe and the service account's identity, but a 403 for its token."""
+
+    def do_GET(self):  # noqa: N802
+      if "/universe/universe-domain" in self.path:
+        status, kind, body = 200, "text/plain", b"googleapis.com"
+      elif self.path.split("?")[0].endswith("/service-accounts/default/"):
+        status, kind, body = 200, "application/json", json.dumps(
+            {"email": "trainer@p.iam.gserviceaccount.com", "aliases": ["default"],
+             "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}).encode()
+      else:
+        status, kind, body = 403, "text/plain", _GKE_DENIAL
+      self.send_response(status)
+      self.send_header("Content-Type", kind)
+      self.send_header("Metadata-Flavor", "Google")
+      self.send_header("Content-Length", str(len(body)))
+      self.end_headers()
+      self.wfile.write(body)
+
+    def log_message(self, *args):
+      pass
+
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  try:
+    env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
+    env["GCE_METADATA_HOST"] = f"127.0.0.1:{server.server_address[1]}"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PREFLIGHT_WITH_METADATA_CREDENTIALS, emulator,
+         f"gs://{bucket}/models"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  finally:
+    server.shutdown()
+    server.server_close()
+  assert proc.returncode == 0, proc.stderr
+  cause, message = proc.stdout.strip().split("\n")
+  assert cause == "RefreshError"
+  assert message.startswith(f"--publish-dir gs://{bucket}/models: could not obtain Google Cloud "
+                            "credentials")
+  assert "Workload Identity" in message and "iam.gke.io/gcp-service-account" in message
+  assert "roles/iam.workloadIdentityUser" in message
 
 
 @pytest.fixture(scope="module")
@@ -217,4 +479,21 @@ def test_cli_refuses_a_missing_publish_bucket(emulator, small_tfds, tmp_path):
   assert proc.returncode == 2, proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert "--publish-dir gs://missing-bkt-x2/models: bucket gs://missing-bkt-x2 does not exist" in last
+  assert not os.path.exists(tmp_path / "job" / "checkpoints")  # failed before training
+
+
+def test_cli_exits_142_when_gcs_refuses_connections(small_tfds, tmp_path):
+  """A transient failure (here: nothing listens at STORAGE_EMULATOR_HOST) exits 142, which
+  k8s/job.yaml retries, with one line saying what failed; after ~15 s of retries."""
+  with refusing_socket() as nothing_listens:
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.task", "--data-dir", small_tfds, "--job-dir",
+         str(tmp_path / "job"), "--epochs", "1", "--publish-dir", "gs://b/models"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ,
+             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{nothing_listens.getsockname()[1]}"})
+  assert proc.returncode == errors.EXIT_TRANSIENT == 142, proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "--publish-dir gs://b/models: GCS could not be reached" in last, proc.stderr
+  assert "the Job retries" in last and "Traceback" not in proc.stderr
   assert not os.path.exists(tmp_path / "job" / "checkpoints")  # failed before training

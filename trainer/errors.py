@@ -64,6 +64,16 @@ class TransientError(Exception):
   exit_code = EXIT_TRANSIENT
 
 
+class CleanupError(Exception):
+  """A failed publish could not delete everything it wrote; the message names what is left.
+
+  Raised from the error that made the publish fail. Exits 1 with a traceback:
+  someone has to look, and the objects it names may need deleting by hand.
+  """
+
+  exit_code = EXIT_FAILURE
+
+
 class PeerLostError(Exception):
   """Another worker stopped answering; training must restart from a checkpoint."""
 

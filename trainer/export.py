@@ -43,6 +43,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from trainer import model as model_lib
 from trainer import storage
+from trainer import versions
 from trainer.data import DatasetInfo
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "serving_encoded"
 # Written into the SavedModel's assets.extra/; TF Serving reads only
-# WARMUP_FILE there and ignores this one.
-RUN_INFO_FILE = "trainer_run.json"
+# WARMUP_FILE there and ignores this one. Its `job_dir` lets a publish sweep
+# recognise this job's own leftovers (storage.sweep).
+RUN_INFO_FILE = versions.RUN_INFO_FILE
 
 # TF Serving's warm-up file, in assets.extra/, and its limits, from
 # tensorflow_serving/servables/tensorflow/saved_model_warmup_util.{h,cc}
@@ -213,9 +215,16 @@ def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list
   is reused and published only where it is missing: a rerun never publishes
   the same model twice.
 
+  Before any of that, each base is swept (`storage.sweep`): staging and
+  incomplete version directories of publishers killed mid-copy are deleted
+  when stale, or at once when `run_info["job_dir"]` shows they are this job's.
+
   Returns:
     (version, the version paths, one per base).
   """
+  job_dir = (run_info or {}).get("job_dir")
+  for base in bases:
+    storage.sweep(base, job_dir)
   version = _version_of_this_state(bases[0], run_info)
   if version is None:
     version, targets = storage.next_version(bases), bases
@@ -239,12 +248,18 @@ def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list
 
 
 def _version_of_this_state(base: str, run_info: Optional[dict]) -> Optional[int]:
-  """The latest version under `base` if its run info records the same step and weights."""
+  """The latest version under `base` if it is complete and its run info records the same
+  step and weights."""
   if not run_info:
     return None
-  versions = storage.list_versions(base)
-  if not versions:
+  numbers = storage.list_versions(base)
+  if not numbers:
     return None
-  recorded = storage.read_json(storage.join(base, str(versions[-1]), "assets.extra", RUN_INFO_FILE))
+  latest = storage.join(base, str(numbers[-1]))
+  # Without saved_model.pb the version is incomplete (its publisher died);
+  # the run info alone proves nothing about the rest of its files.
+  if not storage.exists(storage.join(latest, versions.SAVED_MODEL_PB)):
+    return None
+  recorded = storage.read_json(storage.join(latest, "assets.extra", RUN_INFO_FILE))
   same = recorded and all(recorded.get(k) == run_info.get(k) for k in ("global_step", "weights_sha256"))
-  return versions[-1] if same else None
+  return numbers[-1] if same else None

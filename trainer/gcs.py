@@ -1,33 +1,14 @@
-"""Google Cloud Storage: preflight checks and publishing exports for TF Serving.
+"""Google Cloud Storage: the client, preflight checks, listing, and error classification.
 
-TF Serving polls a model's base path (`gs://BUCKET/models/<name>/`) and loads
-every integer-named "directory" it finds there. GCS has no directories and no
-atomic rename, so a version must never become visible half-written:
+Publishing and sweeping live in `trainer.gcs_publish`; callers use both through
+`trainer.storage`. Nothing here imports trainer.storage, and google libraries
+are imported lazily, so `import trainer.storage` stays cheap.
 
-1. Every file of the SavedModel is uploaded under a staging prefix beside the
-   versions, `<base>/.staging-<version>-<random>/`. TF Serving ignores it
-   because its name is not an integer.
-2. The staged objects are then copied server-side into `<base>/<version>/`:
-   every other object first and `saved_model.pb` LAST. A version without its
-   `saved_model.pb` cannot load: an attempt that sees the prefix early fails
-   and TF Serving retries it (--max_num_load_retries), whereas the opposite
-   order lets it load a graph whose variables are not there yet and serve
-   garbage (tensorflow/serving#1086). Once the pb lands, everything else is
-   already in place.
-   Uploading straight into `<version>/` in the same order would also work,
-   but the window in which the version prefix exists without its pb would
-   then last as long as the uploads over the network (minutes for a large
-   model); with server-side copies it shrinks to a few metadata operations.
-3. The staging objects are deleted.
-
-Versions only grow and are never overwritten: `publish_version` refuses a
-version that already has objects, and every copy carries
-`if_generation_match=0`, so GCS itself rejects a copy onto an existing object
-if another publisher races us. If anything fails, every object written under
-`<version>/` and under the staging prefix is deleted before the error is
-re-raised, so a failed publish leaves no version behind. (A process killed
-outright can leave a `.staging-*` prefix; TF Serving ignores it and it can be
-deleted by hand.)
+Failures are classified once (`classified`): a missing bucket, a missing
+permission and credentials that cannot be obtained (a wrong Workload Identity
+binding) are `errors.StorageError` (exit 2); an unreachable GCS, 429 and 5xx
+past the retries, or a metadata server not ready yet are
+`errors.TransientError` (exit 142), which the Job retries.
 
 The client is created lazily. With STORAGE_EMULATOR_HOST set (tests, against
 `gcp-storage-emulator`) it talks to the emulator anonymously; otherwise it uses
@@ -40,15 +21,13 @@ import contextlib
 import logging
 import os
 import uuid
-from typing import Iterator, Optional
+from typing import Iterator
 
 from trainer import errors
-from trainer import storage
+from trainer import versions
 
 log = logging.getLogger(__name__)
 
-# The file TF Serving checks to decide that a version is loadable.
-SAVED_MODEL_PB = "saved_model.pb"
 # Project name sent to the emulator, which ignores it (GCS needs a project only
 # to create or list buckets, which this module never does).
 EMULATOR_PROJECT = "emulator"
@@ -60,6 +39,9 @@ RETRY_DEADLINE_S = 60.0
 # Preflight runs before training starts: an unreachable GCS should fail the
 # job within seconds, not after a minute of retries.
 PREFLIGHT_RETRY_DEADLINE_S = 15.0
+# HTTP statuses worth a retry of the whole Job: request timeout, too many
+# requests, and every 5xx.
+_TRANSIENT_CODES = (408, 429)
 
 _clients: dict = {}
 
@@ -93,85 +75,58 @@ def client():
   return _clients[emulator]
 
 
-def _retry(deadline_s: float = RETRY_DEADLINE_S):
+def retry(deadline_s: float = RETRY_DEADLINE_S):
   from google.cloud.storage.retry import DEFAULT_RETRY  # pylint: disable=import-outside-toplevel
   return DEFAULT_RETRY.with_timeout(deadline_s)
 
 
-def _connection_errors() -> tuple[type[BaseException], ...]:
-  """Exceptions meaning GCS could not be reached or did not answer in time."""
+def is_transient(e: BaseException) -> bool:
+  """Whether `e` means GCS (or the credentials behind it) failed in a way a later try can fix.
+
+  Connection refused or reset, timeouts, 408/429/5xx, retries that ran out
+  (RetryError), and the auth library's TransportError, e.g. GKE's metadata
+  server not answering yet in a pod's first seconds. google-auth's
+  compute-engine credentials wrap that last one in a RefreshError whose text
+  says "metadata server unavailable" (google/auth/compute_engine/_metadata.py).
+  """
   import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
-  import google.auth.exceptions  # pylint: disable=import-outside-toplevel
+  import google.auth.exceptions as auth  # pylint: disable=import-outside-toplevel
   import requests  # pylint: disable=import-outside-toplevel
-  return (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
-          google.auth.exceptions.TransportError, api.RetryError, api.ServiceUnavailable)
+  if isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
+                    auth.TransportError, api.RetryError, api.ServerError)):
+    return True
+  if isinstance(e, api.GoogleAPICallError):
+    return e.code in _TRANSIENT_CODES
+  if isinstance(e, auth.RefreshError):
+    return e.retryable or any(isinstance(c, auth.TransportError) and "unavailable" in str(c)
+                              for c in _causes(e))
+  return False
 
 
-def preflight(uri: str, what: str) -> None:
-  """Proves that `uri`'s bucket exists and that objects can be written under it.
-
-  Writes and deletes a small probe object under the prefix: the only check
-  that covers both storage.objects.create and storage.objects.delete, which
-  publishing needs, without requiring permission to read the bucket's IAM
-  policy.
-
-  Args:
-    uri: gs://BUCKET[/prefix].
-    what: the flag it came from ("--publish-dir"), for the message.
-
-  Raises:
-    StorageError: the bucket does not exist, a permission is missing, or GCS
-      could not be reached. The message names the bucket and the fix.
-  """
-  bucket_name, prefix = storage.split_gcs(uri)
-  probe = _join(prefix, f".write-probe-{uuid.uuid4().hex}")
-  retry = _retry(PREFLIGHT_RETRY_DEADLINE_S)
-  try:
-    with _bucket_errors(f"{what} {uri}", bucket_name,
-                        "storage.objects.create and storage.objects.delete, e.g. "
-                        "roles/storage.objectUser"):
-      blob = client().bucket(bucket_name).blob(probe)
-      # if_generation_match=0: create-only, which also makes the upload safe to retry.
-      blob.upload_from_string(b"ok", if_generation_match=0, retry=retry, timeout=REQUEST_TIMEOUT_S)
-      blob.delete(retry=retry, timeout=REQUEST_TIMEOUT_S)
-  except _connection_errors() as e:
-    raise errors.StorageError(
-        f"{what} {uri}: GCS could not be reached ({type(e).__name__}: "
-        f"{_first_line(e)}): check the network, or STORAGE_EMULATOR_HOST if you use "
-        "an emulator.") from e
-
-
-def list_versions(base: str) -> list[int]:
-  """Version numbers under a model's base path: its integer "directory" names, sorted.
-
-  Lists with a delimiter, so only the names directly under `base` are read,
-  not every object of every version.
-
-  Raises:
-    StorageError: the bucket does not exist or cannot be listed. Connection
-      errors propagate unchanged: they are worth a retry of the job.
-  """
-  bucket_name, prefix = storage.split_gcs(base)
-  prefix = prefix + "/" if prefix else ""
-  with _bucket_errors(f"cannot list {base}", bucket_name, "storage.objects.list"):
-    pages = client().list_blobs(bucket_name, prefix=prefix, delimiter="/", retry=_retry(),
-                                timeout=REQUEST_TIMEOUT_S)
-    for _ in pages:  # prefixes fill in as the pages are read
-      pass
-    names = [p[len(prefix):].rstrip("/") for p in pages.prefixes]
-  return sorted(int(n) for n in names if n.isdigit())
+def _causes(e: BaseException) -> Iterator[BaseException]:
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    yield e
+    e = e.__cause__ or e.__context__
 
 
 @contextlib.contextmanager
-def _bucket_errors(where: str, bucket_name: str, needs: str):
-  """Turns GCS's NotFound and Forbidden into StorageErrors naming the bucket and the fix.
+def classified(where: str, bucket_name: str, needs: str):
+  """Turns GCS and credential failures into errors that name the cause and the fix.
 
   Args:
     where: what was being done, for the message ("--publish-dir gs://b/models").
     bucket_name: the bucket.
     needs: the permissions the operation needs, for the Forbidden message.
+
+  Raises:
+    TransientError: `is_transient`; the Job retries the pod (exit 142).
+    StorageError: a missing bucket or permission, or credentials that cannot
+      be refreshed (exit 2: a retry cannot fix them).
   """
   import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+  import google.auth.exceptions as auth  # pylint: disable=import-outside-toplevel
   try:
     yield
   except api.NotFound as e:
@@ -183,113 +138,82 @@ def _bucket_errors(where: str, bucket_name: str, needs: str):
         f"{where}: permission denied on bucket gs://{bucket_name} (needs {needs}): grant it "
         "to the Google service account that the pod's Kubernetes service account "
         "impersonates through Workload Identity, or to your own account.") from e
+  except Exception as e:  # pylint: disable=broad-except
+    if is_transient(e):
+      raise errors.TransientError(
+          f"{where}: GCS could not be reached or failed temporarily ({type(e).__name__}: "
+          f"{first_line(e)}); exiting with {errors.EXIT_TRANSIENT} so that the Job retries "
+          "(check the network, or STORAGE_EMULATOR_HOST if you use an emulator).") from e
+    if isinstance(e, auth.RefreshError):
+      raise errors.StorageError(
+          f"{where}: could not obtain Google Cloud credentials ({first_line(e)}). On GKE "
+          "this is Workload Identity: check that the pod's Kubernetes service account has "
+          "the annotation iam.gke.io/gcp-service-account naming the Google service account, "
+          "and that this Google service account grants roles/iam.workloadIdentityUser to "
+          "serviceAccount:PROJECT.svc.id.goog[NAMESPACE/KSA].") from e
+    raise
 
 
-def publish_version(src_dir: str, base: str, version: int) -> str:
-  """Publishes a local SavedModel directory as `base/<version>/` (see the module docstring).
+def preflight(uri: str, what: str, retry_deadline_s: float = PREFLIGHT_RETRY_DEADLINE_S,
+              gcs_client=None) -> None:
+  """Proves that `uri`'s bucket exists and that objects can be written under it.
+
+  Writes and deletes a small probe object under the prefix: the only check
+  that covers both storage.objects.create and storage.objects.delete, which
+  publishing needs, without requiring permission to read the bucket's IAM
+  policy.
 
   Args:
-    src_dir: local directory holding saved_model.pb, variables/ and the rest.
-    base: the model's base path, gs://BUCKET/models/<name>.
-    version: the version to create; it must have no objects yet.
-
-  Returns:
-    The version's path, gs://BUCKET/models/<name>/<version>.
+    uri: gs://BUCKET[/prefix].
+    what: the flag it came from ("--publish-dir"), for the message.
+    retry_deadline_s: seconds of in-process retries of transient errors.
+    gcs_client: a google-cloud-storage client to use instead of `client()`
+      (tests: real credentials against a local endpoint).
 
   Raises:
-    FileExistsError: the version already has objects (nothing is overwritten).
-    ValueError: `src_dir` holds no saved_model.pb.
-    Any error of the upload or copy, after everything written was deleted.
+    StorageError: the bucket does not exist, a permission is missing, or the
+      credentials cannot be obtained. The message names the bucket and the fix.
+    TransientError: GCS could not be reached or kept failing temporarily.
   """
-  bucket_name, prefix = storage.split_gcs(base)
-  bucket = client().bucket(bucket_name)
-  final = _join(prefix, str(version))
-  if any(True for _ in client().list_blobs(bucket_name, prefix=final + "/", max_results=1,
-                                           retry=_retry(), timeout=REQUEST_TIMEOUT_S)):
-    raise FileExistsError(
-        f"version {version} already exists at gs://{bucket_name}/{final}/; not overwriting it")
-  files = sorted(_relative_files(src_dir))
-  if SAVED_MODEL_PB not in files:
-    raise ValueError(f"{src_dir} is not a SavedModel directory: it has no {SAVED_MODEL_PB}")
-  # saved_model.pb last: see the module docstring.
-  files.remove(SAVED_MODEL_PB)
-  files.append(SAVED_MODEL_PB)
-
-  staging = _join(prefix, f"{storage.STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
-  written: list = []  # destination blobs a copy request was sent for
-  try:
-    for name in files:
-      blob = bucket.blob(f"{staging}/{name}")
-      blob.upload_from_filename(os.path.join(src_dir, name), if_generation_match=0,
-                                retry=_retry(), timeout=REQUEST_TIMEOUT_S)
-    for name in files:
-      _copy(bucket, f"{staging}/{name}", f"{final}/{name}", written)
-  except BaseException:
-    log.warning("Publishing version %d to %s failed; deleting what was written.", version, base)
-    for blob in written:
-      _delete_quietly(blob)
-    _delete_prefix_quietly(bucket, staging + "/")
-    raise
-  _delete_prefix_quietly(bucket, staging + "/")
-  return f"gs://{bucket_name}/{final}"
+  bucket_name, prefix = versions.split_gcs(uri)
+  probe = join(prefix, f".write-probe-{uuid.uuid4().hex}")
+  probe_retry = retry(retry_deadline_s)
+  with classified(f"{what} {uri}", bucket_name,
+                   "storage.objects.create and storage.objects.delete, e.g. "
+                   "roles/storage.objectUser"):
+    blob = (gcs_client or client()).bucket(bucket_name).blob(probe)
+    # if_generation_match=0: create-only, which also makes the upload safe to retry.
+    blob.upload_from_string(b"ok", if_generation_match=0, retry=probe_retry,
+                            timeout=REQUEST_TIMEOUT_S)
+    blob.delete(retry=probe_retry, timeout=REQUEST_TIMEOUT_S)
 
 
-def _copy(bucket, src_name: str, dst_name: str, written: list) -> None:
-  """Server-side copy of one object; records the destination for cleanup first.
+def list_versions(base: str) -> list[int]:
+  """Version numbers under a model's base path: its integer "directory" names, sorted.
 
-  `rewrite` rather than `copy_blob`: it works for objects of any size and
-  across storage classes, continuing with a token until done.
+  Lists with a delimiter, so only the names directly under `base` are read,
+  not every object of every version. Incomplete versions count too: their
+  number is taken.
+
+  Raises:
+    StorageError: the bucket does not exist or cannot be listed.
+    TransientError: GCS could not be reached.
   """
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
-
-  src, dst = bucket.blob(src_name), bucket.blob(dst_name)
-  written.append(dst)  # a request that fails after the server acted still leaves an object
-  token: Optional[str] = None
-  try:
-    while True:
-      token, _, _ = dst.rewrite(src, token=token, if_generation_match=0, retry=_retry(),
+  bucket_name, prefix = versions.split_gcs(base)
+  prefix = prefix + "/" if prefix else ""
+  with classified(f"cannot list {base}", bucket_name, "storage.objects.list"):
+    pages = client().list_blobs(bucket_name, prefix=prefix, delimiter="/", retry=retry(),
                                 timeout=REQUEST_TIMEOUT_S)
-      if token is None:
-        return
-  except api.PreconditionFailed:
-    written.remove(dst)  # the object is another publisher's: leave it alone
-    raise
+    for _ in pages:  # prefixes fill in as the pages are read
+      pass
+    names = [p[len(prefix):].rstrip("/") for p in pages.prefixes]
+  return sorted(int(n) for n in names if versions.is_version_name(n))
 
 
-def _relative_files(root: str) -> Iterator[str]:
-  """Paths of the files under `root`, relative to it, with '/' separators."""
-  for dirpath, _, filenames in os.walk(root):
-    for filename in filenames:
-      yield os.path.relpath(os.path.join(dirpath, filename), root).replace(os.sep, "/")
-
-
-def _join(prefix: str, name: str) -> str:
+def join(prefix: str, name: str) -> str:
   return f"{prefix}/{name}" if prefix else name
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
   text = str(e).strip()
   return text.splitlines()[0] if text else "no details"
-
-
-def _delete_quietly(blob) -> None:
-  """Deletes one object during cleanup; a missing object is already the goal."""
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
-  try:
-    blob.delete(retry=_retry(), timeout=REQUEST_TIMEOUT_S)
-  except api.NotFound:
-    pass
-  except Exception as e:  # pylint: disable=broad-except
-    # Cleanup must not mask the error that caused it.
-    log.error("Could not delete gs://%s/%s during cleanup: %s", blob.bucket.name, blob.name, e)
-
-
-def _delete_prefix_quietly(bucket, prefix: str) -> None:
-  try:
-    blobs = list(client().list_blobs(bucket.name, prefix=prefix, retry=_retry(),
-                                     timeout=REQUEST_TIMEOUT_S))
-  except Exception as e:  # pylint: disable=broad-except
-    log.error("Could not list gs://%s/%s for cleanup: %s", bucket.name, prefix, e)
-    return
-  for blob in blobs:
-    _delete_quietly(blob)

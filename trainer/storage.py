@@ -7,11 +7,16 @@ and reads on both local paths and gs://. This module adds what it lacks:
   GCS, the bucket and the missing permission);
 * publishing a SavedModel version so that TF Serving, which polls the model's
   base path, never sees a partially written version (`publish_version`);
+* a sweep of dead publishers' leftovers before a version number is chosen
+  (`sweep`);
 * atomic small-file writes (config.json, metrics.json).
 
-GCS work that needs more than gfile (preflight, ordered publishing) goes
-through `google-cloud-storage`, which honours STORAGE_EMULATOR_HOST and so can
-be tested against a real emulator (tests/test_gcs.py).
+This module is the interface callers use. GCS work that needs more than gfile
+(preflight, ordered publishing, sweeping) is implemented below it in
+`trainer.gcs` and `trainer.gcs_publish`, through `google-cloud-storage`, which
+honours STORAGE_EMULATOR_HOST and so can be tested against a real emulator
+(tests/test_gcs.py). Neither imports this module; the conventions all back
+ends share live in `trainer.versions`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
@@ -28,19 +32,17 @@ from typing import Any, Optional
 import tensorflow as tf
 
 from trainer import errors
+from trainer import gcs
+from trainer import gcs_publish
+from trainer import versions
 
 log = logging.getLogger(__name__)
 
-# Prefix of staging directories next to version directories. TF Serving only
-# loads directories whose names are integers, so it never looks at these.
-STAGING_PREFIX = ".staging-"
-_VERSION_RE = re.compile(r"^\d+$")
-# A staging directory this old (seconds) is a crashed publisher's leftover.
-STALE_STAGING_S = 3600
-
-
-def is_gcs(path: str) -> bool:
-  return path.startswith("gs://")
+# Shared conventions, re-exported for callers of this interface.
+STAGING_PREFIX = versions.STAGING_PREFIX
+STALE_STAGING_S = versions.STALE_S
+is_gcs = versions.is_gcs
+split_gcs = versions.split_gcs
 
 
 def join(*parts: str) -> str:
@@ -48,16 +50,6 @@ def join(*parts: str) -> str:
   if is_gcs(parts[0]):
     return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
   return os.path.join(*parts)
-
-
-def split_gcs(uri: str) -> tuple[str, str]:
-  """Splits gs://bucket/some/prefix into ('bucket', 'some/prefix')."""
-  if not is_gcs(uri):
-    raise ValueError(f"not a gs:// URI: {uri}")
-  bucket, _, prefix = uri[len("gs://"):].partition("/")
-  if not bucket:
-    raise errors.StorageError(f"{uri!r} names no bucket: use gs://BUCKET/path.")
-  return bucket, prefix.strip("/")
 
 
 def ensure_writable_dir(path: str, what: str) -> None:
@@ -74,7 +66,6 @@ def ensure_writable_dir(path: str, what: str) -> None:
     StorageError: if the directory cannot be created or written.
   """
   if is_gcs(path):
-    from trainer import gcs  # pylint: disable=import-outside-toplevel
     gcs.preflight(path, what)
     return
   probe = os.path.join(path, f".write-probe-{uuid.uuid4().hex}")
@@ -115,14 +106,16 @@ def read_json(path: str) -> Optional[Any]:
 
 
 def list_versions(base: str) -> list[int]:
-  """Version numbers (integer directory names) under a model's base path."""
+  """Version numbers (integer directory names) under a model's base path.
+
+  Incomplete versions (no saved_model.pb yet) count: their numbers are taken.
+  """
   if is_gcs(base):
-    from trainer import gcs  # pylint: disable=import-outside-toplevel
     return gcs.list_versions(base)
   if not os.path.isdir(base):
     return []
   return sorted(int(n) for n in os.listdir(base)
-                if _VERSION_RE.match(n) and os.path.isdir(os.path.join(base, n)))
+                if versions.is_version_name(n) and os.path.isdir(os.path.join(base, n)))
 
 
 def next_version(bases: list[str]) -> int:
@@ -138,7 +131,11 @@ def publish_version(src_dir: str, base: str, version: int) -> str:
 
   * Local: copy into a hidden staging directory beside it, then rename. A
     rename within one file system is atomic, so a watcher sees all or nothing.
-  * gs://: see `gcs.publish_version` (staging prefix, then saved_model.pb last).
+  * gs://: see `gcs_publish.publish_version` (staging prefix, then
+    saved_model.pb last).
+
+  Leftovers of publishers killed mid-copy are removed by `sweep`, which
+  callers run before choosing `version`.
 
   Args:
     src_dir: local directory holding saved_model.pb and variables/.
@@ -152,10 +149,8 @@ def publish_version(src_dir: str, base: str, version: int) -> str:
     FileExistsError: if the version already exists (nothing is overwritten).
   """
   if is_gcs(base):
-    from trainer import gcs  # pylint: disable=import-outside-toplevel
-    return gcs.publish_version(src_dir, base, version)
+    return gcs_publish.publish_version(src_dir, base, version)
   os.makedirs(base, exist_ok=True)
-  _remove_stale_staging(base)
   final = os.path.join(base, str(version))
   if os.path.exists(final):
     raise FileExistsError(f"version {version} already exists at {final}; not overwriting it")
@@ -170,13 +165,69 @@ def publish_version(src_dir: str, base: str, version: int) -> str:
   return final
 
 
-def _remove_stale_staging(base: str) -> None:
-  """Deletes staging directories left by a process that crashed mid-copy.
+def exists(path: str) -> bool:
+  return tf.io.gfile.exists(path)
 
-  Only old ones: a younger one may belong to another publisher copying right now.
+
+def sweep(base: str, job_dir: Optional[str] = None,
+          stale_s: float = versions.STALE_S) -> list[str]:
+  """Deletes dead publishers' leftovers under a model's base path; logs each.
+
+  Leftovers are staging directories and incomplete versions (integer
+  directories without saved_model.pb). Only stale ones, or this job's own,
+  are deleted: see `versions.sweep_reason`. Run it before choosing a version
+  number, so a number a killed publish held is free again.
+
+  Args:
+    base: the model's base path, local or gs://.
+    job_dir: the current export's job directory, compared with the `job_dir`
+      in each leftover's assets.extra/trainer_run.json.
+    stale_s: seconds after its last write at which any leftover is stale.
+
+  Returns:
+    The paths deleted.
   """
-  for name in os.listdir(base):
+  if is_gcs(base):
+    return gcs_publish.sweep(base, job_dir, stale_s)
+  if not os.path.isdir(base):
+    return []
+  removed = []
+  for name in sorted(os.listdir(base)):
     path = os.path.join(base, name)
-    if name.startswith(STAGING_PREFIX) and time.time() - os.path.getmtime(path) > STALE_STAGING_S:
-      log.info("Removing stale export staging directory %s", path)
-      shutil.rmtree(path, ignore_errors=True)
+    if not os.path.isdir(path) or not (versions.is_staging_name(name) or
+                                       versions.is_version_name(name)):
+      continue
+    if (versions.is_version_name(name) and
+        os.path.exists(os.path.join(path, versions.SAVED_MODEL_PB))):
+      continue  # complete
+    age_s = time.time() - _newest_mtime(path)
+    reason = versions.sweep_reason(age_s, _recorded_job_dir(path), job_dir, stale_s)
+    if reason is None:
+      log.info("Leaving %s alone: written %.0f s ago by another publisher, who may still be "
+               "copying it.", path, age_s)
+      continue
+    log.warning("Sweeping %s: %s.", path, reason)
+    shutil.rmtree(path, onerror=lambda _, p, e: log.error("Could not delete %s: %s", p, e[1]))
+    removed.append(path)
+  return removed
+
+
+def _newest_mtime(root: str) -> float:
+  """The latest modification time (seconds since the epoch) of `root` or anything under it."""
+  newest = os.path.getmtime(root)
+  for dirpath, dirnames, filenames in os.walk(root):
+    for name in dirnames + filenames:
+      try:
+        newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+      except OSError:
+        pass  # deleted meanwhile
+  return newest
+
+
+def _recorded_job_dir(version_dir: str) -> Optional[str]:
+  """The `job_dir` in a local leftover's run info, None if it has none or it is unreadable."""
+  try:
+    with open(os.path.join(version_dir, versions.RUN_INFO_PATH), encoding="utf-8") as f:
+      return json.load(f).get("job_dir")
+  except (OSError, ValueError, AttributeError):
+    return None

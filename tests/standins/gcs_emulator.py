@@ -2,15 +2,18 @@
 
 google-cloud-storage honours STORAGE_EMULATOR_HOST, so the trainer's GCS code
 (trainer/gcs.py) runs unchanged against the emulator over real sockets.
-Failures the emulator cannot produce by itself (a 403, a copy that fails
-halfway) come from `FaultProxy`, a real HTTP proxy that forwards every request
-and answers chosen ones with an error instead.
+Failures the emulator cannot produce by itself (a 403 or 503, a response lost
+after the request took effect, a refused connection, a request that hangs
+until its client is killed, GCS's 412 on a create-only copy) come from
+`FaultProxy`, a real HTTP proxy that forwards requests and applies `Rule`s to
+the ones they select.
 
 conftest.py exposes `emulator` and `bucket` as fixtures.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import http.server
 import importlib.util
@@ -19,8 +22,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
+from typing import Callable, Optional
 
 import pytest
 
@@ -96,27 +101,98 @@ def bucket(emulator, monkeypatch):
   return name
 
 
+# GCS's JSON error bodies (https://cloud.google.com/storage/docs/json_api/v1/status-codes):
+# the reason each status carries, which google-api-core maps to its exception.
+_REASONS = {403: "forbidden", 404: "notFound", 412: "conditionNotMet", 429: "rateLimitExceeded",
+            500: "backendError", 503: "backendError"}
+
+
+def gcs_error_body(status: int, message: str = "injected fault") -> bytes:
+  return json.dumps({"error": {"code": status, "message": f"injected: {message}",
+                               "errors": [{"reason": _REASONS.get(status, "unknown"),
+                                           "message": f"injected: {message}"}]}}).encode()
+
+
+@dataclasses.dataclass
+class Rule:
+  """One fault, and the requests it acts on.
+
+  Attributes:
+    kind: what happens to a selected request:
+      "status": answered with `status` and GCS's JSON error body, not forwarded;
+      "lost": forwarded, so the emulator acts on it, then the connection is
+        closed without a reply: the client retries a request that already
+        took effect;
+      "refuse": the connection is closed without forwarding anything;
+      "hold": blocked until `FaultProxy.release()` (then forwarded) or until
+        the proxy closes (then dropped unforwarded), e.g. to kill the client
+        while its request hangs.
+    match: match(method, path) -> bool; None matches every request.
+    status: the HTTP status for kind "status".
+    nth: act on the nth matching request only (1-based).
+    count: act on the first `count` matching requests. With neither nth nor
+      count, act on every matching request.
+  """
+
+  kind: str
+  match: Optional[Callable[[str, str], bool]] = None
+  status: int = 403
+  nth: Optional[int] = None
+  count: Optional[int] = None
+  matched: int = dataclasses.field(default=0, init=False)
+  fired: int = dataclasses.field(default=0, init=False)
+
+  def __post_init__(self):
+    assert self.kind in ("status", "lost", "refuse", "hold"), self.kind
+
+  def selects(self, method: str, path: str) -> bool:
+    """Counts a request that matches; True if this rule acts on it (call under a lock)."""
+    if self.match is not None and not self.match(method, path):
+      return False
+    self.matched += 1
+    acts = ((self.nth is None or self.matched == self.nth) and
+            (self.count is None or self.matched <= self.count))
+    self.fired += acts
+    return acts
+
+
+def rewrite_to(name_suffix: str) -> Callable[[str, str], bool]:
+  """Matches a server-side copy (objects.rewrite) whose destination ends with `name_suffix`."""
+  quoted = urllib.parse.quote(name_suffix, safe="")
+  return lambda method, path: ("/rewriteTo/" in path and
+                               path.split("/rewriteTo/")[1].split("?")[0].endswith(quoted))
+
 
 class FaultProxy:
-  """An HTTP proxy on 127.0.0.1 that forwards to `upstream` and fails chosen requests.
+  """An HTTP proxy on 127.0.0.1 that forwards to `upstream` and injects chosen faults.
 
   Args:
     upstream: the emulator's URL.
-    match: match(method, path) -> bool picks the requests to fail; None
-      forwards everything.
-    nth: fail only the nth matching request (1-based); None fails them all.
-      A failed request is answered with a 403 in GCS's JSON error format.
+    match, nth: shorthand for one rule, Rule("status", match, 403, nth): a 403
+      in GCS's JSON error format for the nth matching request (all if None).
+    rules: more `Rule`s, tried in order; the first that selects a request
+      acts on it, and later rules neither see nor count that request.
+    enforce_preconditions: answer a copy with ifGenerationMatch=0 onto an
+      existing object with 412, as GCS does
+      (https://cloud.google.com/storage/docs/request-preconditions); the
+      emulator ignores the condition and overwrites. Checked and forwarded
+      under one lock, so it is atomic for requests through this proxy.
+      (Uploads name their object in the body and are not checked.)
 
-  `requests` records (method, path) of every request, in order.
+  `requests` records (method, path) of every request, in order; `held` is set
+  once a "hold" rule holds a request.
   """
 
-  def __init__(self, upstream, match=None, nth=None):
+  def __init__(self, upstream, match=None, nth=None, rules=(), enforce_preconditions=True):
     self.upstream = upstream[len("http://"):]
-    self.match = match
-    self.nth = nth
+    self.rules = ([Rule("status", match, 403, nth)] if match is not None else []) + list(rules)
+    self.enforce_preconditions = enforce_preconditions
     self.requests = []
-    self._matched = 0
+    self.held = threading.Event()
+    self._released = threading.Event()
+    self._closing = False
     self._lock = threading.Lock()
+    self._precondition_lock = threading.Lock()
     proxy = self
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -127,21 +203,21 @@ class FaultProxy:
 
       def _handle(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        proxy.requests.append((self.command, self.path))
-        if proxy._should_fail(self.command, self.path):
-          payload = json.dumps({"error": {"code": 403, "message": "injected: permission denied",
-                                          "errors": [{"reason": "forbidden"}]}}).encode()
-          self._reply(403, {"Content-Type": "application/json"}, payload)
+        rule = proxy._select(self.command, self.path)
+        kind = rule.kind if rule else None
+        if kind == "status":
+          self._reply(rule.status, {"Content-Type": "application/json"},
+                      gcs_error_body(rule.status))
           return
-        conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+        if kind == "refuse" or (kind == "hold" and not proxy._hold()):
+          self.close_connection = True  # closed with no reply at all
+          return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "host")}
-        conn.request(self.command, self.path, body=body, headers=headers)
-        response = conn.getresponse()
-        payload = response.read()
-        keep = {k: v for k, v in response.getheaders()
-                if k.lower() not in ("connection", "transfer-encoding", "content-length")}
-        conn.close()
-        self._reply(response.status, keep, payload)
+        status, reply_headers, payload = proxy._forward(self.command, self.path, body, headers)
+        if kind == "lost":
+          self.close_connection = True  # the upstream acted; its answer is dropped
+          return
+        self._reply(status, reply_headers, payload)
 
       def _reply(self, status, headers, payload):
         self.send_response(status)
@@ -156,17 +232,60 @@ class FaultProxy:
     self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
-  def _should_fail(self, method, path):
-    if self.match is None or not self.match(method, path):
-      return False
+  def _select(self, method, path):
     with self._lock:
-      self._matched += 1
-      return self.nth is None or self._matched == self.nth
+      self.requests.append((method, path))
+      for rule in self.rules:
+        if rule.selects(method, path):
+          return rule
+    return None
+
+  def _hold(self) -> bool:
+    """Blocks a request; True to forward it once released, False if the proxy is closing."""
+    self.held.set()
+    self._released.wait()
+    return not self._closing
+
+  def release(self):
+    """Lets held requests (and later ones a hold rule selects) through."""
+    self._released.set()
+
+  def _upstream(self, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection(self.upstream, timeout=30)
+    try:
+      conn.request(method, path, body=body, headers=headers or {})
+      response = conn.getresponse()
+      payload = response.read()
+      keep = {k: v for k, v in response.getheaders()
+              if k.lower() not in ("connection", "transfer-encoding", "content-length")}
+      return response.status, keep, payload
+    finally:
+      conn.close()
+
+  def _forward(self, method, path, body, headers):
+    destination = self._create_only_destination(method, path)
+    if destination is None:
+      return self._upstream(method, path, body, headers)
+    with self._precondition_lock:
+      if self._upstream("GET", destination)[0] == 200:
+        return 412, {"Content-Type": "application/json"}, gcs_error_body(
+            412, "At least one of the pre-conditions you specified did not hold.")
+      return self._upstream(method, path, body, headers)
+
+  def _create_only_destination(self, method, path):
+    """The object URL a create-only copy writes to, or None for any other request."""
+    url = urllib.parse.urlsplit(path)
+    if (not self.enforce_preconditions or method != "POST" or "/rewriteTo/b/" not in url.path or
+        urllib.parse.parse_qs(url.query).get("ifGenerationMatch") != ["0"]):
+      return None
+    return "/storage/v1/b/" + url.path.split("/rewriteTo/b/", 1)[1]
 
   def __enter__(self):
     threading.Thread(target=self._server.serve_forever, daemon=True).start()
     return self
 
   def __exit__(self, *exc):
+    self._closing = True
+    self._released.set()  # held requests are dropped, not forwarded
     self._server.shutdown()
     self._server.server_close()
