@@ -426,5 +426,5 @@ class _GcsStore:
 
 def _request() -> dict:
   """Retry (transient errors, for RETRY_DEADLINE_S) and timeout arguments of one GCS call."""
-  return {"retry": gcs._retry(RETRY_DEADLINE_S),  # pylint: disable=protected-access
+  return {"retry": gcs.retry(RETRY_DEADLINE_S),
           "timeout": gcs.REQUEST_TIMEOUT_S}
