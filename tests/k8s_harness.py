@@ -33,6 +33,7 @@ from typing import Optional
 import yaml
 
 from conftest import REPO
+from standins import job_controller
 from workers import Worker
 
 
@@ -137,7 +138,7 @@ class IndexedJob:
     self.pod_spec = self.job["spec"]["template"]["spec"]
     (self.container,) = self.pod_spec["containers"]
     self.completions = self.job["spec"]["completions"]
-    self.uid = str(uuid.uuid4())  # the Job object's UID: a new one per `kubectl apply`
+    self.uid = str(uuid.uuid4())  # the Job's metadata.uid: a new one per `kubectl apply`
     for name, values in (settings or {}).items():
       (config_map,) = [c for c in self.config_maps.values() if name in c]
       config_map[name] = values
@@ -146,11 +147,23 @@ class IndexedJob:
     subdomain = self.pod_spec["subdomain"]
     return [f"{self.name}-{index}.{subdomain}", f"{self.name}-{index}"]
 
-  def env(self, index: int) -> dict[str, str]:
+  def env(self, index: int, pod_name: Optional[str] = None, pod_uid: Optional[str] = None,
+          job_uid: Optional[str] = None) -> dict[str, str]:
+    """The container's environment in pod `index` (a fresh pod name and UID by default).
+
+    Args:
+      pod_name: metadata.name, `JOB-INDEX-xxxxx` (the hostname stays JOB-INDEX).
+      pod_uid: metadata.uid.
+      job_uid: the Job's UID, the pod label batch.kubernetes.io/controller-uid
+        (this IndexedJob's own `uid` by default).
+    """
+    job_uid = job_uid or self.uid
     pod_labels = {**self.job["spec"]["template"]["metadata"].get("labels", {}),
+                  "batch.kubernetes.io/controller-uid": job_uid, "controller-uid": job_uid,
                   "batch.kubernetes.io/job-name": self.name, "job-name": self.name,
-                  "batch.kubernetes.io/controller-uid": self.uid, "controller-uid": self.uid,
                   "batch.kubernetes.io/job-completion-index": str(index)}
+    fields = {"metadata.name": pod_name or job_controller.pod_name(self.name, index),
+              "metadata.uid": pod_uid or str(uuid.uuid4())}
     env = {"JOB_COMPLETION_INDEX": str(index), "HOSTNAME": f"{self.name}-{index}"}
     for source in self.container.get("envFrom", []):
       env.update(self.config_maps[source["configMapRef"]["name"]])
@@ -162,33 +175,42 @@ class IndexedJob:
       if "fieldRef" in ref:
         path = ref["fieldRef"]["fieldPath"]
         label = re.fullmatch(r"metadata\.labels\['(.+)'\]", path)
-        env[var["name"]] = pod_labels[label.group(1)] if label else {
-            "metadata.name": f"{self.name}-{index}"}[path]
+        env[var["name"]] = pod_labels[label.group(1)] if label else fields[path]
       elif "configMapKeyRef" in ref:
         env[var["name"]] = self.config_maps[ref["configMapKeyRef"]["name"]][ref["configMapKeyRef"]["key"]]
       else:
         raise NotImplementedError(f"env source {ref} is not simulated")
     return env
 
-  def argv(self, index: int) -> list[str]:
+  def argv(self, index: int, env: Optional[dict[str, str]] = None) -> list[str]:
     command = self.container.get("command") or _entrypoint()
-    env = self.env(index)
+    env = env or self.env(index)
     argv = [expand(a, env) for a in command + self.container.get("args", [])]
     # The image's `python` is the venv's here.
     return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
 
+  def start_pod(self, network: PodNetwork, tmpdir: str, index: int,
+                extra_args: Optional[list[str]] = None, pod_name: Optional[str] = None,
+                pod_uid: Optional[str] = None, job_uid: Optional[str] = None) -> Worker:
+    """Starts pod `index` as a process in its namespace (see `env` for the names)."""
+    tmp = os.path.join(tmpdir, f"pod{index}")
+    os.makedirs(tmp, exist_ok=True)
+    pod_env = self.env(index, pod_name, pod_uid, job_uid)
+    env = {**os.environ, **pod_env, "TMPDIR": tmp, "PYTHONUNBUFFERED": "1"}
+    env.pop("TF_CONFIG", None)
+    return Worker(f"pod {pod_env.get('HOSTNAME')}",
+                  network.prefix(index) + self.argv(index, pod_env) + list(extra_args or []), env)
+
+  def launcher(self, network: PodNetwork, tmpdir: str, extra_args: Optional[list[str]] = None):
+    """`launch` for standins.job_controller.JobController: starts its pods here."""
+    return lambda pod: self.start_pod(network, tmpdir, pod.index, extra_args, pod.name, pod.uid,
+                                      pod.labels["batch.kubernetes.io/controller-uid"])
+
   def start(self, network: PodNetwork, tmpdir: str, extra_args: Optional[list[str]] = None,
             indices: Optional[list[int]] = None) -> list[Worker]:
     """Starts the pods (all indices by default) as processes in their namespaces."""
-    workers = []
-    for i in indices if indices is not None else range(self.completions):
-      tmp = os.path.join(tmpdir, f"pod{i}")
-      os.makedirs(tmp, exist_ok=True)
-      env = {**os.environ, **self.env(i), "TMPDIR": tmp, "PYTHONUNBUFFERED": "1"}
-      env.pop("TF_CONFIG", None)
-      workers.append(Worker(f"pod {self.name}-{i}",
-                            network.prefix(i) + self.argv(i) + list(extra_args or []), env))
-    return workers
+    return [self.start_pod(network, tmpdir, i, extra_args)
+            for i in (indices if indices is not None else range(self.completions))]
 
 
 class ServingDeployment:

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from conftest import ACCURACY_BAR, LARGE_NUM_TRAIN, NUM_TEST, NUM_TRAIN, REPO, latest_checkpoint
 from k8s_harness import IndexedJob, PodNetwork, netns_available
+from standins.job_controller import JobController
 from trainer import config as config_lib
 from trainer import data
 from trainer import errors
@@ -195,6 +196,28 @@ def test_manifest_trains_as_written(manifest, tfds_dir):
   loss, accuracy = _evaluate_alone(settings["JOB_DIR"], tfds_dir)
   assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
   assert metrics["test_loss"] == pytest.approx(loss, rel=1e-4)
+
+
+@needs_netns
+def test_a_drain_is_ignored_and_the_job_completes_under_the_job_controller(manifest, tmp_path):
+  job = manifest.job
+  launch = job.launcher(manifest.network, str(tmp_path), MID_EPOCH_LOGGING)
+  controller = JobController(job.job, launch, time_scale=0.01)  # back-off 10 s -> 0.1 s
+  controller.start()
+  try:
+    controller.wait_for(lambda: controller.pod(1) is not None, 30)
+    controller.pod(1).wait_for("epoch 2/10 step ")
+    controller.drain()  # both pods evicted: DisruptionTarget, SIGTERM, exit 143
+    assert controller.wait(600) == "Complete", controller.describe()
+  finally:
+    controller.stop()
+  for i in range(job.completions):
+    assert [(p.exit_code, p.action) for p in controller.pods(i)] == [(143, "Ignore"), (0, "Succeeded")], \
+        controller.describe()
+    assert "Resuming from checkpoint" in controller.pods(i)[1].process.log
+  assert controller.counted == [0, 0]
+  metrics = json.load(open(os.path.join(manifest.settings["JOB_DIR"], "metrics.json")))
+  assert metrics["global_step"] == 10 * SPE
 
 
 @needs_netns

@@ -60,6 +60,7 @@ class Worker:
     return time.time()
 
   def wait(self, timeout: float = 300) -> int:
+    """The process's return code: -N if signal N killed it (the kubelet reports 128+N)."""
     self.proc.wait(timeout=timeout)
     self._reader.join(timeout=10)
     return self.proc.returncode

@@ -1,0 +1,383 @@
+"""The Job-controller simulator enforces the Indexed Job rules: one test per rule.
+
+Each rule is a function in tests/standins/job_controller.py that names its
+kubernetes/kubernetes source; shared/RULES.md summarises them. Pods here are
+tiny real processes (`python -c ...`) that exit with a code, sleep, trap
+SIGTERM or ignore it, so every test runs in seconds without root. Where a
+test uses k8s/job.yaml's own Job spec, only the grace period may be shortened,
+and the test says so.
+"""
+
+import copy
+import os
+import re
+import signal
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import REPO
+from k8s_harness import IndexedJob
+from standins import job_controller as jc
+from standins.job_controller import InvalidJob
+from standins.job_controller import JobController
+from workers import Worker
+
+SCALE = 0.01  # back-off 10 s -> 0.1 s
+
+# Each script prints "ready" once its signal handling is in place.
+_READY = "import os, signal, sys, time; "
+
+
+def exits(code: int) -> str:
+  return f"import sys; sys.exit({code})"
+
+
+def sleeps() -> str:
+  """Dies of SIGTERM (143), as a process with no handler does."""
+  return _READY + "print('ready', file=sys.stderr, flush=True); time.sleep(60)"
+
+
+def traps(code: int = 143, after: float = 0.0) -> str:
+  """Exits `code` `after` seconds after SIGTERM: a graceful shutdown."""
+  return _READY + (f"signal.signal(signal.SIGTERM, lambda *_: (time.sleep({after}), sys.exit({code}))); "
+                   "print('ready', file=sys.stderr, flush=True); time.sleep(60)")
+
+
+def ignores_sigterm() -> str:
+  return _READY + ("signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                   "print('ready', file=sys.stderr, flush=True); time.sleep(60)")
+
+
+def kills_itself(sig: int) -> str:
+  return f"import os; os.kill(os.getpid(), {int(sig)})"
+
+
+def job_yaml(grace: float = None) -> dict:
+  """k8s/job.yaml's Job, unchanged except (if given) its grace period."""
+  with open(os.path.join(REPO, "k8s", "job.yaml"), encoding="utf-8") as f:
+    (job,) = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "Job"]
+  if grace is not None:
+    job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = grace
+  return job
+
+
+def synthetic(rules=(), completions=2, parallelism=None, per_index=3, max_failed=0, grace=1, **extra):
+  spec = {"completionMode": "Indexed", "completions": completions,
+          "parallelism": parallelism or completions, "backoffLimitPerIndex": per_index,
+          "podReplacementPolicy": "Failed",
+          "template": {"metadata": {"labels": {"app": "t"}},
+                       "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": grace,
+                                "containers": [{"name": "main", "image": "x"}]}}, **extra}
+  if max_failed is not None:
+    spec["maxFailedIndexes"] = max_failed
+  if rules:
+    spec["podFailurePolicy"] = {"rules": list(rules)}
+  return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "job"}, "spec": spec}
+
+
+@pytest.fixture
+def run():
+  """run(job, {index: [script for attempt 0, 1, ...]}) -> a started JobController."""
+  controllers = []
+
+  def start(job, plan, time_scale=SCALE):
+    def launch(pod):
+      scripts = plan[pod.index]
+      script = scripts[min(len(ctrl.pods(pod.index)) - 1, len(scripts) - 1)]
+      return Worker(pod.name, [sys.executable, "-c", script], dict(os.environ))
+    ctrl = JobController(job, launch, time_scale=time_scale)
+    controllers.append(ctrl)
+    ctrl.start()
+    return ctrl
+
+  yield start
+  for ctrl in controllers:
+    ctrl.stop()
+
+
+def actions(ctrl, index):
+  return [p.action for p in ctrl.pods(index)]
+
+
+def conditions(ctrl):
+  return [(c["type"], c["reason"]) for c in ctrl.status["conditions"]]
+
+
+def ready(ctrl, index, attempt=0):
+  """Waits for index's pod `attempt` to be up, with its signal handling in place."""
+  ctrl.wait_for(lambda: len(ctrl.pods(index)) > attempt, 10)
+  ctrl.pods(index)[attempt].process.wait_for("ready", 10)
+
+
+# ------------------------------------------------------------------ indexes
+
+
+def test_indexed_pods_are_named_labelled_and_limited_by_parallelism(run):
+  ctrl = run(synthetic(completions=4, parallelism=2), {i: [_READY + "time.sleep(0.3)"] for i in range(4)})
+  assert ctrl.wait(20) == "Complete"
+  for pod in ctrl.history:
+    assert re.fullmatch(rf"job-{pod.index}-[bcdfghjklmnpqrstvwxz2456789]{{5}}", pod.name)
+    assert pod.labels["batch.kubernetes.io/controller-uid"] == pod.labels["controller-uid"] == ctrl.uid
+    assert pod.labels["batch.kubernetes.io/job-completion-index"] == str(pod.index)
+  assert sorted(p.index for p in ctrl.history) == [0, 1, 2, 3]
+  # Never more than `parallelism` pods alive at once, lowest indexes first.
+  edges = sorted([(p.started_at, 1) for p in ctrl.history] + [(p.finished_at, -1) for p in ctrl.history])
+  alive = [sum(d for _, d in edges[:k + 1]) for k in range(len(edges))]
+  assert max(alive) == 2
+  assert [p.index for p in ctrl.history[:2]] == [0, 1]
+  assert ctrl.status["completedIndexes"] == "0-3"
+
+
+def test_a_succeeded_index_never_runs_again_while_another_is_retried(run):
+  ctrl = run(job_yaml(), {0: [exits(0)], 1: [exits(1), exits(1), exits(0)]})
+  assert ctrl.wait(20) == "Complete"
+  assert actions(ctrl, 0) == ["Succeeded"]
+  assert actions(ctrl, 1) == ["Count", "Count", "Succeeded"]
+  assert ctrl.status["completedIndexes"] == "0,1"
+  assert (ctrl.status["succeeded"], ctrl.status["failed"]) == (2, 2)
+
+
+# ------------------------------------------------------- k8s/job.yaml's policy
+
+
+def test_exit_2_fails_the_job_at_once_and_the_other_pod_is_terminated_gracefully(run):
+  ctrl = run(job_yaml(), {0: [_READY + "time.sleep(0.3); sys.exit(2)"], 1: [traps(143, after=0.5)]})
+  ready(ctrl, 1)
+  ctrl.wait_for(lambda: ctrl.status["conditions"], 10)
+  # FailureTarget first; Failed only once the other pod has terminated (1.31+).
+  assert conditions(ctrl) == [("FailureTarget", "PodFailurePolicy")]
+  assert ctrl.status["terminating"] == 1
+  assert ctrl.wait(10) == "Failed"
+  assert conditions(ctrl) == [("FailureTarget", "PodFailurePolicy"), ("Failed", "PodFailurePolicy")]
+  (first,) = ctrl.pods(0)
+  assert ctrl.status["conditions"][0]["message"] == (
+      f"Container trainer for pod default/{first.name} failed with exit code 2 matching FailJob rule at index 0")
+  assert actions(ctrl, 0) == ["FailJob"] and actions(ctrl, 1) == ["Terminated"]
+  (other,) = ctrl.pods(1)
+  assert other.exit_code == 143 and not other.killed  # SIGTERM, handled within the grace period
+  assert other.finished_at - other.deleted_at >= 0.5
+
+
+def test_exit_143_is_ignored_and_the_index_recreated_without_counting(run):
+  ctrl = run(job_yaml(), {0: [exits(143), exits(0)], 1: [exits(0)]})
+  assert ctrl.wait(20) == "Complete"
+  assert actions(ctrl, 0) == ["Ignore", "Succeeded"]
+  assert (ctrl.counted, ctrl.ignored) == ([0, 0], [1, 0])
+  assert [p.backoff_s for p in ctrl.pods(0)] == [0, 10]
+  assert conditions(ctrl) == [("SuccessCriteriaMet", "CompletionsReached"), ("Complete", "CompletionsReached")]
+  assert ctrl.status | {"conditions": None} == {
+      "active": 0, "terminating": 0, "succeeded": 2, "failed": 1, "completedIndexes": "0,1",
+      "failedIndexes": "", "conditions": None}
+
+
+def test_an_eviction_sets_disruption_target_and_is_ignored_whatever_the_exit_code(run):
+  # Exit 1 would be counted; the DisruptionTarget rule matches first.
+  ctrl = run(job_yaml(), {0: [traps(1), exits(0)], 1: [exits(0)]})
+  ready(ctrl, 0)
+  ctrl.evict(0)
+  assert ctrl.wait(20) == "Complete"
+  evicted = ctrl.pods(0)[0]
+  assert evicted.conditions == [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
+  assert (evicted.exit_code, evicted.action, evicted.counted, evicted.ignored) == (1, "Ignore", 0, 1)
+
+
+def test_a_plain_delete_and_an_oom_kill_set_no_disruption_target_and_are_counted(run):
+  ctrl = run(job_yaml(), {0: [traps(1), sleeps(), exits(0)], 1: [exits(0)]})
+  ready(ctrl, 0)
+  ctrl.delete_pod(0)
+  ready(ctrl, 0, attempt=1)
+  ctrl.kill(0, signal.SIGKILL)  # the OOM killer
+  assert ctrl.wait(20) == "Complete"
+  assert [(p.exit_code, p.conditions, p.action) for p in ctrl.pods(0)] == [
+      (1, [], "Count"), (137, [], "Count"), (0, [], "Succeeded")]
+  assert ctrl.counted == [2, 0] and [p.backoff_s for p in ctrl.pods(0)] == [0, 10, 20]
+
+
+def test_drain_evicts_every_pod_and_both_indexes_resume_uncounted(run):
+  ctrl = run(job_yaml(), {0: [sleeps(), exits(0)], 1: [traps(143), exits(0)]})
+  ready(ctrl, 0)
+  ready(ctrl, 1)
+  ctrl.drain()
+  assert ctrl.wait(20) == "Complete"
+  assert actions(ctrl, 0) == actions(ctrl, 1) == ["Ignore", "Succeeded"]
+  assert ctrl.counted == [0, 0] and ctrl.ignored == [1, 1]
+
+
+def test_the_fourth_counted_failure_of_an_index_fails_the_job(run):
+  # backoffLimitPerIndex 3: the 4th counted failure fails index 0; maxFailedIndexes 0.
+  ctrl = run(job_yaml(), {0: [exits(1), kills_itself(signal.SIGKILL), exits(1), exits(1), exits(0)],
+                          1: [traps(143)]})
+  assert ctrl.wait(20) == "Failed"
+  assert actions(ctrl, 0) == ["Count"] * 4
+  assert [p.exit_code for p in ctrl.pods(0)] == [1, 137, 1, 1]
+  assert [p.counted for p in ctrl.pods(0)] == [1, 2, 3, 4]
+  assert conditions(ctrl) == [("FailureTarget", "MaxFailedIndexesExceeded"), ("Failed", "MaxFailedIndexesExceeded")]
+  assert ctrl.status["failedIndexes"] == "0" and ctrl.status["completedIndexes"] == ""
+  assert actions(ctrl, 1) == ["Terminated"] and ctrl.pods(1)[0].exit_code == 143
+
+
+def test_k8s_job_yaml_ignores_a_lost_peer_and_counts_a_transient_failure(run):
+  ctrl = run(job_yaml(), {0: [exits(129), exits(142), exits(0)], 1: [exits(0)]})
+  assert ctrl.wait(20) == "Complete"
+  assert actions(ctrl, 0) == ["Ignore", "Count", "Succeeded"]
+  assert (ctrl.counted, ctrl.ignored) == ([1, 0], [1, 0])
+
+
+def test_an_ignore_rule_for_an_exit_code_recreates_the_index_uncounted(run):
+  # backoffLimitPerIndex 0: one counted failure would fail the Job.
+  rule = {"action": "Ignore", "onExitCodes": {"containerName": "main", "operator": "In", "values": [129]}}
+  ctrl = run(synthetic([rule], completions=1, per_index=0), {0: [exits(129), exits(129), exits(0)]})
+  assert ctrl.wait(20) == "Complete"
+  assert actions(ctrl, 0) == ["Ignore", "Ignore", "Succeeded"]
+  assert (ctrl.counted, ctrl.ignored) == ([0], [2])
+
+
+# ----------------------------------------------------- replacement, back-off
+
+
+def test_a_replacement_never_overlaps_its_terminating_pod(run):
+  # k8s/job.yaml with a 1 s grace period instead of 120 s.
+  ctrl = run(job_yaml(grace=1), {0: [ignores_sigterm(), exits(0)], 1: [exits(0)]})
+  ready(ctrl, 0)
+  ctrl.evict(0)
+  time.sleep(0.6)
+  assert len(ctrl.pods(0)) == 1 and ctrl.status["terminating"] == 1
+  assert ctrl.wait(20) == "Complete"
+  old, new = ctrl.pods(0)
+  assert old.killed and old.exit_code == 137 and old.action == "Ignore"
+  assert old.finished_at - old.deleted_at >= 1.0  # SIGKILL only after the grace period
+  assert new.started_at >= old.finished_at + 10 * SCALE
+
+
+def test_backoff_doubles_per_index_and_ignored_failures_lengthen_it(run):
+  plan = {0: [exits(143), exits(1), exits(143), exits(1), exits(143), exits(0)], 1: [exits(0)]}
+  ctrl = run(job_yaml(), plan, time_scale=0.005)
+  assert ctrl.wait(20) == "Complete"
+  pods = ctrl.pods(0)
+  assert [p.backoff_s for p in pods] == [0, 10, 20, 40, 80, 160]
+  assert [p.backoff_s for p in ctrl.pods(1)] == [0]
+  for before, after in zip(pods, pods[1:]):
+    assert after.started_at - before.finished_at >= after.backoff_s * 0.005
+  assert (ctrl.counted[0], ctrl.ignored[0]) == (2, 3)
+  assert [jc.backoff_delay(n) for n in range(8)] == [0, 10, 20, 40, 80, 160, 320, 600]
+  assert jc.backoff_delay(30) == 600  # MaxJobPodFailureBackOff
+
+
+# -------------------------------------------------------- podFailurePolicy
+
+
+def test_rules_are_checked_in_order_and_the_first_match_wins():
+  policy = {"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [5]}},
+                      {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "NotIn",
+                                                            "values": [7]}},
+                      {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}
+  disrupted = [{"type": "DisruptionTarget", "status": "True"}]
+  assert jc.match_pod_failure_policy(policy, "main", 5, [])[0] == "Ignore"
+  assert jc.match_pod_failure_policy(policy, "main", 9, disrupted) == (
+      "FailJob", "Container main for pod {pod} failed with exit code 9 matching FailJob rule at index 1")
+  assert jc.match_pod_failure_policy(policy, "main", 7, disrupted)[0] == "Ignore"
+  assert jc.match_pod_failure_policy(policy, "main", 7, [])[0] == "Count"
+  assert jc.match_pod_failure_policy(policy, "other", 9, [])[0] == "Count"  # containerName differs
+  assert jc.match_pod_failure_policy(policy, "main", 0, [])[0] == "Count"  # 0 never matches NotIn
+  assert jc.match_pod_failure_policy(None, "main", 9, disrupted)[0] == "Count"
+
+
+def test_fail_index_fails_its_index_at_once_and_the_job_fails_once_all_finish(run):
+  rule = {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [42]}}
+  ctrl = run(synthetic([rule], completions=3, per_index=5, max_failed=1),
+             {0: [exits(42), exits(0)], 1: [exits(0)], 2: [_READY + "time.sleep(0.5); sys.exit(1)", exits(0)]})
+  ctrl.wait_for(lambda: ctrl.status["failedIndexes"] == "0", 10)
+  assert ctrl.status["conditions"] == []  # 1 failed index does not exceed maxFailedIndexes 1
+  assert ctrl.wait(20) == "Failed"
+  assert actions(ctrl, 0) == ["FailIndex"] and actions(ctrl, 2) == ["Count", "Succeeded"]
+  assert conditions(ctrl) == [("FailureTarget", "FailedIndexes"), ("Failed", "FailedIndexes")]
+  assert (ctrl.status["completedIndexes"], ctrl.status["failedIndexes"]) == ("1,2", "0")
+
+
+def test_indexes_are_written_as_kubernetes_writes_them():
+  assert [jc.format_indexes(s) for s in ([], [0], [0, 1], [1, 3, 4, 5, 7])] == ["", "0", "0,1", "1,3-5,7"]
+
+
+# ------------------------------------------------------------ Job deletion
+
+
+def test_background_delete_returns_at_once_and_pods_run_out_their_grace(run):
+  ctrl = run(synthetic(grace=1), {0: [ignores_sigterm()], 1: [traps(143)]})
+  ready(ctrl, 0)
+  ready(ctrl, 1)
+  began = time.time()
+  ctrl.delete()
+  assert time.time() - began < 0.2 and ctrl.pod(0) is not None  # still in its grace period
+  ctrl.wait_for(lambda: ctrl.pod(0) is None and ctrl.pod(1) is None, 10)
+  assert [(p.exit_code, p.killed, p.action) for p in ctrl.history] == [(137, True, "Terminated"),
+                                                                         (143, False, "Terminated")]
+  assert len(ctrl.history) == 2  # nothing replaced
+
+
+def test_foreground_delete_returns_once_every_pod_is_gone(run):
+  ctrl = run(synthetic(grace=1), {0: [ignores_sigterm()], 1: [exits(0)]})
+  ready(ctrl, 0)
+  began = time.time()
+  ctrl.delete(cascade="foreground", timeout=10)
+  assert time.time() - began >= 1.0 and ctrl.pod(0) is None and ctrl.pods(0)[0].exit_code == 137
+
+
+# -------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("change, error, names", [
+    ({"activeDeadlineSeconds": 60}, NotImplementedError, "activeDeadlineSeconds"),
+    ({"successPolicy": {"rules": []}}, NotImplementedError, "successPolicy"),
+    ({"suspend": True}, NotImplementedError, "suspend"),
+    ({"backoffLimit": 6}, NotImplementedError, "backoffLimit"),
+    ({"ttlSecondsAfterFinished": 0}, NotImplementedError, "ttlSecondsAfterFinished"),
+    ({"podReplacementPolicy": "TerminatingOrFailed"}, InvalidJob, "podReplacementPolicy"),
+])
+def test_unsimulated_or_invalid_specs_are_refused(change, error, names):
+  job = job_yaml()
+  job["spec"].update(change)
+  with pytest.raises(error, match=names):
+    JobController(job, launch=None)
+
+
+def test_pod_failure_policy_requires_restart_policy_never():
+  job = job_yaml()
+  job["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+  with pytest.raises(InvalidJob, match="restartPolicy: Never"):
+    JobController(job, launch=None)
+
+
+def test_terminating_or_failed_without_a_policy_is_not_simulated():
+  job = synthetic(podReplacementPolicy="TerminatingOrFailed")
+  with pytest.raises(NotImplementedError, match="TerminatingOrFailed"):
+    JobController(job, launch=None)
+
+
+def test_backoff_limit_defaults_to_unlimited_with_a_per_index_limit():
+  job = job_yaml()
+  job["spec"]["backoffLimit"] = jc.UNLIMITED
+  JobController(copy.deepcopy(job), launch=None)  # accepted: the default, stated
+
+
+# ----------------------------------------------------- the harness as launch
+
+
+def test_indexed_job_pods_see_their_name_uid_and_job_uid(tmp_path):
+  with open(os.path.join(REPO, "k8s", "job.yaml"), encoding="utf-8") as f:
+    docs = [d for d in yaml.safe_load_all(f) if d]
+  (job,) = [d for d in docs if d["kind"] == "Job"]
+  job["spec"]["template"]["spec"]["containers"][0]["env"] += [
+      {"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}} for n, p in [
+          ("POD_NAME", "metadata.name"), ("POD_UID", "metadata.uid"),
+          ("JOB_UID", "metadata.labels['batch.kubernetes.io/controller-uid']")]]
+  path = tmp_path / "job.yaml"
+  path.write_text(yaml.safe_dump_all(docs))
+  indexed = IndexedJob(str(path))
+  env = indexed.env(1, pod_name="cnn-trainer-1-abcde", pod_uid="p-uid", job_uid="j-uid")
+  assert (env["POD_NAME"], env["POD_UID"], env["JOB_UID"], env["HOSTNAME"]) == (
+      "cnn-trainer-1-abcde", "p-uid", "j-uid", "cnn-trainer-1")
+  env = indexed.env(0)
+  assert re.fullmatch(r"cnn-trainer-0-\w{5}", env["POD_NAME"]) and env["JOB_UID"] == indexed.uid
