@@ -68,6 +68,10 @@ class PodNetwork:
       self._cmd("ip", "link", "add", self.bridge, "type", "bridge")
       self._made.append(("ip", "link", "del", self.bridge))
       self._cmd("ip", "link", "set", self.bridge, "up")
+      # The host's own address on the bridge: services a test runs outside
+      # the pods (a GCS emulator) listen here, as off-cluster services would.
+      self.host_address = f"10.250.{subnet}.254"
+      self._cmd("ip", "addr", "add", f"{self.host_address}/24", "dev", self.bridge)
       for i in range(len(hostnames)):
         ns, host_end, pod_end = f"ckn{self.tag}-{i}", f"ckh{self.tag}{i}", f"ckp{self.tag}{i}"
         address = f"10.250.{subnet}.{i + 1}"

@@ -8,7 +8,8 @@ Two kinds of cluster:
   pod a process in its own network namespace, addressed by the headless
   Service's DNS names, started with the manifest's own command line. These
   need root and iproute2; under CI=true a skip fails the run
-  (tests/no_skips_in_ci.py).
+  (tests/no_skips_in_ci.py). What the Job controller then does with each
+  pod's exit is tests/test_job_scenarios.py's.
 """
 
 import json
@@ -24,7 +25,6 @@ import tensorflow as tf
 
 from conftest import ACCURACY_BAR, LARGE_NUM_TRAIN, NUM_TEST, NUM_TRAIN, REPO, latest_checkpoint
 from k8s_harness import IndexedJob, PodNetwork, netns_available
-from standins.job_controller import JobController
 from trainer import config as config_lib
 from trainer import data
 from trainer import errors
@@ -196,51 +196,6 @@ def test_manifest_trains_as_written(manifest, tfds_dir):
   loss, accuracy = _evaluate_alone(settings["JOB_DIR"], tfds_dir)
   assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
   assert metrics["test_loss"] == pytest.approx(loss, rel=1e-4)
-
-
-@needs_netns
-def test_a_drain_is_ignored_and_the_job_completes_under_the_job_controller(manifest, tmp_path):
-  job = manifest.job
-  launch = job.launcher(manifest.network, str(tmp_path), MID_EPOCH_LOGGING)
-  controller = JobController(job.job, launch, time_scale=0.01)  # back-off 10 s -> 0.1 s
-  controller.start()
-  try:
-    controller.wait_for(lambda: controller.pod(1) is not None, 30)
-    controller.pod(1).wait_for("epoch 2/10 step ")
-    controller.drain()  # both pods evicted: DisruptionTarget, SIGTERM, exit 143
-    assert controller.wait(600) == "Complete", controller.describe()
-  finally:
-    controller.stop()
-  for i in range(job.completions):
-    assert [(p.exit_code, p.action) for p in controller.pods(i)] == [(143, "Ignore"), (0, "Succeeded")], \
-        controller.describe()
-    assert "Resuming from checkpoint" in controller.pods(i)[1].process.log
-  assert controller.counted == [0, 0]
-  metrics = json.load(open(os.path.join(manifest.settings["JOB_DIR"], "metrics.json")))
-  assert metrics["global_step"] == 10 * SPE
-
-
-@needs_netns
-def test_killed_worker_fails_its_peer_fast_and_a_restart_resumes(manifest):
-  start, settings = manifest.start, manifest.settings
-  pods = start(MID_EPOCH_LOGGING)
-  pods[1].wait_for("epoch 3/10 step ")  # the first log line inside epoch 3
-  killed_at = pods[1].signal(signal.SIGKILL)
-  assert pods[0].wait(PEER_KILLED_BOUND_S + 30) == errors.EXIT_PEER_LOST, pods[0].log[-3000:]
-  assert pods[0].exited_at - killed_at < PEER_KILLED_BOUND_S
-  assert "lost contact with worker 1" in pods[0].log
-
-  # The Job recreates the pods: the same command on every index.
-  pods = start(MID_EPOCH_LOGGING)
-  codes = [p.wait(600) for p in pods]
-  assert codes == [0, 0], "\n".join(p.log[-3000:] for p in pods)
-  for p in pods:
-    assert re.search(rf"Resuming from checkpoint \S+ckpt-{2 * SPE} at epoch 3/10, step 0/{SPE}", p.log), \
-        p.log[-3000:]
-    assert "epoch 2/10 step" not in p.log  # nothing before the checkpoint was trained again
-  metrics = json.load(open(os.path.join(settings["JOB_DIR"], "metrics.json")))
-  assert metrics["global_step"] == 10 * SPE
-  assert metrics["test_accuracy"] >= ACCURACY_BAR
 
 
 @needs_netns

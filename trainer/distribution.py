@@ -24,7 +24,9 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from typing import Mapping, Optional
 
 import tensorflow as tf
@@ -164,6 +166,44 @@ def _parse_tf_config(raw: str, source: str) -> Cluster:
       is_chief=worker_index == 0,
       tf_config={"cluster": cluster, "task": {"type": kind, "index": index}},
       source=source)
+
+
+def chief_address(cluster: Cluster) -> Optional[str]:
+  """host:port of the chief (the `chief` task, else worker 0); None on one machine."""
+  if not cluster.is_multi_worker:
+    return None
+  spec = cluster.tf_config["cluster"]
+  return (spec.get("chief") or spec["worker"])[0]
+
+
+def wait_for_chief(cluster: Cluster, poll_s: float = 1.0, log_every_s: float = 30.0) -> None:
+  """On a non-chief worker, returns once the chief accepts connections on its port.
+
+  Creating MultiWorkerMirroredStrategy blocks in C++ until every worker has
+  joined, and meanwhile TensorFlow's own SIGTERM handler (tsl
+  preemption_notifier.cc, which logs "SIGTERM caught") swallows the signal:
+  a worker deleted then would hang until the grace period's SIGKILL. The
+  chief opens its port as soon as it starts its own strategy, so waiting for
+  it here, in Python where SIGTERM is handled (exit 143), leaves only a short
+  blocking join. If the chief fails before that (bad input: exit 2), a
+  Job's FailJob deletes this worker at once, not 120 s later.
+  """
+  address = chief_address(cluster)
+  if address is None or cluster.is_chief:
+    return
+  host, _, port = address.rpartition(":")
+  host = host.strip("[]")
+  started = last_log = time.monotonic()
+  while True:
+    try:
+      socket.create_connection((host, int(port)), timeout=poll_s).close()
+      return
+    except OSError as e:  # not resolvable yet, refused, or timed out
+      if time.monotonic() - last_log >= log_every_s:
+        log.info("Waiting for the chief at %s to start (%.0f s so far: %s).", address,
+                 time.monotonic() - started, e)
+        last_log = time.monotonic()
+      time.sleep(poll_s)
 
 
 def create_strategy(cluster: Cluster, collective_timeout_s: float) -> tf.distribute.Strategy:

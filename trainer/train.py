@@ -125,7 +125,9 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
   # it before the cluster assembles, so a second training fails fast.
   lock = joblock.hold(paths.job_dir, config.job_lock_wait_s) if cluster.is_chief else None
   try:
-    strategy = strategy or distribution.create_strategy(cluster, config.collective_timeout_s)
+    if not strategy:
+      distribution.wait_for_chief(cluster)
+      strategy = distribution.create_strategy(cluster, config.collective_timeout_s)
     distribution.check_batch(strategy, config.batch_size)
     tf.random.set_seed(config.seed)
     return _Loop(config, strategy, cluster, source, paths, steps_per_epoch, alone, lock).run()

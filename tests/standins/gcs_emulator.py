@@ -164,10 +164,12 @@ def rewrite_to(name_suffix: str) -> Callable[[str, str], bool]:
 
 
 class FaultProxy:
-  """An HTTP proxy on 127.0.0.1 that forwards to `upstream` and injects chosen faults.
+  """An HTTP proxy that forwards to `upstream` and injects chosen faults.
 
   Args:
     upstream: the emulator's URL.
+    host: the address to listen on: 127.0.0.1, or the host's address on a
+      tests/k8s_harness.PodNetwork bridge so that pods can reach it.
     match, nth: shorthand for one rule, Rule("status", match, 403, nth): a 403
       in GCS's JSON error format for the nth matching request (all if None).
     rules: more `Rule`s, tried in order; the first that selects a request
@@ -183,7 +185,8 @@ class FaultProxy:
   once a "hold" rule holds a request.
   """
 
-  def __init__(self, upstream, match=None, nth=None, rules=(), enforce_preconditions=True):
+  def __init__(self, upstream, match=None, nth=None, rules=(), enforce_preconditions=True,
+               host="127.0.0.1"):
     self.upstream = upstream[len("http://"):]
     self.rules = ([Rule("status", match, 403, nth)] if match is not None else []) + list(rules)
     self.enforce_preconditions = enforce_preconditions
@@ -229,8 +232,8 @@ class FaultProxy:
 
       do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
-    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+    self._server = http.server.ThreadingHTTPServer((host, 0), Handler)
+    self.url = f"http://{host}:{self._server.server_address[1]}"
 
   def _select(self, method, path):
     with self._lock:

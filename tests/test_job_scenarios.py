@@ -1,0 +1,272 @@
+"""k8s/job.yaml under the Job controller's rules: every fault ends Complete with one export, or Failed.
+
+Each scenario submits the manifest to `standins.job_controller.JobController`,
+which creates, deletes and replaces pods as the batch/v1 Job controller
+does, from the manifest's own podFailurePolicy, backoffLimitPerIndex,
+maxFailedIndexes, podReplacementPolicy and grace period. The pods are the
+real trainer (tests/k8s_harness.py: the manifest's command, environment and
+DNS names, each pod in its own network namespace). Only the back-off delays
+are scaled (10 s -> 0.1 s). The outcome each scenario asserts is what README's
+"Fault tolerance: what is promised" states.
+
+These need root and iproute2 (network namespaces); under CI=true a skip
+fails the run (tests/no_skips_in_ci.py).
+"""
+
+import json
+import os
+import shutil
+import types
+
+import pytest
+
+from conftest import ACCURACY_BAR, NUM_TRAIN, REPO
+from k8s_harness import IndexedJob, PodNetwork, netns_available
+from standins.gcs_emulator import FaultProxy, Rule
+from standins.job_controller import JobController
+from trainer import config as config_lib
+from trainer import errors
+from trainer import gcs
+
+pytestmark = pytest.mark.skipif(
+    not netns_available(), reason="needs root and iproute2 to create network namespaces")
+
+SPE = NUM_TRAIN // config_lib.preset("cifar10").batch_size  # steps per epoch
+EPOCHS = config_lib.preset("cifar10").epochs  # the manifest trains the preset's 10
+# Log every 5 steps, so that a scenario can act mid-epoch.
+MID_EPOCH_LOGGING = ["--log-every-steps", "5", "--steps-per-execution", "5"]
+TIME_SCALE = 0.01  # back-off 10 s -> 0.1 s; nothing else is scaled
+JOB_TIMEOUT_S = 600
+
+
+@pytest.fixture
+def cluster(tfds_dir, tmp_path):
+  """Submits k8s/job.yaml (with local bucket paths) to a simulated Job controller."""
+  settings = {"JOB_DIR": str(tmp_path / "job"), "DATA_DIR": tfds_dir,
+              "PUBLISH_DIR": str(tmp_path / "models")}
+  manifest = os.path.join(REPO, "k8s", "job.yaml")
+  names = IndexedJob(manifest)
+  network = PodNetwork([names.hostnames(i) for i in range(names.completions)])
+  controllers = []
+
+  def submit(extra_args=(), **overrides):
+    """`kubectl apply -f k8s/job.yaml`: a new Job object (a new UID); returns its controller."""
+    job = IndexedJob(manifest, {**settings, **overrides})
+    controller = JobController(job.job, job.launcher(network, str(tmp_path),
+                                                     MID_EPOCH_LOGGING + list(extra_args)),
+                               time_scale=TIME_SCALE, uid=job.uid)
+    controllers.append(controller)
+    controller.start()
+    return controller
+
+  yield types.SimpleNamespace(submit=submit, settings=settings, network=network)
+  for controller in controllers:
+    controller.stop()
+  network.close()
+
+
+def _pod(controller, index, timeout=120):
+  """The current pod of `index`, once it exists."""
+  controller.wait_for(lambda: controller.pod(index) is not None, timeout)
+  return controller.pod(index)
+
+
+def _outcomes(controller, index):
+  return [(p.exit_code, p.action) for p in controller.pods(index)]
+
+
+def _log(controller, index, attempt=-1):
+  return controller.pods(index)[attempt].process.log
+
+
+def _assert_one_complete_export(settings, publish_dir=None):
+  """metrics.json of the whole run, and version 1, complete, in the job dir and the publish dir."""
+  with open(os.path.join(settings["JOB_DIR"], "metrics.json"), encoding="utf-8") as f:
+    metrics = json.load(f)
+  assert metrics["global_step"] == EPOCHS * SPE and metrics["test_accuracy"] >= ACCURACY_BAR
+  assert metrics["export"]["version"] == 1
+  for base in [os.path.join(settings["JOB_DIR"], "export", "cifar10")] + (
+      [] if publish_dir == "gcs" else [os.path.join(settings["PUBLISH_DIR"], "cifar10")]):
+    assert os.listdir(base) == ["1"], base
+    assert os.path.isfile(os.path.join(base, "1", "saved_model.pb"))
+    assert os.listdir(os.path.join(base, "1", "variables"))
+  return metrics
+
+
+# ------------------------------------------------------- pods that die
+
+
+def test_a_worker_killed_mid_epoch(cluster):
+  """OOM kill of worker 1 (SIGKILL, 137, counted); the chief loses its peer (129, ignored)."""
+  job = cluster.submit()
+  _pod(job, 1).wait_for(f"epoch 3/{EPOCHS} step ")
+  job.kill(1)
+  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
+  assert _outcomes(job, 1) == [(137, "Count"), (0, "Succeeded")]
+  assert _outcomes(job, 0) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
+  assert job.counted == [0, 1]
+  assert "lost contact with worker 1" in _log(job, 0, 0)
+  for i in (0, 1):
+    assert f"at epoch 3/{EPOCHS}, step 0/{SPE}" in _log(job, i)  # resumed from epoch 2's checkpoint
+  _assert_one_complete_export(cluster.settings)
+
+
+def test_the_chief_killed_mid_epoch(cluster):
+  job = cluster.submit()
+  _pod(job, 0).wait_for(f"epoch 3/{EPOCHS} step ")
+  job.kill(0)
+  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
+  assert _outcomes(job, 0) == [(137, "Count"), (0, "Succeeded")]
+  assert _outcomes(job, 1) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
+  assert "lost contact with worker 0" in _log(job, 1, 0)
+  _assert_one_complete_export(cluster.settings)
+
+
+def test_the_chief_killed_during_the_export_after_worker_1_finished_training(cluster):
+  """Worker 1 waits at the barrier instead of Succeeding, so both are recreated; then the
+  chief, whose checkpoint holds every epoch, exports alone and worker 1 has nothing to do."""
+  job = cluster.submit()
+  _pod(job, 1).wait_for("Waiting until every worker has finished", timeout=300)
+  _pod(job, 0).wait_for("Final weights fingerprint")  # the export starts now
+  job.kill(0)
+  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
+  assert _outcomes(job, 0) == [(137, "Count"), (0, "Succeeded")]
+  assert _outcomes(job, 1) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
+  assert "finishing on the chief alone" in _log(job, 0)
+  assert "Nothing to do on this worker" in _log(job, 1)
+  _assert_one_complete_export(cluster.settings)
+
+
+def test_a_chief_alone_finishes_a_trained_job_whose_worker_already_succeeded(cluster, tmp_path):
+  """The deadlock of 0.1: index 1 Succeeded and is never run again, and the chief must export.
+
+  The state is made by training to the end and then removing the export and
+  metrics.json, as a chief killed mid-export in 0.1 left it. Only index 0 runs.
+  """
+  job = cluster.submit()
+  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
+  os.remove(os.path.join(cluster.settings["JOB_DIR"], "metrics.json"))
+  shutil.rmtree(os.path.join(cluster.settings["JOB_DIR"], "export"))
+  shutil.rmtree(cluster.settings["PUBLISH_DIR"])
+  names = IndexedJob(os.path.join(REPO, "k8s", "job.yaml"), cluster.settings)
+  chief = names.start_pod(cluster.network, str(tmp_path), 0, MID_EPOCH_LOGGING)
+  assert chief.wait(300) == 0, chief.log[-3000:]
+  assert "finishing on the chief alone" in chief.log
+  assert "Joining a cluster" not in chief.log  # it never waited for worker 1
+  _assert_one_complete_export(cluster.settings)
+
+
+# ------------------------------------------------------------- SIGTERM
+
+
+def test_a_node_drain_during_training(cluster):
+  """Eviction: DisruptionTarget, SIGTERM; both save at one step, exit 143 (ignored) and resume there."""
+  job = cluster.submit()
+  _pod(job, 1).wait_for(f"epoch 2/{EPOCHS} step ")
+  job.drain()
+  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
+  for i in (0, 1):
+    assert _outcomes(job, i) == [(errors.EXIT_PREEMPTED, "Ignore"), (0, "Succeeded")]
+    assert [c["type"] for c in job.pods(i)[0].conditions] == ["DisruptionTarget"]
+    assert "Resuming from checkpoint" in _log(job, i)
+  assert job.counted == [0, 0]
+  _assert_one_complete_export(cluster.settings)
+
+
+def test_a_node_drain_during_the_final_evaluation(cluster):
+  """After the last step nothing stops: the evaluation and the export finish, and both exit 0."""
+  job = cluster.submit()
+  _pod(job, 0).wait_for(f"epoch {EPOCHS}/{EPOCHS} step {SPE}/{SPE}", timeout=300)
+  job.drain()
+  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
+  for i in (0, 1):
+    assert _outcomes(job, i) == [(0, "Succeeded")]
+  assert "finishing the final evaluation and the export first" in _log(job, 0)
+  _assert_one_complete_export(cluster.settings)
+
+
+# ------------------------------------------------------------- storage
+
+
+@pytest.fixture
+def gcs_publish(cluster, emulator, bucket, monkeypatch):
+  """PUBLISH_DIR on the GCS emulator, behind a fault proxy that the pods reach on the bridge."""
+  proxy = FaultProxy(emulator, host=cluster.network.host_address)
+  with proxy:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)  # the pods' environment
+    yield types.SimpleNamespace(proxy=proxy, publish_dir=f"gs://{bucket}/models", bucket=bucket)
+
+
+def _published(bucket):
+  names = [b.name for b in gcs.client().list_blobs(bucket, prefix="models/")]
+  return sorted({n.split("/")[2] for n in names}), names
+
+
+def test_a_transient_storage_failure_at_preflight_is_retried(cluster, gcs_publish):
+  """GCS answers 503 to the chief's preflight: exit 142, counted, retried after the back-off."""
+  outage = Rule("status", status=503)
+  gcs_publish.proxy.rules.append(outage)
+  job = cluster.submit(PUBLISH_DIR=gcs_publish.publish_dir)
+  job.wait_for(lambda: bool(job.pods(0)) and job.pods(0)[0].exit_code is not None, 120)
+  gcs_publish.proxy.rules.remove(outage)  # GCS recovers
+  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
+  assert _outcomes(job, 0) == [(errors.EXIT_TRANSIENT, "Count"), (0, "Succeeded")]
+  assert _outcomes(job, 1) == [(0, "Succeeded")]
+  assert "the Job retries" in _log(job, 0, 0)
+  assert "Traceback" not in _log(job, 0, 0)
+  _assert_one_complete_export(cluster.settings, publish_dir="gcs")
+  versions, names = _published(gcs_publish.bucket)
+  assert versions == ["1"] and "models/cifar10/1/saved_model.pb" in names
+
+
+def test_a_permission_error_fails_the_job_at_once(cluster, gcs_publish):
+  """GCS answers 403: exit 2, FailJob; worker 1 is deleted and nothing is exported."""
+  gcs_publish.proxy.rules.append(Rule("status", status=403))
+  job = cluster.submit(PUBLISH_DIR=gcs_publish.publish_dir)
+  assert job.wait(JOB_TIMEOUT_S) == "Failed", job.describe()
+  assert _outcomes(job, 0) == [(errors.EXIT_USAGE, "FailJob")]
+  assert [p.action for p in job.pods(1)] == ["Terminated"]
+  assert [(c["type"], c["reason"]) for c in job.status["conditions"]] == [
+      ("FailureTarget", "PodFailurePolicy"), ("Failed", "PodFailurePolicy")]
+  assert f"--publish-dir {gcs_publish.publish_dir}: permission denied" in _log(job, 0)
+  assert not os.path.exists(os.path.join(cluster.settings["JOB_DIR"], "checkpoints"))
+
+
+# --------------------------------------------------------------- reruns
+
+
+def test_a_rerun_of_a_finished_job_trains_and_publishes_nothing(cluster):
+  first = cluster.submit()
+  assert first.wait(JOB_TIMEOUT_S) == "Complete", first.describe()
+  before = _assert_one_complete_export(cluster.settings)
+  rerun = cluster.submit()  # kubectl delete job --cascade=foreground && kubectl apply
+  assert rerun.wait(120) == "Complete", rerun.describe()
+  assert "Job already complete" in _log(rerun, 0)
+  assert "Nothing to do on this worker" in _log(rerun, 1)
+  assert _assert_one_complete_export(cluster.settings) == before
+
+
+def test_a_second_training_on_the_same_job_dir_fails_naming_the_holder(cluster, tmp_path):
+  """Two Jobs, one JOB_DIR: the second chief waits for the lock, then exits 2 (FailJob)."""
+  first = cluster.submit()
+  _pod(first, 0).wait_for(f"epoch 2/{EPOCHS} step ")
+  other = PodNetwork([IndexedJob(os.path.join(REPO, "k8s", "job.yaml")).hostnames(i) for i in (0, 1)])
+  try:
+    job = IndexedJob(os.path.join(REPO, "k8s", "job.yaml"), cluster.settings)
+    second = JobController(job.job, job.launcher(other, str(tmp_path / "second"),
+                                                 ["--job-lock-wait-s", "2"]),
+                           time_scale=TIME_SCALE, uid=job.uid)
+    second.start()
+    try:
+      assert second.wait(120) == "Failed", second.describe()
+    finally:
+      second.stop()
+    assert _outcomes(second, 0) == [(errors.EXIT_USAGE, "FailJob")]
+    message = _log(second, 0).strip().splitlines()[-1]
+    assert message.startswith("error: the job dir is in use by another training:")
+    assert first.uid in message and "--cascade=foreground" in message
+  finally:
+    other.close()
+  assert first.wait(JOB_TIMEOUT_S) == "Complete", first.describe()
+  assert first.counted == [0, 0]
+  _assert_one_complete_export(cluster.settings)
