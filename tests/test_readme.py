@@ -46,3 +46,20 @@ def test_ci_installs_as_the_readme_train_command_does_with_no_extras():
 def test_every_flag_is_in_the_readme():
   for field in config_lib.fields():
     assert f"`--{field.name.replace('_', '-')}" in README, field.name
+
+
+def test_every_rerun_recipe_deletes_the_old_pods_first():
+  """A background delete lets the old pods drain beside the new ones (README, "Running on Kubernetes")."""
+  recipe = "kubectl delete job cnn-trainer --cascade=foreground && kubectl apply -f k8s/job.yaml"
+  manifest = open(os.path.join(REPO, "k8s", "job.yaml"), encoding="utf-8").read()
+  assert recipe in README and recipe in manifest
+  for name, text in (("README.md", README), ("k8s/job.yaml", manifest)):
+    for line in re.findall(r"kubectl delete job [^\n`]*", text):
+      assert "--cascade=foreground" in line, f"{name}: {line}"
+
+
+def test_every_exit_code_is_in_the_readme_table():
+  from trainer import errors  # pylint: disable=import-outside-toplevel
+  table = README[README.index("## Exit codes"):README.index("## Layout")]
+  codes = {int(c) for c in re.findall(r"^\| (\d+) \|", table, re.M)}
+  assert codes == {v for k, v in vars(errors).items() if k.startswith("EXIT_")}

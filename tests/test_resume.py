@@ -291,3 +291,27 @@ def test_a_checkpoint_write_out_of_retries_exits_142_not_as_a_lost_peer(
   err = caplog.text
   assert "saving the checkpoint at global step 2 to" in err and "All 10 retry attempts failed" in err
   assert "lost contact" not in err
+
+
+def test_a_finished_job_publishes_to_a_new_publish_dir_without_training(trained_job, tmp_path, caplog):
+  config, before = _copy_job(trained_job, tmp_path)
+  publish_dir = str(tmp_path / "models")
+  caplog.set_level("INFO")
+  after = train.run(dataclasses.replace(config, publish_dir=publish_dir))
+  assert "holds no exported version: exporting" in caplog.text
+  assert "Resuming" not in caplog.text and "step 5/" not in caplog.text  # nothing trained
+  assert after["export"]["version"] == 1  # the job's own version 1, published where it was missing
+  assert os.listdir(os.path.join(publish_dir, "cifar10")) == ["1"]
+  assert after["export"]["paths"][1] == os.path.join(publish_dir, "cifar10", "1")
+  assert after["test_accuracy"] == before["test_accuracy"]
+
+
+def test_a_finished_job_whose_export_is_gone_exports_again(trained_job, tmp_path, caplog):
+  config, before = _copy_job(trained_job, tmp_path)
+  shutil.rmtree(os.path.join(config.job_dir, "export"))
+  caplog.set_level("INFO")
+  after = train.run(config)
+  assert "holds no exported version: exporting" in caplog.text
+  assert after["global_step"] == before["global_step"]
+  assert os.path.isfile(os.path.join(config.job_dir, "export", "cifar10", "1", "saved_model.pb"))
+  assert _metrics(config.job_dir)["export"]["version"] == 1
