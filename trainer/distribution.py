@@ -18,6 +18,7 @@ strategy needs (checkpoints) into a local temporary directory they delete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,7 +28,7 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 import tensorflow as tf
 
@@ -280,6 +281,43 @@ def peer_lost(error: tf.errors.OpError) -> errors.PeerLostError:
   return errors.PeerLostError(
       f"lost contact with {who} ({cause[:300]}). Restart all workers; training resumes "
       "from the last checkpoint.")
+
+
+@contextlib.contextmanager
+def peer_errors(cluster: Cluster) -> Iterator[None]:
+  """Around calls that run collectives: a failed one becomes PeerLostError (exit 129)."""
+  try:
+    yield
+  except PEER_ERRORS as e:
+    if not cluster.is_multi_worker:
+      raise
+    raise peer_lost(e) from e
+
+
+def wait_for_every_worker(cluster: Cluster, barrier: Callable[[], object]) -> None:
+  """Returns once every worker has called it: the end of a multi-worker run.
+
+  The chief calls it after its export and metrics.json, so a non-chief
+  worker that returns knows the results are durable. One that cannot pass
+  fails with 129, and the Job recreates it together with the chief instead
+  of marking its index Succeeded while the chief's work may still be lost (a
+  Succeeded index never runs again). The chief has nothing left to lose by
+  then: it logs a lost peer and returns.
+
+  Args:
+    barrier: a collective every worker runs (trainer/steps.py's `barrier`).
+  """
+  if not cluster.is_multi_worker:
+    return
+  log.info("Waiting until every worker has finished%s.",
+           "" if cluster.is_chief else " (the chief's export is then durable)")
+  try:
+    with peer_errors(cluster):
+      barrier()
+  except errors.PeerLostError as e:
+    if not cluster.is_chief:
+      raise
+    log.warning("After the export: %s. The results are durable; nothing to redo.", e)
 
 
 def log_batch(strategy: tf.distribute.Strategy, global_batch: int, base_lr: float,

@@ -31,7 +31,6 @@ non-chief workers exit 0 at once and the chief exports alone (`run`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
@@ -230,7 +229,7 @@ class _Loop:
                                          self.cluster.is_chief, self.info.class_names)
     self.summaries.graph(self.model, self.info.image_shape)
     started = time.time()
-    with self._peer_errors():
+    with distribution.peer_errors(self.cluster):
       self._train(epoch, step)
       self.sigterm.finishing = True
       results = self._last_eval or self._evaluate_and_report(final=True)
@@ -239,41 +238,11 @@ class _Loop:
     fingerprint = self._weights_fingerprint()
     log.info("Final weights fingerprint (sha256): %s", fingerprint)
     metrics = self._finish(results, time.time() - started, fingerprint)
-    self._wait_for_every_worker()
+    distribution.wait_for_every_worker(self.cluster, self.steps.barrier)
     if self.sigterm.received:
       log.info("The export finished after SIGTERM: the job is complete, so this is a "
                "normal exit (code 0), not a preemption.")
     return metrics
-
-  @contextlib.contextmanager
-  def _peer_errors(self):
-    """Turns a failed collective into PeerLostError (exit 129) on a multi-worker run."""
-    try:
-      yield
-    except distribution.PEER_ERRORS as e:
-      if not self.cluster.is_multi_worker:
-        raise
-      raise distribution.peer_lost(e) from e
-
-  def _wait_for_every_worker(self) -> None:
-    """Returns once every worker got here, i.e. once the chief's export is durable.
-
-    A non-chief worker that cannot pass fails with 129, so the Job recreates
-    it together with the chief instead of marking its index Succeeded while
-    the chief's work may still be lost. The chief has nothing left to lose
-    by then: it logs a lost peer and succeeds.
-    """
-    if not self.cluster.is_multi_worker:
-      return
-    log.info("Waiting until every worker has finished%s.",
-             "" if self.cluster.is_chief else " (the chief's export is then durable)")
-    try:
-      with self._peer_errors():
-        self.steps.barrier()
-    except errors.PeerLostError as e:
-      if not self.cluster.is_chief:
-        raise
-      log.warning("After the export: %s. The results are durable; nothing to redo.", e)
 
   def _export_bases(self) -> list[str]:
     """Model base paths the export goes to: the job's own, then --publish-dir's."""
