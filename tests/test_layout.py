@@ -9,7 +9,7 @@ from conftest import REPO
 
 PACKAGE = os.path.join(REPO, "trainer")
 # Modules the storage interface sits on; google libraries load lazily inside them.
-STORAGE_BACKENDS = ("gcs", "gcs_publish", "versions")
+STORAGE_BACKENDS = ("gcs", "gcs_publish", "versions", "lockstore")
 
 
 def _trainer_imports(path: str) -> set[str]:
@@ -63,7 +63,7 @@ def test_storage_backends_do_not_import_the_storage_interface():
 def test_gcs_modules_load_no_google_library_at_import():
   """The google libraries load on first GCS use: a local-only run never pays for them."""
   code = ("import sys\n"
-          "from trainer import gcs, gcs_publish, versions\n"
+          "from trainer import gcs, gcs_publish, lockstore, versions\n"
           "print(sorted(m for m in sys.modules if m.startswith('google.cloud')))\n")
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                         timeout=60)

@@ -14,6 +14,8 @@ Modules, one responsibility each:
   schedule      the learning-rate schedule
   reporting     evaluation figures and tables for TensorBoard
   jobdir        the job directory's layout; what a finished job must hold
+  joblock       the chief's lease lock on the job directory
+  lockstore     create-only / compare-and-swap storage of one small object, locally and on GCS
   records       config.json and metrics.json
   errors        errors a user can cause, and the exit codes
   export        the SavedModel TF Serving loads

@@ -34,7 +34,8 @@ concurrent takers (or a taker and a late refresh) one wins and the other
 learns it lost: GCS with `ifGenerationMatch=<generation read>`; locally the
 read-check-write runs under an `fcntl.flock` on `JOB_DIR/lock.json.mutex`
 (held for milliseconds, released by the kernel if its process dies) and
-writes with `os.replace`, so readers still see whole records.
+writes with `os.replace`, so readers still see whole records. Both stores
+live in `trainer.lockstore`.
 
 `refresh` extends the lease and raises `JobDirLocked` if the lock is no
 longer ours (taken over after we stalled past our lease, or deleted), so the
@@ -47,7 +48,6 @@ empty `lock.json.mutex` stays in JOB_DIR; it holds no state.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -57,7 +57,7 @@ import uuid
 from typing import Any, Mapping, Optional
 
 from trainer import errors
-from trainer import gcs
+from trainer import lockstore
 from trainer import storage
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,9 @@ LOCK_NAME = "lock.json"
 # at every logged step and every epoch end, seconds to a few minutes apart),
 # and short enough that a SIGKILLed job's directory frees up soon after.
 DEFAULT_LEASE_S = 15 * 60.0
-# Seconds of retries for transient GCS errors on one lock operation. Acquiring
-# happens at start-up, where an unreachable GCS should fail the pod promptly.
+# Seconds of retries for transient GCS errors on one lock operation (read when a
+# lock is created). Acquiring happens at start-up, where an unreachable GCS
+# should fail the pod promptly.
 RETRY_DEADLINE_S = 15.0
 
 
@@ -100,12 +101,7 @@ def hold(job_dir: str, wait_s: float, lease_s: float = DEFAULT_LEASE_S) -> "JobD
 
 def read_lock(job_dir: str) -> Optional[dict]:
   """The lock record in `job_dir` (see the module docstring), or None if it is free."""
-  path = storage.join(job_dir, LOCK_NAME)
-  return (_GcsStore(path) if storage.is_gcs(job_dir) else _LocalStore(path)).read()[0]
-
-
-class _Conflict(Exception):
-  """The lock changed (or appeared) since it was read: a precondition failed."""
+  return lockstore.open_store(storage.join(job_dir, LOCK_NAME), RETRY_DEADLINE_S).read()[0]
 
 
 class JobDirLock:
@@ -126,7 +122,7 @@ class JobDirLock:
     self.job_uid = env.get("TRAINER_JOB_UID", "")
     self.job_name = env.get("TRAINER_JOB_NAME", "")
     self.token = uuid.uuid4().hex
-    self._store = _GcsStore(self.path) if storage.is_gcs(job_dir) else _LocalStore(self.path)
+    self._store = lockstore.open_store(self.path, RETRY_DEADLINE_S)
     self._version: Any = None  # GCS generation or local token of our record; None: not held
     self._acquired_at = 0.0
     self._refreshed = 0.0  # time.monotonic() of the last write
@@ -151,7 +147,7 @@ class JobDirLock:
           self._wrote(self._store.write(self._record(), None))
           log.info("Holding the job-dir lock %s (lease %.0f s).", self.path, self.lease_s)
           return self
-        except _Conflict:
+        except lockstore.Conflict:
           pass
         current, version = self._store.read()
         if current is None:
@@ -163,7 +159,7 @@ class JobDirLock:
           raise errors.JobDirLocked(self._locked_message(current))
         try:
           self._wrote(self._store.write(self._record(), version))
-        except _Conflict:
+        except lockstore.Conflict:
           continue
         log.warning("Took over the job-dir lock %s (%s) from %s.", self.path, reason,
                     _describe(current, time.time()))
@@ -185,7 +181,7 @@ class JobDirLock:
     try:
       with self._store.atomic():
         self._wrote(self._store.write(self._record(), self._version))
-    except _Conflict:
+    except lockstore.Conflict:
       self._version = None
       current, _ = self._store.read()
       what = (f"another training took over the job dir: the lock {self.path} is now held by "
@@ -219,7 +215,7 @@ class JobDirLock:
     try:
       with self._store.atomic():
         self._store.delete(self._version)
-    except _Conflict:
+    except lockstore.Conflict:
       log.warning("Not deleting the job-dir lock %s: another training holds it now.", self.path)
     except Exception as e:  # pylint: disable=broad-except
       log.warning("Could not delete the job-dir lock %s (delete it by hand once no training "
@@ -289,142 +285,3 @@ def _pid_alive(pid: int) -> bool:
   except PermissionError:
     return True  # another user's process
   return True
-
-
-def _parse(data: bytes) -> dict:
-  # A record we cannot parse was not written by this module; never take it over.
-  try:
-    record = json.loads(data)
-  except ValueError:
-    record = None
-  return record if isinstance(record, dict) else {"host": "(unreadable lock)"}
-
-
-class _LocalStore:
-  """lock.json in a local directory; callers hold `atomic()` around each read-check-write."""
-
-  def __init__(self, path: str):
-    self.path = path
-
-  @contextlib.contextmanager
-  def atomic(self):
-    import fcntl  # pylint: disable=import-outside-toplevel
-    try:
-      os.makedirs(os.path.dirname(self.path), exist_ok=True)
-      fd = os.open(self.path + ".mutex", os.O_CREAT | os.O_RDWR, 0o644)
-    except OSError as e:
-      raise errors.StorageError(f"--job-dir: cannot create the lock {self.path} "
-                                f"({e.strerror or e}): fix the directory's permissions.") from e
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX)
-      yield
-    finally:
-      os.close(fd)  # releases the flock
-
-  def read(self) -> tuple[Optional[dict], Optional[str]]:
-    """The record and its version (its token), or (None, None)."""
-    try:
-      with open(self.path, "rb") as f:
-        record = _parse(f.read())
-    except FileNotFoundError:
-      return None, None
-    return record, record.get("token")
-
-  def write(self, data: bytes, expected: Optional[str]) -> str:
-    """Creates the lock (expected None) or replaces version `expected`; returns the new one."""
-    tmp = f"{self.path}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())  # the record is whole on disk before its name appears
-    try:
-      if expected is None:
-        os.link(tmp, self.path)  # fails if the name exists: create-only
-      elif self.read()[1] != expected:
-        raise _Conflict()
-      else:
-        os.replace(tmp, self.path)
-    except FileExistsError:
-      raise _Conflict() from None
-    finally:
-      with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    return json.loads(data)["token"]
-
-  def delete(self, expected: str) -> None:
-    if self.read()[1] != expected:
-      raise _Conflict()
-    os.unlink(self.path)
-
-
-class _GcsStore:
-  """lock.json on GCS; every change is conditional on the generation read."""
-
-  def __init__(self, path: str):
-    self.bucket_name, self.name = storage.split_gcs(path)
-
-  def atomic(self):
-    return contextlib.nullcontext()  # generation preconditions make each request atomic
-
-  def read(self) -> tuple[Optional[dict], Optional[int]]:
-    """The record and its version (its generation), or (None, None)."""
-    import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
-    while True:
-      with self._errors("read"):
-        blob = self._bucket().get_blob(self.name, **_request())
-        if blob is None:
-          return None, None
-        generation = blob.generation  # a download may reset it from its response headers
-        try:
-          # Pinned to the generation read, so the record and its generation belong together.
-          data = blob.download_as_bytes(if_generation_match=generation, **_request())
-        except (api.PreconditionFailed, api.NotFound):
-          continue  # replaced or deleted between the two requests: read again
-      return _parse(data), generation
-
-  def write(self, data: bytes, expected: Optional[int]) -> int:
-    """Creates the lock (expected None) or replaces generation `expected`; returns the new one."""
-    blob = self._bucket().blob(self.name)
-    with self._errors("write"):
-      # ifGenerationMatch=0: create-only.
-      blob.upload_from_string(data, content_type="application/json",
-                              if_generation_match=expected or 0, **_request())
-    return blob.generation
-
-  def delete(self, expected: int) -> None:
-    with self._errors("delete"):
-      self._bucket().blob(self.name).delete(if_generation_match=expected, **_request())
-
-  def _bucket(self):
-    return gcs.client().bucket(self.bucket_name)
-
-  @contextlib.contextmanager
-  def _errors(self, what: str):
-    """412 → _Conflict; missing bucket or permission → StorageError; outages → TransientError."""
-    import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
-    import google.auth.exceptions  # pylint: disable=import-outside-toplevel
-    import requests  # pylint: disable=import-outside-toplevel
-    where = f"cannot {what} the job-dir lock gs://{self.bucket_name}/{self.name}"
-    try:
-      yield
-    except (api.PreconditionFailed, api.NotFound) as e:
-      if isinstance(e, api.PreconditionFailed) or what == "delete":
-        raise _Conflict() from e  # a delete's 404: the object is gone, so no longer ours
-      raise errors.StorageError(f"{where}: bucket gs://{self.bucket_name} does not exist: "
-                                "create it or fix --job-dir.") from e
-    except api.Forbidden as e:
-      raise errors.StorageError(
-          f"{where}: permission denied on bucket gs://{self.bucket_name} (needs "
-          "storage.objects.create, get and delete, e.g. roles/storage.objectUser): grant it "
-          "to the training's service account.") from e
-    except (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
-            google.auth.exceptions.TransportError, api.RetryError, api.ServerError,
-            api.TooManyRequests) as e:
-      first_line = (str(e).strip() or "no details").splitlines()[0]
-      raise errors.TransientError(f"{where}: GCS failed ({type(e).__name__}: {first_line}).") from e
-
-
-def _request() -> dict:
-  """Retry (transient errors, for RETRY_DEADLINE_S) and timeout arguments of one GCS call."""
-  return {"retry": gcs.retry(RETRY_DEADLINE_S),
-          "timeout": gcs.REQUEST_TIMEOUT_S}
