@@ -19,8 +19,10 @@ Modules, one responsibility each:
   records       config.json and metrics.json
   errors        errors a user can cause, and the exit codes
   export        the SavedModel TF Serving loads
-  storage       local / gs:// file access and safe publishing
-  gcs           google-cloud-storage: preflight checks and ordered publishing for TF Serving
+  storage       the one interface to local and gs:// paths: checks, JSON, versions, publishing
+  versions      the conventions of a model base path shared by storage's back ends
+  gcs           google-cloud-storage: the client, preflight checks, listing, error classes
+  gcs_publish   publishing a version to GCS for TF Serving, and sweeping leftovers
   synthetic     learnable synthetic data in TFDS and image-folder form
   task          the command line (`python -m trainer.task`)
 """

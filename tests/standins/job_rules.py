@@ -1,0 +1,128 @@
+"""The batch/v1 Job controller's rules, one small function each, citing its source.
+
+Sources: kubernetes/kubernetes `pkg/controller/job/` (1.31+; `K8S` below) and
+the Job documentation (`DOCS`); shared/RULES.md summarises them.
+standins.job_controller applies them to running pods.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Optional
+
+K8S = "https://github.com/kubernetes/kubernetes/blob/master/pkg/controller/job/"
+DOCS = "https://kubernetes.io/docs/concepts/workloads/controllers/job/"
+
+DEFAULT_BACKOFF_S = 10  # job_controller.go, DefaultJobPodFailureBackOff
+MAX_BACKOFF_S = 600  # job_controller.go, MaxJobPodFailureBackOff (the docs say 6 min)
+
+
+# ------------------------------------------------------------------ rules
+
+
+def exit_code(returncode: int) -> int:
+  """The container's exit code as the kubelet reports it.
+
+  A process killed by signal N is reported as 128+N by the container runtime
+  (runc/containerd; docs #pod-failure-policy's example: 137 is SIGKILL),
+  where subprocess.Popen gives -N.
+  """
+  return 128 - returncode if returncode < 0 else returncode
+
+
+def match_pod_failure_policy(policy: Optional[dict], container: str, code: int,
+                             conditions: list[dict]) -> tuple[str, Optional[str]]:
+  """The action for a failed pod, and FailJob's message: first matching rule wins.
+
+  Source: pod_failure_policy.go, matchPodFailurePolicy, matchOnExitCodes
+  (exit code 0 never matches; containerName optional; In/NotIn) and
+  matchOnPodConditions (type and status). No match counts the failure.
+  Docs: DOCS#pod-failure-policy.
+  """
+  for i, rule in enumerate((policy or {}).get("rules", [])):
+    if "onExitCodes" in rule:
+      req = rule["onExitCodes"]
+      matched = (code != 0 and req.get("containerName") in (None, container)
+                 and (code in req["values"]) == (req["operator"] == "In"))
+      why = f"Container {container} for pod {{pod}} failed with exit code {code}"
+    else:
+      matched = any(c["type"] == p["type"] and c["status"] == p.get("status", "True")
+                    for c in conditions for p in rule["onPodConditions"])
+      why = "Pod {pod} has condition DisruptionTarget"
+    if matched:
+      return rule["action"], f"{why} matching {rule['action']} rule at index {i}"
+  return "Count", None
+
+
+def backoff_delay(failures: int) -> float:
+  """Seconds before an index's replacement pod after its `failures`-th failure.
+
+  Source: backoff_utils.go, getRemainingTimePerIndex and
+  getRemainingTimeForFailuresCount: 10 s doubling, capped at
+  MaxJobPodFailureBackOff (job_controller.go). The count is the index's
+  absolute failure count, ignored failures included (indexed_job_utils.go,
+  getNewIndexFailureCounts; kubernetes/kubernetes#130881).
+  Docs: DOCS#pod-backoff-failure-policy.
+  """
+  return 0 if failures == 0 else min(DEFAULT_BACKOFF_S * 2 ** (failures - 1), MAX_BACKOFF_S)
+
+
+def index_failed(action: str, counted: int, backoff_limit_per_index: int) -> bool:
+  """Whether an index has failed: FailIndex, or more counted failures than the limit.
+
+  Source: indexed_job_utils.go, isIndexFailed. Docs: DOCS#backoff-limit-per-index.
+  """
+  return action == "FailIndex" or counted > backoff_limit_per_index
+
+
+def job_failure(failed: set, finished: int, completions: int,
+                max_failed: Optional[int]) -> Optional[tuple[str, str]]:
+  """The reason and message the Job fails with because of failed indexes, if any.
+
+  Source: job_controller.go, syncJob (JobReasonMaxFailedIndexesExceeded at
+  once; JobReasonFailedIndexes once every index finished). Docs:
+  DOCS#backoff-limit-per-index.
+  """
+  if max_failed is not None and len(failed) > max_failed:
+    return "MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes"
+  if failed and finished == completions:
+    return "FailedIndexes", "Job has failed indexes"
+  return None
+
+
+def pending_indexes(completions: int, done: set, live: set, room: int) -> list[int]:
+  """The lowest `room` indexes that need a pod: not succeeded, failed or held.
+
+  A pod holds its index until it has terminated (podReplacementPolicy:
+  Failed: job_controller.go, onlyReplaceFailedPods; DOCS#pod-replacement-policy).
+  Source: indexed_job_utils.go, firstPendingIndexes. Docs: DOCS#completion-mode.
+  """
+  return [i for i in range(completions) if i not in done and i not in live][:max(room, 0)]
+
+
+def format_indexes(indexes) -> str:
+  """`status.completedIndexes` / `failedIndexes` text: "0,1", "1,3-5".
+
+  Source: indexed_job_utils.go, orderedIntervals.String (two neighbours are
+  written "a,b", three or more "a-c").
+  """
+  runs: list[list[int]] = []
+  for i in sorted(indexes):
+    if runs and runs[-1][1] == i - 1:
+      runs[-1][1] = i
+    else:
+      runs.append([i, i])
+  return ",".join(str(a) if a == b else f"{a},{b}" if b == a + 1 else f"{a}-{b}" for a, b in runs)
+
+
+# Reasons a DisruptionTarget condition is set with; a plain delete and an OOM
+# kill set none. Docs: /docs/concepts/workloads/pods/disruptions/#pod-disruption-conditions.
+DISRUPTION_REASONS = ("PreemptionByScheduler", "DeletionByTaintManager", "EvictionByEvictionAPI",
+                      "DeletionByPodGC", "TerminationByKubelet")
+
+_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's generateName alphabet
+
+
+def pod_name(job: str, index: int) -> str:
+  """`JOB-INDEX-xxxxx` (indexed_job_utils.go, podGenerateNameWithIndex)."""
+  return f"{job}-{index}-" + "".join(secrets.choice(_SUFFIX) for _ in range(5))
