@@ -17,14 +17,13 @@ import dataclasses
 import tensorflow as tf
 
 from trainer import storage
+from trainer import versions
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 EXPORT_DIR = "export"
-# The file without which TF Serving cannot load a version.
-SAVED_MODEL_PB = "saved_model.pb"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,4 +64,4 @@ def missing_exports(metrics: dict, bases: list[str]) -> list[str]:
   wanted = [storage.join(base, version) for base in bases]
   recorded = set(metrics["export"]["paths"])
   return [path for path in wanted
-          if path not in recorded or not tf.io.gfile.exists(storage.join(path, SAVED_MODEL_PB))]
+          if path not in recorded or not tf.io.gfile.exists(storage.join(path, versions.SAVED_MODEL_PB))]
