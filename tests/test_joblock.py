@@ -2,138 +2,31 @@
 
 GCS runs against a real `gcp-storage-emulator` process. The emulator ignores
 request preconditions, on which the lock depends, so every GCS test goes
-through `PreconditionProxy`: a real HTTP proxy in front of it that enforces
-`ifGenerationMatch` the way GCS does.
+through `FaultProxy` (tests/standins/gcs_emulator.py): a real HTTP proxy in
+front of it that enforces `ifGenerationMatch` the way GCS does.
 """
 
-import http.client
-import http.server
 import json
 import logging
 import os
-import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.parse
 
 import pytest
 
 from conftest import REPO
-from standins.gcs_emulator import FaultProxy
+from standins.gcs_emulator import FaultProxy, Rule
 from trainer import errors
 from trainer import gcs
 from trainer import joblock
 from trainer import storage
 
 
-class PreconditionProxy:
-  """An HTTP proxy on 127.0.0.1 in front of the emulator that enforces ifGenerationMatch.
-
-  GCS fails a request whose `ifGenerationMatch` differs from the object's
-  current generation (0: the object does not exist) with 412 and changes
-  nothing (https://cloud.google.com/storage/docs/request-preconditions).
-  Requests carrying the precondition are checked and forwarded under one
-  lock, so they are atomic with respect to each other, as on GCS.
-
-  Args:
-    upstream: the emulator's URL.
-    fail: fail(method, path) -> an HTTP status to answer instead of
-      forwarding, or None to forward.
-  """
-
-  def __init__(self, upstream, fail=None):
-    self.upstream = upstream[len("http://"):]
-    self.fail = fail
-    self._lock = threading.Lock()
-    proxy = self
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-      protocol_version = "HTTP/1.1"  # keep-alive, like GCS
-
-      def log_message(self, *args):
-        pass
-
-      def _handle(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        status = proxy.fail and proxy.fail(self.command, self.path)
-        if status:
-          self._reply(status, {}, _error(status, "injected"))
-          return
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-        if "ifGenerationMatch" not in query:
-          self._reply(*proxy._forward(self.command, self.path, body, self.headers))
-          return
-        with proxy._lock:
-          current = proxy._generation(*_bucket_and_object(self.path, body))
-          if current != int(query["ifGenerationMatch"][0]):
-            self._reply(412, {}, _error(412, "At least one of the pre-conditions you "
-                                             "specified did not hold."))
-            return
-          self._reply(*proxy._forward(self.command, self.path, body, self.headers))
-
-      def _reply(self, status, headers, payload):
-        self.send_response(status)
-        for k, v in headers.items():
-          self.send_header(k, v)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-      do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
-
-    self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-  def _forward(self, method, path, body, headers):
-    conn = http.client.HTTPConnection(self.upstream, timeout=30)
-    # Host is kept: the emulator builds download links (mediaLink) from it, so
-    # downloads come through the proxy too.
-    conn.request(method, path, body=body, headers={
-        k: v for k, v in headers.items() if k.lower() != "connection"})
-    response = conn.getresponse()
-    payload = response.read()
-    keep = {k: v for k, v in response.getheaders()
-            if k.lower() not in ("connection", "transfer-encoding", "content-length")}
-    conn.close()
-    return response.status, keep, payload
-
-  def _generation(self, bucket, name):
-    """The object's generation in the emulator, 0 if it does not exist."""
-    status, _, payload = self._forward(
-        "GET", f"/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}", b"", {})
-    return int(json.loads(payload)["generation"]) if status == 200 else 0
-
-  def __enter__(self):
-    threading.Thread(target=self._server.serve_forever, daemon=True).start()
-    return self
-
-  def __exit__(self, *exc):
-    self._server.shutdown()
-    self._server.server_close()
-
-
-def _bucket_and_object(path, body):
-  """(bucket, object name) of a JSON-API request; an upload names it in its metadata part."""
-  m = re.search(r"/b/([^/?]+)/o/([^?]+)", path)
-  if m:
-    return m.group(1), urllib.parse.unquote(m.group(2))
-  bucket = re.search(r"/b/([^/?]+)/o", path).group(1)
-  query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
-  if "name" in query:
-    return bucket, query["name"][0]
-  return bucket, json.loads(re.search(rb'"name":\s*("(?:[^"\\]|\\.)*")', body).group(1))
-
-
-def _error(status, message):
-  return json.dumps({"error": {"code": status, "message": message}}).encode()
-
-
 @pytest.fixture(scope="module")
 def preconditions(emulator):
-  with PreconditionProxy(emulator) as proxy:
+  with FaultProxy(emulator) as proxy:
     yield proxy
 
 
@@ -354,7 +247,7 @@ def test_of_racing_takeovers_of_an_expired_lock_exactly_one_wins(races, backend)
 
 def test_gcs_answering_503_is_a_transient_error(emulator, bucket, monkeypatch):
   monkeypatch.setattr(joblock, "RETRY_DEADLINE_S", 1.0)  # seconds of retries; default 15
-  with PreconditionProxy(emulator, fail=lambda method, path: 503) as proxy:
+  with FaultProxy(emulator, rules=[Rule("status", status=503)]) as proxy:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
     with pytest.raises(errors.TransientError, match=f"gs://{bucket}/runs/job/lock.json") as e:
       _lock(f"gs://{bucket}/runs/job").acquire()
@@ -364,12 +257,12 @@ def test_gcs_answering_503_is_a_transient_error(emulator, bucket, monkeypatch):
 def test_refresh_rides_out_a_gcs_outage_while_the_lease_holds(emulator, bucket, monkeypatch,
                                                               caplog):
   monkeypatch.setattr(joblock, "RETRY_DEADLINE_S", 0.5)
-  outage = []
-  with PreconditionProxy(emulator, fail=lambda method, path: 503 if outage else None) as proxy:
+  outage = Rule("status", status=503)
+  with FaultProxy(emulator) as proxy:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
     long, short = (_lock(f"gs://{bucket}/{name}", lease_s=s).acquire()
                    for name, s in (("long", 60.0), ("short", 0.6)))
-    outage.append(True)
+    proxy.rules.append(outage)
     with caplog.at_level(logging.WARNING, logger="trainer.joblock"):
       long.refresh()  # 60 s of lease left: worth retrying at the next step
     assert "will retry" in caplog.text and long.held

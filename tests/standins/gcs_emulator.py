@@ -18,6 +18,7 @@ import http.client
 import http.server
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -163,6 +164,24 @@ def rewrite_to(name_suffix: str) -> Callable[[str, str], bool]:
                                path.split("/rewriteTo/")[1].split("?")[0].endswith(quoted))
 
 
+def _target_object(path: str, body: bytes) -> tuple[str, str]:
+  """(bucket, object name) a JSON-API request's ifGenerationMatch is about.
+
+  A copy's condition is on its destination; an upload names its object in
+  the query or in its metadata part.
+  """
+  url = urllib.parse.urlsplit(path)
+  target = url.path.split("/rewriteTo/", 1)[-1]
+  match = re.search(r"/?b/([^/]+)/o/(.+)$", target)
+  if match:
+    return match.group(1), urllib.parse.unquote(match.group(2))
+  bucket = re.search(r"/b/([^/]+)/o$", url.path).group(1)
+  query = urllib.parse.parse_qs(url.query)
+  if "name" in query:
+    return bucket, query["name"][0]
+  return bucket, json.loads(re.search(rb'"name":\s*("(?:[^"\\]|\\.)*")', body).group(1))
+
+
 class FaultProxy:
   """An HTTP proxy that forwards to `upstream` and injects chosen faults.
 
@@ -174,12 +193,18 @@ class FaultProxy:
       in GCS's JSON error format for the nth matching request (all if None).
     rules: more `Rule`s, tried in order; the first that selects a request
       acts on it, and later rules neither see nor count that request.
-    enforce_preconditions: answer a copy with ifGenerationMatch=0 onto an
-      existing object with 412, as GCS does
-      (https://cloud.google.com/storage/docs/request-preconditions); the
-      emulator ignores the condition and overwrites. Checked and forwarded
-      under one lock, so it is atomic for requests through this proxy.
-      (Uploads name their object in the body and are not checked.)
+    enforce_preconditions: enforce `ifGenerationMatch` as GCS does
+      (https://cloud.google.com/storage/docs/request-preconditions): a
+      request whose value differs from the object's current generation (0:
+      the object does not exist) is answered 412 and changes nothing. The
+      emulator ignores the condition and overwrites. Uploads, copies (the
+      condition is on the destination), downloads and deletes are checked,
+      and forwarded under one lock, so they are atomic with respect to each
+      other, for requests through this proxy.
+
+  The Host header is not forwarded, so the download links (mediaLink) the
+  emulator builds point at the emulator itself: objects listed through the
+  proxy stay readable after it closes, and downloads bypass it.
 
   `requests` records (method, path) of every request, in order; `held` is set
   once a "hold" rule holds a request.
@@ -266,22 +291,20 @@ class FaultProxy:
       conn.close()
 
   def _forward(self, method, path, body, headers):
-    destination = self._create_only_destination(method, path)
-    if destination is None:
+    expected = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("ifGenerationMatch")
+    if not self.enforce_preconditions or not expected:
       return self._upstream(method, path, body, headers)
     with self._precondition_lock:
-      if self._upstream("GET", destination)[0] == 200:
+      if self._generation(*_target_object(path, body)) != int(expected[0]):
         return 412, {"Content-Type": "application/json"}, gcs_error_body(
             412, "At least one of the pre-conditions you specified did not hold.")
       return self._upstream(method, path, body, headers)
 
-  def _create_only_destination(self, method, path):
-    """The object URL a create-only copy writes to, or None for any other request."""
-    url = urllib.parse.urlsplit(path)
-    if (not self.enforce_preconditions or method != "POST" or "/rewriteTo/b/" not in url.path or
-        urllib.parse.parse_qs(url.query).get("ifGenerationMatch") != ["0"]):
-      return None
-    return "/storage/v1/b/" + url.path.split("/rewriteTo/b/", 1)[1]
+  def _generation(self, bucket: str, name: str) -> int:
+    """The object's generation in the emulator, 0 if it does not exist."""
+    status, _, payload = self._upstream(
+        "GET", f"/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}")
+    return int(json.loads(payload)["generation"]) if status == 200 else 0
 
   def __enter__(self):
     threading.Thread(target=self._server.serve_forever, daemon=True).start()
