@@ -96,29 +96,20 @@ def _assert_one_complete_export(settings, publish_dir=None):
 # ------------------------------------------------------- pods that die
 
 
-def test_a_worker_killed_mid_epoch(cluster):
-  """OOM kill of worker 1 (SIGKILL, 137, counted); the chief loses its peer (129, ignored)."""
+@pytest.mark.parametrize("killed", [1, 0], ids=["worker", "chief"])
+def test_a_pod_killed_mid_epoch(cluster, killed):
+  """OOM kill (SIGKILL, 137, counted) of one pod; its peer loses it (129, ignored); both resume."""
+  peer = 1 - killed
   job = cluster.submit()
-  _pod(job, 1).wait_for(f"epoch 3/{EPOCHS} step ")
-  job.kill(1)
+  _pod(job, killed).wait_for(f"epoch 3/{EPOCHS} step ")
+  job.kill(killed)
   assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
-  assert _outcomes(job, 1) == [(137, "Count"), (0, "Succeeded")]
-  assert _outcomes(job, 0) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
-  assert job.counted == [0, 1]
-  assert "lost contact with worker 1" in _log(job, 0, 0)
+  assert _outcomes(job, killed) == [(137, "Count"), (0, "Succeeded")]
+  assert _outcomes(job, peer) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
+  assert job.counted[killed] == 1 and job.counted[peer] == 0
+  assert f"lost contact with worker {killed}" in _log(job, peer, 0)
   for i in (0, 1):
     assert f"at epoch 3/{EPOCHS}, step 0/{SPE}" in _log(job, i)  # resumed from epoch 2's checkpoint
-  _assert_one_complete_export(cluster.settings)
-
-
-def test_the_chief_killed_mid_epoch(cluster):
-  job = cluster.submit()
-  _pod(job, 0).wait_for(f"epoch 3/{EPOCHS} step ")
-  job.kill(0)
-  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
-  assert _outcomes(job, 0) == [(137, "Count"), (0, "Succeeded")]
-  assert _outcomes(job, 1) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
-  assert "lost contact with worker 0" in _log(job, 1, 0)
   _assert_one_complete_export(cluster.settings)
 
 
