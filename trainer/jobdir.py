@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import tensorflow as tf
-
 from trainer import storage
 from trainer import versions
 
@@ -64,4 +62,4 @@ def missing_exports(metrics: dict, bases: list[str]) -> list[str]:
   wanted = [storage.join(base, version) for base in bases]
   recorded = set(metrics["export"]["paths"])
   return [path for path in wanted
-          if path not in recorded or not tf.io.gfile.exists(storage.join(path, versions.SAVED_MODEL_PB))]
+          if path not in recorded or not storage.exists(storage.join(path, versions.SAVED_MODEL_PB))]
