@@ -39,3 +39,26 @@ def machine() -> str:
   gpus = tf.config.list_physical_devices("GPU")
   return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{len(gpus)} GPU(s), TensorFlow {tf.__version__}")
+
+
+# The vector extensions that decide which TensorFlow (oneDNN) kernels run.
+_VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
+                 "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu() -> str:
+  """The CPU model and its vector extensions, from /proc/cpuinfo (Linux)."""
+  model, flags = "unknown CPU", set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+          model = value.strip()
+        elif key.strip() == "flags":
+          flags = set(value.split())
+          break
+  except OSError:
+    return "unknown CPU (no /proc/cpuinfo)"
+  present = [flag for flag in _VECTOR_FLAGS if flag in flags]
+  return f"{model}; {os.cpu_count()} CPUs; vector extensions: {' '.join(present) or 'none'}"

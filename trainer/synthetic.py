@@ -40,7 +40,8 @@ _PALETTE = np.array([
 
 
 def make_arrays(n: int, image_shape: tuple[int, int, int], num_classes: int = 10,
-                seed: int = 0, noise: float = 0.7, signal: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+                seed: int = 0, noise: float = 0.7, signal: float = 0.4,
+                tint: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
   """Returns (images uint8 [n, H, W, C], labels int64 [n]), classes balanced.
 
   Args:
@@ -51,6 +52,8 @@ def make_arrays(n: int, image_shape: tuple[int, int, int], num_classes: int = 10
     noise: amplitude of the uniform background noise, in [0, 1].
     signal: brightness of the class square over the noise, in [0, 1]; lower is
       harder (0.25 takes the tutorial CNN several epochs over 8,000 images).
+    tint: strength of the faint whole-image class tint, in [0, 1]; with 0 the
+      square is the only cue.
   """
   h, w, c = image_shape
   rng = np.random.default_rng(seed)
@@ -70,18 +73,19 @@ def make_arrays(n: int, image_shape: tuple[int, int, int], num_classes: int = 10
       k = labels[i]
       y0 = int(np.clip(anchors[k][0] + jitter[i, 0], 0, h - side))
       x0 = int(np.clip(anchors[k][1] + jitter[i, 1], 0, w - side))
-      tint = _PALETTE[k][:c] if c == 3 else np.array([0.6 + 0.04 * k], np.float32)
+      colour = _PALETTE[k][:c] if c == 3 else np.array([0.6 + 0.04 * k], np.float32)
       # Weak cues under strong noise. The tutorial CNN at batch 128 on 2,000
       # images, measured over four seeds: ~39% test accuracy after one epoch,
       # 70-98% after three, >=98% after six.
-      image += 0.08 * tint  # a faint whole-image tint...
-      image[y0:y0 + side, x0:x0 + side] += signal * tint  # ...and a brighter square
+      image += tint * colour  # a faint whole-image tint...
+      image[y0:y0 + side, x0:x0 + side] += signal * colour  # ...and a brighter square
     images[start:start + len(chunk)] = np.clip(chunk * 255.0, 0, 255).astype(np.uint8)
   return images, labels
 
 
 def write_tfds(name: str, data_dir: str, num_train: int = 2000, num_test: int = 500,
-               seed: int = 0, num_shards: Optional[int] = None) -> str:
+               seed: int = 0, num_shards: Optional[int] = None, signal: float = 0.4,
+               tint: float = 0.08) -> str:
   """Writes learnable data as the prepared TFDS dataset `name` in `data_dir`.
 
   The features and version are those of the registered builder (cifar10,
@@ -90,6 +94,7 @@ def write_tfds(name: str, data_dir: str, num_train: int = 2000, num_test: int = 
 
   Args:
     num_shards: files per split; None lets TFDS choose (one, for small data).
+    signal, tint: the class cues' strengths (see make_arrays); lower is harder.
 
   Returns:
     The dataset's directory (data_dir/name/version).
@@ -106,7 +111,7 @@ def write_tfds(name: str, data_dir: str, num_train: int = 2000, num_test: int = 
   num_classes = features["label"].num_classes
   splits = {}
   for split, n, split_seed in (("train", num_train, seed), ("test", num_test, seed + 1)):
-    images, labels = make_arrays(n, shape, num_classes, seed=split_seed)
+    images, labels = make_arrays(n, shape, num_classes, seed=split_seed, signal=signal, tint=tint)
     columns = {"image": images, "label": labels}
     if "id" in features:
       columns["id"] = np.array([f"{split}_{i:05d}".encode() for i in range(n)])
@@ -121,8 +126,12 @@ def write_tfds(name: str, data_dir: str, num_train: int = 2000, num_test: int = 
 
 def write_image_folder(root: str, image_shape: tuple[int, int, int] = (32, 32, 3),
                        class_names: Optional[list[str]] = None, num_train: int = 600,
-                       num_test: int = 200, seed: int = 0) -> str:
+                       num_test: int = 200, seed: int = 0, signal: float = 0.4,
+                       tint: float = 0.08) -> str:
   """Writes learnable PNGs as root/{train,test}/<class>/<n>.png.
+
+  Args:
+    signal, tint: the class cues' strengths (see make_arrays); lower is harder.
 
   Returns:
     `root`.
@@ -131,7 +140,8 @@ def write_image_folder(root: str, image_shape: tuple[int, int, int] = (32, 32, 3
 
   class_names = class_names or [f"class_{k}" for k in range(10)]
   for split, n, split_seed in (("train", num_train, seed), ("test", num_test, seed + 1)):
-    images, labels = make_arrays(n, image_shape, len(class_names), seed=split_seed)
+    images, labels = make_arrays(n, image_shape, len(class_names), seed=split_seed,
+                                 signal=signal, tint=tint)
     for name in class_names:
       os.makedirs(os.path.join(root, split, name), exist_ok=True)
     for i, (image, label) in enumerate(zip(images, labels)):
