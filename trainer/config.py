@@ -87,6 +87,10 @@ class TrainConfig:
       choices=("constant", "cosine"))
   warmup_epochs: float = _field(0.0, "Epochs of linear learning-rate warm-up from 0.")
   label_smoothing: float = _field(0.0, "Label smoothing for the cross-entropy loss, in [0, 1).")
+  weight_decay: float = _field(
+      0.0,
+      "Decoupled weight decay (AdamW): each step shrinks every kernel by this "
+      "times the step's learning rate, biases excepted; 0 is plain Adam.")
   seed: int = _field(42, "Random seed for weights, shuffling and augmentation.")
 
   # --- Speed ----------------------------------------------------------------
@@ -164,6 +168,13 @@ class TrainConfig:
     need(self.warmup_epochs < self.epochs, "warmup-epochs", self.warmup_epochs,
          f"shorter than --epochs ({self.epochs})")
     need(0 <= self.label_smoothing < 1, "label-smoothing", self.label_smoothing, "in [0, 1)")
+    # The decay per step is learning_rate * weight_decay of each kernel: at 1
+    # or more with a learning rate of 1, a step would zero or flip the weights.
+    need(self.weight_decay >= 0 and math.isfinite(self.weight_decay), "weight-decay",
+         self.weight_decay, ">= 0 (0 turns it off)")
+    need(self.weight_decay * self.effective_learning_rate() < 1, "weight-decay", self.weight_decay,
+         f"below 1 / the peak learning rate ({1 / self.effective_learning_rate():.4g}), "
+         "or one step would remove a kernel's whole value")
     need(self.shuffle_buffer >= 1, "shuffle-buffer", self.shuffle_buffer, ">= 1")
     need(self.cache_limit_mb >= 0, "cache-limit-mb", self.cache_limit_mb, ">= 0")
     need(self.image_size is None or self.image_size >= 16, "image-size", self.image_size,
