@@ -212,14 +212,25 @@ PRESETS: dict[str, dict[str, Any]] = {
     # tutorial's recipe: augmentation fights the overfitting that stops the
     # tutorial at ~70%, warm-up keeps the first large-batch steps stable,
     # cosine decay anneals into a flatter minimum, and label smoothing
-    # calibrates the logits. Evidence and figures: README, Performance.
+    # calibrates the logits. Its 30-epoch version without weight decay
+    # reached 77.6% on CIFAR-10 test; this one aims at 80% within 40 epochs,
+    # adding decoupled weight decay (AdamW, Loshchilov & Hutter, ICLR 2019).
+    # 0.05 x the learning rate per step sums to 0.78 over the 15,600 steps:
+    # a kernel with no gradient would end at exp(-0.78) = 46% of its value.
+    # That is half the lower of the paper's CIFAR-10 settings (0.025 and 0.05
+    # normalised, 0.1 and 0.2 here), because this model has no BatchNorm, so
+    # decay shrinks what it computes and not only its scale. No Cutout: it
+    # was shown on networks of 11M+ parameters, and smaller networks want
+    # weaker augmentation (RandAugment, Cubuk et al. 2020). Evidence and
+    # figures: README, Performance.
     "cifar10-best": {
-        "epochs": 30,
+        "epochs": 40,
         "augment": True,
         "batch_size": 128,
         "learning_rate": 1e-3,
         "warmup_epochs": 2.0,
         "label_smoothing": 0.1,
+        "weight_decay": 0.05,
     },
     # Seconds-long end-to-end check of a setup: a slice of each split, one epoch.
     # Percentages, because TFDS refuses an absolute slice larger than the split:
