@@ -11,7 +11,8 @@ the paper (where it follows the schedule multiplier).
 
 Biases are not decayed (the "no bias decay" of He et al., "Bag of Tricks for
 Image Classification with Convolutional Neural Networks", CVPR 2019): they
-are few, and shrinking them toward 0 regularises nothing but the offsets.
+are 234 of the tutorial CNN's 122,570 parameters, and they set offsets, not
+how strongly the model responds to its input, which is what decay restrains.
 """
 
 from __future__ import annotations
