@@ -1,7 +1,8 @@
-"""Presets: the accuracy recipe trains stably, the schedule is what it says, the README's offline run works."""
+"""Presets: the accuracy recipe trains stably on hard learnable data, the schedule is what it says, the README's offline run works."""
 
 import glob
 import json
+import math
 import os
 import re
 import subprocess
@@ -11,9 +12,11 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from conftest import REPO
+from conftest import NUM_TEST, NUM_TRAIN, REPO
 from trainer import config as config_lib
+from trainer import data
 from trainer import schedule
+from trainer import synthetic
 from trainer import train
 
 
@@ -56,16 +59,43 @@ def _scalars(log_dir, tag):
   return points
 
 
-def test_cifar10_best_trains_stably(tfds_dir, tmp_path, caplog):
-  """The whole preset (30 epochs, augmentation, warm-up + cosine, label smoothing) on learnable data."""
-  config = config_lib.preset("cifar10-best", data_dir=tfds_dir, job_dir=str(tmp_path))
-  assert (config.epochs, config.augment, config.lr_schedule, config.label_smoothing) == (30, True, "cosine", 0.1)
+# Harder than the fixtures' data (cue 0.4): at cue 0.15 the preset's first
+# epoch ends near chance and its accuracy dips while the learning rate is high,
+# so stability has something to prove (trainer/synthetic.py).
+HARD_SIGNAL = 0.15
+
+
+def _hard_source():
+  info = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], NUM_TRAIN, NUM_TEST)
+  return data.ArraySource(
+      info, synthetic.make_arrays(NUM_TRAIN, (32, 32, 3), seed=0, signal=HARD_SIGNAL),
+      synthetic.make_arrays(NUM_TEST, (32, 32, 3), seed=1, signal=HARD_SIGNAL))
+
+
+def test_cifar10_best_trains_stably(tmp_path, caplog):
+  """The whole preset on hard learnable data: 40 epochs, augmentation, warm-up + cosine,
+  weight decay and label smoothing; only the data (2,000 / 500 images) are small."""
+  config = config_lib.preset("cifar10-best", job_dir=str(tmp_path))
+  assert (config.epochs, config.augment, config.batch_size, config.lr_schedule, config.warmup_epochs,
+          config.label_smoothing, config.weight_decay) == (40, True, 128, "cosine", 2.0, 0.1, 0.05)
   caplog.set_level("INFO", logger="trainer.train")
-  metrics = train.run(config)
+  metrics = train.run(config, datasets=_hard_source())
+
+  evals = re.findall(r"Epoch \d+/40 done: eval loss (\S+), accuracy (\S+);", caplog.text)
+  assert len(evals) == 40
+  eval_loss = [float(loss) for loss, _ in evals]
+  curve = [float(accuracy) for _, accuracy in evals]
+  losses = [value for _, value in sorted(_scalars(os.path.join(tmp_path, "logs", "train"), "loss"))]
+  assert all(math.isfinite(x) for x in eval_loss + losses + [metrics["test_loss"]]), (eval_loss, losses)
+  # The first epoch, mostly warm-up, ends near chance (ln 10 = 2.30). Label
+  # smoothing 0.1 puts a floor of ~0.50 under the loss; the run gets near it.
+  assert losses[0] > 2.0 and losses[-1] < 0.4 * losses[0], losses
+  assert max(losses[-10:]) < min(losses[:5]), losses
+  # One run here: 0.978 final, >= 0.966 over the last 10 epochs, >= 0.926 from the 11th.
   assert metrics["test_accuracy"] >= 0.95, metrics
-  curve = [float(m) for m in re.findall(r"Epoch \d+/30 done: eval loss [\d.]+, accuracy ([\d.]+)", caplog.text)]
-  assert len(curve) == 30
-  assert min(curve[10:]) >= 0.9, f"accuracy fell back during training: {curve}"
+  assert min(curve[-10:]) >= 0.94, f"the annealed epochs should hold: {curve}"
+  assert min(curve[10:]) >= 0.8, f"accuracy fell back during training: {curve}"
+
   rates = [value for _, value in sorted(_scalars(os.path.join(tmp_path, "logs", "train"), "learning_rate"))]
   peak = 2e-3  # 1e-3 at batch 32, times sqrt(128 / 32) for the preset's batch of 128
   # Logged at epoch ends: the first point is half-way through the 2-epoch warm-up.

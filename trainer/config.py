@@ -87,6 +87,10 @@ class TrainConfig:
       choices=("constant", "cosine"))
   warmup_epochs: float = _field(0.0, "Epochs of linear learning-rate warm-up from 0.")
   label_smoothing: float = _field(0.0, "Label smoothing for the cross-entropy loss, in [0, 1).")
+  weight_decay: float = _field(
+      0.0,
+      "Decoupled weight decay (AdamW): each step shrinks every kernel by this "
+      "times the step's learning rate, biases excepted; 0 is plain Adam.")
   seed: int = _field(42, "Random seed for weights, shuffling and augmentation.")
 
   # --- Speed ----------------------------------------------------------------
@@ -164,6 +168,13 @@ class TrainConfig:
     need(self.warmup_epochs < self.epochs, "warmup-epochs", self.warmup_epochs,
          f"shorter than --epochs ({self.epochs})")
     need(0 <= self.label_smoothing < 1, "label-smoothing", self.label_smoothing, "in [0, 1)")
+    # The decay per step is learning_rate * weight_decay of each kernel: at 1
+    # or more with a learning rate of 1, a step would zero or flip the weights.
+    need(self.weight_decay >= 0 and math.isfinite(self.weight_decay), "weight-decay",
+         self.weight_decay, ">= 0 (0 turns it off)")
+    need(self.weight_decay * self.effective_learning_rate() < 1, "weight-decay", self.weight_decay,
+         f"below 1 / the peak learning rate ({1 / self.effective_learning_rate():.4g}), "
+         "or one step would remove a kernel's whole value")
     need(self.shuffle_buffer >= 1, "shuffle-buffer", self.shuffle_buffer, ">= 1")
     need(self.cache_limit_mb >= 0, "cache-limit-mb", self.cache_limit_mb, ">= 0")
     need(self.image_size is None or self.image_size >= 16, "image-size", self.image_size,
@@ -201,14 +212,25 @@ PRESETS: dict[str, dict[str, Any]] = {
     # tutorial's recipe: augmentation fights the overfitting that stops the
     # tutorial at ~70%, warm-up keeps the first large-batch steps stable,
     # cosine decay anneals into a flatter minimum, and label smoothing
-    # calibrates the logits. Evidence and figures: README, Performance.
+    # calibrates the logits. Its 30-epoch version without weight decay
+    # reached 77.6% on CIFAR-10 test; this one aims at 80% within 40 epochs,
+    # adding decoupled weight decay (AdamW, Loshchilov & Hutter, ICLR 2019).
+    # 0.05 x the learning rate per step sums to 0.78 over the 15,600 steps:
+    # a kernel with no gradient would end at exp(-0.78) = 46% of its value.
+    # That is half the lower of the paper's CIFAR-10 settings (0.025 and 0.05
+    # normalised, 0.1 and 0.2 here), because this model has no BatchNorm, so
+    # decay shrinks what it computes and not only its scale. No Cutout: it
+    # was shown on networks of 11M+ parameters, and smaller networks want
+    # weaker augmentation (RandAugment, Cubuk et al. 2020). Evidence and
+    # figures: README, Performance.
     "cifar10-best": {
-        "epochs": 30,
+        "epochs": 40,
         "augment": True,
         "batch_size": 128,
         "learning_rate": 1e-3,
         "warmup_epochs": 2.0,
         "label_smoothing": 0.1,
+        "weight_decay": 0.05,
     },
     # Seconds-long end-to-end check of a setup: a slice of each split, one epoch.
     # Percentages, because TFDS refuses an absolute slice larger than the split:

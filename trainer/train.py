@@ -36,7 +36,6 @@ import logging
 import time
 from typing import Any, Optional
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -49,9 +48,9 @@ from trainer import jobdir
 from trainer import joblock
 from trainer import metrics as metrics_lib
 from trainer import model as model_lib
+from trainer import optimizer as optimizer_lib
 from trainer import preemption
 from trainer import records
-from trainer import schedule
 from trainer import steps as steps_lib
 from trainer import storage
 from trainer import summaries
@@ -153,27 +152,17 @@ class _Loop:
     self.info = source.info
     self.paths = paths
     self.steps_per_epoch = steps_per_epoch
-    self.total_steps = steps_per_epoch * config.epochs
     self.global_batch = config.batch_size
     self.sigterm = preemption.SigtermWatch()
     self._train_seconds = 0.0  # steady-state training time (first call excluded)
     self._train_images = 0
     self._last_eval: Optional[dict[str, Any]] = None
 
-    lr = schedule.LearningRate(
-        peak=config.effective_learning_rate(),
-        warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
-        total_steps=self.total_steps, cosine=config.lr_schedule == "cosine")
     with strategy.scope():
       self.model = model_lib.create_model(config.model, self.info.image_shape,
                                           self.info.num_classes, config.mixed_precision)
-      optimizer = keras.optimizers.Adam(learning_rate=lr)
-      if config.mixed_precision == "float16":
-        # float16 gradients underflow without loss scaling; bfloat16 has
-        # float32's exponent range and needs none.
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-      self.optimizer = optimizer
-      self.optimizer.build(self.model.trainable_variables)
+      self.optimizer = optimizer_lib.create(config, steps_per_epoch,
+                                            self.model.trainable_variables)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
       self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step")
       self.train_sums = metrics_lib.Sums(self.info.num_classes, confusion=False)

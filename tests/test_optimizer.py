@@ -1,0 +1,119 @@
+"""The optimiser: --weight-decay 0 is plain Adam; above 0, kernels decay by lr * wd per step and biases do not."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import config as config_lib
+from trainer import errors
+from trainer import model as model_lib
+from trainer import optimizer as optimizer_lib
+from trainer import train
+
+# A constant learning rate of exactly LR: no warm-up, no decay, no batch scaling.
+LR = 0.01
+
+
+def _config(**overrides):
+  values = dict(learning_rate=LR, lr_scaling="none", lr_schedule="constant", warmup_epochs=0.0,
+                epochs=2)
+  values.update(overrides)
+  return config_lib.preset("cifar10", **values)
+
+
+def _model(strategy, mixed_precision="off"):
+  with strategy.scope():
+    model = model_lib.create_model("tutorial", (32, 32, 3), 10, mixed_precision)
+  # Biases start at 0, where decaying them would change nothing: make every
+  # variable non-zero so that a decayed bias would show.
+  rng = np.random.default_rng(0)
+  model.set_weights([rng.normal(0.5, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
+  return model
+
+
+def _apply(strategy, optimizer, model, grads, steps):
+  @tf.function
+  def step():
+    def replica_step():
+      optimizer.apply_gradients(zip([tf.constant(g) for g in grads], model.trainable_variables))
+    strategy.run(replica_step)
+  for _ in range(steps):
+    step()
+
+
+@pytest.mark.parametrize("replicas, mixed_precision", [(1, "off"), (2, "off"), (1, "float16")])
+def test_weight_decay_shrinks_kernels_by_lr_times_wd_per_step_and_leaves_biases(replicas,
+                                                                                 mixed_precision):
+  """With zero gradients Adam moves nothing, so what changes is the decay alone."""
+  strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if replicas == 2
+              else tf.distribute.get_strategy())
+  wd, steps = 0.5, 3
+  config = _config(weight_decay=wd, mixed_precision=mixed_precision)
+  model = _model(strategy, mixed_precision)
+  with strategy.scope():
+    optimizer = optimizer_lib.create(config, 10, model.trainable_variables)
+  before = [v.numpy() for v in model.trainable_variables]
+  _apply(strategy, optimizer, model, [np.zeros_like(w) for w in before], steps)
+  for variable, old in zip(model.trainable_variables, before):
+    expected = old * (1 - LR * wd) ** steps if variable.ndim > 1 else old
+    np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, err_msg=variable.path)
+  assert {v.path for v in optimizer_lib.decayed(model.trainable_variables)} == {
+      f"{layer}/kernel" for layer in ("conv1", "conv2", "conv3", "dense", "logits")}
+
+
+def test_weight_decay_zero_is_plain_adam():
+  """The same gradients through --weight-decay 0 and keras Adam give the same weights, bit for bit."""
+  strategy = tf.distribute.get_strategy()
+  config = _config()
+  ours_model, adam_model = _model(strategy), _model(strategy)
+  ours = optimizer_lib.create(config, 10, ours_model.trainable_variables)
+  assert type(ours) is keras.optimizers.Adam and ours.weight_decay is None
+  adam = keras.optimizers.Adam(learning_rate=LR)
+  adam.build(adam_model.trainable_variables)
+  rng = np.random.default_rng(1)
+  grads = [rng.normal(0, 1, w.shape).astype(np.float32) for w in ours_model.get_weights()]
+  _apply(strategy, ours, ours_model, grads, 3)
+  _apply(strategy, adam, adam_model, grads, 3)
+  for a, b in zip(ours_model.get_weights(), adam_model.get_weights()):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_weight_decay_follows_the_learning_rate_schedule():
+  """Keras decays by the step's scheduled rate, so the decay warms up and anneals with it."""
+  strategy = tf.distribute.get_strategy()
+  wd = 0.5
+  config = _config(weight_decay=wd, lr_schedule="cosine", warmup_epochs=1.0)
+  model = _model(strategy)
+  optimizer = optimizer_lib.create(config, 4, model.trainable_variables)  # 4 warm-up steps
+  kernel = model.get_layer("conv1").kernel
+  before = kernel.numpy()
+  _apply(strategy, optimizer, model, [np.zeros(v.shape, np.float32) for v in model.trainable_variables], 2)
+  # Steps 0 and 1 of the warm-up run at 1/4 and 2/4 of the peak rate.
+  np.testing.assert_allclose(kernel.numpy(), before * (1 - LR / 4 * wd) * (1 - LR / 2 * wd), rtol=1e-5)
+
+
+@pytest.mark.parametrize("value, want", [
+    (-0.1, ">= 0"), (float("inf"), ">= 0"), (float("nan"), ">= 0"),
+    (600.0, "below 1 / the peak learning rate (500)")])
+def test_invalid_weight_decay_is_a_config_error(value, want):
+  config = config_lib.preset("cifar10-best", weight_decay=value)  # peak lr 2e-3
+  with pytest.raises(errors.ConfigError, match=r"--weight-decay .* is invalid: it must be "):
+    config.validate()
+  with pytest.raises(errors.ConfigError) as raised:
+    config.validate()
+  assert want in str(raised.value)
+
+
+def test_a_run_with_weight_decay_resumes_from_its_checkpoint(tfds_dir, tmp_path, caplog):
+  """AdamW adds no slot, so its checkpoint restores like Adam's; a second run trains epoch 2 on it."""
+  config = config_lib.preset("cifar10", data_dir=tfds_dir, job_dir=str(tmp_path), batch_size=128,
+                             epochs=1, weight_decay=0.05, log_every_steps=5, steps_per_execution=5)
+  first = train.run(config)
+  caplog.set_level("INFO", logger="trainer.train")
+  second = train.run(dataclasses.replace(config, epochs=2))
+  assert "Resuming from checkpoint" in caplog.text and "at epoch 2/2, step 0/15" in caplog.text
+  assert second["global_step"] == 2 * first["global_step"] == 30
+  assert second["export"]["version"] == 2
