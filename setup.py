@@ -40,6 +40,9 @@ setup(
             "grpcio>=1.60,<2",
             "requests>=2.31,<3",
         ],
+        # bench/end_to_end.py's default data: crops of the photographs that
+        # scikit-image ships (bench/photos.py).
+        "bench": ["scikit-image>=0.24,<0.27"],
         # Everything the test suite starts or calls: a GCS emulator, schema
         # validation for the manifests, hadolint for the Dockerfile.
         "test": [

@@ -48,24 +48,60 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 _EPOCH_LINE = re.compile(r"Epoch (\d+)/(\d+) done: eval loss [\d.]+, accuracy ([\d.]+)")
 
 
-def write_data(work: str, num_train: int, num_test: int, signal: float,
+def write_data(work: str, kind: str, num_train: int, num_test: int, signal: float,
                tint: float) -> dict[str, list[str]]:
-  """Writes (once) both on-disk forms; returns each input's --dataset/--data-dir args."""
+  """Writes (once) both on-disk forms; returns each input's --dataset/--data-dir args.
+
+  Args:
+    kind: "photos" (bench/photos.py: crops of real photographs) or "synthetic"
+      (trainer.synthetic, at cue strengths `signal` and `tint`).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from trainer import synthetic  # pylint: disable=import-outside-toplevel
-  tag = f"{num_train}-{num_test}-signal{signal}-tint{tint}"
+  tfds.disable_progress_bar()
+  tag = f"{kind}-{num_train}-{num_test}" + (f"-signal{signal}-tint{tint}" if kind == "synthetic" else "")
   tfds_dir, folder = os.path.join(work, f"tfds-{tag}"), os.path.join(work, f"folder-{tag}")
   done = os.path.join(work, f"{tag}.done")
   if not os.path.exists(done):
     for path in (tfds_dir, folder):
       shutil.rmtree(path, ignore_errors=True)
     start = time.perf_counter()
-    cues = {"signal": signal, "tint": tint}
-    synthetic.write_tfds("cifar10", tfds_dir, num_train, num_test, **cues)
-    synthetic.write_image_folder(folder, (32, 32, 3), list(synthetic.CLASS_NAMES["cifar10"]),
-                                 num_train, num_test, **cues)
+    if kind == "photos":
+      import photos  # pylint: disable=import-outside-toplevel
+      names = list(photos.CLASS_NAMES)
+      splits = {"train": photos.make_arrays(num_train, True, seed=0),
+                "test": photos.make_arrays(num_test, False, seed=1)}
+    else:
+      names = list(synthetic.CLASS_NAMES["cifar10"])
+      cues = {"signal": signal, "tint": tint}
+      splits = {"train": synthetic.make_arrays(num_train, (32, 32, 3), 10, seed=0, **cues),
+                "test": synthetic.make_arrays(num_test, (32, 32, 3), 10, seed=1, **cues)}
+    # The catalog path: the registered `cifar10` builder's features and version.
+    synthetic.store_tfds("cifar10", tfds_dir, splits, class_names=names)
+    synthetic.store_image_folder(folder, splits, names)
     open(done, "w").close()
     print(f"wrote both forms in {time.perf_counter() - start:.0f} s to {work}")
   return {"tfds": ["--dataset", "cifar10", "--data-dir", tfds_dir],
+          "folder": ["--dataset", f"folder:{folder}"]}
+
+
+def real_data(work: str, data_dir: str) -> dict[str, list[str]]:
+  """Real CIFAR-10 prepared in `data_dir` (`tfds build cifar10`), plus a PNG folder of it."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  folder = os.path.join(work, "folder-cifar10-real")
+  done = folder + ".done"
+  if not os.path.exists(done):
+    shutil.rmtree(folder, ignore_errors=True)
+    builder = tfds.builder("cifar10", data_dir=data_dir)
+    names = builder.info.features["label"].names
+    for split in ("train", "test"):
+      for i, (image, label) in enumerate(tfds.as_numpy(builder.as_dataset(split=split,
+                                                                           as_supervised=True))):
+        os.makedirs(os.path.join(folder, split, names[label]), exist_ok=True)
+        Image.fromarray(image).save(os.path.join(folder, split, names[label], f"{i:05d}.png"))
+    open(done, "w").close()
+  return {"tfds": ["--dataset", "cifar10", "--data-dir", data_dir],
           "folder": ["--dataset", f"folder:{folder}"]}
 
 
@@ -107,27 +143,48 @@ def main():
   parser.add_argument("--rounds", type=int, default=1, help="rounds per input path (default: 1).")
   parser.add_argument("--examples", type=int, default=50000, help="training images (default: 50000).")
   parser.add_argument("--test-examples", type=int, default=10000, help="test images (default: 10000).")
-  parser.add_argument("--signal", type=float, default=0.04,
-                      help="strength of the synthetic images' class square; lower is harder (default: 0.04).")
-  parser.add_argument("--tint", type=float, default=0.02,
-                      help="strength of their whole-image class tint (default: 0.02).")
+  parser.add_argument("--data", choices=("photos", "synthetic"), default="photos",
+                      help="photos: crops of real photographs (bench/photos.py, the default); "
+                           "synthetic: trainer.synthetic's test data.")
+  parser.add_argument("--signal", type=float, default=0.4,
+                      help="with --data synthetic: the class square's strength (default: 0.4).")
+  parser.add_argument("--tint", type=float, default=0.08,
+                      help="with --data synthetic: the whole-image tint's strength (default: 0.08).")
   parser.add_argument("--epochs", type=int, default=10, help="the tutorial's epochs (default: 10).")
   parser.add_argument("--inputs", default="tfds,folder", help="input paths to run (default: tfds,folder).")
   parser.add_argument("--project-args", default="", help="extra trainer.task flags, space-separated.")
   parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "cnn-trainer-bench"),
                       help="where the data are written once and reused.")
   parser.add_argument("--quick", action="store_true", help="10,000 / 2,000 images, 1 round.")
+  parser.add_argument("--max-isa", choices=("AVX2", "AVX512_CORE"),
+                      help="cap oneDNN's kernels at this instruction set in both processes "
+                           "(ONEDNN_MAX_CPU_ISA): AVX2 runs an AVX-512 machine's TensorFlow "
+                           "kernels as on an AVX2-only CPU.")
+  parser.add_argument("--cifar10-data-dir",
+                      help="a data_dir holding the real, prepared cifar10 (`tfds build cifar10`): "
+                           "measure on it (and on a PNG folder written from it) instead.")
   args = parser.parse_args()
   if args.quick:
     args.rounds, args.examples, args.test_examples = 1, 10000, 2000
   os.makedirs(args.work, exist_ok=True)
+  if args.max_isa:
+    os.environ["ONEDNN_MAX_CPU_ISA"] = args.max_isa  # inherited by both children
 
   print(f"machine: {common.machine()}")
   print(f"cpu: {common.cpu()}")
-  inputs = write_data(args.work, args.examples, args.test_examples, args.signal, args.tint)
+  if args.max_isa:
+    print(f"oneDNN capped at {args.max_isa} (ONEDNN_MAX_CPU_ISA) in both processes")
+  if args.cifar10_data_dir:
+    inputs = real_data(args.work, args.cifar10_data_dir)
+    what = "real CIFAR-10 (50,000 / 10,000 images)"
+  else:
+    inputs = write_data(args.work, args.data, args.examples, args.test_examples, args.signal,
+                        args.tint)
+    what = (f"{args.examples} / {args.test_examples} CIFAR-10-sized images, " +
+            ("crops of real photographs (bench/photos.py)" if args.data == "photos" else
+             f"trainer.synthetic with --signal {args.signal} --tint {args.tint}"))
   extra = args.project_args.split()
-  print(f"data: {args.examples} / {args.test_examples} learnable CIFAR-10-sized images, cues "
-        f"--signal {args.signal} --tint {args.tint}; tutorial: {args.epochs} epochs at batch 32; project: "
+  print(f"data: {what}; tutorial: {args.epochs} epochs at batch 32; project: "
         f"trainer.task defaults {' '.join(extra)}")
   for name in args.inputs.split(","):
     ratios, to_accuracy = [], []

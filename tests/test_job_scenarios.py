@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
     not netns_available(), reason="needs root and iproute2 to create network namespaces")
 
 SPE = NUM_TRAIN // config_lib.preset("cifar10").batch_size  # steps per epoch
-EPOCHS = config_lib.preset("cifar10").epochs  # the manifest trains the preset's 10
+EPOCHS = config_lib.preset("cifar10").epochs  # the manifest trains the preset's epochs
 # Log every 5 steps, so that a scenario can act mid-epoch.
 MID_EPOCH_LOGGING = ["--log-every-steps", "5", "--steps-per-execution", "5"]
 TIME_SCALE = 0.01  # back-off 10 s -> 0.1 s; nothing else is scaled

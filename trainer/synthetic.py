@@ -83,14 +83,14 @@ def make_arrays(n: int, image_shape: tuple[int, int, int], num_classes: int = 10
   return images, labels
 
 
+# split name -> (images uint8 [n, H, W, C], labels int64 [n])
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
 def write_tfds(name: str, data_dir: str, num_train: int = 2000, num_test: int = 500,
                seed: int = 0, num_shards: Optional[int] = None, signal: float = 0.4,
                tint: float = 0.08) -> str:
   """Writes learnable data as the prepared TFDS dataset `name` in `data_dir`.
-
-  The features and version are those of the registered builder (cifar10,
-  mnist, fashion_mnist, ...), so `tfds.load(name, data_dir=data_dir,
-  download=False)` reads them exactly as it would read the real thing.
 
   Args:
     num_shards: files per split; None lets TFDS choose (one, for small data).
@@ -100,25 +100,45 @@ def write_tfds(name: str, data_dir: str, num_train: int = 2000, num_test: int = 
     The dataset's directory (data_dir/name/version).
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  features = tfds.builder(name).info.features
+  shape, num_classes = features["image"].shape, features["label"].num_classes
+  splits = {split: make_arrays(n, shape, num_classes, seed=split_seed, signal=signal, tint=tint)
+            for split, n, split_seed in (("train", num_train, seed), ("test", num_test, seed + 1))}
+  return store_tfds(name, data_dir, splits, num_shards=num_shards)
+
+
+def store_tfds(name: str, data_dir: str, splits: Splits, class_names: Optional[list[str]] = None,
+               num_shards: Optional[int] = None) -> str:
+  """Stores arrays as the prepared TFDS dataset `name` (a registered one) in `data_dir`.
+
+  The features and version are those of the registered builder (cifar10,
+  mnist, fashion_mnist, ...), so `tfds.load(name, data_dir=data_dir,
+  download=False)` reads them exactly as it would read the real thing.
+
+  Args:
+    class_names: the label names; default: the real dataset's.
+    num_shards: files per split; None lets TFDS choose (one, for small data).
+
+  Returns:
+    The dataset's directory (data_dir/name/version).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   reference = tfds.builder(name)
   features = reference.info.features
-  if name in CLASS_NAMES:
+  if class_names or name in CLASS_NAMES:
     # The registered builders learn their names from the downloaded files.
-    features["label"].names = list(CLASS_NAMES[name])
-  shape = features["image"].shape
-  num_classes = features["label"].num_classes
-  splits = {}
-  for split, n, split_seed in (("train", num_train, seed), ("test", num_test, seed + 1)):
-    images, labels = make_arrays(n, shape, num_classes, seed=split_seed, signal=signal, tint=tint)
+    features["label"].names = list(class_names or CLASS_NAMES[name])
+  datasets = {}
+  for split, (images, labels) in splits.items():
     columns = {"image": images, "label": labels}
     if "id" in features:
-      columns["id"] = np.array([f"{split}_{i:05d}".encode() for i in range(n)])
-    splits[split] = tf.data.Dataset.from_tensor_slices(columns)
+      columns["id"] = np.array([f"{split}_{i:05d}".encode() for i in range(len(labels))])
+    datasets[split] = tf.data.Dataset.from_tensor_slices(columns)
   tfds.dataset_builders.store_as_tfds_dataset(
       name=name, version=str(reference.VERSION), features=features,
-      split_datasets=splits, data_dir=data_dir,
+      split_datasets=datasets, data_dir=data_dir,
       description="Learnable synthetic data written by trainer.synthetic.",
       download_config=tfds.download.DownloadConfig(num_shards=num_shards))
   return os.path.join(data_dir, name, str(reference.VERSION))
@@ -136,16 +156,22 @@ def write_image_folder(root: str, image_shape: tuple[int, int, int] = (32, 32, 3
   Returns:
     `root`.
   """
+  class_names = class_names or [f"class_{k}" for k in range(10)]
+  splits = {split: make_arrays(n, image_shape, len(class_names), seed=split_seed,
+                               signal=signal, tint=tint)
+            for split, n, split_seed in (("train", num_train, seed), ("test", num_test, seed + 1))}
+  return store_image_folder(root, splits, class_names)
+
+
+def store_image_folder(root: str, splits: Splits, class_names: list[str]) -> str:
+  """Stores arrays as PNGs, root/<split>/<class>/<n>.png; returns `root`."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
 
-  class_names = class_names or [f"class_{k}" for k in range(10)]
-  for split, n, split_seed in (("train", num_train, seed), ("test", num_test, seed + 1)):
-    images, labels = make_arrays(n, image_shape, len(class_names), seed=split_seed,
-                                 signal=signal, tint=tint)
+  for split, (images, labels) in splits.items():
     for name in class_names:
       os.makedirs(os.path.join(root, split, name), exist_ok=True)
     for i, (image, label) in enumerate(zip(images, labels)):
-      pixels = image[..., 0] if image_shape[2] == 1 else image
+      pixels = image[..., 0] if image.shape[-1] == 1 else image
       Image.fromarray(pixels).save(os.path.join(root, split, class_names[label], f"{i:05d}.png"))
   return root
 
