@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -198,6 +199,90 @@ def test_bad_folders_are_named(tmp_path, layout, message):
 def test_missing_folder(tmp_path):
   with pytest.raises(errors.DataError, match="no such directory"):
     data.load(_config(dataset=f"folder:{tmp_path}/nope"))
+
+
+def _context(pipelines, index):
+  return tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=index,
+                                    num_replicas_in_sync=pipelines)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_two_workers_folder_shares_are_disjoint_and_cover_every_file_once(image_folder, train):
+  config = _config(dataset=f"folder:{image_folder}")
+  whole = _digests(data.load(config).read(train, None, 0))
+  shares = []
+  for worker in (0, 1):
+    source = data.load(config, num_workers=2, worker_index=worker)
+    assert source.holds_decoded(train, _context(2, worker))  # its own share, decoded at load
+    shares.append(_digests(source.read(train, _context(2, worker), 0)))
+  assert len(whole) == (800 if train else 200)
+  assert not set(shares[0]) & set(shares[1])
+  assert sorted(shares[0] + shares[1]) == whole
+  assert len(shares[0]) == len(shares[1])  # by file: every other file
+  assert "each of 2 workers reads its own shard (by file)" in data.describe(source, config, 2)
+
+
+def _pillow_pixels(path, channels=3):
+  from PIL import Image
+  with Image.open(path) as image:
+    pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+  return pixels.reshape(pixels.shape[:2] + (channels,))
+
+
+def test_folder_is_read_and_decoded_once_at_start_up(tmp_path):
+  """Start-up decodes every file; training and evaluation then never touch the files."""
+  root = synthetic.write_image_folder(str(tmp_path / "images"), num_train=120, num_test=40)
+  config = _config(dataset=f"folder:{root}", batch_size=32)
+  source = data.load(config)
+  # The pixels and labels are the files' own: label k is the k-th label folder.
+  expected = {}
+  for split in ("train", "test"):
+    for k, label in enumerate(sorted(os.listdir(os.path.join(root, split)))):
+      for name in os.listdir(os.path.join(root, split, label)):
+        expected.setdefault(split, []).append(
+            hashlib.sha1(_pillow_pixels(os.path.join(root, split, label, name)).tobytes()).hexdigest()
+            + str(k))
+  shutil.rmtree(root)
+  assert _digests(source.read(False, None, 0)) == sorted(expected["test"])
+  assert _digests(source.read(True, None, 0)) == sorted(expected["train"])
+  batches = list(data.train_dataset(source, config).take(3 * 120 // 32))  # three epochs
+  assert len(batches) == 11 and all(b[0].shape == (32, 32, 32, 3) for b in batches)
+  assert sum(len(labels) for _, labels in data.eval_dataset(source, config)) == 40
+
+
+def test_folder_streams_the_same_examples_when_they_do_not_fit(image_folder):
+  kept = data.load(_config(dataset=f"folder:{image_folder}"))
+  streamed = data.load(_config(dataset=f"folder:{image_folder}", cache="none"))
+  assert not streamed.holds_decoded(True, None)
+  for train in (True, False):
+    assert _digests(streamed.read(train, None, 0)) == _digests(kept.read(train, None, 0))
+  # A share other than the one decoded at load (e.g. the chief finishing a
+  # multi-worker run alone) is streamed from its files.
+  parts = [_digests(kept.read(False, _context(3, i), 0)) for i in range(3)]
+  assert sorted(sum(parts, [])) == _digests(kept.read(False, None, 0))
+
+
+def _truncated_png(tmp_path):
+  """A PNG whose header is intact and whose pixel data stop halfway."""
+  from PIL import Image
+  path = tmp_path / "whole.png"
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(path)
+  data_ = path.read_bytes()
+  path.unlink()
+  return data_[:len(data_) // 2]
+
+
+def test_each_worker_decodes_only_its_share_and_names_a_bad_file(tmp_path):
+  """The files sort as a/0..3, b/0..3: worker 0 decodes a/0, a/2, b/0, b/2; b/3 is worker 1's."""
+  dataset = _folder(tmp_path, {"train": {"a": [OK] * 4, "b": [OK] * 3 + [_truncated_png(tmp_path)]},
+                               "test": {"a": [OK], "b": [OK]}})
+  config = _config(dataset=dataset)
+  assert data.load(config, num_workers=2, worker_index=0).info.num_train_examples == 8
+  with pytest.raises(errors.DataError, match=r"corrupt or unreadable image .*train/b/3\.png: .*"
+                     r"Remove or replace the file\."):
+    data.load(config, num_workers=2, worker_index=1)
+  with pytest.raises(errors.DataError, match=r"corrupt or unreadable image .*train/b/3\.png"):
+    data.load(config)
 
 
 # -------------------------------------------------------------------- TFDS
