@@ -87,16 +87,20 @@ class TfdsSource:
     read_config = tfds.ReadConfig(
         input_context=input_context if by_file else None,
         shuffle_seed=seed, try_autocache=False)
+    # The 'image' and 'label' features (which _load_tfds checks), not
+    # as_supervised: datasets written by trainer.prepare (TFDS's
+    # store_as_tfds_dataset) declare no supervised keys.
     ds = self.builder.as_dataset(
-        split=split, as_supervised=True, shuffle_files=train, read_config=read_config,
+        split=split, shuffle_files=train, read_config=read_config,
         # Shard before decoding so each worker decodes only its own images.
         decoders={"image": tfds.decode.SkipDecoding()})
     if pipelines > 1 and not by_file:
       ds = ds.shard(pipelines, input_context.input_pipeline_id)
     return ds.map(self._decode, num_parallel_calls=AUTOTUNE)
 
-  def _decode(self, encoded, label):
-    image = self._image_feature.decode_example(encoded)
+  def _decode(self, example):
+    image = self._image_feature.decode_example(example["image"])
+    label = example["label"]
     if self._resize:
       image = tf.image.resize(image, [self._resize, self._resize], antialias=True)
       image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)

@@ -201,27 +201,28 @@ def decoder(channels: int, image_size: Optional[int]):
   return decode
 
 
-def decode_batches(paths: tf.data.Dataset, decode, shape: tuple[int, int, int]) -> tf.data.Dataset:
+def decode_batches(paths: tf.data.Dataset, decode, spec: tf.TensorSpec) -> tf.data.Dataset:
   """Decodes a dataset of (path, label), in order, in parallel: (images, labels) batches.
 
   Args:
-    decode: path -> image (`decoder`).
-    shape: every decoded image's (H, W, C).
+    decode: path -> image (`decoder`), or anything of `spec`.
+    spec: what `decode` returns for each path.
   """
-  spec = tf.TensorSpec(shape, tf.uint8)
   return paths.batch(_DECODE_BATCH).map(
       lambda batch, labels: (tf.map_fn(decode, batch, fn_output_signature=spec), labels),
       num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def decode_files(paths: list[str], labels: np.ndarray, decode, shape: tuple[int, int, int],
-                 keep: bool = True) -> Optional[tf.data.Dataset]:
+def decode_files(paths: list[str], labels: np.ndarray, decode,
+                 shape: Optional[tuple[int, int, int]], keep: bool = True
+                 ) -> Optional[tf.data.Dataset]:
   """Decodes every one of `paths` once, in parallel; a bad file fails by name.
 
   Args:
     labels: one per path, carried along.
-    keep: keep the decoded images; False only checks them, holding a few
-      batches at a time.
+    shape: every decoded image's (H, W, C); only needed with keep.
+    keep: keep the decoded images; False only checks them (of any size),
+      holding a few batches at a time.
 
   Returns:
     With keep, (images [B, H, W, C], labels [B]) batches in the order of
@@ -234,8 +235,12 @@ def decode_files(paths: list[str], labels: np.ndarray, decode, shape: tuple[int,
   Raises:
     DataError: a file that cannot be decoded, named.
   """
+  if keep:
+    fn, spec = decode, tf.TensorSpec(shape, tf.uint8)
+  else:
+    fn, spec = lambda path: tf.size(decode(path)), tf.TensorSpec([], tf.int32)
   ds = decode_batches(tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), labels)),
-                      decode, shape)
+                      fn, spec)
   if keep:
     ds = ds.cache()
   done = 0
@@ -250,6 +255,11 @@ def decode_files(paths: list[str], labels: np.ndarray, decode, shape: tuple[int,
         f"cannot decode one of the images {paths[done]} ... {paths[-1]}: {e.message}. "
         "Remove or replace it.") from None
   return ds if keep else None
+
+
+def check_files(paths: list[str], channels: int) -> None:
+  """Decodes every one of `paths` once, in parallel, keeping nothing; a bad file fails by name."""
+  decode_files(paths, np.zeros(len(paths), np.int64), decoder(channels, None), None, keep=False)
 
 
 class FolderSource:
