@@ -182,6 +182,22 @@ def test_folder_of_grey_images_has_one_channel(tmp_path):
   assert data.load(_config(dataset=dataset)).info.image_shape == (28, 28, 1)
 
 
+def test_folder_of_jpegs_and_pngs_mixing_grey_and_colour_is_rgb(tmp_path):
+  from PIL import Image
+  for split in ("train", "test"):
+    for label, mode in (("a", "L"), ("b", "RGB")):
+      os.makedirs(tmp_path / split / label)
+      Image.new(mode, (24, 20), 200).save(tmp_path / split / label / "0.jpg", quality=95)
+      Image.new("L", (24, 20), 100).save(tmp_path / split / label / "1.png")
+  source = data.load(_config(dataset=f"folder:{tmp_path}"))
+  assert source.info.image_shape == (20, 24, 3)
+  images = {int(label): [] for label in (0, 1)}
+  for image, label in source.read(False, None, 0):
+    images[int(label)].append(image.numpy())
+  assert all(image.shape == (20, 24, 3) for pair in images.values() for image in pair)
+  assert sorted(int(image.mean()) for image in images[0]) == [100, 200]  # grey, as RGB
+
+
 @pytest.mark.parametrize("layout, message", [
     ({"train": {"a": [], "b": []}, "test": {"a": [OK], "b": [OK]}},
      r"no \.png or \.jpg images under train/<label>/"),

@@ -145,10 +145,13 @@ def _is_remote(path: str) -> bool:
   return "://" in path
 
 
-def _open(path: str):
+def _open(path: str, buffered: bool = True):
   # Plain open() for local files: tf.io.gfile.GFile costs ~2.5x more per
   # small file (measured: 60,000 PNGs decoded by Pillow, 5.6 s vs 2.2 s).
-  return tf.io.gfile.GFile(path, "rb") if _is_remote(path) else open(path, "rb")
+  # Unbuffered, a header read reads the header, not the first 8 KiB.
+  if _is_remote(path):
+    return tf.io.gfile.GFile(path, "rb")
+  return open(path, "rb", buffering=-1 if buffered else 0)
 
 
 def _unreadable(path: str, e: Exception) -> errors.DataError:
@@ -159,17 +162,16 @@ def _header(path: str) -> tuple[tuple[int, int], bool]:
   """((height, width), greyscale?) of one image, from its first bytes."""
   from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
   try:
-    with _open(path) as f:
+    with _open(path, buffered=False) as f:
       head = f.read(26)
-      # A PNG's first chunk is IHDR: width, height (big-endian uint32), bit
-      # depth, colour type; type 0 is grey without alpha, Pillow's grey modes.
-      # Parsed here because Pillow's open takes twice as long (0.9 s for 60,000).
-      if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        width, height, _, colour = struct.unpack(">IIBB", head[16:26])
-        return (height, width), colour == 0
-      f.seek(0)
-      with Image.open(f) as img:  # reads the header only
-        return (img.size[1], img.size[0]), img.mode in _GREY_MODES
+    # A PNG's first chunk is IHDR: width, height (big-endian uint32), bit
+    # depth, colour type; type 0 is grey without alpha, Pillow's grey modes.
+    # Parsed here because Pillow's open takes 2.5x as long (0.9 s for 60,000).
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+      width, height, _, colour = struct.unpack(">IIBB", head[16:26])
+      return (height, width), colour == 0
+    with _open(path) as f, Image.open(f) as img:  # reads the header only
+      return (img.size[1], img.size[0]), img.mode in _GREY_MODES
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError, tf.errors.OpError) as e:
     raise _unreadable(path, e) from None
 
