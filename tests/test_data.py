@@ -1,14 +1,17 @@
 """Data: the real TFDS and image-folder loading paths, sharding, augmentation, validation."""
 
+import dataclasses
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import NUM_TEST, NUM_TRAIN
+from conftest import NUM_TEST, NUM_TRAIN, REPO
 from trainer import config as config_lib
 from trainer import data
 from trainer import errors
@@ -228,8 +231,8 @@ def test_two_workers_folder_shares_are_disjoint_and_cover_every_file_once(image_
   whole = _digests(data.load(config).read(train, None, 0))
   shares = []
   for worker in (0, 1):
-    source = data.load(config, num_workers=2, worker_index=worker)
-    assert source.holds_decoded(train, _context(2, worker))  # its own share, decoded at load
+    source = data.load(config)  # as each worker's process does
+    assert source.holds_decoded(train, _context(2, worker))  # its share fits in memory
     shares.append(_digests(source.read(train, _context(2, worker), 0)))
   assert len(whole) == (800 if train else 200)
   assert not set(shares[0]) & set(shares[1])
@@ -245,11 +248,12 @@ def _pillow_pixels(path, channels=3):
   return pixels.reshape(pixels.shape[:2] + (channels,))
 
 
-def test_folder_is_read_and_decoded_once_at_start_up(tmp_path):
-  """Start-up decodes every file; training and evaluation then never touch the files."""
+def test_folder_is_read_and_decoded_once(tmp_path):
+  """The first read decodes every file of the split; later epochs never touch the files."""
   root = synthetic.write_image_folder(str(tmp_path / "images"), num_train=120, num_test=40)
   config = _config(dataset=f"folder:{root}", batch_size=32)
   source = data.load(config)
+  first = {train: _digests(source.read(train, None, 0)) for train in (True, False)}
   # The pixels and labels are the files' own: label k is the k-th label folder.
   expected = {}
   for split in ("train", "test"):
@@ -259,11 +263,26 @@ def test_folder_is_read_and_decoded_once_at_start_up(tmp_path):
             hashlib.sha1(_pillow_pixels(os.path.join(root, split, label, name)).tobytes()).hexdigest()
             + str(k))
   shutil.rmtree(root)
-  assert _digests(source.read(False, None, 0)) == sorted(expected["test"])
-  assert _digests(source.read(True, None, 0)) == sorted(expected["train"])
+  assert first[False] == _digests(source.read(False, None, 0)) == sorted(expected["test"])
+  assert first[True] == _digests(source.read(True, None, 0)) == sorted(expected["train"])
   batches = list(data.train_dataset(source, config).take(3 * 120 // 32))  # three epochs
   assert len(batches) == 11 and all(b[0].shape == (32, 32, 32, 3) for b in batches)
   assert sum(len(labels) for _, labels in data.eval_dataset(source, config)) == 40
+
+
+def test_folder_trains_from_memory_under_a_strategy_once_read(tmp_path):
+  """Under a strategy, epochs after the first read come from memory: the files can go."""
+  from trainer import train
+  root = synthetic.write_image_folder(str(tmp_path / "images"), num_train=256, num_test=64)
+  config = _config(dataset=f"folder:{root}", batch_size=64, epochs=1, job_dir=str(tmp_path / "job"),
+                   log_every_steps=2, steps_per_execution=2)
+  source = data.load(config)
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  assert train.run(config, strategy=strategy, datasets=source)["replicas"] == 2
+  shutil.rmtree(root)
+  again = dataclasses.replace(config, epochs=3)  # resumes at epoch 2, same source
+  metrics = train.run(again, strategy=strategy, datasets=source)
+  assert metrics["epochs"] == 3 and metrics["test_examples"] == 64
 
 
 def test_folder_streams_the_same_examples_when_they_do_not_fit(image_folder):
@@ -272,9 +291,7 @@ def test_folder_streams_the_same_examples_when_they_do_not_fit(image_folder):
   assert not streamed.holds_decoded(True, None)
   for train in (True, False):
     assert _digests(streamed.read(train, None, 0)) == _digests(kept.read(train, None, 0))
-  # A share other than the one decoded at load (e.g. the chief finishing a
-  # multi-worker run alone) is streamed from its files.
-  parts = [_digests(kept.read(False, _context(3, i), 0)) for i in range(3)]
+  parts = [_digests(streamed.read(False, _context(3, i), 0)) for i in range(3)]
   assert sorted(sum(parts, [])) == _digests(kept.read(False, None, 0))
 
 
@@ -289,16 +306,41 @@ def _truncated_png(tmp_path):
 
 
 def test_each_worker_decodes_only_its_share_and_names_a_bad_file(tmp_path):
-  """The files sort as a/0..3, b/0..3: worker 0 decodes a/0, a/2, b/0, b/2; b/3 is worker 1's."""
+  """The files sort as a/0..3, b/0..3: worker 0 decodes a/0, a/2, b/0, b/2; b/3 is worker 1's.
+
+  Its header is intact, so data.load (headers only) passes on both workers.
+  """
   dataset = _folder(tmp_path, {"train": {"a": [OK] * 4, "b": [OK] * 3 + [_truncated_png(tmp_path)]},
                                "test": {"a": [OK], "b": [OK]}})
-  config = _config(dataset=dataset)
-  assert data.load(config, num_workers=2, worker_index=0).info.num_train_examples == 8
+  source = data.load(_config(dataset=dataset))
+  assert len(list(source.read(True, _context(2, 0), 0))) == 4
   with pytest.raises(errors.DataError, match=r"corrupt or unreadable image .*train/b/3\.png: .*"
                      r"Remove or replace the file\."):
-    data.load(config, num_workers=2, worker_index=1)
+    source.read(True, _context(2, 1), 0)
   with pytest.raises(errors.DataError, match=r"corrupt or unreadable image .*train/b/3\.png"):
-    data.load(config)
+    source.read(True, None, 0)
+
+
+def test_loading_runs_no_tensorflow_op_so_a_multi_worker_strategy_can_follow(tfds_dir, image_folder):
+  """MultiWorkerMirroredStrategy refuses to start once TensorFlow has run an op, and
+  train.run loads (checks) the data before it creates the strategy."""
+  code = f"""
+import json, os, socket
+with socket.socket() as s:
+  s.bind(("127.0.0.1", 0))
+  port = s.getsockname()[1]
+os.environ["TF_CONFIG"] = json.dumps({{"cluster": {{"worker": [f"127.0.0.1:{{port}}"]}},
+                                      "task": {{"type": "worker", "index": 0}}}})
+from trainer import config, data
+data.load(config.preset("cifar10", dataset="folder:{image_folder}"))
+data.load(config.preset("cifar10", data_dir="{tfds_dir}"))
+import tensorflow as tf
+tf.distribute.MultiWorkerMirroredStrategy()
+print("strategy created")
+"""
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0 and "strategy created" in proc.stdout, proc.stderr[-3000:]
 
 
 # -------------------------------------------------------------------- TFDS

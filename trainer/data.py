@@ -127,19 +127,18 @@ class ArraySource:
 # Loading and validation: cheap checks that fail before any training.
 
 
-def load(config: TrainConfig, num_workers: int = 1, worker_index: int = 0) -> Source:
+def load(config: TrainConfig) -> Source:
   """Resolves `config.dataset` to a validated Source.
 
-  Args:
-    num_workers, worker_index: this process's place in the cluster. An image
-      folder decodes only this worker's share of its files, here, once.
+  Runs no TensorFlow op, so that MultiWorkerMirroredStrategy can still be
+  created after it (it must configure TensorFlow before any op runs).
 
   Raises:
     DataError: unknown dataset, missing or unprepared data, an image folder
       with no images, mismatched labels, a corrupt or odd-sized image.
   """
   if config.dataset.startswith(FOLDER_PREFIX):
-    return _load_folder(config, num_workers, worker_index)
+    return _load_folder(config)
   return _load_tfds(config)
 
 
@@ -212,8 +211,8 @@ def _image_shape(shape, image_size: Optional[int], what: str) -> tuple[int, int,
   return (h, w, c)
 
 
-def _load_folder(config: TrainConfig, num_workers: int, worker_index: int) -> folders.FolderSource:
-  """Checks PATH/{train,test}/<label>/*.png|jpg and decodes this worker's share of it."""
+def _load_folder(config: TrainConfig) -> folders.FolderSource:
+  """Checks PATH/{train,test}/<label>/*.png|jpg and every image's header."""
   root = config.dataset[len(FOLDER_PREFIX):]
   folder = folders.scan(root, f"--dataset {config.dataset}")
   if folder.odd_size and not config.image_size:
@@ -223,11 +222,8 @@ def _load_folder(config: TrainConfig, num_workers: int, worker_index: int) -> fo
   info = DatasetInfo(
       name=config.resolved_model_name(), image_shape=shape, class_names=folder.class_names,
       num_train_examples=len(folder.files["train"]), num_eval_examples=len(folder.files["test"]))
-  keep = {train: _should_cache(config, info, len(folders.share(
-              folder.files[split], num_workers, worker_index)))
-          for train, split in ((True, "train"), (False, "test"))}
-  return folders.FolderSource(folder, info, config.image_size, num_workers, worker_index, keep,
-                              config.seed)
+  return folders.FolderSource(folder, info, config.image_size,
+                              lambda examples: _should_cache(config, info, examples))
 
 
 # --------------------------------------------------------------------------

@@ -7,12 +7,19 @@ Every worker, at start-up:
 2. reads every file's header (size, grey or colour; a few bytes each), so
    every worker agrees on the image shape and a folder of odd sizes fails
    alike on all of them;
-3. decodes its own share of the files, `files[worker::num_workers]` (by
-   file), exactly once, in parallel inside tf.data, and keeps the pixels in
-   memory when the share fits (--cache, --cache-limit-mb). Training and
-   evaluation then read those arrays: no second read, no second decode. A
-   share that does not fit is decoded once up front only to find bad files
-   by name, then streamed from its files, decoding in the pipeline.
+3. when its input pipeline first reads a split, decodes its own share of
+   the files, `files[pipeline::num_pipelines]` (by file), exactly once, in
+   parallel inside tf.data, and keeps the pixels in memory when the share
+   fits (--cache, --cache-limit-mb). Every later epoch reads them from
+   there: no second read, no second decode. A share that does not fit is
+   decoded once only to find bad files by name, then streamed from its
+   files, decoding in the pipeline.
+
+Steps 1 and 2 run in `data.load`, before the cluster assembles, and run no
+TensorFlow op: MultiWorkerMirroredStrategy must be created before any op
+runs. So a file that is not an image, or of an odd size, fails before the
+cluster starts; a file whose header is intact but whose pixels are not
+fails at its worker's first read, named the same way, with exit code 2.
 
 Decoding engine, measured on 60,000 CIFAR-sized PNGs on 2 cores shared with
 other jobs (ranges over 3-5 runs): a Pillow thread pool 3.7-5.2 s, slower
@@ -33,7 +40,7 @@ import concurrent.futures
 import dataclasses
 import os
 import struct
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -269,40 +276,31 @@ def check_files(paths: list[str], channels: int) -> None:
 
 
 class FolderSource:
-  """A Folder's splits for one input pipeline, sharded by file, decoded once.
+  """A Folder's splits, each input pipeline reading its own share of the files, decoded once.
 
-  Built for one worker's share (`num_workers`, `worker_index`): that share is
-  decoded at construction, in parallel, so a bad file fails before training,
-  by name; it is kept in memory where `keep[train]` says (what --cache
-  decides). `read` serves the kept images when its input context asks for
-  that share, and otherwise streams the asked-for share from its files.
+  Nothing is decoded until an input pipeline first reads its share (after
+  the distribution strategy exists: MultiWorkerMirroredStrategy must be
+  created before TensorFlow runs any op, and a folder's `data.load` runs
+  none). That first read decodes the share, in parallel, naming a bad file,
+  and keeps it in memory if `fits` says so (what --cache decides); later
+  reads of the same share, every epoch's, come from memory.
   """
 
   def __init__(self, folder: Folder, info: Any, image_size: Optional[int],
-               num_workers: int = 1, worker_index: int = 0,
-               keep: Optional[dict[bool, bool]] = None, seed: int = 0):
+               fits: Callable[[int], bool] = lambda examples: True):
     """
     Args:
       info: the trainer's DatasetInfo (image_shape, class names, counts).
-      keep: {train?: keep that split's decoded share in memory}; default both.
-      seed: the order the training share is decoded and kept in (see read).
+      fits: whether a share of that many examples may be kept in memory.
     """
     self.info = info
     self.folder = folder
     self._shape = tuple(info.image_shape)
     self._decode = decoder(self._shape[2], image_size)
-    self._worker = (num_workers, worker_index)
-    self._kept = {}  # train? -> decoded batches of this worker's share, in memory
-    keep = keep or {True: True, False: True}
-    for train, split in ((True, "train"), (False, "test")):
-      paths = share(folder.files[split], num_workers, worker_index)
-      labels = share(folder.labels[split], num_workers, worker_index)
-      if train:  # a random order, as a cache() of a shuffled read would hold
-        order = np.random.default_rng([seed, worker_index]).permutation(len(paths))
-        paths, labels = [paths[i] for i in order], labels[order]
-      kept = decode_files(paths, labels, self._decode, self._shape, keep=keep[train])
-      if kept is not None:
-        self._kept[train] = kept
+    self._fits = fits
+    # (train?, pipelines, pipeline) -> that share's decoded batches, in memory;
+    # or None once a share too large to keep has been checked.
+    self._read = {}
 
   def num_files(self, split: str) -> int:
     """Files of `split` ("train" or "test"): the trainer shards by file."""
@@ -310,29 +308,45 @@ class FolderSource:
 
   def holds_decoded(self, train: bool,
                     input_context: Optional[tf.distribute.InputContext]) -> bool:
-    """Whether `read` serves this split from memory (a cache would be a second copy)."""
-    return train in self._kept and _pipeline(input_context) == self._worker
+    """Whether `read` serves this share from memory (a cache would be a second copy)."""
+    return self._fits(len(self._share(train, input_context)[0]))
 
   def read(self, train, input_context, seed):
-    """This input pipeline's examples of the train or test split.
+    """This input pipeline's share of the train or test split.
 
-    Kept images come in their kept (random) order; the train pipeline's
-    shuffle buffer reshuffles them every epoch, exactly as for a cached TFDS
-    dataset. Streamed files are shuffled in full every epoch (names only:
-    cheap) and decoded one per tf.data call: images decoded in batches and
-    then split would keep each whole batch in memory while any of its images
-    sat in the shuffle buffer (measured: +120 MB over 50,000 images).
+    A kept share comes in the order of its first read (a random one, drawn
+    with that read's seed, for training); the train pipeline's shuffle
+    buffer reshuffles it every epoch, exactly as for a cached TFDS dataset.
+    A share too large to keep is checked (decoded) once, then streamed: its
+    files are shuffled in full every epoch (names only: cheap) and decoded
+    one per tf.data call. (Decoded in batches and then split, each whole
+    batch would stay in memory while any of its images sat in the shuffle
+    buffer: measured, +120 MB over 50,000 images.)
     """
+    key = (train, *_pipeline(input_context))
+    if self._read.get(key) is not None:
+      return self._read[key].unbatch()
+    paths, labels = self._share(train, input_context)
+    if train:
+      order = np.random.default_rng(seed).permutation(len(paths))
+      paths, labels = [paths[i] for i in order], labels[order]
     if self.holds_decoded(train, input_context):
-      return self._kept[train].unbatch()
-    num_workers, worker_index = _pipeline(input_context)
-    split = "train" if train else "test"
-    paths = share(self.folder.files[split], num_workers, worker_index)
-    labels = share(self.folder.labels[split], num_workers, worker_index)
+      self._read[key] = decode_files(paths, labels, self._decode, self._shape)
+      return self._read[key].unbatch()
+    if key not in self._read:
+      decode_files(paths, labels, self._decode, self._shape, keep=False)
+      self._read[key] = None
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), labels))
     if train:
       ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
     return ds.map(lambda path, label: (self._decode(path), label), num_parallel_calls=AUTOTUNE)
+
+  def _share(self, train: bool, input_context: Optional[tf.distribute.InputContext]):
+    """(paths, labels) of this input pipeline's share, by file."""
+    split = "train" if train else "test"
+    num_pipelines, pipeline = _pipeline(input_context)
+    return (share(self.folder.files[split], num_pipelines, pipeline),
+            share(self.folder.labels[split], num_pipelines, pipeline))
 
 
 def _pipeline(input_context: Optional[tf.distribute.InputContext]) -> tuple[int, int]:

@@ -95,7 +95,7 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
   config.validate()
   cluster = (distribution.Cluster(1, 0, True, None, "injected strategy") if strategy
              else distribution.cluster_from_env())
-  source = datasets or data_lib.load(config, cluster.num_workers, cluster.worker_index)
+  source = datasets or data_lib.load(config)
   paths = jobdir.Paths(config.resolved_job_dir())
   if cluster.is_chief:  # the only writer (jobdir): other workers leave no probe objects
     storage.ensure_writable_dir(paths.job_dir, "--job-dir")
