@@ -19,12 +19,12 @@ Measured in each process (the `--child` entry point below):
 (a) start-up: from process start (the parent's clock before spawning) to
     the first batch of `data.train_dataset` for worker 0 (which fills the
     shuffle buffer first, as training does);
-(b) worker 0's share, once: seconds from data.load's start until every
-    image of its train share has been read once (load + one pass of
-    `source.read`, without the start-up's batch), images counted, and bytes
-    read by the process meanwhile (/proc/self/io rchar: what read() calls
-    returned, from the page cache or the disk);
-and the process's peak RSS (VmHWM).
+(b) in a second process, worker 0's share, once: seconds from data.load's
+    start until every image of its train share has been read once (the
+    folder way decodes them in that first read), images counted, and bytes
+    read meanwhile (/proc/self/io rchar: what read() calls returned, from
+    the page cache or the disk);
+and the larger peak RSS (VmHWM) of the two.
 
 The files are on a local disk and in the page cache (just written): the
 folder way's per-file costs (an open per file, for the headers of all files
@@ -32,19 +32,23 @@ and the decode of its share) grow on network storage such as gs://, where
 each is a request; the prepared way reads few, large files.
 
 Measured 2026-11-24, AMD EPYC, 2 cores (AVX-512) shared with other jobs,
-TensorFlow 2.21, medians of 3 rounds, worker 0 of 2:
+TensorFlow 2.21, medians of 3 rounds, worker 0 of 2 (3.5 minutes):
 
   train images  prepare | start-up folder prepared | share read once folder prepared
-         10000     6.0 s |          3.2 s     3.3 s |                 0.51 s   0.65 s
-         30000    17.8 s |          3.9 s     3.7 s |                 1.35 s   1.16 s
-        100000    35.2 s |          5.9 s     4.0 s |                 3.18 s   3.06 s
+         10000     7.7 s |          2.4 s     2.7 s |                 0.41 s   0.61 s
+         30000    12.9 s |          3.2 s     3.4 s |                 0.93 s   1.05 s
+        100000    32.9 s |          3.9 s     3.6 s |                 1.78 s   2.78 s
 
-The folder way's start-up grows ~30 us per training image (every header,
-and its share decoded before the first batch); the prepared way's stays
-flat (it fills the 16,384-image shuffle buffer, then reads on while
-training). Bytes read and peak RSS are alike (185 / 156 MB, 882 / 885 MB at
-100,000). At 100,000 images one preparation pays for itself after ~19
-process starts.
+On a local disk the two ways stay within the noise up to 100,000 images.
+The folder way's start-up grows ~17 us per training image (every header,
+then its share decoded before the first batch); the prepared way's stays
+nearly flat (it fills the 16,384-image shuffle buffer, then reads on while
+training). The folder way reads its share once faster (decoding 256 files
+per tf.data call). Bytes read and peak RSS are alike (154 / 156 MB, 842 /
+794 MB at 100,000). So one preparation (33 s at 100,000) pays for itself
+only after ~90 process starts here: preparing is for what this cannot
+show, storage where every file costs a request (gs://: each worker reads
+every header and each file of its share) and data beyond memory.
 """
 
 import argparse
@@ -69,8 +73,14 @@ def _rchar() -> int:
     return int(next(line for line in f if line.startswith("rchar:")).split()[1])
 
 
-def child(dataset: str, data_dir: str, started: float) -> None:
-  """Worker 0 of 2: start-up to the first batch, then its train share read once; prints JSON."""
+def child(mode: str, dataset: str, data_dir: str, started: float) -> None:
+  """Worker 0 of 2, one measurement (`mode`); prints JSON.
+
+  startup: from process start (`started`, the parent's clock) to the first
+    training batch;
+  share: data.load, then one pass over its train share (the folder way
+    decodes it in that first read): seconds, images, bytes read.
+  """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
   from trainer import data  # pylint: disable=import-outside-toplevel
@@ -78,37 +88,40 @@ def child(dataset: str, data_dir: str, started: float) -> None:
   config = config_lib.preset("cifar10", dataset=dataset, data_dir=data_dir or None)
   context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0,
                                        num_replicas_in_sync=2)
-  read0, load0 = _rchar(), time.perf_counter()
-  source = data.load(config, num_workers=2, worker_index=0)
-  load_s, load_read = time.perf_counter() - load0, _rchar() - read0
-
-  batches = iter(data.train_dataset(source, config, context))
-  next(batches)
-  first_batch = time.time() - started
-  del batches  # stops its prefetching before the pass is timed
-
-  read0, pass0, images = _rchar(), time.perf_counter(), 0
-  for _, labels in source.read(True, context, config.seed).batch(1024):
-    images += int(labels.shape[0])
-  pass_s, pass_read = time.perf_counter() - pass0, _rchar() - read0
+  read0, start = _rchar(), time.perf_counter()
+  source = data.load(config)
+  result = {"load_s": time.perf_counter() - start}
+  if mode == "startup":
+    next(iter(data.train_dataset(source, config, context)))
+    result["startup_s"] = time.time() - started
+  else:
+    images = 0
+    for _, labels in source.read(True, context, config.seed).batch(1024):
+      images += int(labels.shape[0])
+    result.update(share_s=time.perf_counter() - start, images=images,
+                  read_mb=(_rchar() - read0) / 2**20)
   # The peak since exec. (wait4's ru_maxrss would count the pages of the
   # parent, which holds TensorFlow, that the child had until its exec.)
   with open("/proc/self/status") as f:
-    peak_kib = int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
-  print(json.dumps({"startup_s": first_batch, "load_s": load_s, "share_s": load_s + pass_s,
-                    "images": images, "read_mb": (load_read + pass_read) / 2**20,
-                    "rss_mb": peak_kib / 1024}))
+    result["rss_mb"] = int(next(line for line in f if line.startswith("VmHWM:")).split()[1]) / 1024
+  print(json.dumps(result))
 
 
-def run_child(dataset: str, data_dir: str = "") -> dict:
+def run_child(mode: str, dataset: str, data_dir: str = "") -> dict:
   started = time.time()
   proc = subprocess.run(
-      [sys.executable, __file__, "--child", dataset, "--data-dir", data_dir,
+      [sys.executable, __file__, "--child", mode, dataset, "--data-dir", data_dir,
        "--started", repr(started)], cwd=common.REPO, capture_output=True, text=True)
   if proc.returncode:
-    raise RuntimeError(f"child {dataset} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
-  result["wall_s"] = time.time() - started
+    raise RuntimeError(f"child {mode} {dataset} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(dataset: str, data_dir: str = "") -> dict:
+  """Both measurements of one way, each in a fresh process."""
+  startup = run_child("startup", dataset, data_dir)
+  result = run_child("share", dataset, data_dir)
+  result.update(startup_s=startup["startup_s"], rss_mb=max(startup["rss_mb"], result["rss_mb"]))
   return result
 
 
@@ -149,12 +162,12 @@ def main():
   parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "cnn-trainer-bench",
                                                      "data_growth"),
                       help="where the folders are written once and reused.")
-  parser.add_argument("--child", help=argparse.SUPPRESS)
+  parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
   parser.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
   parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    return child(args.child, args.data_dir, args.started)
+    return child(*args.child, args.data_dir, args.started)
   if args.quick:
     args.sizes, args.rounds = "10000,30000", 2
   sizes = [int(s) for s in args.sizes.split(",")]
@@ -177,7 +190,7 @@ def main():
     runs = {way: [] for way in WAYS}
     for r in range(args.rounds):
       for way in (WAYS if r % 2 == 0 else WAYS[::-1]):
-        runs[way].append(run_child(*args_of[way]))
+        runs[way].append(measure(*args_of[way]))
       print("  round " + str(r + 1) + ": " + "; ".join(
           f"{way} start-up {runs[way][-1]['startup_s']:.1f} s, share {runs[way][-1]['share_s']:.1f} s"
           for way in WAYS))
