@@ -202,37 +202,33 @@ def _name_bad_file(paths) -> None:
       raise _unreadable(path, e) from None
 
 
-def decoder(channels: int, image_size: Optional[int]):
-  """path -> uint8 [H, W, channels] image, as TFDS decodes it; resized if image_size.
+def decode_image(contents: tf.Tensor, channels: int, image_size: Optional[int]) -> tf.Tensor:
+  """An encoded image -> uint8 [H, W, channels], as TFDS decodes it; resized if image_size.
 
   The resize is TfdsSource's (antialiased, rounded), so a folder and its
   prepared dataset give the same pixels.
   """
-  def decode(path):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                               expand_animations=False)
-    if image_size:
-      image = tf.image.resize(image, [image_size, image_size], antialias=True)
-      image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return image
-  return decode
+  image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
+  if image_size:
+    image = tf.image.resize(image, [image_size, image_size], antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return image
 
 
 def decode_batches(paths: tf.data.Dataset, decode, spec: tf.TensorSpec) -> tf.data.Dataset:
-  """Decodes a dataset of (path, label), in order, in parallel: (images, labels) batches.
+  """Decodes a dataset of (path, label), in order, in parallel: (decoded, labels) batches.
 
   Args:
-    decode: path -> image (`decoder`), or anything of `spec`.
-    spec: what `decode` returns for each path.
+    decode: path -> what `spec` describes, e.g. an image.
   """
   return paths.batch(_DECODE_BATCH).map(
       lambda batch, labels: (tf.map_fn(decode, batch, fn_output_signature=spec), labels),
       num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def decode_files(paths: list[str], labels: np.ndarray, decode,
-                 shape: Optional[tuple[int, int, int]], keep: bool = True
-                 ) -> Optional[tf.data.Dataset]:
+def decode_files(paths: list[str], labels: np.ndarray, channels: int,
+                 image_size: Optional[int], shape: Optional[tuple[int, int, int]] = None,
+                 keep: bool = True):
   """Decodes every one of `paths` once, in parallel; a bad file fails by name.
 
   Args:
@@ -248,22 +244,30 @@ def decode_files(paths: list[str], labels: np.ndarray, decode,
     by one complete pass serves all later ones). Not a tensor: tf.data
     copies a tensor it slices each time an iterator starts (its graph
     rewrite serialises it: measured +100% of its size), not a cache.
+    Without keep, the files' total size in bytes.
 
   Raises:
     DataError: a file that cannot be decoded, named.
   """
   if keep:
-    fn, spec = decode, tf.TensorSpec(shape, tf.uint8)
+    spec = tf.TensorSpec(shape, tf.uint8)
+    decode = lambda path: decode_image(tf.io.read_file(path), channels, image_size)
   else:
-    fn, spec = lambda path: tf.size(decode(path)), tf.TensorSpec([], tf.int32)
+    spec = tf.TensorSpec([2], tf.int64)
+
+    def decode(path):  # the decode must feed the result, or the graph drops it
+      contents = tf.io.read_file(path)
+      pixels = tf.size(decode_image(contents, channels, image_size), tf.int64)
+      return tf.stack([pixels, tf.cast(tf.strings.length(contents), tf.int64)])
   ds = decode_batches(tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), labels)),
-                      fn, spec)
+                      decode, spec)
   if keep:
     ds = ds.cache()
-  done = 0
+  done, size = 0, 0
   try:
-    for images, _ in ds:
-      done += len(images)
+    for decoded, _ in ds:
+      done += len(decoded)
+      size += 0 if keep else int(tf.reduce_sum(decoded[:, 1]))
   except tf.errors.OpError as e:
     # tf.data says what failed, not where: batches arrive in order, so the
     # culprit is at or after `done`. Pillow names it.
@@ -271,12 +275,16 @@ def decode_files(paths: list[str], labels: np.ndarray, decode,
     raise errors.DataError(
         f"cannot decode one of the images {paths[done]} ... {paths[-1]}: {e.message}. "
         "Remove or replace it.") from None
-  return ds if keep else None
+  return ds if keep else size
 
 
-def check_files(paths: list[str], channels: int) -> None:
-  """Decodes every one of `paths` once, in parallel, keeping nothing; a bad file fails by name."""
-  decode_files(paths, np.zeros(len(paths), np.int64), decoder(channels, None), None, keep=False)
+def check_files(paths: list[str], channels: int) -> int:
+  """Decodes every one of `paths` once, in parallel, keeping nothing; returns their bytes.
+
+  Raises:
+    DataError: a file that cannot be decoded, named.
+  """
+  return decode_files(paths, np.zeros(len(paths), np.int64), channels, None, keep=False)
 
 
 class FolderSource:
@@ -300,7 +308,7 @@ class FolderSource:
     self.info = info
     self.folder = folder
     self._shape = tuple(info.image_shape)
-    self._decode = decoder(self._shape[2], image_size)
+    self._image_size = image_size
     self._fits = fits
     # (train?, pipelines, pipeline) -> that share's decoded batches, in memory;
     # or None once a share too large to keep has been checked.
@@ -335,15 +343,17 @@ class FolderSource:
       order = np.random.default_rng(seed).permutation(len(paths))
       paths, labels = [paths[i] for i in order], labels[order]
     if self.holds_decoded(train, input_context):
-      self._read[key] = decode_files(paths, labels, self._decode, self._shape)
+      self._read[key] = decode_files(paths, labels, self._shape[2], self._image_size, self._shape)
       return self._read[key].unbatch()
     if key not in self._read:
-      decode_files(paths, labels, self._decode, self._shape, keep=False)
+      decode_files(paths, labels, self._shape[2], self._image_size, keep=False)
       self._read[key] = None
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), labels))
     if train:
       ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
-    return ds.map(lambda path, label: (self._decode(path), label), num_parallel_calls=AUTOTUNE)
+    channels, size = self._shape[2], self._image_size
+    return ds.map(lambda path, label: (decode_image(tf.io.read_file(path), channels, size), label),
+                  num_parallel_calls=AUTOTUNE)
 
   def _share(self, train: bool, input_context: Optional[tf.distribute.InputContext]):
     """(paths, labels) of this input pipeline's share, by file."""

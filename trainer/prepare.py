@@ -111,9 +111,7 @@ def prepare(root: str, data_dir: str, name: Optional[str] = None,
   folder = folders.scan(root, f"folder:{root}")
   counts = {split: len(folder.files[split]) for split in folders.SPLITS}
   log.info("Checking %s: decoding %d images once.", root, sum(counts.values()))
-  for split in folders.SPLITS:
-    folders.check_files(folder.files[split], folder.channels)
-  sizes = {split: sum(tf.io.gfile.stat(p).length for p in folder.files[split])
+  sizes = {split: folders.check_files(folder.files[split], folder.channels)  # bytes
            for split in folders.SPLITS}
   smallest = min(counts.values())
   if num_shards is None:
