@@ -32,23 +32,23 @@ and the decode of its share) grow on network storage such as gs://, where
 each is a request; the prepared way reads few, large files.
 
 Measured 2026-11-24, AMD EPYC, 2 cores (AVX-512) shared with other jobs,
-TensorFlow 2.21, medians of 3 rounds, worker 0 of 2 (3.5 minutes):
+TensorFlow 2.21, medians of 3 rounds, worker 0 of 2 (3 minutes; spreads
+within 10%):
 
   train images  prepare | start-up folder prepared | share read once folder prepared
-         10000     7.7 s |          2.4 s     2.7 s |                 0.41 s   0.61 s
-         30000    12.9 s |          3.2 s     3.4 s |                 0.93 s   1.05 s
-        100000    32.9 s |          3.9 s     3.6 s |                 1.78 s   2.78 s
+         10000     6.7 s |          2.4 s     2.5 s |                 0.49 s   0.57 s
+         30000    11.6 s |          2.9 s     3.0 s |                 0.89 s   1.00 s
+        100000    30.8 s |          4.4 s     3.3 s |                 2.51 s   2.77 s
 
-On a local disk the two ways stay within the noise up to 100,000 images.
-The folder way's start-up grows ~17 us per training image (every header,
-then its share decoded before the first batch); the prepared way's stays
-nearly flat (it fills the 16,384-image shuffle buffer, then reads on while
-training). The folder way reads its share once faster (decoding 256 files
-per tf.data call). Bytes read and peak RSS are alike (154 / 156 MB, 842 /
-794 MB at 100,000). So one preparation (33 s at 100,000) pays for itself
-only after ~90 process starts here: preparing is for what this cannot
-show, storage where every file costs a request (gs://: each worker reads
-every header and each file of its share) and data beyond memory.
+On a local disk the two ways are level up to ~30,000 images. The folder
+way's start-up grows ~22 us per training image (every header, then its
+share decoded before the first batch): 1.34x the prepared way's at 100,000.
+The prepared way's stays nearly flat: it fills the 16,384-image shuffle
+buffer, then reads on while training. Reading the share once costs the same
+(the folder way 0.9x), and so do bytes read and peak RSS (154 / 156 MB,
+841 / 794 MB at 100,000). One preparation (31 s at 100,000) pays for itself
+after ~29 process starts here; on storage where every file costs a request
+(gs://: each worker reads every header and each file of its share), sooner.
 """
 
 import argparse
