@@ -57,5 +57,8 @@ setup(
             "hypothesis>=6.100,<7",  # property tests of the client's response parsers
         ],
     },
-    entry_points={"console_scripts": ["cnn-trainer=trainer.task:main_entry"]},
+    entry_points={"console_scripts": [
+        "cnn-trainer=trainer.task:main_entry",
+        "cnn-prepare=trainer.prepare:main_entry",
+    ]},
 )

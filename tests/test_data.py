@@ -1,13 +1,17 @@
 """Data: the real TFDS and image-folder loading paths, sharding, augmentation, validation."""
 
+import dataclasses
 import hashlib
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import NUM_TEST, NUM_TRAIN
+from conftest import NUM_TEST, NUM_TRAIN, REPO
 from trainer import config as config_lib
 from trainer import data
 from trainer import errors
@@ -181,6 +185,22 @@ def test_folder_of_grey_images_has_one_channel(tmp_path):
   assert data.load(_config(dataset=dataset)).info.image_shape == (28, 28, 1)
 
 
+def test_folder_of_jpegs_and_pngs_mixing_grey_and_colour_is_rgb(tmp_path):
+  from PIL import Image
+  for split in ("train", "test"):
+    for label, mode in (("a", "L"), ("b", "RGB")):
+      os.makedirs(tmp_path / split / label)
+      Image.new(mode, (24, 20), 200).save(tmp_path / split / label / "0.jpg", quality=95)
+      Image.new("L", (24, 20), 100).save(tmp_path / split / label / "1.png")
+  source = data.load(_config(dataset=f"folder:{tmp_path}"))
+  assert source.info.image_shape == (20, 24, 3)
+  images = {int(label): [] for label in (0, 1)}
+  for image, label in source.read(False, None, 0):
+    images[int(label)].append(image.numpy())
+  assert all(image.shape == (20, 24, 3) for pair in images.values() for image in pair)
+  assert sorted(int(image.mean()) for image in images[0]) == [100, 200]  # grey, as RGB
+
+
 @pytest.mark.parametrize("layout, message", [
     ({"train": {"a": [], "b": []}, "test": {"a": [OK], "b": [OK]}},
      r"no \.png or \.jpg images under train/<label>/"),
@@ -198,6 +218,129 @@ def test_bad_folders_are_named(tmp_path, layout, message):
 def test_missing_folder(tmp_path):
   with pytest.raises(errors.DataError, match="no such directory"):
     data.load(_config(dataset=f"folder:{tmp_path}/nope"))
+
+
+def _context(pipelines, index):
+  return tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=index,
+                                    num_replicas_in_sync=pipelines)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_two_workers_folder_shares_are_disjoint_and_cover_every_file_once(image_folder, train):
+  config = _config(dataset=f"folder:{image_folder}")
+  whole = _digests(data.load(config).read(train, None, 0))
+  shares = []
+  for worker in (0, 1):
+    source = data.load(config)  # as each worker's process does
+    assert source.holds_decoded(train, _context(2, worker))  # its share fits in memory
+    shares.append(_digests(source.read(train, _context(2, worker), 0)))
+  assert len(whole) == (800 if train else 200)
+  assert not set(shares[0]) & set(shares[1])
+  assert sorted(shares[0] + shares[1]) == whole
+  assert len(shares[0]) == len(shares[1])  # by file: every other file
+  assert "each of 2 workers reads its own shard (by file)" in data.describe(source, config, 2)
+
+
+def _pillow_pixels(path, channels=3):
+  from PIL import Image
+  with Image.open(path) as image:
+    pixels = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+  return pixels.reshape(pixels.shape[:2] + (channels,))
+
+
+def test_folder_is_read_and_decoded_once(tmp_path):
+  """The first read decodes every file of the split; later epochs never touch the files."""
+  root = synthetic.write_image_folder(str(tmp_path / "images"), num_train=120, num_test=40)
+  config = _config(dataset=f"folder:{root}", batch_size=32)
+  source = data.load(config)
+  first = {train: _digests(source.read(train, None, 0)) for train in (True, False)}
+  # The pixels and labels are the files' own: label k is the k-th label folder.
+  expected = {}
+  for split in ("train", "test"):
+    for k, label in enumerate(sorted(os.listdir(os.path.join(root, split)))):
+      for name in os.listdir(os.path.join(root, split, label)):
+        expected.setdefault(split, []).append(
+            hashlib.sha1(_pillow_pixels(os.path.join(root, split, label, name)).tobytes()).hexdigest()
+            + str(k))
+  shutil.rmtree(root)
+  assert first[False] == _digests(source.read(False, None, 0)) == sorted(expected["test"])
+  assert first[True] == _digests(source.read(True, None, 0)) == sorted(expected["train"])
+  batches = list(data.train_dataset(source, config).take(3 * 120 // 32))  # three epochs
+  assert len(batches) == 11 and all(b[0].shape == (32, 32, 32, 3) for b in batches)
+  assert sum(len(labels) for _, labels in data.eval_dataset(source, config)) == 40
+
+
+def test_folder_trains_from_memory_under_a_strategy_once_read(tmp_path):
+  """Under a strategy, epochs after the first read come from memory: the files can go."""
+  from trainer import train
+  root = synthetic.write_image_folder(str(tmp_path / "images"), num_train=256, num_test=64)
+  config = _config(dataset=f"folder:{root}", batch_size=64, epochs=1, job_dir=str(tmp_path / "job"),
+                   log_every_steps=2, steps_per_execution=2)
+  source = data.load(config)
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  assert train.run(config, strategy=strategy, datasets=source)["replicas"] == 2
+  shutil.rmtree(root)
+  again = dataclasses.replace(config, epochs=3)  # resumes at epoch 2, same source
+  metrics = train.run(again, strategy=strategy, datasets=source)
+  assert metrics["epochs"] == 3 and metrics["test_examples"] == 64
+
+
+def test_folder_streams_the_same_examples_when_they_do_not_fit(image_folder):
+  kept = data.load(_config(dataset=f"folder:{image_folder}"))
+  streamed = data.load(_config(dataset=f"folder:{image_folder}", cache="none"))
+  assert not streamed.holds_decoded(True, None)
+  for train in (True, False):
+    assert _digests(streamed.read(train, None, 0)) == _digests(kept.read(train, None, 0))
+  parts = [_digests(streamed.read(False, _context(3, i), 0)) for i in range(3)]
+  assert sorted(sum(parts, [])) == _digests(kept.read(False, None, 0))
+
+
+def _truncated_png(tmp_path):
+  """A PNG whose header is intact and whose pixel data stop halfway."""
+  from PIL import Image
+  path = tmp_path / "whole.png"
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(path)
+  data_ = path.read_bytes()
+  path.unlink()
+  return data_[:len(data_) // 2]
+
+
+def test_each_worker_decodes_only_its_share_and_names_a_bad_file(tmp_path):
+  """The files sort as a/0..3, b/0..3: worker 0 decodes a/0, a/2, b/0, b/2; b/3 is worker 1's.
+
+  Its header is intact, so data.load (headers only) passes on both workers.
+  """
+  dataset = _folder(tmp_path, {"train": {"a": [OK] * 4, "b": [OK] * 3 + [_truncated_png(tmp_path)]},
+                               "test": {"a": [OK], "b": [OK]}})
+  source = data.load(_config(dataset=dataset))
+  assert len(list(source.read(True, _context(2, 0), 0))) == 4
+  with pytest.raises(errors.DataError, match=r"corrupt or unreadable image .*train/b/3\.png: .*"
+                     r"Remove or replace the file\."):
+    source.read(True, _context(2, 1), 0)
+  with pytest.raises(errors.DataError, match=r"corrupt or unreadable image .*train/b/3\.png"):
+    source.read(True, None, 0)
+
+
+def test_loading_runs_no_tensorflow_op_so_a_multi_worker_strategy_can_follow(tfds_dir, image_folder):
+  """MultiWorkerMirroredStrategy refuses to start once TensorFlow has run an op, and
+  train.run loads (checks) the data before it creates the strategy."""
+  code = f"""
+import json, os, socket
+with socket.socket() as s:
+  s.bind(("127.0.0.1", 0))
+  port = s.getsockname()[1]
+os.environ["TF_CONFIG"] = json.dumps({{"cluster": {{"worker": [f"127.0.0.1:{{port}}"]}},
+                                      "task": {{"type": "worker", "index": 0}}}})
+from trainer import config, data
+data.load(config.preset("cifar10", dataset="folder:{image_folder}"))
+data.load(config.preset("cifar10", data_dir="{tfds_dir}"))
+import tensorflow as tf
+tf.distribute.MultiWorkerMirroredStrategy()
+print("strategy created")
+"""
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0 and "strategy created" in proc.stdout, proc.stderr[-3000:]
 
 
 # -------------------------------------------------------------------- TFDS

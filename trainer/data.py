@@ -10,9 +10,10 @@ the exported model takes images exactly as a client holds them, and the cache
 holds 1 byte per pixel instead of 4.
 
 Sharding across workers (`tf.distribute.InputContext`): by file when the split
-has at least one file per worker (TFDS's `ReadConfig(input_context=...)`),
-otherwise by example (`Dataset.shard`). Either way each example goes to
-exactly one worker, so evaluation sums to the same numbers as one worker.
+has at least one file per worker (TFDS's `ReadConfig(input_context=...)`; an
+image folder's files, trainer/folders.py), otherwise by example
+(`Dataset.shard`). Either way each example goes to exactly one worker, so
+evaluation sums to the same numbers as one worker.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import dataclasses
 import difflib
 import hashlib
 import logging
-import os
 from typing import Optional, Protocol
 
 import numpy as np
@@ -29,13 +29,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from trainer import errors
+from trainer import folders
 from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 FOLDER_PREFIX = "folder:"
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what tfds.ImageFolder reads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Source(Protocol):
 
 
 class TfdsSource:
-  """A prepared TFDS dataset, or an image folder through `tfds.ImageFolder`."""
+  """A prepared TFDS dataset (a catalog name, or one written by trainer.prepare)."""
 
   def __init__(self, builder: tfds.core.DatasetBuilder, info: DatasetInfo,
                train_split: str, eval_split: str, image_size: Optional[int]):
@@ -77,9 +77,7 @@ class TfdsSource:
     self._resize = image_size
 
   def num_files(self, split: str) -> int:
-    """Files TFDS can shard `split` by; 0 for an image folder, which it cannot."""
-    if isinstance(self.builder, tfds.ImageFolder):
-      return 0
+    """Files TFDS can shard `split` by."""
     return len(self.builder.info.splits[split].file_instructions)
 
   def read(self, train, input_context, seed):
@@ -89,16 +87,20 @@ class TfdsSource:
     read_config = tfds.ReadConfig(
         input_context=input_context if by_file else None,
         shuffle_seed=seed, try_autocache=False)
+    # The 'image' and 'label' features (which _load_tfds checks), not
+    # as_supervised: datasets written by trainer.prepare (TFDS's
+    # store_as_tfds_dataset) declare no supervised keys.
     ds = self.builder.as_dataset(
-        split=split, as_supervised=True, shuffle_files=train, read_config=read_config,
+        split=split, shuffle_files=train, read_config=read_config,
         # Shard before decoding so each worker decodes only its own images.
         decoders={"image": tfds.decode.SkipDecoding()})
     if pipelines > 1 and not by_file:
       ds = ds.shard(pipelines, input_context.input_pipeline_id)
     return ds.map(self._decode, num_parallel_calls=AUTOTUNE)
 
-  def _decode(self, encoded, label):
-    image = self._image_feature.decode_example(encoded)
+  def _decode(self, example):
+    image = self._image_feature.decode_example(example["image"])
+    label = example["label"]
     if self._resize:
       image = tf.image.resize(image, [self._resize, self._resize], antialias=True)
       image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
@@ -127,6 +129,9 @@ class ArraySource:
 
 def load(config: TrainConfig) -> Source:
   """Resolves `config.dataset` to a validated Source.
+
+  Runs no TensorFlow op, so that MultiWorkerMirroredStrategy can still be
+  created after it (it must configure TensorFlow before any op runs).
 
   Raises:
     DataError: unknown dataset, missing or unprepared data, an image folder
@@ -206,85 +211,19 @@ def _image_shape(shape, image_size: Optional[int], what: str) -> tuple[int, int,
   return (h, w, c)
 
 
-def _load_folder(config: TrainConfig) -> TfdsSource:
-  """Validates PATH/{train,test}/<label>/*.png|jpg and wraps it in tfds.ImageFolder."""
+def _load_folder(config: TrainConfig) -> folders.FolderSource:
+  """Checks PATH/{train,test}/<label>/*.png|jpg and every image's header."""
   root = config.dataset[len(FOLDER_PREFIX):]
-  if not tf.io.gfile.isdir(root):
-    raise errors.DataError(f"--dataset folder:{root}: no such directory.")
-  splits = {}
-  for split in ("train", "test"):
-    split_dir = os.path.join(root, split)
-    if not tf.io.gfile.isdir(split_dir):
-      raise errors.DataError(
-          f"--dataset folder:{root} has no {split}/ directory: lay images out as "
-          f"{root}/train/<label>/*.png and {root}/test/<label>/*.png.")
-    splits[split] = {
-        label: sorted(f for f in tf.io.gfile.listdir(os.path.join(split_dir, label))
-                      if f.lower().endswith(_IMAGE_EXTENSIONS))
-        for label in sorted(tf.io.gfile.listdir(split_dir))
-        if tf.io.gfile.isdir(os.path.join(split_dir, label))}
-    splits[split] = {k.rstrip("/"): v for k, v in splits[split].items()}
-    if not any(splits[split].values()):
-      raise errors.DataError(
-          f"--dataset folder:{root} has no .png or .jpg images under {split}/<label>/: "
-          f"lay images out as {root}/{split}/<label>/*.png.")
-  train_labels = {k for k, v in splits["train"].items() if v}
-  test_labels = {k for k, v in splits["test"].items() if v}
-  if train_labels != test_labels:
-    raise errors.DataError(
-        f"--dataset folder:{root}: train/ and test/ have different label sets "
-        f"(only in train: {sorted(train_labels - test_labels) or 'none'}; only in test: "
-        f"{sorted(test_labels - train_labels) or 'none'}). Give both the same <label> folders.")
-  if len(train_labels) < 2:
-    raise errors.DataError(f"--dataset folder:{root} has one label; classification needs two or more.")
-
-  shape = _scan_images(root, splits, config.image_size)
-  builder = tfds.ImageFolder(root, shape=(None, None, shape[2]) if config.image_size else shape,
-                             dtype=tf.uint8)
+  folder = folders.scan(root, f"--dataset {config.dataset}")
+  if folder.odd_size and not config.image_size:
+    raise errors.DataError(folder.odd_size)
+  height, width = folder.size or (None, None)
+  shape = _image_shape((height, width, folder.channels), config.image_size, f"folder:{root}")
   info = DatasetInfo(
-      name=config.resolved_model_name(), image_shape=shape,
-      class_names=tuple(sorted(train_labels)),
-      num_train_examples=sum(len(v) for v in splits["train"].values()),
-      num_eval_examples=sum(len(v) for v in splits["test"].values()))
-  if tuple(builder.info.features["label"].names) != info.class_names:
-    # Empty label folders count for ImageFolder but not for us.
-    raise errors.DataError(
-        f"--dataset folder:{root} has empty <label> folders "
-        f"({sorted(set(builder.info.features['label'].names) - train_labels)}): remove them.")
-  return TfdsSource(builder, info, "train", "test", config.image_size)
-
-
-def _scan_images(root: str, splits: dict, image_size: Optional[int]) -> tuple[int, int, int]:
-  """Decodes every image once, so a bad file fails now, by name, not mid-epoch.
-
-  Returns:
-    The (H, W, C) every image will have: their common size (or image_size),
-    and 1 channel if all are greyscale, else 3.
-  """
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
-
-  first = None
-  grey = True
-  for split, labels in splits.items():
-    for label, files in labels.items():
-      for name in files:
-        path = os.path.join(root, split, label, name)
-        try:
-          with tf.io.gfile.GFile(path, "rb") as f, Image.open(f) as img:
-            img.load()  # a full decode: truncated files fail here
-            size, mode = img.size, img.mode
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-          raise errors.DataError(
-              f"corrupt or unreadable image {path}: {e}. Remove or replace the file.") from None
-        grey = grey and mode in ("1", "L", "I", "I;16", "F")
-        if first is None:
-          first = (path, size)
-        elif size != first[1] and not image_size:
-          raise errors.DataError(
-              f"image {path} is {size[0]}x{size[1]} pixels but {first[0]} is "
-              f"{first[1][0]}x{first[1][1]}: pass --image-size N to resize all images.")
-  (w, h) = first[1]
-  return _image_shape((h, w, 1 if grey else 3), image_size, f"folder:{root}")
+      name=config.resolved_model_name(), image_shape=shape, class_names=folder.class_names,
+      num_train_examples=len(folder.files["train"]), num_eval_examples=len(folder.files["test"]))
+  return folders.FolderSource(folder, info, config.image_size,
+                              lambda examples: _should_cache(config, info, examples))
 
 
 # --------------------------------------------------------------------------
@@ -323,6 +262,13 @@ def _should_cache(config: TrainConfig, info: DatasetInfo, examples: int) -> bool
   return examples * int(np.prod(info.image_shape)) <= config.cache_limit_mb * 2**20
 
 
+def _holds_decoded(source: Source, train: bool,
+                   input_context: Optional[tf.distribute.InputContext]) -> bool:
+  """Whether `source` already serves these examples decoded from memory (an image
+  folder's share): a cache() on top would hold a second copy."""
+  return getattr(source, "holds_decoded", lambda train, context: False)(train, input_context)
+
+
 def _share(input_context: Optional[tf.distribute.InputContext], config: TrainConfig,
            examples: int) -> tuple[int, int, int]:
   """(pipeline id, per-replica batch, this pipeline's share of `examples`, rounded up)."""
@@ -359,7 +305,7 @@ def train_dataset(source: Source, config: TrainConfig,
   pipeline_id, batch, examples = _share(input_context, config, source.info.num_train_examples)
   seed = shuffle_seed(config.seed, pipeline_id, start_step)
   ds = source.read(True, input_context, seed)
-  if _should_cache(config, source.info, examples):
+  if _should_cache(config, source.info, examples) and not _holds_decoded(source, True, input_context):
     ds = ds.cache()
   # A buffer larger than the split adds memory, not randomness.
   ds = ds.shuffle(min(config.shuffle_buffer, examples), seed=seed, reshuffle_each_iteration=True)
@@ -375,7 +321,7 @@ def eval_dataset(source: Source, config: TrainConfig,
   """One pass over this pipeline's share of the eval split, in per-replica batches."""
   _, batch, examples = _share(input_context, config, source.info.num_eval_examples)
   ds = source.read(False, input_context, config.seed)
-  if _should_cache(config, source.info, examples):
+  if _should_cache(config, source.info, examples) and not _holds_decoded(source, False, input_context):
     ds = ds.cache()
   return ds.batch(batch).prefetch(AUTOTUNE)
 
