@@ -105,22 +105,23 @@ def real_data(work: str, data_dir: str) -> dict[str, list[str]]:
           "folder": ["--dataset", f"folder:{folder}"]}
 
 
-def run_tutorial(data_args: list[str], epochs: int) -> dict:
+def run_tutorial(data_args: list[str], epochs: int, seed: int) -> dict:
   start = time.perf_counter()
   out = subprocess.run([sys.executable, os.path.join(BENCH, "tutorial.py"), *data_args,
-                        "--epochs", str(epochs)], check=True, capture_output=True, text=True)
+                        "--epochs", str(epochs), "--seed", str(seed)],
+                       check=True, capture_output=True, text=True)
   result = json.loads(out.stdout.strip().splitlines()[-1])
   result["wall_s"] = time.perf_counter() - start
   return result
 
 
-def run_project(data_args: list[str], extra: list[str]) -> dict:
+def run_project(data_args: list[str], extra: list[str], seed: int) -> dict:
   """python -m trainer.task as a whole process; per-epoch accuracies timed as logged."""
   job_dir = tempfile.mkdtemp(prefix="bench-e2e-")
   try:
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "trainer.task", *data_args, "--job-dir", job_dir,
-                             *extra], cwd=common.REPO, stdout=subprocess.DEVNULL,
+                             "--seed", str(seed), *extra], cwd=common.REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     epochs, tail = [], []
     for line in proc.stderr:
@@ -189,8 +190,9 @@ def main():
   for name in args.inputs.split(","):
     ratios, to_accuracy = [], []
     for r in range(args.rounds):
-      t = run_tutorial(inputs[name], args.epochs)
-      p = run_project(inputs[name], extra)
+      # A fresh seed per round for both: weights, shuffling.
+      t = run_tutorial(inputs[name], args.epochs, seed=r)
+      p = run_project(inputs[name], extra, seed=42 + r)
       bar = t["accuracy"][-1]
       reached = next((s for s, accuracy in p["epochs"] if accuracy >= bar), None)
       ratios.append(p["wall_s"] / t["wall_s"])

@@ -5,7 +5,7 @@
 
 Each variant changes one thing against the defaults: thread pools, oneDNN,
 the batch size (with the default sqrt learning-rate rule), steps per
-compiled call. Every round runs the baseline and then each variant, so
+compiled call, bfloat16 compute. Every round runs the baseline and then each variant, so
 machine noise hits all of them; the ratios are per round against that
 round's baseline. Reported per variant: the training rate (images/s after
 the first compiled call, from metrics.json) and the whole process's wall
@@ -38,6 +38,8 @@ VARIANTS = {
     "batch 128": ({}, ["--batch-size", "128"]),
     "batch 256": ({}, ["--batch-size", "256"]),
     "1 step per call": ({}, ["--steps-per-execution", "1"]),
+    # Fast only where the CPU has bfloat16 instructions (avx512_bf16, amx_bf16).
+    "mixed bfloat16": ({}, ["--mixed-precision", "bfloat16"]),
 }
 
 

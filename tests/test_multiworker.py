@@ -41,6 +41,7 @@ NODE_LOST_BOUND_S = 60
 MID_EPOCH_LOGGING = ["--log-every-steps", "5", "--steps-per-execution", "5"]
 # The manifest trains with the preset's batch size.
 SPE = NUM_TRAIN // config_lib.preset("cifar10").batch_size  # steps per epoch
+EPOCHS = config_lib.preset("cifar10").epochs  # the manifest trains the preset's epochs
 
 needs_netns = pytest.mark.skipif(
     not netns_available(), reason="needs root and iproute2 to create network namespaces")
@@ -202,7 +203,7 @@ def test_manifest_trains_as_written(manifest, tfds_dir):
 def test_sigterm_saves_at_a_common_step_and_exits_143(manifest):
   start, settings = manifest.start, manifest.settings
   pods = start(MID_EPOCH_LOGGING)
-  pods[1].wait_for("epoch 2/10 step ")  # the first log line inside epoch 2
+  pods[1].wait_for(f"epoch 2/{EPOCHS} step ")  # the first log line inside epoch 2
   pods[1].signal(signal.SIGTERM)  # one pod preempted; the other was not told
   codes = [p.wait(60) for p in pods]
   assert codes == [errors.EXIT_PREEMPTED] * 2, "\n".join(p.log[-3000:] for p in pods)
@@ -215,15 +216,15 @@ def test_sigterm_saves_at_a_common_step_and_exits_143(manifest):
 
   pods = start(MID_EPOCH_LOGGING)
   for p in pods:
-    p.wait_for(f"at epoch 2/10, step {step}/{SPE}", timeout=120)
-  pods[0].wait_for("Epoch 2/10 done", timeout=120)  # and it trains on from there
+    p.wait_for(f"at epoch 2/{EPOCHS}, step {step}/{SPE}", timeout=120)
+  pods[0].wait_for(f"Epoch 2/{EPOCHS} done", timeout=120)  # and it trains on from there
 
 
 @needs_netns
 def test_lost_node_fails_its_peer_within_the_bound(manifest):
   start = manifest.start
   pods = start(MID_EPOCH_LOGGING)
-  pods[1].wait_for("epoch 2/10 step ")
+  pods[1].wait_for(f"epoch 2/{EPOCHS} step ")
   cut_at = time.time()
   manifest.network.disconnect(1)  # packets vanish: no reset, no FIN
   assert pods[0].wait(NODE_LOST_BOUND_S + 30) == errors.EXIT_PEER_LOST, pods[0].log[-3000:]

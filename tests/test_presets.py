@@ -38,7 +38,7 @@ def test_warmup_then_cosine_schedule():
     (128, "linear", 4e-3), (128, "none", 1e-3), (8, "linear", 2.5e-4)])
 def test_learning_rate_follows_the_global_batch(batch, scaling, expected):
   """1e-3 at the reference batch of 32, scaled by hand-worked factors."""
-  config = config_lib.preset("cifar10", batch_size=batch, lr_scaling=scaling)
+  config = config_lib.preset("cifar10", batch_size=batch, lr_scaling=scaling, learning_rate=1e-3)
   assert config.effective_learning_rate() == pytest.approx(expected)
 
 

@@ -27,8 +27,8 @@ def test_default_strategy_learns_and_fills_the_job_dir(trained_job):
   assert os.path.isfile(os.path.join(job_dir, "export", "cifar10", "1", "saved_model.pb"))
   written = json.load(open(os.path.join(job_dir, "config.json")))
   assert written["batch_size"] == config.batch_size
-  # 1e-3 at batch 32, scaled by sqrt(128 / 32) = 2 for the global batch of 128.
-  assert written["resolved"]["effective_learning_rate"] == pytest.approx(2e-3)
+  # --learning-rate at batch 32, scaled by sqrt(128 / 32) = 2 for the global batch of 128.
+  assert written["resolved"]["effective_learning_rate"] == pytest.approx(2 * config.learning_rate)
   checkpoints = tf.train.get_checkpoint_state(os.path.join(job_dir, "checkpoints"))
   assert len(checkpoints.all_model_checkpoint_paths) == config.keep_checkpoints
   for run in ("train", "eval"):
