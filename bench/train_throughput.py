@@ -31,27 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets up sys.path and TF logging)
 
 import numpy as np  # noqa: E402
-
-
-def tutorial_model():
-  """The tutorial's model and compile call, verbatim in substance."""
-  import keras  # pylint: disable=import-outside-toplevel
-  from keras import layers  # pylint: disable=import-outside-toplevel
-  model = keras.Sequential([
-      keras.Input((32, 32, 3)),
-      layers.Conv2D(32, (3, 3), activation="relu"),
-      layers.MaxPooling2D((2, 2)),
-      layers.Conv2D(64, (3, 3), activation="relu"),
-      layers.MaxPooling2D((2, 2)),
-      layers.Conv2D(64, (3, 3), activation="relu"),
-      layers.Flatten(),
-      layers.Dense(64, activation="relu"),
-      layers.Dense(10),
-  ])
-  model.compile(optimizer="adam",
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
-  return model
+from tutorial import tutorial_model  # noqa: E402  (the tutorial's model, one definition)
 
 
 def tutorial_images_per_sec(source, warm_model=None) -> tuple[float, object]:
