@@ -99,12 +99,8 @@ class TfdsSource:
     return ds.map(self._decode, num_parallel_calls=AUTOTUNE)
 
   def _decode(self, example):
-    image = self._image_feature.decode_example(example["image"])
-    label = example["label"]
-    if self._resize:
-      image = tf.image.resize(image, [self._resize, self._resize], antialias=True)
-      image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return image, tf.cast(label, tf.int64)
+    image = folders.resize(self._image_feature.decode_example(example["image"]), self._resize)
+    return image, tf.cast(example["label"], tf.int64)
 
 
 class ArraySource:

@@ -202,17 +202,22 @@ def _name_bad_file(paths) -> None:
       raise _unreadable(path, e) from None
 
 
-def decode_image(contents: tf.Tensor, channels: int, image_size: Optional[int]) -> tf.Tensor:
-  """An encoded image -> uint8 [H, W, channels], as TFDS decodes it; resized if image_size.
+def resize(image: tf.Tensor, image_size: Optional[int]) -> tf.Tensor:
+  """uint8 [H, W, C] -> uint8 [image_size, image_size, C], antialiased and rounded.
 
-  The resize is TfdsSource's (antialiased, rounded), so a folder and its
-  prepared dataset give the same pixels.
+  The one resize of both input paths (TfdsSource uses it too), so a folder
+  and its prepared dataset give the same pixels. No-op without image_size.
   """
-  image = tf.io.decode_image(contents, channels=channels, expand_animations=False)
-  if image_size:
-    image = tf.image.resize(image, [image_size, image_size], antialias=True)
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-  return image
+  if not image_size:
+    return image
+  image = tf.image.resize(image, [image_size, image_size], antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def decode_image(contents: tf.Tensor, channels: int, image_size: Optional[int]) -> tf.Tensor:
+  """An encoded image -> uint8 [H, W, channels], as TFDS decodes it; resized if image_size."""
+  return resize(tf.io.decode_image(contents, channels=channels, expand_animations=False),
+                image_size)
 
 
 def decode_batches(paths: tf.data.Dataset, decode, spec: tf.TensorSpec) -> tf.data.Dataset:
