@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets up sys.path and TF logging)
@@ -88,18 +89,15 @@ def write_data(work: str, kind: str, num_train: int, num_test: int, signal: floa
 def real_data(work: str, data_dir: str) -> dict[str, list[str]]:
   """Real CIFAR-10 prepared in `data_dir` (`tfds build cifar10`), plus a PNG folder of it."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
+  from trainer import synthetic  # pylint: disable=import-outside-toplevel
+  import tutorial  # pylint: disable=import-outside-toplevel
   folder = os.path.join(work, "folder-cifar10-real")
   done = folder + ".done"
   if not os.path.exists(done):
     shutil.rmtree(folder, ignore_errors=True)
-    builder = tfds.builder("cifar10", data_dir=data_dir)
-    names = builder.info.features["label"].names
-    for split in ("train", "test"):
-      for i, (image, label) in enumerate(tfds.as_numpy(builder.as_dataset(split=split,
-                                                                           as_supervised=True))):
-        os.makedirs(os.path.join(folder, split, names[label]), exist_ok=True)
-        Image.fromarray(image).save(os.path.join(folder, split, names[label], f"{i:05d}.png"))
+    names = tfds.builder("cifar10", data_dir=data_dir).info.features["label"].names
+    train, test = tutorial.load("cifar10", data_dir)  # the splits as NumPy arrays
+    synthetic.store_image_folder(folder, {"train": train, "test": test}, names)
     open(done, "w").close()
   return {"tfds": ["--dataset", "cifar10", "--data-dir", data_dir],
           "folder": ["--dataset", f"folder:{folder}"]}
@@ -115,13 +113,20 @@ def run_tutorial(data_args: list[str], epochs: int, seed: int) -> dict:
   return result
 
 
-def run_project(data_args: list[str], extra: list[str], seed: int) -> dict:
-  """python -m trainer.task as a whole process; per-epoch accuracies timed as logged."""
+def run_project(data_args: list[str], extra: list[str], seed: int,
+                env: Optional[dict] = None) -> dict:
+  """python -m trainer.task as a whole process; per-epoch accuracies timed as logged.
+
+  Returns:
+    wall_s, epochs [(seconds since start, eval accuracy)], accuracy (the
+    final test accuracy) and metrics (its metrics.json).
+  """
   job_dir = tempfile.mkdtemp(prefix="bench-e2e-")
   try:
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "trainer.task", *data_args, "--job-dir", job_dir,
-                             "--seed", str(seed), *extra], cwd=common.REPO, stdout=subprocess.DEVNULL,
+                             "--seed", str(seed), *extra], cwd=common.REPO,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     epochs, tail = [], []
     for line in proc.stderr:
@@ -136,7 +141,8 @@ def run_project(data_args: list[str], extra: list[str], seed: int) -> dict:
       metrics = json.load(f)
   finally:
     shutil.rmtree(job_dir, ignore_errors=True)
-  return {"wall_s": wall, "epochs": epochs, "accuracy": metrics["test_accuracy"]}
+  return {"wall_s": wall, "epochs": epochs, "accuracy": metrics["test_accuracy"],
+          "metrics": metrics}
 
 
 def main():

@@ -16,13 +16,9 @@ images prepared as TFDS `cifar10`, read through the catalog path.
 """
 
 import argparse
-import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (sets up sys.path and TF logging)
@@ -45,17 +41,8 @@ VARIANTS = {
 
 def run(data_args: list[str], env: dict, flags: list[str], epochs: int) -> tuple[float, float]:
   """(training images/s, wall seconds) of one whole trainer.task process."""
-  job_dir = tempfile.mkdtemp(prefix="bench-levers-")
-  try:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "trainer.task", *data_args, "--job-dir", job_dir,
-                    "--epochs", str(epochs), *flags], cwd=common.REPO, check=True,
-                   env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    with open(os.path.join(job_dir, "metrics.json")) as f:
-      return json.load(f)["train_images_per_sec"], wall
-  finally:
-    shutil.rmtree(job_dir, ignore_errors=True)
+  result = end_to_end.run_project(data_args, ["--epochs", str(epochs), *flags], seed=42, env=env)
+  return result["metrics"]["train_images_per_sec"], result["wall_s"]
 
 
 def main():
