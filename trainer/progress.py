@@ -8,9 +8,9 @@ above the bar instead of breaking it. Where stderr is not a terminal
 (`kubectl logs`, CI, a file) nothing changes: one log line every
 `--log-every-steps` steps, with no carriage returns or escape codes.
 
-Only the chief draws: workers of a multi-worker run that share a terminal
-(local tests, `kubectl attach` to one pod's TTY) would fight over its line,
-and each non-chief pod's log is read as a log.
+Only the chief draws: its bar counts the global batch, so it is the job's
+progress, and workers of a multi-worker run that share a terminal (a local
+run) would otherwise fight over its line. The other workers log lines.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Lines:
     return self
 
   def __exit__(self, *exc_info) -> None:
-    self.end_epoch()
+    del exc_info
 
   def start_epoch(self, epoch: int, step: int) -> None:
     """`epoch` counts from 0; `step` is where it starts (a resumed run starts mid-epoch)."""
