@@ -24,6 +24,8 @@ setup(
         # tfds.load's download and store_as_tfds_dataset fail on a plain install.
         "importlib_resources>=6.4,<8",
         "tensorboard>=2.21,<2.22",
+        # The progress bar on a terminal (trainer/progress.py).
+        "tqdm>=4.66,<5",
         "google-cloud-storage>=3.17,<4",
         "matplotlib>=3.8,<4",
         "pillow>=10,<14",

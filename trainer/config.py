@@ -123,6 +123,12 @@ class TrainConfig:
       "export/ go (local or gs://). Unset: runs/<model-name>.")
   keep_checkpoints: int = _field(3, "Checkpoints to keep; older ones are deleted.")
   log_every_steps: int = _field(100, "Training scalars are written every N steps (rounded up to --steps-per-execution).")
+  progress: str = _field(
+      "auto",
+      "How the chief shows training progress: bar (a progress bar per epoch with "
+      "images/s, loss and time left), log (a log line every --log-every-steps steps), "
+      "or auto (bar when stderr is a terminal, else log). Other workers always log.",
+      choices=("auto", "bar", "log"))
   publish_dir: Optional[str] = _field(
       None,
       "Also publish the export to PUBLISH_DIR/<model-name>/<version>/ "

@@ -50,6 +50,7 @@ from trainer import metrics as metrics_lib
 from trainer import model as model_lib
 from trainer import optimizer as optimizer_lib
 from trainer import preemption
+from trainer import progress as progress_lib
 from trainer import records
 from trainer import steps as steps_lib
 from trainer import storage
@@ -175,6 +176,8 @@ class _Loop:
     self.steps = steps_lib.build(self.model, self.optimizer, strategy, config,
                                  self.info.num_classes, self.train_sums, self.eval_sums, eval_data)
     self.xla = self.steps.xla
+    self.progress = progress_lib.create(config.progress, cluster.is_chief, log, config.epochs,
+                                        steps_per_epoch, self.global_batch)
 
   # ------------------------------------------------------------ the run
 
@@ -218,7 +221,7 @@ class _Loop:
                                          self.cluster.is_chief, self.info.class_names)
     self.summaries.graph(self.model, self.info.image_shape)
     started = time.time()
-    with distribution.peer_errors(self.cluster):
+    with distribution.peer_errors(self.cluster), self.progress:  # bars or log lines
       self._train(epoch, step)
       self.sigterm.finishing = True
       results = self._last_eval or self._evaluate_and_report(final=True)
@@ -275,6 +278,7 @@ class _Loop:
     # log_every_steps, and at the end of each epoch.
     global_step = self._global_step()
     while epoch < config.epochs:
+      self.progress.start_epoch(epoch, step)
       while step < self.steps_per_epoch:
         to_log = config.log_every_steps - global_step % config.log_every_steps
         n = min(config.steps_per_execution, self.steps_per_epoch - step, to_log)
@@ -292,6 +296,7 @@ class _Loop:
           self._train_images += n * self.global_batch
         first_call = False
         step += n
+        self.progress.advance(n)
         global_step += n
         interval_images += n * self.global_batch
         self.epoch_step.assign(step)
@@ -300,6 +305,7 @@ class _Loop:
           self._log_train(epoch, step, interval_images / max(elapsed, 1e-9))
           self._keep_lock()
           interval_start, interval_images = time.time(), 0
+      self.progress.end_epoch()
       epoch, step = epoch + 1, 0
       self.epoch.assign(epoch)
       self.epoch_step.assign(0)
@@ -315,9 +321,7 @@ class _Loop:
     lr = float(self.optimizer.learning_rate.numpy())
     self.summaries.train_scalars(self._global_step(), sums["loss"], sums["accuracy"], lr,
                                  images_per_sec)
-    log.info("epoch %d/%d step %d/%d: loss %.4f accuracy %.4f lr %.3g, %.0f images/s",
-             epoch + 1, self.config.epochs, step, self.steps_per_epoch, sums["loss"],
-             sums["accuracy"], lr, images_per_sec)
+    self.progress.train_metrics(epoch, step, sums["loss"], sums["accuracy"], lr, images_per_sec)
 
   def _evaluate_and_report(self, final: bool) -> dict[str, Any]:
     started = time.time()
