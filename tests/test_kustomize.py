@@ -65,6 +65,11 @@ def render(root: str, overlay: str) -> str:
   return result.stdout
 
 
+def _validator() -> str:
+  return shutil.which("kubernetes-validate") or os.path.join(os.path.dirname(sys.executable),
+                                                             "kubernetes-validate")
+
+
 def _docs(text: str) -> list[dict]:
   return [d for d in yaml.safe_load_all(text) if d]
 
@@ -100,9 +105,7 @@ def _plain(name: str) -> list[dict]:
 def test_overlay_renders_to_schema_valid_manifests(overlay, tmp_path):
   path = tmp_path / "rendered.yaml"
   path.write_text(render(REPO, overlay))
-  tool = shutil.which("kubernetes-validate") or os.path.join(os.path.dirname(sys.executable),
-                                                             "kubernetes-validate")
-  result = subprocess.run([tool, "--strict", "-k", KUBERNETES_VERSION, str(path)],
+  result = subprocess.run([_validator(), "--strict", "-k", KUBERNETES_VERSION, str(path)],
                           capture_output=True, text=True)
   assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
   assert "tfjob" not in path.read_text().lower()  # never beside the Job
@@ -185,6 +188,20 @@ def test_cpu_dev_has_no_gpu_gke_or_workload_identity_and_keeps_everything_on_its
   job = _one(docs, "Job")["spec"]["template"]["spec"]["containers"][0]
   assert job["resources"] == {"requests": {"cpu": "500m", "memory": "2Gi"},
                               "limits": {"cpu": "2", "memory": "4Gi"}}
+
+
+def test_cpu_dev_data_loader_is_valid_and_mounts_the_overlays_claim():
+  """The pod README uses to copy data onto the volume (not in the kustomization)."""
+  path = os.path.join(REPO, CPU_DEV, "data-loader.yaml")
+  result = subprocess.run([_validator(), "--strict", "-k", KUBERNETES_VERSION, path],
+                          capture_output=True, text=True)
+  assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
+  with open(path, encoding="utf-8") as f:
+    (pod,) = _docs(f.read())
+  claim = _one(_docs(render(REPO, CPU_DEV)), "PersistentVolumeClaim")["metadata"]["name"]
+  assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
+  with open(os.path.join(REPO, CPU_DEV, "kustomization.yaml"), encoding="utf-8") as f:
+    assert "data-loader.yaml" not in yaml.safe_load(f)["resources"]  # it would outlive the copy
 
 
 @pytest.mark.skipif(not netns_available(), reason="needs root and iproute2 to create network namespaces")
