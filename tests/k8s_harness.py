@@ -15,7 +15,10 @@ for an Indexed Job, from the manifest itself:
 
 The only values changed are the ones a user edits (the ConfigMap's bucket
 paths), pointed at local directories because TensorFlow's gs:// file system
-cannot reach an emulator (shared/ENVIRONMENT.md).
+cannot reach an emulator (shared/ENVIRONMENT.md). A manifest whose pods mount
+a PersistentVolumeClaim (overlays/cpu-dev, rendered by kustomize) needs no
+such edit: the claim is a local directory, and paths under its mount point
+map into it.
 """
 
 from __future__ import annotations
@@ -131,9 +134,21 @@ def expand(value: str, env: dict[str, str]) -> str:
 class IndexedJob:
   """The Indexed Job in a manifest file, ready to start pod by pod."""
 
-  def __init__(self, path: str, settings: Optional[dict[str, str]] = None):
-    with open(path, encoding="utf-8") as f:
-      docs = [d for d in yaml.safe_load_all(f) if d]
+  def __init__(self, path: Optional[str], settings: Optional[dict[str, str]] = None, *,
+               text: Optional[str] = None, volumes: Optional[dict[str, str]] = None):
+    """Reads the Job, its ConfigMaps and Services from `path`, or from `text`.
+
+    Args:
+      path: a manifest file (k8s/job.yaml); None with `text`.
+      settings: ConfigMap values to override, by key.
+      text: the manifests themselves, e.g. `kustomize build` output.
+      volumes: a local directory for each PersistentVolumeClaim, by claim
+        name: an environment value under its mount path maps into it.
+    """
+    if text is None:
+      with open(path, encoding="utf-8") as f:
+        text = f.read()
+    docs = [d for d in yaml.safe_load_all(text) if d]
     self.config_maps = {d["metadata"]["name"]: dict(d.get("data", {}))
                         for d in docs if d["kind"] == "ConfigMap"}
     self.services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
@@ -143,6 +158,11 @@ class IndexedJob:
     (self.container,) = self.pod_spec["containers"]
     self.completions = self.job["spec"]["completions"]
     self.uid = str(uuid.uuid4())  # the Job's metadata.uid: a new one per `kubectl apply`
+    volumes = volumes or {}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in self.pod_spec.get("volumes", []) if "persistentVolumeClaim" in v}
+    self.mounts = {m["mountPath"]: volumes[claims[m["name"]]]
+                   for m in self.container.get("volumeMounts", []) if m["name"] in claims}
     for name, values in (settings or {}).items():
       (config_map,) = [c for c in self.config_maps.values() if name in c]
       config_map[name] = values
@@ -184,7 +204,14 @@ class IndexedJob:
         env[var["name"]] = self.config_maps[ref["configMapKeyRef"]["name"]][ref["configMapKeyRef"]["key"]]
       else:
         raise NotImplementedError(f"env source {ref} is not simulated")
-    return env
+    return {name: self.local(value) for name, value in env.items()}
+
+  def local(self, path: str) -> str:
+    """A path in the container as the local one it maps to (unchanged if not on a volume)."""
+    for mount, local in self.mounts.items():
+      if path == mount or path.startswith(mount.rstrip("/") + "/"):
+        return local + path[len(mount.rstrip("/")):]
+    return path
 
   def argv(self, index: int, env: Optional[dict[str, str]] = None) -> list[str]:
     command = self.container.get("command") or _entrypoint()
