@@ -250,6 +250,11 @@ def test_job_specs_are_valid_custom_job_specs_on_the_k8s_gpu(name, replicas):
             pool.machine_spec.accelerator_count) == ("g2-standard-4", "NVIDIA_L4", 1)
     assert not any(a.startswith("--job-dir") for a in pool.container_spec.args)  # AIP_* decide
   assert spec.base_output_directory.output_uri_prefix.startswith("gs://")
+  assert spec.service_account == "cnn-trainer@PROJECT_ID.iam.gserviceaccount.com"
+  # The commented-out Vertex AI TensorBoard line is valid once uncommented.
+  with open(SPECS[name], encoding="utf-8") as f:
+    uncommented = f.read().replace("# tensorboard: ", "tensorboard: ")
+  assert _validate(yaml.safe_load(uncommented)).tensorboard.endswith("/tensorboards/TENSORBOARD_ID")
   if len(replicas) > 1:
     assert spec.scheduling.restart_job_on_worker_restart
 
