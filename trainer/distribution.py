@@ -2,8 +2,9 @@
 
 Everything multi-worker lives here, decided from the environment:
 
-* `TF_CONFIG` set (Kubeflow TFJob, Vertex AI, by hand):
-  `MultiWorkerMirroredStrategy` over its chief and workers.
+* `TF_CONFIG` set (Kubeflow TFJob, Vertex AI, by hand), or else Vertex AI's
+  `CLUSTER_SPEC` (trainer/vertex.py): `MultiWorkerMirroredStrategy` over its
+  chief and workers.
 * A Kubernetes Indexed Job (`JOB_COMPLETION_INDEX` and `TRAINER_NUM_WORKERS`
   set): TF_CONFIG is derived from the pod's index and the headless Service's
   stable pod DNS names, `<job>-<index>.<service>:<port>`.
@@ -14,6 +15,10 @@ Workers are numbered as MultiWorkerMirroredStrategy numbers them: a `chief`
 task, if any, is worker 0 and the chief; otherwise worker 0 is the chief.
 Only the chief writes to the job directory; other workers write what the
 strategy needs (checkpoints) into a local temporary directory they delete.
+A cluster of one task is one machine: there is nobody to talk to.
+
+Where to write is the job directory (--job-dir) or, on Vertex AI without
+--job-dir, the AIP_* directories (`vertex_outputs`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Callable, Iterator, Mapping, Optional
 import tensorflow as tf
 
 from trainer import errors
+from trainer import vertex
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,9 @@ def cluster_from_env(env: Optional[Mapping[str, str]] = None) -> Cluster:
   env = os.environ if env is None else env
   if env.get("TF_CONFIG", "").strip():
     return _parse_tf_config(env["TF_CONFIG"], "TF_CONFIG")
+  if env.get(vertex.ENV_CLUSTER_SPEC, "").strip():
+    return _parse_tf_config(json.dumps(vertex.tf_config_from_cluster_spec(
+        env[vertex.ENV_CLUSTER_SPEC])), "Vertex AI CLUSTER_SPEC")
   if ENV_INDEX in env and ENV_NUM_WORKERS in env:
     return _parse_tf_config(json.dumps(indexed_job_tf_config(env)),
                             "Kubernetes Indexed Job (JOB_COMPLETION_INDEX)")
@@ -154,6 +163,8 @@ def _parse_tf_config(raw: str, source: str) -> Cluster:
   if len(cluster.get("chief", [])) > 1:
     raise bad("there can be at most one chief")
   kind, index = task.get("type"), task.get("index", 0)
+  # Vertex AI's evaluator pool is a task type outside the cluster (vertex.py).
+  vertex.refuse_pools([kind], source)
   if kind not in cluster:
     raise bad(f"task.type {kind!r} is not one of the cluster's task types {sorted(cluster)}")
   if not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
@@ -161,12 +172,26 @@ def _parse_tf_config(raw: str, source: str) -> Cluster:
 
   chiefs = len(cluster.get("chief", []))
   worker_index = index if kind == "chief" else chiefs + index
+  if chiefs + len(cluster.get("worker", [])) == 1:
+    # E.g. a Vertex AI job with one replica: MirroredStrategy over its GPUs,
+    # not collectives with nobody.
+    return Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
+                   source=f"{source}, one task: single machine")
   return Cluster(
       num_workers=chiefs + len(cluster.get("worker", [])),
       worker_index=worker_index,
       is_chief=worker_index == 0,
       tf_config={"cluster": cluster, "task": {"type": kind, "index": index}},
       source=source)
+
+
+def vertex_outputs(env: Optional[Mapping[str, str]] = None) -> Optional[vertex.Outputs]:
+  """Vertex AI's AIP_* output directories; None when not on Vertex AI.
+
+  Raises:
+    ConfigError: an AIP_* directory has no parent for the job's own files.
+  """
+  return vertex.outputs(os.environ if env is None else env)
 
 
 def chief_address(cluster: Cluster) -> Optional[str]:

@@ -196,7 +196,8 @@ def write_warmup_requests(info: DatasetInfo, path: str) -> None:
 
 
 def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list[str],
-           run_info: Optional[dict] = None) -> tuple[int, list[str]]:
+           run_info: Optional[dict] = None,
+           model_dir: Optional[str] = None) -> tuple[int, list[str]]:
   """Exports `model` (of `config.model` architecture) as a new version under each base.
 
   Args:
@@ -207,6 +208,9 @@ def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list
       bases[0] belongs to this job alone (its job directory).
     run_info: provenance recorded in the SavedModel's assets.extra/; its
       `global_step` and `weights_sha256` identify the training state exported.
+    model_dir: Vertex AI's AIP_MODEL_DIR: the same SavedModel is also written
+      at its root, replacing what is there (`storage.replace_dir`), because
+      Vertex AI's model import wants saved_model.pb there, not in a version.
 
   All bases get the same version number: one more than the highest version
   under any of them, so versions only grow. If the latest version in bases[0]
@@ -233,7 +237,7 @@ def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list
     log.info("Version %d in %s already holds this training state (global step %s): "
              "reusing it%s.", version, bases[0], run_info["global_step"],
              f", publishing it to {', '.join(targets)}" if targets else "")
-  if targets:
+  if targets or model_dir:
     serving = serving_model(model, architecture, info)
     staging = tempfile.mkdtemp(prefix="trainer-export-")
     try:
@@ -242,6 +246,10 @@ def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list
       for base in targets:
         path = storage.publish_version(local, base, version)
         log.info("Exported SavedModel version %d to %s", version, path)
+      if model_dir:
+        path = storage.replace_dir(local, model_dir)
+        log.info("Exported SavedModel version %d to %s (saved_model.pb at the root, for "
+                 "Vertex AI model import)", version, path)
     finally:
       shutil.rmtree(staging, ignore_errors=True)
   return version, [storage.join(base, str(version)) for base in bases]

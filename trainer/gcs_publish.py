@@ -154,13 +154,66 @@ def publish_version(src_dir: str, base: str, version: int) -> str:
 
 
 def _publish(src_dir: str, bucket_name: str, prefix: str, version: int) -> str:
-  bucket = gcs.client().bucket(bucket_name)
   final = gcs.join(prefix, str(version))
   if any(True for _ in gcs.client().list_blobs(bucket_name, prefix=final + "/", max_results=1,
                                                retry=gcs.retry(),
                                                timeout=gcs.REQUEST_TIMEOUT_S)):
     raise FileExistsError(
         f"version {version} already exists at gs://{bucket_name}/{final}/; not overwriting it")
+  publish_id = uuid.uuid4().hex
+  staging = gcs.join(prefix, f"{versions.STAGING_PREFIX}{version}-{publish_id[:8]}")
+  return _stage_and_copy(src_dir, bucket_name, staging, final, publish_id, f"version {version}")
+
+
+def replace_prefix(src_dir: str, uri: str) -> str:
+  """Replaces whatever is under `uri` with a local SavedModel directory, saved_model.pb last.
+
+  For Vertex AI's AIP_MODEL_DIR, which model import reads at its root: a
+  retried job finds the previous attempt's export there. Its saved_model.pb
+  is deleted first and then the rest, so no moment shows a saved_model.pb
+  beside variables of another export; the new files are staged beside the
+  prefix (`<parent>/.staging-<name>-<id>/`, outside what model import reads)
+  and copied in with saved_model.pb last, as `publish_version` does.
+
+  Args:
+    src_dir: local directory holding saved_model.pb, variables/ and the rest.
+    uri: gs://BUCKET/PATH; its parent holds the staging prefix.
+
+  Returns:
+    `uri` without a trailing '/'.
+
+  Raises:
+    StorageError, TransientError: classified GCS failures, after everything
+      written was deleted (the prefix is then empty).
+    CleanupError: an old or new object could not be deleted.
+  """
+  bucket_name, prefix = versions.split_gcs(uri)
+  with gcs.classified(f"writing the SavedModel to {uri}", bucket_name,
+                      "storage.objects.create, .get, .list and .delete, e.g. "
+                      "roles/storage.objectUser"):
+    old = list(gcs.client().list_blobs(bucket_name, prefix=prefix + "/", retry=gcs.retry(),
+                                       timeout=gcs.REQUEST_TIMEOUT_S))
+    if old:
+      log.info("Replacing the %d objects under %s (saved_model.pb first).", len(old), uri)
+    left = _delete_all(bucket_name, old)
+    if left:
+      raise errors.CleanupError(
+          f"could not delete the previous SavedModel under {uri}: {', '.join(left)}. Delete "
+          "them by hand and rerun.")
+    parent, _, name = prefix.rpartition("/")
+    publish_id = uuid.uuid4().hex
+    staging = gcs.join(parent, f"{versions.STAGING_PREFIX}{name}-{publish_id[:8]}")
+    return _stage_and_copy(src_dir, bucket_name, staging, prefix, publish_id, uri)
+
+
+def _stage_and_copy(src_dir: str, bucket_name: str, staging: str, final: str, publish_id: str,
+                    what: str) -> str:
+  """Uploads `src_dir` under `staging`, copies it to `final` (saved_model.pb last), cleans up.
+
+  `final` must hold no objects. `what` names the destination in messages
+  ("version 3", a URI).
+  """
+  bucket = gcs.client().bucket(bucket_name)
   files = sorted(_relative_files(src_dir))
   if SAVED_MODEL_PB not in files:
     raise ValueError(f"{src_dir} is not a SavedModel directory: it has no {SAVED_MODEL_PB}")
@@ -169,8 +222,6 @@ def _publish(src_dir: str, bucket_name: str, prefix: str, version: int) -> str:
   first = [versions.RUN_INFO_PATH] if versions.RUN_INFO_PATH in files else []
   files = first + [f for f in files if f not in first and f != SAVED_MODEL_PB] + [SAVED_MODEL_PB]
 
-  publish_id = uuid.uuid4().hex
-  staging = gcs.join(prefix, f"{versions.STAGING_PREFIX}{version}-{publish_id[:8]}")
   written: list = []  # destination blobs a copy request was sent for
   try:
     crc32c = {}
@@ -188,22 +239,21 @@ def _publish(src_dir: str, bucket_name: str, prefix: str, version: int) -> str:
       crc32c[name] = blob.crc32c
     for name in files:
       _copy(bucket, f"{staging}/{name}", f"{final}/{name}", publish_id, crc32c[name], written,
-            version)
+            what)
   except BaseException as e:
-    log.warning("Publishing version %d to gs://%s/%s failed (%s); deleting what was written.",
-                version, bucket_name, prefix, type(e).__name__)
+    log.warning("Publishing %s to gs://%s/%s failed (%s); deleting what was written.",
+                what, bucket_name, final, type(e).__name__)
     left = _delete_all(bucket_name, written, then_prefix=staging + "/")
     if left:
       raise errors.CleanupError(
-          f"publishing version {version} to gs://{bucket_name}/{prefix} failed "
+          f"publishing {what} to gs://{bucket_name}/{final} failed "
           f"({type(e).__name__}: {gcs.first_line(e)}) and cleaning up left {len(left)} "
           f"object(s) behind: {', '.join(left)}. Delete them by hand; the next export's "
           "sweep also deletes them once they are stale.") from e
     raise
   left = _delete_all(bucket_name, [], then_prefix=staging + "/")
-  if left:  # the version is complete; the staging leftover is swept later
-    log.error("Version %d is published, but its staging objects remain: %s", version,
-              ", ".join(left))
+  if left:  # the destination is complete; the staging leftover is swept later
+    log.error("%s is published, but its staging objects remain: %s", what, ", ".join(left))
   return f"gs://{bucket_name}/{final}"
 
 
@@ -213,7 +263,7 @@ def _precondition_failed() -> type[BaseException]:
 
 
 def _copy(bucket, src_name: str, dst_name: str, publish_id: str, crc32c: Optional[str],
-          written: list, version: int) -> None:
+          written: list, what: str) -> None:
   """Server-side copy of one object; records the destination for cleanup first.
 
   `rewrite` rather than `copy_blob`: it works for objects of any size and
@@ -241,7 +291,7 @@ def _copy(bucket, src_name: str, dst_name: str, publish_id: str, crc32c: Optiona
       return
     written.remove(dst)  # the object is another publisher's: leave it alone
     raise FileExistsError(
-        f"version {version}: gs://{bucket.name}/{dst_name} was written by another publisher "
+        f"{what}: gs://{bucket.name}/{dst_name} was written by another publisher "
         "while this one was copying; not overwriting it (publish again: the next version "
         "number is free).") from e
 

@@ -8,14 +8,27 @@
   JOB_DIR/lock.json            the running chief's lease (trainer/joblock.py)
 
 Only the chief writes here. Non-chief workers read the checkpoints, nothing else.
+
+On Vertex AI without --job-dir (`for_run`), JOB_DIR is the CustomJob's
+baseOutputDirectory (the parent of AIP_MODEL_DIR) and three places move to
+where Vertex AI looks for them (trainer/vertex.py):
+
+  AIP_CHECKPOINT_DIR/              instead of JOB_DIR/checkpoints/
+  AIP_TENSORBOARD_LOG_DIR/{train,eval}/  instead of JOB_DIR/logs/
+  AIP_MODEL_DIR/saved_model.pb ... the latest export again, at the root, for model import
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from typing import Optional
 
 from trainer import storage
 from trainer import versions
+from trainer import vertex
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -26,8 +39,11 @@ EXPORT_DIR = "export"
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
-  """Where things go in one job directory."""
+  """Where things go in one job directory; the optional fields move a part elsewhere."""
   job_dir: str
+  checkpoint_dir: Optional[str] = None   # instead of JOB_DIR/checkpoints
+  log_dir: Optional[str] = None          # instead of JOB_DIR/logs
+  model_dir: Optional[str] = None        # also export the SavedModel at this path's root
 
   @property
   def config(self) -> str:
@@ -39,16 +55,39 @@ class Paths:
 
   @property
   def checkpoints(self) -> str:
-    return storage.join(self.job_dir, CHECKPOINT_DIR)
+    return self.checkpoint_dir or storage.join(self.job_dir, CHECKPOINT_DIR)
 
   def logs(self, run: str) -> str:
-    return storage.join(self.job_dir, LOG_DIR, run)
+    return storage.join(self.log_dir or storage.join(self.job_dir, LOG_DIR), run)
 
   def export_base(self, model_name: str) -> str:
     return storage.join(self.job_dir, EXPORT_DIR, model_name)
 
 
-def missing_exports(metrics: dict, bases: list[str]) -> list[str]:
+def for_run(job_dir_flag: Optional[str], default_job_dir: str,
+            platform: Optional[vertex.Outputs]) -> Paths:
+  """The paths of a run: --job-dir wins over Vertex AI's AIP_* directories, which win over
+  the default.
+
+  Args:
+    job_dir_flag: --job-dir, None if not given.
+    default_job_dir: the job dir without --job-dir or Vertex AI (runs/<model-name>).
+    platform: Vertex AI's directories (distribution.vertex_outputs), None elsewhere.
+  """
+  if job_dir_flag or platform is None:
+    if platform is not None:
+      log.info("--job-dir %s given: everything goes there; Vertex AI's AIP_MODEL_DIR, "
+               "AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR are not used.", job_dir_flag)
+    return Paths(job_dir_flag or default_job_dir)
+  paths = Paths(platform.base_dir, checkpoint_dir=platform.checkpoint_dir,
+                log_dir=platform.tensorboard_dir, model_dir=platform.model_dir)
+  log.info("Vertex AI output directories: job files in %s, checkpoints in %s, TensorBoard logs "
+           "in %s, SavedModel%s.", paths.job_dir, paths.checkpoints, paths.logs("{train,eval}"),
+           f" also at the root of {paths.model_dir}" if paths.model_dir else "")
+  return paths
+
+
+def missing_exports(metrics: dict, bases: list[str], model_dir: Optional[str] = None) -> list[str]:
   """What a finished job's export lacks, as version paths: [] when all is in place.
 
   Args:
@@ -57,9 +96,13 @@ def missing_exports(metrics: dict, bases: list[str]) -> list[str]:
     bases: the model base paths the current flags ask for (the job's own
       export/<model> and, with --publish-dir, PUBLISH_DIR/<model>). A new
       --publish-dir or --model-name shows up here as a base with no version.
+    model_dir: Vertex AI's AIP_MODEL_DIR, which must hold saved_model.pb at its root.
   """
   version = str(metrics["export"]["version"])
   wanted = [storage.join(base, version) for base in bases]
   recorded = set(metrics["export"]["paths"])
-  return [path for path in wanted
-          if path not in recorded or not storage.exists(storage.join(path, versions.SAVED_MODEL_PB))]
+  missing = [path for path in wanted
+             if path not in recorded or not storage.exists(storage.join(path, versions.SAVED_MODEL_PB))]
+  if model_dir and not storage.exists(storage.join(model_dir, versions.SAVED_MODEL_PB)):
+    missing.append(model_dir)
+  return missing

@@ -9,6 +9,8 @@ and reads on both local paths and gs://. This module adds what it lacks:
   base path, never sees a partially written version (`publish_version`);
 * a sweep of dead publishers' leftovers before a version number is chosen
   (`sweep`);
+* replacing a SavedModel directory in place, for Vertex AI's AIP_MODEL_DIR
+  (`replace_dir`);
 * atomic small-file writes (config.json, metrics.json).
 
 This module is the interface callers use. GCS work that needs more than gfile
@@ -163,6 +165,47 @@ def publish_version(src_dir: str, base: str, version: int) -> str:
     shutil.rmtree(staging, ignore_errors=True)
     raise
   return final
+
+
+def replace_dir(src_dir: str, dest: str) -> str:
+  """Makes `dest` hold exactly the SavedModel in local `src_dir`, never a mix of two exports.
+
+  For Vertex AI's AIP_MODEL_DIR, which model import reads at its root after
+  the job, and which a retried job finds holding the previous attempt's export:
+
+  * Local: copy into a hidden sibling, move the old directory aside, rename
+    the copy into place, delete the old one. In between, `dest` does not
+    exist, which model import reports, rather than loading a graph beside
+    another export's variables.
+  * gs://: see `gcs_publish.replace_prefix` (the old saved_model.pb deleted
+    first, the new one copied last).
+
+  Returns:
+    `dest` without a trailing '/'.
+  """
+  if is_gcs(dest):
+    return gcs_publish.replace_prefix(src_dir, dest)
+  dest = dest.rstrip(os.sep)
+  parent, name = os.path.split(os.path.abspath(dest))
+  os.makedirs(parent, exist_ok=True)
+  tag = uuid.uuid4().hex[:8]
+  staging = os.path.join(parent, f"{STAGING_PREFIX}{name}-{tag}")
+  old = os.path.join(parent, f".old-{name}-{tag}")
+  aside = False
+  try:
+    shutil.copytree(src_dir, staging)
+    if os.path.lexists(dest):
+      os.rename(dest, old)
+      aside = True
+    os.rename(staging, dest)
+  except BaseException:
+    if aside and not os.path.lexists(dest):
+      os.rename(old, dest)  # the previous export, whole, rather than none
+    raise
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+  return dest
 
 
 def exists(path: str) -> bool:

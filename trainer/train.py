@@ -97,9 +97,12 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
   cluster = (distribution.Cluster(1, 0, True, None, "injected strategy") if strategy
              else distribution.cluster_from_env())
   source = datasets or data_lib.load(config)
-  paths = jobdir.Paths(config.resolved_job_dir())
+  paths = jobdir.for_run(config.job_dir, config.resolved_job_dir(),
+                         distribution.vertex_outputs())
   if cluster.is_chief:  # the only writer (jobdir): other workers leave no probe objects
     storage.ensure_writable_dir(paths.job_dir, "--job-dir")
+    if paths.model_dir:
+      storage.ensure_writable_dir(paths.model_dir, "AIP_MODEL_DIR")
     if config.publish_dir:
       storage.ensure_writable_dir(config.publish_dir, "--publish-dir")
   steps_per_epoch = source.info.num_train_examples // config.batch_size
@@ -195,7 +198,7 @@ class _Loop:
     previous = storage.read_json(self.paths.metrics)
     if (epoch >= config.epochs and previous and previous.get("global_step") == self._global_step()
         and previous.get("export")):
-      missing = jobdir.missing_exports(previous, self._export_bases())
+      missing = jobdir.missing_exports(previous, self._export_bases(), self.paths.model_dir)
       if not missing:
         log.info("Job already complete: %d epochs, global step %d, exported as version %s at %s. "
                  "Nothing to do; use a new --job-dir (or more --epochs) to train again.",
@@ -385,8 +388,11 @@ class _Loop:
     version, paths = export_lib.export(
         self.model, self.info, self.config.model, self._export_bases(),
         run_info={"job_dir": self.paths.job_dir, "global_step": self._global_step(),
-                  "weights_sha256": fingerprint, "test_accuracy": results["accuracy"]})
+                  "weights_sha256": fingerprint, "test_accuracy": results["accuracy"]},
+        model_dir=self.paths.model_dir)
     metrics["export"] = {"version": version, "paths": paths}
+    if self.paths.model_dir:
+      metrics["export"]["model_dir"] = self.paths.model_dir
     storage.write_json(self.paths.metrics, metrics)
     log.info("Wrote %s: test accuracy %.4f, %s training images/s.", self.paths.metrics,
              metrics["test_accuracy"],
