@@ -9,10 +9,13 @@ The loop calls a compiled function for several steps at a time
 (--steps-per-execution), so `ProfileWindow.before_call` shortens the calls
 around the window: the trace starts exactly before step START and stops right
 after step END. Steps count from 1, so step S takes the global step from
-S - 1 to S. Each call in the window is marked as one profiler step (as
-tf_keras's `fit` marks its calls), which the overview page needs to measure
-step time and split it into input and compute: with --steps-per-execution N,
-one step there is N training steps.
+S - 1 to S. Each call in the window is marked as a profiler step named
+`train` (as tf_keras's `fit` marks its calls), which the trace viewer shows
+as one span per call. Known gap (xprof 2.21, seen on CPU): the overview
+page's step-time breakdown finds no steps when they run inside a
+tf.while_loop, as the compiled call's steps do, and says "No step time
+measured"; a loop-free function gets its breakdown. The input pipeline
+analyzer still times every tf.data stage on the host.
 
 Only the chief traces. Workers run the same steps in lockstep (every step
 all-reduces), so a slow worker shows on the chief's trace as time waiting in
