@@ -7,6 +7,7 @@ TensorFlow, Keras, TFDS and tensorflow-serving-api move together.
 from setuptools import setup
 
 TENSORFLOW = "tensorflow>=2.21,<2.22"
+PROFILE_PLUGIN = "tensorboard-plugin-profile>=2.21,<2.22"
 
 setup(
     name="cnn-trainer",
@@ -42,11 +43,15 @@ setup(
             "grpcio>=1.60,<2",
             "requests>=2.31,<3",
         ],
+        # TensorBoard's Profile tab, for traces taken with --profile-steps; its
+        # minor version follows TensorBoard's and TensorFlow's.
+        "profile": [PROFILE_PLUGIN],
         # bench/end_to_end.py's default data: crops of the photographs that
         # scikit-image ships (bench/photos.py).
         "bench": ["scikit-image>=0.24,<0.27"],
         # Everything the test suite starts or calls: a GCS emulator, schema
-        # validation for the manifests, hadolint for the Dockerfile.
+        # validation for the manifests, hadolint for the Dockerfile, the
+        # Profile tab.
         "test": [
             "grpcio>=1.60,<2",
             "requests>=2.31,<3",
@@ -60,6 +65,7 @@ setup(
             # Vertex AI's CustomJobSpec proto: tests/test_vertex.py validates
             # vertex/*.yaml strictly against it.
             "google-cloud-aiplatform>=2.7,<2.8",
+            PROFILE_PLUGIN,  # the profiler test reads the trace through the Profile tab
         ],
     },
     entry_points={"console_scripts": [

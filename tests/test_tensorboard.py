@@ -1,14 +1,7 @@
 """TensorBoard: the real server reads the run's scalars, images and graph over HTTP."""
 
 import io
-import os
-import queue
 import re
-import shutil
-import subprocess
-import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import NUM_TEST
+import tensorboard_server
 from trainer import data
 from trainer import synthetic
 
@@ -26,50 +20,13 @@ SCALARS = {"loss", "accuracy", "learning_rate", "images_per_sec"}
 @pytest.fixture(scope="module")
 def tensorboard(trained_job):
   _, _, job_dir = trained_job
-  exe = shutil.which("tensorboard") or os.path.join(os.path.dirname(sys.executable), "tensorboard")
-  # --port 0: TensorBoard binds a port the kernel picks and names it on stderr
-  # ("TensorBoard 2.21.0 at http://127.0.0.1:PORT/"), just before it serves, so
-  # no port is chosen in advance for another process to take first.
-  proc = subprocess.Popen([exe, "--logdir", job_dir, "--host", "127.0.0.1", "--port", "0",
-                           "--reload_interval", "1"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  stderr, urls = [], queue.Queue()
 
-  def read_stderr():  # also drains the pipe, so TensorBoard never blocks writing to it
-    for line in proc.stderr:
-      stderr.append(line)
-      match = re.match(r"TensorBoard \S+ at (http://127\.0\.0\.1:\d+)/", line)
-      if match:
-        urls.put(match.group(1))
+  def both_runs_listed(url):
+    tags = requests.get(f"{url}/data/plugin/scalars/tags", timeout=5).json()
+    return {"logs/train", "logs/eval"} <= set(tags)
 
-  reader = threading.Thread(target=read_stderr, daemon=True)
-  reader.start()
-  deadline = time.time() + 90
-  try:
-    while True:
-      try:
-        url = urls.get(timeout=0.5)
-        break
-      except queue.Empty:
-        assert proc.poll() is None, "".join(stderr)
-        if time.time() > deadline:
-          pytest.fail(f"TensorBoard did not report its URL within 90 s: {''.join(stderr)}")
-    while time.time() < deadline:
-      assert proc.poll() is None, "".join(stderr)
-      try:
-        tags = requests.get(f"{url}/data/plugin/scalars/tags", timeout=5).json()
-        if {"logs/train", "logs/eval"} <= set(tags):
-          break
-      except requests.ConnectionError:
-        pass
-      time.sleep(0.5)
-    else:
-      pytest.fail("TensorBoard did not list the runs within 90 s")
+  with tensorboard_server.serve(job_dir, both_runs_listed) as url:
     yield url
-  finally:
-    proc.terminate()
-    proc.wait(timeout=30)
-    reader.join(timeout=10)
 
 
 def test_scalar_tags_for_train_and_eval(tensorboard):

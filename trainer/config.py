@@ -129,6 +129,11 @@ class TrainConfig:
       "images/s, loss and time left), log (a log line every --log-every-steps steps), "
       "or auto (bar when stderr is a terminal, else log). Other workers always log.",
       choices=("auto", "bar", "log"))
+  profile_steps: Optional[str] = _field(
+      None,
+      "START,END: trace global training steps START to END (inclusive, counted from 1) "
+      "with the TensorFlow profiler into JOB_DIR/logs/train, for TensorBoard's Profile "
+      "tab (pip install \".[profile]\"); the chief's steps only. Unset: no trace.")
   publish_dir: Optional[str] = _field(
       None,
       "Also publish the export to PUBLISH_DIR/<model-name>/<version>/ "
@@ -163,6 +168,25 @@ class TrainConfig:
     factor = {"sqrt": math.sqrt(ratio), "linear": ratio, "none": 1.0}[self.lr_scaling]
     return self.learning_rate * factor
 
+  def profile_window(self) -> Optional[tuple[int, int]]:
+    """--profile-steps as (first, last) global step, both traced; None when unset.
+
+    Raises:
+      ConfigError: unless it is two integers START,END with 1 <= START <= END.
+    """
+    if self.profile_steps is None:
+      return None
+    parts = self.profile_steps.split(",")
+    try:
+      first, last = (int(part) for part in parts)
+    except ValueError:
+      first = last = 0  # not two integers: the message below says what is wanted
+    if not 1 <= first <= last:
+      raise errors.ConfigError(
+          f"--profile-steps {self.profile_steps!r} is invalid: it must be START,END, two "
+          "global step numbers with 1 <= START <= END (e.g. 100,120 traces 21 steps).")
+    return first, last
+
   def use_xla(self, gpus: int) -> bool:
     """Whether to jit-compile, given the number of local GPUs."""
     return self.jit_compile == "on" or (self.jit_compile == "auto" and gpus > 0)
@@ -196,6 +220,7 @@ class TrainConfig:
     need(self.keep_checkpoints >= 1, "keep-checkpoints", self.keep_checkpoints, ">= 1")
     need(self.job_lock_wait_s >= 0, "job-lock-wait-s", self.job_lock_wait_s, ">= 0")
     need(self.log_every_steps >= 1, "log-every-steps", self.log_every_steps, ">= 1")
+    self.profile_window()
     need(self.collective_timeout_s > 0, "collective-timeout-s", self.collective_timeout_s, "> 0")
     need(bool(self.dataset), "dataset", self.dataset, "a TFDS name or folder:PATH")
     if self.dataset.startswith("folder:"):

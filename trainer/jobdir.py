@@ -3,7 +3,9 @@
   JOB_DIR/config.json          the resolved configuration (chief)
   JOB_DIR/metrics.json         final metrics and where the export went (chief, last)
   JOB_DIR/checkpoints/         tf.train.CheckpointManager's files
+  JOB_DIR/logs/                the HParams session: this run's configuration (trainer/hparams.py)
   JOB_DIR/logs/{train,eval}/   TensorBoard event files
+  JOB_DIR/logs/train/plugins/profile/<time>/   --profile-steps traces (trainer/profiling.py)
   JOB_DIR/export/<model>/<N>/  SavedModel versions
   JOB_DIR/lock.json            the running chief's lease (trainer/joblock.py)
 
@@ -56,6 +58,11 @@ class Paths:
   @property
   def checkpoints(self) -> str:
     return self.checkpoint_dir or storage.join(self.job_dir, CHECKPOINT_DIR)
+
+  @property
+  def logs_root(self) -> str:
+    """The TensorBoard run that holds the HParams session; its subruns are `logs(run)`."""
+    return storage.join(self.job_dir, LOG_DIR)
 
   def logs(self, run: str) -> str:
     return storage.join(self.log_dir or storage.join(self.job_dir, LOG_DIR), run)

@@ -44,6 +44,7 @@ from trainer import data as data_lib
 from trainer import distribution
 from trainer import errors
 from trainer import export as export_lib
+from trainer import hparams
 from trainer import jobdir
 from trainer import joblock
 from trainer import metrics as metrics_lib
@@ -51,6 +52,7 @@ from trainer import model as model_lib
 from trainer import optimizer as optimizer_lib
 from trainer import preemption
 from trainer import progress as progress_lib
+from trainer import profiling
 from trainer import records
 from trainer import steps as steps_lib
 from trainer import storage
@@ -220,12 +222,15 @@ class _Loop:
       storage.write_json(self.paths.config, records.config_record(
           self.config, self.paths.job_dir, self._records_cluster(), self.xla,
           self.steps_per_epoch, self.info))
+      hparams.write(self.paths, self.config, self._records_cluster(), self.xla)
     self.summaries = summaries.Summaries(self.paths.logs("train"), self.paths.logs("eval"),
                                          self.cluster.is_chief, self.info.class_names)
     self.summaries.graph(self.model, self.info.image_shape)
     started = time.time()
     with distribution.peer_errors(self.cluster), self.progress:  # bars or log lines
-      self._train(epoch, step)
+      with profiling.ProfileWindow(self.config.profile_window(), self.paths.logs("train"),
+                                   self.cluster.is_chief) as self.profile:
+        self._train(epoch, step)
       self.sigterm.finishing = True
       results = self._last_eval or self._evaluate_and_report(final=True)
     # Identical on every worker when replicas stayed in sync: a one-line
@@ -285,6 +290,7 @@ class _Loop:
       while step < self.steps_per_epoch:
         to_log = config.log_every_steps - global_step % config.log_every_steps
         n = min(config.steps_per_execution, self.steps_per_epoch - step, to_log)
+        n = self.profile.before_call(global_step, n)  # --profile-steps: calls end at its edges
         t0 = time.time()
         stop = self.steps.train_steps(iterator, tf.constant(n), tf.constant(float(self.sigterm.received)))
         if float(stop) > 0:  # float() waits for the call to finish
@@ -301,6 +307,7 @@ class _Loop:
         step += n
         self.progress.advance(n)
         global_step += n
+        self.profile.after_call(global_step)
         interval_images += n * self.global_batch
         self.epoch_step.assign(step)
         if global_step % config.log_every_steps == 0 or step == self.steps_per_epoch:
