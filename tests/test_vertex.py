@@ -123,6 +123,10 @@ def test_job_dir_flag_wins_over_the_aip_directories():
   paths = jobdir.for_run(None, "runs/cifar10", platform)
   assert (paths.job_dir, paths.checkpoints, paths.logs("eval"), paths.model_dir) == (
       "gs://b/out", "gs://b/out/checkpoints", "gs://b/out/logs/eval", "gs://b/out/model")
+  # Every TensorBoard file follows AIP_TENSORBOARD_LOG_DIR, the HParams session included.
+  elsewhere = jobdir.for_run(None, "runs/cifar10", vertex.Outputs(
+      base_dir="gs://b/out", model_dir=None, checkpoint_dir=None, tensorboard_dir="gs://tb/run"))
+  assert (elsewhere.logs_root, elsewhere.logs("train")) == ("gs://tb/run", "gs://tb/run/train")
 
 
 # ---------------------------------------------------------------- training on one replica

@@ -16,7 +16,7 @@ baseOutputDirectory (the parent of AIP_MODEL_DIR) and three places move to
 where Vertex AI looks for them (trainer/vertex.py):
 
   AIP_CHECKPOINT_DIR/              instead of JOB_DIR/checkpoints/
-  AIP_TENSORBOARD_LOG_DIR/{train,eval}/  instead of JOB_DIR/logs/
+  AIP_TENSORBOARD_LOG_DIR/{,train,eval}/  instead of JOB_DIR/logs/ (HParams, scalars)
   AIP_MODEL_DIR/saved_model.pb ... the latest export again, at the root, for model import
 """
 
@@ -62,10 +62,10 @@ class Paths:
   @property
   def logs_root(self) -> str:
     """The TensorBoard run that holds the HParams session; its subruns are `logs(run)`."""
-    return storage.join(self.job_dir, LOG_DIR)
+    return self.log_dir or storage.join(self.job_dir, LOG_DIR)
 
   def logs(self, run: str) -> str:
-    return storage.join(self.log_dir or storage.join(self.job_dir, LOG_DIR), run)
+    return storage.join(self.logs_root, run)
 
   def export_base(self, model_name: str) -> str:
     return storage.join(self.job_dir, EXPORT_DIR, model_name)
