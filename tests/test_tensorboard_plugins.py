@@ -225,9 +225,11 @@ def test_resume_inside_the_window_traces_the_rest_and_after_it_nothing():
   assert _calls((3, 7), steps=20, per_call=5, global_step=10)[1][0] == ("call", 10, 5)
 
 
-def test_only_the_chief_traces():
+def test_only_the_chief_traces_but_every_worker_cuts_its_calls_alike():
+  """Each call is a collective: a worker whose calls differed from the chief's would hang."""
   calls, events = _calls((3, 7), steps=15, per_call=5, is_chief=False)
-  assert calls == [5, 5, 5] and all(event[0] == "call" for event in events)
+  assert calls == _calls((3, 7), steps=15, per_call=5)[0] == [2, 5, 5, 3]
+  assert all(event[0] == "call" for event in events)
 
 
 def test_a_failed_run_stops_the_trace_without_writing_it():

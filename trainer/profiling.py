@@ -42,8 +42,16 @@ class ProfileWindow:
   """
 
   def __init__(self, window: Optional[tuple[int, int]], logdir: str, is_chief: bool):
-    """`window`: (first, last) global steps to trace, both included (TrainConfig.profile_window)."""
-    self.window = window if is_chief else None
+    """`window`: (first, last) global steps to trace, both included (TrainConfig.profile_window).
+
+    Every worker cuts its calls at the window's edges, the chief's way: under
+    MultiWorkerMirroredStrategy each call is a collective (it starts with an
+    all-reduce of the SIGTERM flag), so calls of different lengths on two
+    workers would pair one's flag with the other's gradients and hang. Only
+    the chief traces.
+    """
+    self.window = window
+    self.is_chief = is_chief
     self.logdir = logdir
     self.tracing = False
     self.done = False
@@ -64,17 +72,20 @@ class ProfileWindow:
       return min(n, first - 1 - global_step)
     if global_step >= last:
       return n
-    if not self.tracing:
-      self._start(global_step + 1, last)
-    self._step = tf.profiler.experimental.Trace("train", step_num=global_step + 1, _r=1)
-    self._step.__enter__()
+    if self.is_chief:
+      if not self.tracing:
+        self._start(global_step + 1, last)
+      self._step = tf.profiler.experimental.Trace("train", step_num=global_step + 1, _r=1)
+      self._step.__enter__()
     return min(n, last - global_step)
 
   def after_call(self, global_step: int) -> None:
     """Ends the call's profiler step; stops the trace once `global_step` reaches the window's end."""
     self._end_step()
-    if self.tracing and global_step >= self.window[1]:
-      self._stop(save=True)
+    if self.window and global_step >= self.window[1]:
+      if self.tracing:
+        self._stop(save=True)
+      self.done = True
 
   def __enter__(self) -> "ProfileWindow":
     return self
