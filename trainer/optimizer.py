@@ -68,6 +68,16 @@ class L2SGD(keras.optimizers.SGD):
     return {**super().get_config(), "l2": self.l2}
 
 
+def learning_rate(config: TrainConfig, steps_per_epoch: int) -> schedule.LearningRate:
+  """The run's schedule, counted in global steps (`steps_per_epoch` of them per epoch)."""
+  return schedule.LearningRate(
+      peak=config.effective_learning_rate(),
+      warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
+      total_steps=steps_per_epoch * config.epochs, cosine=config.lr_schedule == "cosine",
+      step_boundaries=[int(round(epoch * steps_per_epoch)) for epoch in config.lr_step_epochs],
+      step_factor=config.lr_step_factor)
+
+
 def create(config: TrainConfig, steps_per_epoch: int,
            variables: Sequence[keras.Variable]) -> keras.optimizers.Optimizer:
   """Builds the run's optimiser over `variables` (the model's trainable variables).
@@ -83,12 +93,7 @@ def create(config: TrainConfig, steps_per_epoch: int,
   Returns:
     Adam (or AdamW) or momentum SGD, inside a LossScaleOptimizer for float16.
   """
-  lr = schedule.LearningRate(
-      peak=config.effective_learning_rate(),
-      warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
-      total_steps=steps_per_epoch * config.epochs, cosine=config.lr_schedule == "cosine",
-      step_boundaries=[int(round(epoch * steps_per_epoch)) for epoch in config.lr_step_epochs],
-      step_factor=config.lr_step_factor)
+  lr = learning_rate(config, steps_per_epoch)
   if config.optimizer == "sgd":
     optimizer = L2SGD(l2=config.weight_decay, learning_rate=lr, momentum=config.momentum)
   elif config.weight_decay:
