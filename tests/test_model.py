@@ -112,7 +112,10 @@ def test_mixed_precision_keeps_logits_and_variables_float32(name, precision, com
 def test_resnet20_batchnorm_statistics_are_the_global_batchs_on_every_replica():
   """Synchronised BatchNorm: each replica sees half the batch, yet every copy of the moving
   statistics gets the statistics of the whole batch (per-replica ones would diverge)."""
-  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  # Reduced through one device rather than by collective ops, whose instance keys
+  # collide with those of other tests' MirroredStrategy in this process.
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
+                                            cross_device_ops=tf.distribute.ReductionToOneDevice())
   with strategy.scope():
     model = model_lib.create_model("resnet20", (8, 8, 3), 10)
   # Two halves with different brightness: per-replica statistics would differ.
