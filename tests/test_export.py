@@ -1,4 +1,4 @@
-"""Export: round trip through the SavedModel TF Serving would load, and safe publishing."""
+"""Export: round trip through the SavedModel TF Serving would load (each model), and safe publishing."""
 
 import io
 import json
@@ -35,13 +35,26 @@ def _images(info, n=6, seed=0):
   return np.random.default_rng(seed).integers(0, 256, (n, *info.image_shape), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module", params=[CIFAR, MNIST], ids=["cifar10", "mnist"])
+def _with_moving_statistics(model):
+  """Gives every BatchNorm moving statistics far from its initial 0 and 1, so that an export
+  normalising by the batch's statistics, or by the initial ones, would not match."""
+  rng = np.random.default_rng(0)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      shape = layer.moving_mean.shape
+      layer.moving_mean.assign(rng.normal(0.0, 0.5, shape).astype(np.float32))
+      layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape).astype(np.float32))
+  return model
+
+
+@pytest.fixture(scope="module", params=[(CIFAR, "tutorial"), (MNIST, "tutorial"), (CIFAR, "resnet20")],
+                ids=["cifar10", "mnist", "cifar10-resnet20"])
 def exported(request, tmp_path_factory):
-  info = request.param
+  info, architecture = request.param
   keras.utils.set_random_seed(len(info.name))  # fixed weights: the argmax checks see no new ties
-  model = model_lib.create_model("tutorial", info.image_shape, 10)
+  model = _with_moving_statistics(model_lib.create_model(architecture, info.image_shape, 10))
   base = str(tmp_path_factory.mktemp("export") / info.name)
-  version, paths = export.export(model, info, "tutorial", [base])
+  version, paths = export.export(model, info, architecture, [base])
   return info, model, paths[0]
 
 
@@ -49,7 +62,14 @@ def test_both_signatures_match_the_in_memory_model(exported):
   info, model, path = exported
   loaded = tf.saved_model.load(path)
   images = _images(info)
-  expected = tf.nn.softmax(model(images)).numpy()
+  expected = tf.nn.softmax(model(images, training=False)).numpy()
+  # With BatchNorm, training mode (the batch's statistics) answers differently: the
+  # export must serve inference mode.
+  # (On a copy: a training-mode call updates the moving statistics.)
+  if model.name == "resnet20":
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    assert np.abs(tf.nn.softmax(copy(images, training=True)).numpy() - expected).max() > 1e-3
 
   out = loaded.signatures["serving_default"](images=tf.constant(images))
   np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)

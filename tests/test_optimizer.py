@@ -117,3 +117,61 @@ def test_a_run_with_weight_decay_resumes_from_its_checkpoint(tfds_dir, tmp_path,
   assert "Resuming from checkpoint" in caplog.text and "at epoch 2/2, step 0/15" in caplog.text
   assert second["global_step"] == 2 * first["global_step"] == 30
   assert second["export"]["version"] == 2
+
+
+# --------------------------------------------------- --optimizer sgd (the ResNet recipe)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_sgd_weight_decay_is_l2_added_to_the_gradient_before_momentum(replicas):
+  """Zero loss gradients: kernels follow m = 0.9 m - lr * wd * w, w += m (L2 through the
+  momentum, as in the paper's Caffe/Torch SGD); 1-D variables (biases, BatchNorm) stay."""
+  strategy = (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]) if replicas == 2
+              else tf.distribute.get_strategy())
+  wd, momentum, steps = 0.5, 0.9, 3
+  config = _config(optimizer="sgd", momentum=momentum, weight_decay=wd)
+  model = _model(strategy)
+  with strategy.scope():
+    optimizer = optimizer_lib.create(config, 10, model.trainable_variables)
+  before = [v.numpy() for v in model.trainable_variables]
+  _apply(strategy, optimizer, model, [np.zeros_like(w) for w in before], steps)
+  for variable, old in zip(model.trainable_variables, before):
+    w, m = old.astype(np.float64), np.zeros_like(old, np.float64)
+    for _ in range(steps if variable.ndim > 1 else 0):
+      m = momentum * m - LR * wd * w
+      w = w + m
+    np.testing.assert_allclose(variable.numpy(), w, rtol=1e-5, err_msg=variable.path)
+  # The decoupled form would have shrunk each kernel by (1 - LR * wd) per step: far less.
+  kernel, old = model.get_layer("conv1").kernel.numpy(), before[0]
+  assert np.abs(kernel - old * (1 - LR * wd) ** steps).max() > 1e-3
+
+
+def test_sgd_without_weight_decay_is_keras_momentum_sgd():
+  strategy = tf.distribute.get_strategy()
+  config = _config(optimizer="sgd", momentum=0.9)
+  ours_model, sgd_model = _model(strategy), _model(strategy)
+  ours = optimizer_lib.create(config, 10, ours_model.trainable_variables)
+  sgd = keras.optimizers.SGD(learning_rate=LR, momentum=0.9)
+  sgd.build(sgd_model.trainable_variables)
+  rng = np.random.default_rng(1)
+  grads = [rng.normal(0, 1, w.shape).astype(np.float32) for w in ours_model.get_weights()]
+  _apply(strategy, ours, ours_model, grads, 3)
+  _apply(strategy, sgd, sgd_model, grads, 3)
+  for a, b in zip(ours_model.get_weights(), sgd_model.get_weights()):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"momentum": 1.0}, r"--momentum 1.0 is invalid: it must be in \[0, 1\)"),
+    ({"momentum": -0.1}, r"--momentum -0.1 is invalid"),
+    ({"lr_step_factor": 1.5}, r"--lr-step-factor 1.5 is invalid: it must be in \(0, 1\)"),
+    ({"lr_step_epochs": ()}, r"--lr-step-epochs \[\] is invalid: it must be one or more epochs "
+                             r"with --lr-schedule step"),
+    ({"lr_step_epochs": (123, 82)}, r"it must be increasing"),
+    ({"epochs": 100}, r"--lr-step-epochs \[82.0, 123.0\] is invalid: it must be after "
+                      r"--warmup-epochs \(0.0\) and before --epochs \(100\)"),
+    ({"lr_schedule": "cosine"}, r"it must be empty unless --lr-schedule step \(it is cosine\)"),
+])
+def test_invalid_sgd_and_step_settings_are_config_errors(overrides, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    config_lib.preset("cifar10-resnet20", **overrides).validate()

@@ -70,7 +70,7 @@ def test_experiment_lists_the_hparams_and_the_metrics_the_run_writes(tensorboard
   names = [info["name"] for info in experiment["hparamInfos"]]
   assert sorted(names) == sorted([*hparams.CONFIG_HPARAMS, *hparams.RESOLVED])
   schedule = next(info for info in experiment["hparamInfos"] if info["name"] == "lr_schedule")
-  assert schedule["domainDiscrete"] == ["constant", "cosine"]
+  assert schedule["domainDiscrete"] == ["constant", "cosine", "step"]
   metrics = {(info["name"]["group"], info["name"]["tag"]) for info in experiment["metricInfos"]}
   assert metrics == {("eval", "accuracy"), ("eval", "loss"), ("train", "accuracy"),
                      ("train", "loss"), ("train", "images_per_sec")}
@@ -110,7 +110,8 @@ def test_one_session_per_job_dir_with_its_config_and_final_metrics(tensorboard, 
     assert group["name"] == os.path.join(root, name)  # the trial id: the job dir
     assert [session["name"] for session in group["sessions"]] == [f"{name}/logs"]
     assert group["hparams"] == {
-        "dataset": "cifar10", "model": config.model, "epochs": config.epochs,
+        "dataset": "cifar10", "model": config.model, "optimizer": config.optimizer,
+        "momentum": config.momentum, "epochs": config.epochs,
         "batch_size": 128, "learning_rate": config.learning_rate,
         "lr_schedule": config.lr_schedule, "warmup_epochs": config.warmup_epochs,
         "label_smoothing": config.label_smoothing, "weight_decay": config.weight_decay,

@@ -17,6 +17,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from trainer import errors
 from trainer import metrics as metrics_lib
 from trainer.config import TrainConfig
 
@@ -37,6 +38,16 @@ def per_example_loss(labels: tf.Tensor, logits: tf.Tensor, num_classes: int,
     targets = tf.one_hot(labels, num_classes) * (1.0 - label_smoothing) + label_smoothing / num_classes
     return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
   return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def _cross_replica_forward(model: keras.Model, strategy: tf.distribute.Strategy) -> bool:
+  """Whether the forward pass all-reduces (synchronised BatchNorm) across several non-GPU
+  replicas, where TensorFlow would need a merge_call inside the nested XLA function (it
+  raises RuntimeError); on GPUs it compiles the all-reduce into the XLA computation."""
+  synchronised = any(getattr(layer, "synchronized", False) for layer in model.layers)
+  devices = strategy.extended.worker_devices
+  return (synchronised and strategy.num_replicas_in_sync > 1
+          and not all("GPU" in d.upper() for d in devices))
 
 
 def build(model: keras.Model, optimizer: keras.optimizers.Optimizer,
@@ -65,6 +76,12 @@ def build(model: keras.Model, optimizer: keras.optimizers.Optimizer,
   # all-reduce and the optimiser update stay outside, where tf.distribute's
   # cross-replica machinery runs.
   xla = config.use_xla(len(tf.config.list_logical_devices("GPU")))
+  if xla and _cross_replica_forward(model, strategy):
+    raise errors.ConfigError(
+        f"--jit-compile {config.jit_compile} cannot compile --model {config.model} over "
+        f"{strategy.num_replicas_in_sync} CPU replicas: its synchronised BatchNorm all-reduces "
+        "inside the forward pass, which TensorFlow compiles with XLA only on GPUs. "
+        "Use --jit-compile auto or off.")
   if xla:
     forward_backward = tf.function(forward_backward, jit_compile=True)
 

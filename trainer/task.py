@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     kwargs = dict(default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
     if kind is bool:
       parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+    elif typing.get_origin(typing.get_type_hints(config_lib.TrainConfig)[field.name]) is tuple:
+      # Tuple[float, ...]: space-separated values; none (the bare flag) is the empty tuple.
+      parser.add_argument(flag, type=kind, nargs="*", metavar=field.name.upper(), **kwargs)
     else:
       parser.add_argument(flag, type=kind, choices=field.metadata.get("choices"),
                           metavar=field.name.upper(), **kwargs)
