@@ -24,9 +24,11 @@ COPY trainer/ trainer/
 COPY serving/ serving/
 # Installed as root into the system site-packages; the job runs as uid 1000,
 # which can read but not modify them. DL3013 asks for pinned versions: they
-# are pinned in setup.py, the one place dependencies are declared.
+# are pinned in setup.py, the one place dependencies are declared. The
+# profile extra gives k8s/tensorboard.yaml, which runs this image, its Profile
+# tab for --profile-steps traces.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[gpu]" \
+RUN pip install --no-cache-dir ".[gpu,profile]" \
  && useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin trainer
 
 USER 1000:1000

@@ -10,6 +10,7 @@ the run finished.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Optional
 
 import keras
@@ -27,6 +28,23 @@ class Cluster:
   replicas: int
   strategy: str
   source: str
+
+
+def who_trained(workers: int, replicas: int, strategy: str, source: str,
+                recorded_config: Optional[dict] = None) -> Cluster:
+  """Who trained: this run's cluster, or, for a chief that finishes a trained
+  multi-worker run alone, the training's, from its config.json (`recorded_config`)."""
+  trained = (recorded_config or {}).get("resolved", {})
+  return Cluster(trained.get("workers", workers), trained.get("replicas", replicas),
+                 trained.get("strategy", strategy), trained.get("cluster_source", source))
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+  """sha256 of the weights (16 hex digits): equal on every worker when replicas stayed in sync."""
+  digest = hashlib.sha256()
+  for weights in model.get_weights():
+    digest.update(np.ascontiguousarray(weights).tobytes())
+  return digest.hexdigest()[:16]
 
 
 def config_record(config: TrainConfig, job_dir: str, cluster: Cluster, xla: bool,

@@ -9,7 +9,9 @@ has no future. So this loop drives Keras 3 layers and optimiser directly with
 `strategy.run`: the same code runs under the default strategy, `MirroredStrategy`
 and `MultiWorkerMirroredStrategy`, and tests prove each.
 
-The step functions themselves are trainer/steps.py's.
+The step functions themselves are trainer/steps.py's; what a person watches
+is trainer/progress.py's (bar or log lines) and, with --profile-steps,
+trainer/profiling.py's; the HParams session is trainer/hparams.py's.
 
 Progress lives in the checkpoint (trainer/checkpoints.py): completed epochs
 and steps into the current epoch. A rerun with the same job dir restores it
@@ -31,7 +33,6 @@ non-chief workers exit 0 at once and the chief exports alone (`run`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import Any, Optional
@@ -235,7 +236,7 @@ class _Loop:
       results = self._last_eval or self._evaluate_and_report(final=True)
     # Identical on every worker when replicas stayed in sync: a one-line
     # check that distributed training did what it should.
-    fingerprint = self._weights_fingerprint()
+    fingerprint = records.weights_fingerprint(self.model)
     log.info("Final weights fingerprint (sha256): %s", fingerprint)
     metrics = self._finish(results, time.time() - started, fingerprint)
     distribution.wait_for_every_worker(self.cluster, self.steps.barrier)
@@ -251,12 +252,6 @@ class _Loop:
     if self.config.publish_dir:
       bases.append(storage.join(self.config.publish_dir, name))
     return bases
-
-  def _weights_fingerprint(self) -> str:
-    digest = hashlib.sha256()
-    for weights in self.model.get_weights():
-      digest.update(np.ascontiguousarray(weights).tobytes())
-    return digest.hexdigest()[:16]
 
   def _global_step(self) -> int:
     return int(self.optimizer.iterations.numpy())
@@ -373,14 +368,9 @@ class _Loop:
 
   def _records_cluster(self) -> records.Cluster:
     """Who trained, for config.json and metrics.json; a chief finishing alone reports the training's."""
-    if self.alone:
-      trained = (storage.read_json(self.paths.config) or {}).get("resolved", {})
-      return records.Cluster(trained.get("workers", self.cluster.num_workers),
-                             trained.get("replicas", self.strategy.num_replicas_in_sync),
-                             trained.get("strategy", type(self.strategy).__name__),
-                             trained.get("cluster_source", self.cluster.source))
-    return records.Cluster(self.cluster.num_workers, self.strategy.num_replicas_in_sync,
-                           type(self.strategy).__name__, self.cluster.source)
+    return records.who_trained(self.cluster.num_workers, self.strategy.num_replicas_in_sync,
+                               type(self.strategy).__name__, self.cluster.source,
+                               storage.read_json(self.paths.config) if self.alone else None)
 
   def _finish(self, results: dict[str, Any], wall_seconds: float,
               fingerprint: str) -> dict[str, Any]:
