@@ -113,15 +113,41 @@ def test_a_pod_killed_mid_epoch(cluster, killed):
   _assert_one_complete_export(cluster.settings)
 
 
-def test_the_chief_killed_during_the_export_after_worker_1_finished_training(cluster):
+# The pod's Python runs this first (as sitecustomize, on PYTHONPATH): index 0
+# SIGKILLs itself the first time it renames its staged export into
+# JOB_DIR/export/, i.e. with version 1 copied but not yet published. A fault
+# at an exact point, not a kill sent on a log line: the export takes ~0.3 s
+# here, less than a loaded CI machine may take to see the line and send the
+# kill (the chief then passed the barrier, and worker 1 Succeeded).
+_KILL_THE_CHIEF_AT_PUBLISH = """
+import os, signal, sys
+
+def _kill_at_publish(event, args):
+  if (event == "os.rename" and os.environ.get("JOB_COMPLETION_INDEX") == "0"
+      and os.fspath(args[1]).startswith({export!r}) and not os.path.exists({marker!r})):
+    open({marker!r}, "w").close()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(_kill_at_publish)
+"""
+
+
+def test_the_chief_killed_during_the_export_after_worker_1_finished_training(
+    cluster, tmp_path, monkeypatch):
   """Worker 1 waits at the barrier instead of Succeeding, so both are recreated; then the
   chief, whose checkpoint holds every epoch, exports alone and worker 1 has nothing to do."""
+  fault, marker = tmp_path / "fault", str(tmp_path / "chief-killed")
+  fault.mkdir()
+  (fault / "sitecustomize.py").write_text(_KILL_THE_CHIEF_AT_PUBLISH.format(
+      export=os.path.join(cluster.settings["JOB_DIR"], "export") + os.sep, marker=marker))
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+      p for p in (str(fault), os.environ.get("PYTHONPATH")) if p))
   job = cluster.submit()
-  _pod(job, 1).wait_for("Waiting until every worker has finished", timeout=300)
-  _pod(job, 0).wait_for("Final weights fingerprint")  # the export starts now
-  job.kill(0)
   assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
+  assert os.path.exists(marker), "the chief was never killed at its publish"
+  assert "Final weights fingerprint" in _log(job, 0, attempt=0)  # it died in the export
   assert _outcomes(job, 0) == [(137, "Count"), (0, "Succeeded")]
+  assert "Waiting until every worker has finished" in _log(job, 1, attempt=0)
   assert _outcomes(job, 1) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
   assert "finishing on the chief alone" in _log(job, 0)
   assert "Nothing to do on this worker" in _log(job, 1)
