@@ -44,6 +44,16 @@ def _apply(strategy, optimizer, model, grads, steps):
     step()
 
 
+def _assert_same_updates(strategy, ours, ours_model, reference, reference_model):
+  """Three steps of the same random gradients leave both models' weights equal, bit for bit."""
+  rng = np.random.default_rng(1)
+  grads = [rng.normal(0, 1, w.shape).astype(np.float32) for w in ours_model.get_weights()]
+  _apply(strategy, ours, ours_model, grads, 3)
+  _apply(strategy, reference, reference_model, grads, 3)
+  for a, b in zip(ours_model.get_weights(), reference_model.get_weights()):
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("replicas, mixed_precision", [(1, "off"), (2, "off"), (1, "float16")])
 def test_weight_decay_shrinks_kernels_by_lr_times_wd_per_step_and_leaves_biases(replicas,
                                                                                  mixed_precision):
@@ -73,12 +83,7 @@ def test_weight_decay_zero_is_plain_adam():
   assert type(ours) is keras.optimizers.Adam and ours.weight_decay is None
   adam = keras.optimizers.Adam(learning_rate=LR)
   adam.build(adam_model.trainable_variables)
-  rng = np.random.default_rng(1)
-  grads = [rng.normal(0, 1, w.shape).astype(np.float32) for w in ours_model.get_weights()]
-  _apply(strategy, ours, ours_model, grads, 3)
-  _apply(strategy, adam, adam_model, grads, 3)
-  for a, b in zip(ours_model.get_weights(), adam_model.get_weights()):
-    np.testing.assert_array_equal(a, b)
+  _assert_same_updates(strategy, ours, ours_model, adam, adam_model)
 
 
 def test_weight_decay_follows_the_learning_rate_schedule():
@@ -153,12 +158,7 @@ def test_sgd_without_weight_decay_is_keras_momentum_sgd():
   ours = optimizer_lib.create(config, 10, ours_model.trainable_variables)
   sgd = keras.optimizers.SGD(learning_rate=LR, momentum=0.9)
   sgd.build(sgd_model.trainable_variables)
-  rng = np.random.default_rng(1)
-  grads = [rng.normal(0, 1, w.shape).astype(np.float32) for w in ours_model.get_weights()]
-  _apply(strategy, ours, ours_model, grads, 3)
-  _apply(strategy, sgd, sgd_model, grads, 3)
-  for a, b in zip(ours_model.get_weights(), sgd_model.get_weights()):
-    np.testing.assert_array_equal(a, b)
+  _assert_same_updates(strategy, ours, ours_model, sgd, sgd_model)
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -44,9 +44,14 @@ from trainer import schedule
 from trainer.config import TrainConfig
 
 
+def is_decayed(variable) -> bool:
+  """Whether weight decay applies: to kernels (2-D and up), not to biases or BatchNorm (1-D)."""
+  return len(variable.shape) > 1
+
+
 def decayed(variables: Sequence[keras.Variable]) -> list[keras.Variable]:
-  """The variables weight decay applies to: kernels (2-D and up), not biases (1-D)."""
-  return [v for v in variables if len(v.shape) > 1]
+  """The variables weight decay applies to (`is_decayed`)."""
+  return [v for v in variables if is_decayed(v)]
 
 
 class L2SGD(keras.optimizers.SGD):
@@ -57,9 +62,9 @@ class L2SGD(keras.optimizers.SGD):
     self.l2 = l2
 
   def update_step(self, gradient, variable, learning_rate):
-    # By shape, as `decayed` decides: inside a distributed update `variable`
-    # is one replica's component, not the object `decayed` was given.
-    if self.l2 and len(variable.shape) > 1:
+    # By the variable itself: inside a distributed update `variable` is one
+    # replica's component, not an object `decayed` was given.
+    if self.l2 and is_decayed(variable):
       gradient = keras.ops.add(keras.ops.cast(gradient, variable.dtype),
                                keras.ops.multiply(keras.ops.cast(self.l2, variable.dtype), variable))
     super().update_step(gradient, variable, learning_rate)
