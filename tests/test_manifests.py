@@ -10,22 +10,16 @@ import glob
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
 
 from conftest import REPO
+from schemas import tool, validate
 from trainer import errors
 
-KUBERNETES_VERSION = "1.33.0"
 K8S = os.path.join(REPO, "k8s")
-
-
-def _tool(name):
-  return shutil.which(name) or os.path.join(os.path.dirname(sys.executable), name)
 
 
 def _docs(name):
@@ -38,15 +32,10 @@ def _kind(name, kind):
   return doc
 
 
-def _validate(*paths):
-  return subprocess.run([_tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, *paths],
-                        capture_output=True, text=True)
-
-
 @pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(K8S, "*.yaml"))
                                         if not p.endswith(("tfjob.yaml", "kustomization.yaml"))))
 def test_manifest_is_valid_against_kubernetes_schemas(name):
-  result = _validate(os.path.join(K8S, name))
+  result = validate(os.path.join(K8S, name))
   assert result.returncode == 0, result.stdout + result.stderr
   assert "passed" in result.stdout and "WARN" not in result.stdout
 
@@ -56,7 +45,7 @@ def test_validator_rejects_unknown_fields(tmp_path):
   job["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"  # typo
   path = tmp_path / "job.yaml"
   path.write_text(yaml.safe_dump(job))
-  result = _validate(str(path))
+  result = validate(str(path))
   assert result.returncode != 0 and "imagePullPolcy" in result.stdout
 
 
@@ -72,14 +61,14 @@ def test_tfjob_pod_template_is_a_valid_pod(tmp_path):
          "spec": {**template["spec"], "restartPolicy": "Never"}}
   path = tmp_path / "pod.yaml"
   path.write_text(yaml.safe_dump(pod))
-  result = _validate(str(path))
+  result = validate(str(path))
   assert result.returncode == 0, result.stdout + result.stderr
   # The rest of tfjob.yaml (its NetworkPolicy) has schemas: validate it as is.
   others = [d for d in _docs("tfjob.yaml") if d["kind"] != "TFJob"]
   assert [d["kind"] for d in others] == ["NetworkPolicy"]
   path = tmp_path / "tfjob-others.yaml"
   path.write_text(yaml.safe_dump_all(others))
-  result = _validate(str(path))
+  result = validate(str(path))
   assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
 
 
@@ -211,7 +200,7 @@ def test_bucket_paths_are_set_in_one_place():
 
 
 def test_dockerfile_is_hadolint_clean_and_runs_the_trainer_as_non_root():
-  result = subprocess.run([_tool("hadolint"), "Dockerfile"], cwd=REPO, capture_output=True, text=True)
+  result = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=REPO, capture_output=True, text=True)
   assert result.returncode == 0, result.stdout + result.stderr
   text = open(os.path.join(REPO, "Dockerfile"), encoding="utf-8").read()
   entrypoint = re.search(r"^ENTRYPOINT (.*)$", text, re.M).group(1)

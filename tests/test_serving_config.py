@@ -3,9 +3,6 @@
 import ast
 import os
 import re
-import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -22,6 +19,7 @@ from google.protobuf import wrappers_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from conftest import REPO
+from schemas import validate
 
 CONFIG_FILES = ("models.config", "batching_parameters.txt", "monitoring.config")
 
@@ -254,10 +252,7 @@ def test_image_matches_the_serving_api_and_runs_restricted(manifests):
 
 
 def test_manifest_passes_strict_schema_validation():
-  binary = shutil.which("kubernetes-validate") or os.path.join(os.path.dirname(sys.executable),
-                                                               "kubernetes-validate")
-  proc = subprocess.run([binary, "--strict", "-k", "1.33.0", "k8s/serving.yaml"], cwd=REPO,
-                        capture_output=True, text=True, timeout=120)
+  proc = validate("k8s/serving.yaml", cwd=REPO, timeout=120)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   for kind in ("configmap/tf-serving-config", "deployment/tf-serving", "service/tf-serving",
                "serviceaccount/tf-serving", "networkpolicy/tf-serving", "poddisruptionbudget/tf-serving"):
