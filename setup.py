@@ -4,7 +4,7 @@ Dependencies are declared here once, with major/minor versions pinned:
 TensorFlow, Keras, TFDS and tensorflow-serving-api move together.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 TENSORFLOW = "tensorflow>=2.21,<2.22"
 PROFILE_PLUGIN = "tensorboard-plugin-profile>=2.21,<2.22"
@@ -14,7 +14,7 @@ setup(
     version="0.1.0",
     description="Train the TensorFlow tutorial CNN under tf.distribute and export it for TF Serving.",
     python_requires=">=3.10",
-    packages=["trainer", "serving", "serving.client"],
+    packages=find_packages(include=["trainer", "trainer.*", "serving", "serving.*"]),
     package_data={"serving": ["*.config", "*.txt"]},
     install_requires=[
         TENSORFLOW,
@@ -25,7 +25,7 @@ setup(
         # tfds.load's download and store_as_tfds_dataset fail on a plain install.
         "importlib_resources>=6.4,<8",
         "tensorboard>=2.21,<2.22",
-        # The progress bar on a terminal (trainer/progress.py).
+        # The progress bar on a terminal (trainer/telemetry/progress.py).
         "tqdm>=4.66,<5",
         "google-cloud-storage>=3.17,<4",
         "matplotlib>=3.8,<4",

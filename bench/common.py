@@ -21,7 +21,8 @@ warnings.filterwarnings("ignore", message="To make it possible to preserve tf.da
 
 def cifar_like_source(num_train: int, num_test: int, seed: int = 0, signal: float = 0.4):
   """Learnable CIFAR-10-shaped data in memory (trainer.synthetic), as a trainer Source."""
-  from trainer import data, synthetic  # pylint: disable=import-outside-toplevel
+  from trainer.data import pipeline as data  # pylint: disable=import-outside-toplevel
+  from trainer.data import synthetic  # pylint: disable=import-outside-toplevel
   train = synthetic.make_arrays(num_train, (32, 32, 3), 10, seed=seed, signal=signal)
   test = synthetic.make_arrays(num_test, (32, 32, 3), 10, seed=seed + 1, signal=signal)
   info = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], num_train, num_test)

@@ -83,7 +83,7 @@ def child(mode: str, dataset: str, data_dir: str, started: float) -> None:
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import data  # pylint: disable=import-outside-toplevel
+  from trainer.data import pipeline as data  # pylint: disable=import-outside-toplevel
 
   config = config_lib.preset("cifar10", dataset=dataset, data_dir=data_dir or None)
   context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0,
@@ -127,7 +127,7 @@ def measure(dataset: str, data_dir: str = "") -> dict:
 
 def write_folder(work: str, size: int) -> str:
   """Writes (once) N train / N/5 test learnable PNGs; returns the folder."""
-  from trainer import synthetic  # pylint: disable=import-outside-toplevel
+  from trainer.data import synthetic  # pylint: disable=import-outside-toplevel
   root = os.path.join(work, f"images_{size}")
   done = root + ".done"
   if not os.path.exists(done):

@@ -4,7 +4,7 @@
   python bench/distribution_overhead.py --quick
 
 Both variants train the same tutorial CNN through the project's own loop
-(trainer.train.run) on the same in-memory CIFAR-shaped data, in the same
+(trainer.training.train.run) on the same in-memory CIFAR-shaped data, in the same
 process, alternating A B A B. The strategy is injected, so the difference
 is the tf.distribute machinery alone: MWMS (one worker, a real gRPC server on
 127.0.0.1, RING collectives) against the default strategy. Reported: training
@@ -45,7 +45,7 @@ def main():
   del os.environ["TF_CONFIG"]  # train.run must not build its own strategy from it
 
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import train  # pylint: disable=import-outside-toplevel
+  from trainer.training import train  # pylint: disable=import-outside-toplevel
   import logging  # pylint: disable=import-outside-toplevel
   logging.disable(logging.WARNING)
 

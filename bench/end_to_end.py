@@ -58,7 +58,7 @@ def write_data(work: str, kind: str, num_train: int, num_test: int, signal: floa
       (trainer.synthetic, at cue strengths `signal` and `tint`).
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from trainer import synthetic  # pylint: disable=import-outside-toplevel
+  from trainer.data import synthetic  # pylint: disable=import-outside-toplevel
   tfds.disable_progress_bar()
   tag = f"{kind}-{num_train}-{num_test}" + (f"-signal{signal}-tint{tint}" if kind == "synthetic" else "")
   tfds_dir, folder = os.path.join(work, f"tfds-{tag}"), os.path.join(work, f"folder-{tag}")
@@ -89,7 +89,7 @@ def write_data(work: str, kind: str, num_train: int, num_test: int, signal: floa
 def real_data(work: str, data_dir: str) -> dict[str, list[str]]:
   """Real CIFAR-10 prepared in `data_dir` (`tfds build cifar10`), plus a PNG folder of it."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from trainer import synthetic  # pylint: disable=import-outside-toplevel
+  from trainer.data import synthetic  # pylint: disable=import-outside-toplevel
   import tutorial  # pylint: disable=import-outside-toplevel
   folder = os.path.join(work, "folder-cifar10-real")
   done = folder + ".done"

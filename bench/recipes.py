@@ -4,7 +4,7 @@
   python bench/recipes.py --seeds 42 "epochs=7" "epochs=8 learning_rate=0.001"
 
 Each recipe is a set of trainer config overrides of the default preset
-("epochs=7 lr_scaling=linear"). Every recipe trains with `trainer.train.run`
+("epochs=7 lr_scaling=linear"). Every recipe trains with `trainer.training.train.run`
 on bench/photos.py's 50,000 / 10,000 images held in memory (the same arrays
 for every run, so only the recipe and the seed differ), once per seed, and
 prints its test accuracy after every epoch and at the end.
@@ -61,7 +61,7 @@ def main():
   parser.add_argument("--seeds", default="42,43", help="comma-separated seeds (default: 42,43).")
   args = parser.parse_args()
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import data  # pylint: disable=import-outside-toplevel
+  from trainer.data import pipeline as data  # pylint: disable=import-outside-toplevel
   logging.getLogger().setLevel(logging.WARNING)
 
   print(f"machine: {common.machine()}")

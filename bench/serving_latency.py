@@ -53,10 +53,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from serving.client import PredictClient  # noqa: E402
-from trainer import data  # noqa: E402
+from trainer.data import pipeline as data  # noqa: E402
 from trainer import export  # noqa: E402
-from trainer import model as model_lib  # noqa: E402
-from trainer import synthetic  # noqa: E402
+from trainer import models as model_lib  # noqa: E402
+from trainer.data import synthetic  # noqa: E402
 
 BATCHES = (1, 64)
 VARIANTS = ("savedmodel", "keras", "rest", "grpc")

@@ -9,7 +9,7 @@ and evaluate on its test split after every epoch; the clock runs from before
 the model is built (compilation included) until the first evaluation at or
 above --bar. Tutorial: `model.fit(..., epochs=1, batch_size=32)` then
 `model.evaluate` per epoch, as the tutorial's `validation_data` does.
-Project: `trainer.train.run` with the default preset (its per-epoch
+Project: `trainer.training.train.run` with the default preset (its per-epoch
 evaluation, checkpoint and TensorBoard writes included). Rounds alternate
 tutorial / project; each round uses a fresh seed for both.
 
@@ -61,9 +61,9 @@ class _EpochLog(logging.Handler):
 
 def project_run(source, epochs: int, bar: float, seed: int, **overrides):
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import train  # pylint: disable=import-outside-toplevel
+  from trainer.training import train  # pylint: disable=import-outside-toplevel
   handler = _EpochLog()
-  logger = logging.getLogger("trainer.train")
+  logger = logging.getLogger("trainer.training")
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
   logger.propagate = False  # collect, do not print

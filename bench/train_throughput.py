@@ -5,7 +5,7 @@
 
 Baseline: the TensorFlow CNN tutorial as written: the same model, Adam,
 `model.fit` on float NumPy arrays (pixels / 255) at batch 32.
-Project: `trainer.train.run` with the default preset (global batch 128 with
+Project: `trainer.training.train.run` with the default preset (global batch 128 with
 the sqrt learning-rate rule, a cached uint8 tf.data pipeline, several steps
 per compiled call, XLA only where it helps).
 
@@ -48,7 +48,7 @@ def tutorial_images_per_sec(source, warm_model=None) -> tuple[float, object]:
 
 def project_images_per_sec(source, **overrides) -> float:
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import train  # pylint: disable=import-outside-toplevel
+  from trainer.training import train  # pylint: disable=import-outside-toplevel
   config = config_lib.preset("cifar10", epochs=1, job_dir=tempfile.mkdtemp(prefix="bench-"),
                              log_every_steps=10**6, **overrides)
   return train.run(config, datasets=source)["train_images_per_sec"]
@@ -57,7 +57,7 @@ def project_images_per_sec(source, **overrides) -> float:
 def pipeline_images_per_sec(source, seconds: float = 5.0, **overrides) -> float:
   """The project's training input pipeline alone: batches drawn as fast as it delivers."""
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
-  from trainer import data  # pylint: disable=import-outside-toplevel
+  from trainer.data import pipeline as data  # pylint: disable=import-outside-toplevel
   config = config_lib.preset("cifar10", **overrides)
   iterator = iter(data.train_dataset(source, config))
   for _ in range(20):  # fill the cache and the prefetch buffer

@@ -26,15 +26,15 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 from trainer import config as config_lib  # noqa: E402
-from trainer import synthetic  # noqa: E402
-from trainer import train  # noqa: E402
+from trainer.data import synthetic  # noqa: E402
+from trainer.training import train  # noqa: E402
 
 # Under CI=true a skipped test fails (tests/no_skips_in_ci.py).
 pytest_plugins = ["no_skips_in_ci"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Learnable-data sizes: the tutorial CNN reaches >=98% test accuracy on these
-# after 6 epochs at batch 128, ~39% after one (trainer/synthetic.py), so the
+# after 6 epochs at batch 128, ~39% after one (trainer/data/synthetic.py), so the
 # 90% bar has a margin and still needs real learning.
 NUM_TRAIN, NUM_TEST = 2000, 500
 EPOCHS_TO_LEARN = 6

@@ -15,7 +15,7 @@ for an Indexed Job, from the manifest itself:
 
 The only values changed are the ones a user edits (the ConfigMap's bucket
 paths), pointed at local directories because TensorFlow's gs:// file system
-cannot reach an emulator (shared/ENVIRONMENT.md). A manifest whose pods mount
+cannot reach an emulator (its endpoint is compiled in). A manifest whose pods mount
 a PersistentVolumeClaim (overlays/cpu-dev, rendered by kustomize) needs no
 such edit: the claim is a local directory, and paths under its mount point
 map into it.

@@ -27,10 +27,10 @@ from ports import refusing_socket
 from serving import client as client_lib
 from serving.client import PredictClient
 from standins.tfserving import StandIn
-from trainer import data
+from trainer.data import pipeline as data
 from trainer import export
-from trainer import model as model_lib
-from trainer import synthetic
+from trainer import models as model_lib
+from trainer.data import synthetic
 
 CIFAR = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], 10, 10)
 MNIST = data.DatasetInfo("mnist", (28, 28, 1), tuple(f"digit {i}" for i in range(10)), 10, 10)

@@ -13,9 +13,9 @@ import tensorflow as tf
 
 from conftest import NUM_TEST, NUM_TRAIN, REPO
 from trainer import config as config_lib
-from trainer import data
+from trainer.data import pipeline as data
 from trainer import errors
-from trainer import synthetic
+from trainer.data import synthetic
 
 
 def _config(**kw):
@@ -272,7 +272,7 @@ def test_folder_is_read_and_decoded_once(tmp_path):
 
 def test_folder_trains_from_memory_under_a_strategy_once_read(tmp_path):
   """Under a strategy, epochs after the first read come from memory: the files can go."""
-  from trainer import train
+  from trainer.training import train
   root = synthetic.write_image_folder(str(tmp_path / "images"), num_train=256, num_test=64)
   config = _config(dataset=f"folder:{root}", batch_size=64, epochs=1, job_dir=str(tmp_path / "job"),
                    log_every_steps=2, steps_per_execution=2)
@@ -331,7 +331,8 @@ with socket.socket() as s:
   port = s.getsockname()[1]
 os.environ["TF_CONFIG"] = json.dumps({{"cluster": {{"worker": [f"127.0.0.1:{{port}}"]}},
                                       "task": {{"type": "worker", "index": 0}}}})
-from trainer import config, data
+from trainer import config
+from trainer.data import pipeline as data
 data.load(config.preset("cifar10", dataset="folder:{image_folder}"))
 data.load(config.preset("cifar10", data_dir="{tfds_dir}"))
 import tensorflow as tf

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from trainer import distribution
+from trainer.cluster import distribution
 from trainer import errors
 from trainer import task
 

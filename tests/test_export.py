@@ -16,10 +16,10 @@ import tensorflow as tf
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
-from trainer import data
+from trainer.data import pipeline as data
 from trainer import export
-from trainer import model as model_lib
-from trainer import storage
+from trainer import models as model_lib
+from trainer.storage import api as storage
 
 CIFAR = data.DatasetInfo("cifar10", (32, 32, 3), tuple(f"c{i}" for i in range(10)), 10, 10)
 MNIST = data.DatasetInfo("mnist", (28, 28, 1), tuple(str(i) for i in range(10)), 10, 10)

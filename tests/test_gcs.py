@@ -27,14 +27,14 @@ import tensorflow as tf
 
 from conftest import REPO, make_config
 from ports import refusing_socket
-from trainer import data
+from trainer.data import pipeline as data
 from trainer import errors
 from trainer import export
-from trainer import gcs
-from trainer import model as model_lib
-from trainer import storage
-from trainer import synthetic
-from trainer import train
+from trainer.storage import gcs
+from trainer import models as model_lib
+from trainer.storage import api as storage
+from trainer.data import synthetic
+from trainer.training import train
 from standins.gcs_emulator import FaultProxy
 from standins.gcs_emulator import Rule
 from standins.gcs_emulator import rewrite_to
@@ -251,7 +251,7 @@ def test_a_failed_delete_during_cleanup_raises_naming_what_is_left(emulator, buc
 
 _GCS_PUBLISHER = """
 import sys
-from trainer import storage
+from trainer.storage import api as storage
 storage.publish_version(sys.argv[1], sys.argv[2], 1)
 """
 
@@ -333,15 +333,15 @@ def test_versions_only_grow_across_local_and_gcs_bases(bucket, saved_model, tmp_
 
 
 def test_preflight_writes_and_removes_a_probe(bucket):
-  gcs.preflight(f"gs://{bucket}/models", "--publish-dir")
-  gcs.preflight(f"gs://{bucket}", "--publish-dir")
+  gcs.ensure_writable_dir(f"gs://{bucket}/models", "--publish-dir")
+  gcs.ensure_writable_dir(f"gs://{bucket}", "--publish-dir")
   assert _objects(bucket) == {}
 
 
 def test_preflight_names_a_missing_bucket(emulator, monkeypatch):
   monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
   with pytest.raises(errors.StorageError) as e:
-    gcs.preflight("gs://no-such-bucket-x1/models", "--publish-dir")
+    gcs.ensure_writable_dir("gs://no-such-bucket-x1/models", "--publish-dir")
   message = str(e.value)
   assert "\n" not in message
   assert "bucket gs://no-such-bucket-x1 does not exist" in message
@@ -352,7 +352,7 @@ def test_preflight_names_the_missing_permission(emulator, bucket, monkeypatch):
   with FaultProxy(emulator, match=lambda method, path: "/upload/" in path) as proxy:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
     with pytest.raises(errors.StorageError) as e:
-      gcs.preflight(f"gs://{bucket}/models", "--publish-dir")
+      gcs.ensure_writable_dir(f"gs://{bucket}/models", "--publish-dir")
   message = str(e.value)
   assert f"permission denied on bucket gs://{bucket}" in message
   assert "storage.objects.create" in message and "storage.objects.delete" in message
@@ -365,7 +365,7 @@ def test_preflight_reports_unreachable_gcs(monkeypatch):
     started = time.time()
     with pytest.raises(errors.TransientError, match="GCS could not be reached") as e:
       # 1 s of retries instead of the default 15 s.
-      gcs.preflight("gs://bkt/models", "--job-dir", retry_deadline_s=1.0)
+      gcs.ensure_writable_dir("gs://bkt/models", "--job-dir", retry_deadline_s=1.0)
   assert "\n" not in str(e.value) and "the Job retries" in str(e.value)
   assert time.time() - started < 10
 
@@ -374,7 +374,7 @@ def test_preflight_calls_gcs_answering_503_transient(emulator, bucket, monkeypat
   with FaultProxy(emulator, rules=[Rule("status", status=503)]) as proxy:
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
     with pytest.raises(errors.TransientError) as e:
-      gcs.preflight(f"gs://{bucket}/models", "--publish-dir", retry_deadline_s=1.0)
+      gcs.ensure_writable_dir(f"gs://{bucket}/models", "--publish-dir", retry_deadline_s=1.0)
   message = str(e.value)
   assert message.startswith(f"--publish-dir gs://{bucket}/models: GCS could not be reached")
   assert "503" in message and "the Job retries" in message and "\n" not in message
@@ -391,11 +391,12 @@ _PREFLIGHT_WITH_METADATA_CREDENTIALS = """
 import sys
 from google.auth import compute_engine
 from google.cloud import storage
-from trainer import errors, gcs
+from trainer import errors
+from trainer.storage import gcs
 client = storage.Client(project="p", credentials=compute_engine.Credentials(),
                         client_options={"api_endpoint": sys.argv[1]})
 try:
-  gcs.preflight(sys.argv[2], "--publish-dir", gcs_client=client)
+  gcs.ensure_writable_dir(sys.argv[2], "--publish-dir", gcs_client=client)
 except errors.StorageError as e:
   print(type(e.__cause__).__name__)
   print(e)

@@ -2,7 +2,7 @@
 
 Each rule is a function in tests/standins/job_controller.py (spec validation:
 tests/standins/job_spec.py) that names its kubernetes/kubernetes source;
-shared/RULES.md summarises them. Pods here are tiny real processes
+Pods here are tiny real processes
 (`python -c ...`) that exit with a code, sleep, trap SIGTERM or ignore it, so
 every test runs in seconds without root. Where a
 test uses k8s/job.yaml's own Job spec, only the grace period may be shortened,

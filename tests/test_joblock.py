@@ -1,4 +1,4 @@
-"""The job-directory lock (trainer/joblock.py), on a local directory and on GCS.
+"""The job-directory lock (trainer/storage/joblock.py), on a local directory and on GCS.
 
 GCS runs against a real `gcp-storage-emulator` process. The emulator ignores
 request preconditions, on which the lock depends, so every GCS test goes
@@ -19,9 +19,9 @@ import pytest
 from conftest import REPO
 from standins.gcs_emulator import FaultProxy, Rule
 from trainer import errors
-from trainer import gcs
-from trainer import joblock
-from trainer import storage
+from trainer.storage import gcs
+from trainer.storage import joblock
+from trainer.storage import api as storage
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_a_holder_on_another_host_is_refused(job_dir):
 def test_an_expired_lease_is_taken_over(job_dir, caplog):
   old = _lock(job_dir, uid="uid-a", name="train-a", lease_s=0.3).acquire()
   time.sleep(0.4)
-  with caplog.at_level(logging.WARNING, logger="trainer.joblock"):
+  with caplog.at_level(logging.WARNING, logger="trainer.storage.joblock"):
     new = _lock(job_dir, uid="uid-b").acquire()
   assert joblock.read_lock(job_dir)["token"] == new.token
   assert "lease expired" in caplog.text and "train-a (job uid uid-a)" in caplog.text
@@ -174,7 +174,8 @@ def test_release_after_a_takeover_without_refresh_leaves_the_new_holders_lock(jo
 # A racer: a child process that tries each lock in argv[2:] when the parent says go.
 _RACER = """
 import os, sys, time
-from trainer import errors, joblock
+from trainer import errors
+from trainer.storage import joblock
 barrier, job_dirs = sys.argv[1], sys.argv[2:]
 held = []
 open(os.path.join(barrier, f"ready-{os.getpid()}"), "w").close()
@@ -196,7 +197,7 @@ _RACERS = 4
 def races(preconditions, tmp_path_factory):
   """Runs every race in one batch of racers: {(race, backend): (winner pids, final record)}.
 
-  One batch because each racer imports TensorFlow (through trainer.storage),
+  One batch because each racer imports TensorFlow (through trainer.storage.api),
   seconds of CPU on a small machine. Each race starts when every racer is
   ready for it, so they all hit the lock within a millisecond or so.
   """
@@ -263,7 +264,7 @@ def test_refresh_rides_out_a_gcs_outage_while_the_lease_holds(emulator, bucket, 
     long, short = (_lock(f"gs://{bucket}/{name}", lease_s=s).acquire()
                    for name, s in (("long", 60.0), ("short", 0.6)))
     proxy.rules.append(outage)
-    with caplog.at_level(logging.WARNING, logger="trainer.joblock"):
+    with caplog.at_level(logging.WARNING, logger="trainer.storage.joblock"):
       long.refresh()  # 60 s of lease left: worth retrying at the next step
     assert "will retry" in caplog.text and long.held
     time.sleep(0.5)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import model as model_lib
+from trainer import models as model_lib
+from trainer.models import resnet
 
 MODELS = ("tutorial", "resnet20")
 
@@ -59,7 +60,7 @@ def test_resnet20_layers_are_the_papers():
   assert [l.name for l in convs if l.strides == (2, 2)] == ["stage2_block1_1_conv", "stage3_block1_1_conv"]
   assert len([l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]) == 19
   # Option A: parameter-free shortcuts where the width grows, identity elsewhere.
-  shortcuts = [l for l in model.layers if isinstance(l, model_lib.ShortcutA)]
+  shortcuts = [l for l in model.layers if isinstance(l, resnet.ShortcutA)]
   assert [l.name for l in shortcuts] == ["stage2_block1_shortcut", "stage3_block1_shortcut"]
   assert all(not l.weights for l in shortcuts)
   assert isinstance(model.get_layer("pool"), keras.layers.GlobalAveragePooling2D)
@@ -70,7 +71,7 @@ def test_resnet20_layers_are_the_papers():
 
 def test_shortcut_a_subsamples_and_pads_with_zeros():
   x = np.arange(2 * 4 * 4 * 2, dtype=np.float32).reshape(2, 4, 4, 2)
-  y = model_lib.ShortcutA(6, 2)(x).numpy()
+  y = resnet.ShortcutA(6, 2)(x).numpy()
   assert y.shape == (2, 2, 2, 6)
   np.testing.assert_array_equal(y[..., 2:4], x[:, ::2, ::2, :])
   assert not y[..., :2].any() and not y[..., 4:].any()
@@ -93,7 +94,7 @@ def test_resnet20_normalises_channels_with_constants_inside_the_model():
   assert not model.get_layer("normalize").weights  # constants: nothing to train, save or restore
   images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
   normalised = keras.Model(model.inputs, model.get_layer("normalize").output)([images]).numpy()
-  expected = (images / 255.0 - np.array(model_lib.CIFAR10_MEAN)) / np.array(model_lib.CIFAR10_STD)
+  expected = (images / 255.0 - np.array(resnet.CIFAR10_MEAN)) / np.array(resnet.CIFAR10_STD)
   np.testing.assert_allclose(normalised, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -142,7 +143,7 @@ def test_resnet20_refuses_xla_over_several_cpu_replicas():
   ConfigError instead of a RuntimeError from inside tf.function."""
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
   from trainer import errors  # pylint: disable=import-outside-toplevel
-  from trainer import steps  # pylint: disable=import-outside-toplevel
+  from trainer.training import steps  # pylint: disable=import-outside-toplevel
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   config = config_lib.preset("cifar10-resnet20", jit_compile="on")
   with strategy.scope():

@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from trainer import config as config_lib
 from trainer import errors
-from trainer import model as model_lib
-from trainer import optimizer as optimizer_lib
-from trainer import train
+from trainer import models as model_lib
+from trainer.training import optimizer as optimizer_lib
+from trainer.training import train
 
 # A constant learning rate of exactly LR: no warm-up, no decay, no batch scaling.
 LR = 0.01
@@ -117,7 +117,7 @@ def test_a_run_with_weight_decay_resumes_from_its_checkpoint(tfds_dir, tmp_path,
   config = config_lib.preset("cifar10", data_dir=tfds_dir, job_dir=str(tmp_path), batch_size=128,
                              epochs=1, weight_decay=0.05, log_every_steps=5, steps_per_execution=5)
   first = train.run(config)
-  caplog.set_level("INFO", logger="trainer.train")
+  caplog.set_level("INFO", logger="trainer.training")
   second = train.run(dataclasses.replace(config, epochs=2))
   assert "Resuming from checkpoint" in caplog.text and "at epoch 2/2, step 0/15" in caplog.text
   assert second["global_step"] == 2 * first["global_step"] == 30

@@ -13,9 +13,9 @@ import tensorflow as tf
 
 from conftest import ACCURACY_BAR, REPO, run_cli
 from trainer import config as config_lib
-from trainer import data
+from trainer.data import pipeline as data
 from trainer import prepare
-from trainer import synthetic
+from trainer.data import synthetic
 
 CLASSES = ["daisy", "rose", "tulip", "violet"]
 

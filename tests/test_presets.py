@@ -14,11 +14,11 @@ from tensorflow.core.util import event_pb2
 
 from conftest import NUM_TEST, NUM_TRAIN, REPO
 from trainer import config as config_lib
-from trainer import data
-from trainer import optimizer as optimizer_lib
-from trainer import schedule
-from trainer import synthetic
-from trainer import train
+from trainer.data import pipeline as data
+from trainer.training import optimizer as optimizer_lib
+from trainer.training import schedule
+from trainer.data import synthetic
+from trainer.training import train
 
 
 def test_warmup_then_cosine_schedule():
@@ -62,7 +62,7 @@ def _scalars(log_dir, tag):
 
 # Harder than the fixtures' data (cue 0.4): at cue 0.15 the preset's first
 # epoch ends near chance and its accuracy dips while the learning rate is high,
-# so stability has something to prove (trainer/synthetic.py).
+# so stability has something to prove (trainer/data/synthetic.py).
 HARD_SIGNAL = 0.15
 
 
@@ -79,7 +79,7 @@ def test_cifar10_best_trains_stably(tmp_path, caplog):
   config = config_lib.preset("cifar10-best", job_dir=str(tmp_path))
   assert (config.epochs, config.augment, config.batch_size, config.lr_schedule, config.warmup_epochs,
           config.label_smoothing, config.weight_decay) == (40, True, 128, "cosine", 2.0, 0.1, 0.05)
-  caplog.set_level("INFO", logger="trainer.train")
+  caplog.set_level("INFO", logger="trainer.training")
   metrics = train.run(config, datasets=_hard_source())
 
   evals = re.findall(r"Epoch \d+/40 done: eval loss (\S+), accuracy (\S+);", caplog.text)

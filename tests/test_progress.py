@@ -20,16 +20,16 @@ import pytest
 
 from conftest import REPO
 from trainer import config as config_lib
-from trainer import progress
+from trainer.telemetry import progress
 
 # Two epochs of the smoke preset on the shared synthetic MNIST: 200 training
 # images (train[:10%]) at batch 32 = 6 steps, 2 per call, scalars every 2.
 FLAGS = ["--preset", "smoke", "--dataset", "mnist", "--epochs", "2", "--batch-size", "32",
          "--steps-per-execution", "2", "--log-every-steps", "2"]
 # A per-step line exactly as the loop has always logged it.
-STEP_LINE = (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO trainer\.train: epoch 1/2 step 2/6: "
+STEP_LINE = (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO trainer\.training\.loop: epoch 1/2 step 2/6: "
              r"loss \d+\.\d{4} accuracy \d\.\d{4} lr [\d.e-]+, \d+ images/s")
-SUMMARY_LINE = r"INFO trainer\.train: Epoch {}/2 done: eval loss \d+\.\d{{4}}, accuracy \d\.\d{{4}}; checkpoint"
+SUMMARY_LINE = r"INFO trainer\.training\.loop: Epoch {}/2 done: eval loss \d+\.\d{{4}}, accuracy \d\.\d{{4}}; checkpoint"
 
 
 def _screen(raw: str) -> list[str]:
@@ -89,7 +89,7 @@ def test_a_terminal_shows_a_bar_per_epoch_with_rate_eta_loss_and_the_epoch_summa
   assert "<?, ? images/s]" in raw and re.search(r"<00:0\d, ", raw)
   # On a terminal the bar replaces the per-step lines; other records are unchanged.
   assert not re.search(STEP_LINE, raw)
-  assert "INFO trainer.train: Final evaluation on" in raw
+  assert "INFO trainer.training.train: Final evaluation on" in raw
 
 
 def test_without_a_terminal_the_log_is_todays_lines_with_no_redraws(tfds_dir, tmp_path):
@@ -103,7 +103,7 @@ def test_without_a_terminal_the_log_is_todays_lines_with_no_redraws(tfds_dir, tm
   lines = err.splitlines()
   assert any(re.fullmatch(STEP_LINE, line) for line in lines), err
   for epoch in (1, 2):
-    assert sum(bool(re.search(rf"trainer\.train: epoch {epoch}/2 step \d/6:", line))
+    assert sum(bool(re.search(rf"trainer\.training\.loop: epoch {epoch}/2 step \d/6:", line))
                for line in lines) == 3
     assert any(re.search(SUMMARY_LINE.format(epoch), line) for line in lines)
   assert " images [" not in err  # no bar
@@ -164,9 +164,9 @@ def test_the_flag_offers_exactly_the_modes_progress_knows():
 
 
 def test_log_mode_writes_the_per_step_line_as_before(caplog, pipe):
-  log = logging.getLogger("trainer.train")
+  log = logging.getLogger("trainer.training")
   shown = progress.create("auto", True, log, 7, 781, 64, pipe)
-  with caplog.at_level(logging.INFO, "trainer.train"), shown:
+  with caplog.at_level(logging.INFO, "trainer.training"), shown:
     shown.start_epoch(2, 0)
     shown.advance(20)
     shown.train_metrics(2, 100, 1.23456, 0.5678, 0.00123, 1234.4)
@@ -183,7 +183,7 @@ def test_log_records_print_above_the_bar_and_the_bar_is_redrawn_below(terminal, 
   handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
   root = logging.getLogger()
   monkeypatch.setattr(root, "handlers", [handler])
-  log = logging.getLogger("trainer.train")
+  log = logging.getLogger("trainer.training")
   shown = progress.create("auto", True, log, 7, 10, 64)
   with shown:
     shown.start_epoch(0, 4)  # resumed at step 4 of 10

@@ -108,7 +108,8 @@ def _published_models():
 
 def test_models_config_serves_exactly_what_the_training_manifests_publish():
   # TF Serving opens no port until every listed model has a version loaded
-  # (shared/RULES.md, "Start-up"): a model nobody publishes keeps it down.
+  # (model_servers/server.cc BuildAndStart, after ServerCore::Create waits in
+  # core/load_servables_fast.cc): a model nobody publishes keeps it down.
   config = text_format.Parse(_read("serving", "models.config"),
                              model_server_config_pb2.ModelServerConfig())
   models = {m.name: m for m in config.model_config_list.config}

@@ -23,10 +23,10 @@ from conftest import REPO
 from k8s_harness import ServingDeployment
 from serving.client import PredictClient
 from serving.client import RequestRejected
-from trainer import data
+from trainer.data import pipeline as data
 from trainer import export
-from trainer import model as model_lib
-from trainer import synthetic
+from trainer import models as model_lib
+from trainer.data import synthetic
 
 CIFAR = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], 10, 10)
 BASE = "gs://BUCKET/models/cifar10"  # models.config's base path: PUBLISH_DIR/cifar10

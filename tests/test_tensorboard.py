@@ -11,8 +11,8 @@ from PIL import Image
 
 from conftest import NUM_TEST
 import tensorboard_server
-from trainer import data
-from trainer import synthetic
+from trainer.data import pipeline as data
+from trainer.data import synthetic
 
 SCALARS = {"loss", "accuracy", "learning_rate", "images_per_sec"}
 

@@ -15,9 +15,9 @@ import tensorboard_server
 from conftest import make_config
 from trainer import config as config_lib
 from trainer import errors
-from trainer import hparams
-from trainer import train
-from trainer.profiling import ProfileWindow
+from trainer.telemetry import hparams
+from trainer.training import train
+from trainer.telemetry.profiling import ProfileWindow
 
 # --profile-steps of the plain run. With --steps-per-execution 5 and
 # --log-every-steps 5 the loop would call 5 steps at a time (global steps 0,

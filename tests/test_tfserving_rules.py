@@ -1,7 +1,7 @@
 """The TF Serving stand-in enforces TF Serving's rules: one test per rule.
 
 Each rule is a function in tests/standins/tfserving/rules.py that names its
-TF Serving source; shared/RULES.md summarises them. The last tests run the
+TF Serving source. The last tests run the
 0.1 config, which real TF Serving refuses, to show the stand-in refuses it too.
 """
 
@@ -22,10 +22,10 @@ from standins.tfserving.rules import Code
 from standins.tfserving.rules import ServingError
 from standins.tfserving.rules import Snapshot
 from standins.tfserving.rules import State
-from trainer import data
+from trainer.data import pipeline as data
 from trainer import export
-from trainer import model as model_lib
-from trainer import synthetic
+from trainer import models as model_lib
+from trainer.data import synthetic
 
 CIFAR = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], 10, 10)
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from conftest import ACCURACY_BAR, EPOCHS_TO_LEARN, NUM_TEST, make_config
 from trainer import config as config_lib
-from trainer import train
+from trainer.training import train
 
 
 def test_default_strategy_learns_and_fills_the_job_dir(trained_job):
@@ -57,11 +57,16 @@ def test_image_folder_learns(image_folder, tmp_path):
 def test_rerun_of_finished_job_neither_trains_nor_exports(trained_job, caplog):
   config, metrics, job_dir = trained_job
   caplog.set_level("INFO")
+  with open(os.path.join(job_dir, "metrics.json"), encoding="utf-8") as f:
+    recorded = f.read()
   again = train.run(config)
   assert again["export"]["version"] == metrics["export"]["version"]
   assert os.listdir(os.path.join(job_dir, "export", "cifar10")) == ["1"]
   assert "Job already complete" in caplog.text
-  assert "epoch 1/" not in caplog.text  # no training step ran
+  # What the finished run recorded, returned as it was: no step ran, nothing was rewritten.
+  assert again == json.loads(recorded)
+  with open(os.path.join(job_dir, "metrics.json"), encoding="utf-8") as f:
+    assert f.read() == recorded
 
 
 def test_batch_larger_than_dataset_is_refused(tfds_dir, tmp_path):
@@ -81,7 +86,7 @@ def test_bfloat16_learns_and_exports_float32(tfds_dir, tmp_path):
 def test_float16_trains_with_loss_scaling(tfds_dir, tmp_path, caplog):
   """float16 convolutions are emulated on CPUs (~5 s a step here): two steps prove the
   loss-scaled path runs and stays finite; accuracy is bfloat16's test's job."""
-  caplog.set_level("INFO", logger="trainer.train")
+  caplog.set_level("INFO", logger="trainer.training")
   config = make_config(tfds_dir, str(tmp_path), mixed_precision="float16", epochs=1, batch_size=64,
                        train_split="train[:128]", eval_split="test[:64]", log_every_steps=1,
                        steps_per_execution=1)

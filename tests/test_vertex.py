@@ -1,7 +1,7 @@
 """Vertex AI custom training: the environment it sets, where the trainer writes, its job specs.
 
 No Vertex AI here: the tests set the variables Vertex AI sets, as its docs
-give them (trainer/vertex.py cites the pages), run the real trainer (in
+give them (trainer/cluster/vertex.py cites the pages), run the real trainer (in
 process for one replica, as real worker processes for two, with the args of
 vertex/*.yaml), and check where everything lands. The job specs are checked
 against Vertex AI's own CustomJobSpec proto (google-cloud-aiplatform), which
@@ -23,14 +23,14 @@ from google.protobuf import json_format
 
 from conftest import REPO
 from ports import free_port
-from trainer import distribution
+from trainer.cluster import distribution
 from trainer import errors
 from trainer import export
-from trainer import gcs
-from trainer import jobdir
-from trainer import storage
+from trainer.storage import gcs
+from trainer.storage import jobdir
+from trainer.storage import api as storage
 from trainer import task
-from trainer import vertex
+from trainer.cluster import vertex
 from workers import Worker, stop_all
 
 SPECS = {name: os.path.join(REPO, "vertex", name)
@@ -193,7 +193,8 @@ def test_one_replica_writes_where_vertex_ai_looks(tfds_dir, tmp_path, monkeypatc
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-  from trainer import data, model as model_lib  # pylint: disable=import-outside-toplevel
+  from trainer.data import pipeline as data  # pylint: disable=import-outside-toplevel
+  from trainer import models as model_lib  # pylint: disable=import-outside-toplevel
   info = data.DatasetInfo("mnist", (28, 28, 1), tuple(str(i) for i in range(10)), 10, 10)
   path = str(tmp_path_factory.mktemp("sm") / "saved_model")
   export.write_saved_model(model_lib.create_model("tutorial", info.image_shape, 10), info, path)

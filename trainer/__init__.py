@@ -1,30 +1,26 @@
 """cnn-trainer: the TensorFlow CNN tutorial grown into a distributed training job.
 
-Modules, one responsibility each:
-  config        typed configuration and named presets
-  data          TFDS and image-folder input pipelines
-  model         the CNN
-  distribution  strategy and cluster (TF_CONFIG, chief, per-worker paths, lost peers)
-  train         the training run: resume, epochs, final evaluation, export, in order
-  steps         the compiled train / eval / barrier functions under any strategy
-  checkpoints   saving, and restoring the newest intact checkpoint
-  preemption    SIGTERM as a request to checkpoint at a common step
-  summaries     TensorBoard writing (chief only)
-  metrics       loss / accuracy / confusion sums across replicas
-  schedule      the learning-rate schedule
-  reporting     evaluation figures and tables for TensorBoard
-  jobdir        the job directory's layout; what a finished job must hold
-  joblock       the chief's lease lock on the job directory
-  lockstore     create-only / compare-and-swap storage of one small object, locally and on GCS
-  records       config.json and metrics.json
+Entries (thin: they parse flags and call the library):
+  task          the command line, `python -m trainer.task` (console script cnn-trainer)
+  prepare       `python -m trainer.prepare`: an image folder into a prepared TFDS dataset
+  synthetic     `python -m trainer.synthetic`: learnable synthetic data in TFDS form
+
+On top, used by all:
+  config        the typed configuration and its named presets
   errors        errors a user can cause, and the exit codes
+  environment   the one reader of the process environment
   export        the SavedModel TF Serving loads
-  storage       the one interface to local and gs:// paths: checks, JSON, versions, publishing
-  versions      the conventions of a model base path shared by storage's back ends
-  gcs           google-cloud-storage: the client, preflight checks, listing, error classes
-  gcs_publish   publishing a version to GCS for TF Serving, and sweeping leftovers
-  synthetic     learnable synthetic data in TFDS and image-folder form
-  task          the command line (`python -m trainer.task`)
+
+Packages, one concern each (their __init__ lists their modules and what they may import):
+  data/         TFDS and image-folder sources, tf.data pipelines, synthetic data
+  models/       the tutorial CNN and ResNet-20 behind --model
+  training/     run(config, strategy=None, datasets=None), the plan, the loop, steps,
+                checkpoints, preemption, metrics, optimizer, schedule
+  telemetry/    TensorBoard, HParams, progress, profiling, config.json and metrics.json
+  cluster/      strategy and cluster: TF_CONFIG, Indexed Job, Vertex AI
+  storage/      local and gs:// behind one interface; publishing, the job-dir lock and layout
+
+docs/architecture.md draws how a run flows through them.
 """
 
 __version__ = "0.1.0"

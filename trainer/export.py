@@ -41,10 +41,10 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from trainer import model as model_lib
-from trainer import storage
-from trainer import versions
-from trainer.data import DatasetInfo
+from trainer import models as model_lib
+from trainer.storage import api as storage
+from trainer.storage import versions
+from trainer.data.pipeline import DatasetInfo
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
   python -m trainer.task --dataset NAME --data-dir DIR
 
 PATH is laid out as for `--dataset folder:PATH` (PATH/{train,test}/<label>/
-*.png|jpg) and is checked the same way (trainer/folders.py): every header,
+*.png|jpg) and is checked the same way (trainer/data/folders.py): every header,
 then every image decoded once, so a bad file is named here, not mid-run.
 
 Why: training on folder:PATH makes every worker, at every start, list the
@@ -35,6 +35,7 @@ import time
 from typing import Optional, Sequence
 
 from trainer import config as config_lib
+from trainer import environment
 from trainer import errors
 
 VERSION = "1.0.0"
@@ -97,7 +98,7 @@ def prepare(root: str, data_dir: str, name: Optional[str] = None,
   # Imported here so that flag errors answer before TensorFlow loads.
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from trainer import folders  # pylint: disable=import-outside-toplevel
+  from trainer.data import folders  # pylint: disable=import-outside-toplevel
 
   start = time.perf_counter()
   name = name or config_lib.TrainConfig(dataset=f"folder:{root}").resolved_model_name()
@@ -189,7 +190,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   # TFDS logs every file it writes, and warns that the dataset it is about
   # to write does not exist yet.
   logging.getLogger("absl").setLevel(logging.ERROR)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # before TensorFlow loads
+  environment.quiet_tensorflow_logs()  # before TensorFlow loads
   try:
     if not args.source.startswith("folder:") or args.source == "folder:":
       raise errors.ConfigError(f"{args.source!r}: trainer.prepare takes folder:PATH.")

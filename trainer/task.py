@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import signal
 import sys
 import typing
 from typing import Optional, Sequence
 
 from trainer import config as config_lib
+from trainer import environment
 from trainer import errors
 
 log = logging.getLogger("trainer")
@@ -80,7 +80,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> config_lib.TrainConfig
 
 
 def _setup_logging() -> None:
-  worker = os.environ.get("JOB_COMPLETION_INDEX")
+  worker = environment.read().worker_index
   prefix = f"[worker {worker}] " if worker else ""
   logging.basicConfig(
       level=logging.INFO, stream=sys.stderr,
@@ -112,9 +112,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     print(f"error: {e}", file=sys.stderr)
     return e.exit_code
   _setup_logging()
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TF's C++ INFO chatter out
+  environment.quiet_tensorflow_logs()
   # Imported here so that flag errors above answer before TensorFlow loads.
-  from trainer import train  # pylint: disable=import-outside-toplevel
+  from trainer.training import train  # pylint: disable=import-outside-toplevel
 
   try:
     train.run(config)

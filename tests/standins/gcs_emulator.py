@@ -1,7 +1,7 @@
 """A real `gcp-storage-emulator` process, and a proxy that injects GCS faults in front of it.
 
 google-cloud-storage honours STORAGE_EMULATOR_HOST, so the trainer's GCS code
-(trainer/gcs.py) runs unchanged against the emulator over real sockets.
+(trainer/storage/gcs.py) runs unchanged against the emulator over real sockets.
 Failures the emulator cannot produce by itself (a 403 or 503, a response lost
 after the request took effect, a refused connection, a request that hangs
 until its client is killed, GCS's 412 on a create-only copy) come from
@@ -97,7 +97,7 @@ def bucket(emulator, monkeypatch):
   """A fresh bucket in the emulator, with STORAGE_EMULATOR_HOST pointing at it."""
   monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
   name = f"bkt-{uuid.uuid4().hex[:8]}"
-  from trainer import gcs  # pylint: disable=import-outside-toplevel
+  from trainer.storage import gcs  # pylint: disable=import-outside-toplevel
   gcs.client().create_bucket(name)
   return name
 

@@ -5,8 +5,7 @@ ends or is deleted (replacement, podFailurePolicy, backoffLimitPerIndex,
 maxFailedIndexes, per-index back-off, podReplacementPolicy: Failed, graceful
 deletion, eviction, the Job's terminal conditions), read from the Job manifest
 itself. Each rule is a small function naming its source in kubernetes/kubernetes
-`pkg/controller/job/` (1.31+) and its documentation; shared/RULES.md
-summarises them.
+`pkg/controller/job/` (1.31+) and its documentation.
 
 What is not: there is no API server, no scheduler and no kubelet. A pod is
 the process `launch(pod)` returns, created at once; pod IPs and hostnames

@@ -1,7 +1,7 @@
 """The batch/v1 Job controller's rules, one small function each, citing its source.
 
 Sources: kubernetes/kubernetes `pkg/controller/job/` (1.31+; `K8S` below) and
-the Job documentation (`DOCS`); shared/RULES.md summarises them.
+the Job documentation (`DOCS`).
 standins.job_controller applies them to running pods.
 """
 

@@ -6,7 +6,7 @@ tensorflow_model_server 2.19-2.21 does, as strictly as the tests can observe,
 over the real exported SavedModels:
 
 * rules.py    each rule, a small function naming the TF Serving source it
-              follows (shared/RULES.md summarises them);
+              follows;
 * flags.py    the command line, as main.cc parses it;
 * core.py     ServerCore: config reloads, version labels, version policies,
               loads with retries and warm-up, unloads;

@@ -4,7 +4,7 @@ Sources: model_servers/http_rest_api_handler.cc (dispatch and the order of
 validation), model_servers/http_rest_api_util.cc (paths, status and metadata
 JSON), util/json_tensor.cc (request and response tensors) and
 model_servers/http_server.cc (status codes). The order of validation, from
-shared/RULES.md: path, JSON parse, top level an object, signature_name a
+http_server.cc's ProcessRequest and json_tensor.cc: path, JSON parse, top level an object, signature_name a
 string, then the model lookup, then `instances`/`inputs`, then Predict. So
 malformed JSON sent to an unknown model is a 400, not a 404.
 """

@@ -2,7 +2,7 @@
 
 Paths are relative to `tensorflow_serving/` in tensorflow/serving at 2.19.1
 (https://github.com/tensorflow/serving/tree/2.19.1/tensorflow_serving); the
-2.21 code reads the same. shared/RULES.md summarises them. Nothing here
+2.21 code reads the same. Nothing here
 imports TensorFlow: the rules are plain data in, decision out, so each has a
 fast test of its own (tests/test_tfserving_rules.py).
 """

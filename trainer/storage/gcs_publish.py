@@ -51,8 +51,8 @@ import uuid
 from typing import Iterator, Optional
 
 from trainer import errors
-from trainer import gcs
-from trainer import versions
+from trainer.storage import gcs
+from trainer.storage import versions
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,7 @@ def sweep(base: str, job_dir: Optional[str] = None,
   with gcs.classified(f"sweeping {base}", bucket_name,
                    "storage.objects.list, storage.objects.get and storage.objects.delete"):
     groups: dict[str, dict] = {}
-    for blob in gcs.client().list_blobs(bucket_name, prefix=root, retry=gcs.retry(),
-                                        timeout=gcs.REQUEST_TIMEOUT_S):
+    for blob in gcs.client().list_blobs(bucket_name, prefix=root, **gcs.call_options()):
       top, sep, rest = blob.name[len(root):].partition("/")
       if sep and (versions.is_version_name(top) or versions.is_staging_name(top)):
         groups.setdefault(top, {})[rest] = blob
@@ -118,9 +117,9 @@ def sweep(base: str, job_dir: Optional[str] = None,
 
 def _recorded_job_dir(blob) -> Optional[str]:
   """The `job_dir` in a run-info object, None if it is gone or unreadable."""
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+  api = gcs.exceptions()
   try:
-    text = blob.download_as_bytes(retry=gcs.retry(), timeout=gcs.REQUEST_TIMEOUT_S)
+    text = blob.download_as_bytes(**gcs.call_options())
     return json.loads(text).get("job_dir")
   except (api.NotFound, ValueError, AttributeError):
     return None
@@ -154,18 +153,17 @@ def publish_version(src_dir: str, base: str, version: int) -> str:
 
 
 def _publish(src_dir: str, bucket_name: str, prefix: str, version: int) -> str:
-  final = gcs.join(prefix, str(version))
+  final = gcs.object_name(prefix, str(version))
   if any(True for _ in gcs.client().list_blobs(bucket_name, prefix=final + "/", max_results=1,
-                                               retry=gcs.retry(),
-                                               timeout=gcs.REQUEST_TIMEOUT_S)):
+                                               **gcs.call_options())):
     raise FileExistsError(
         f"version {version} already exists at gs://{bucket_name}/{final}/; not overwriting it")
   publish_id = uuid.uuid4().hex
-  staging = gcs.join(prefix, f"{versions.STAGING_PREFIX}{version}-{publish_id[:8]}")
+  staging = gcs.object_name(prefix, f"{versions.STAGING_PREFIX}{version}-{publish_id[:8]}")
   return _stage_and_copy(src_dir, bucket_name, staging, final, publish_id, f"version {version}")
 
 
-def replace_prefix(src_dir: str, uri: str) -> str:
+def replace_dir(src_dir: str, uri: str) -> str:
   """Replaces whatever is under `uri` with a local SavedModel directory, saved_model.pb last.
 
   For Vertex AI's AIP_MODEL_DIR, which model import reads at its root: a
@@ -191,8 +189,7 @@ def replace_prefix(src_dir: str, uri: str) -> str:
   with gcs.classified(f"writing the SavedModel to {uri}", bucket_name,
                       "storage.objects.create, .get, .list and .delete, e.g. "
                       "roles/storage.objectUser"):
-    old = list(gcs.client().list_blobs(bucket_name, prefix=prefix + "/", retry=gcs.retry(),
-                                       timeout=gcs.REQUEST_TIMEOUT_S))
+    old = list(gcs.client().list_blobs(bucket_name, prefix=prefix + "/", **gcs.call_options()))
     if old:
       log.info("Replacing the %d objects under %s (saved_model.pb first).", len(old), uri)
     left = _delete_all(bucket_name, old)
@@ -202,7 +199,7 @@ def replace_prefix(src_dir: str, uri: str) -> str:
           "them by hand and rerun.")
     parent, _, name = prefix.rpartition("/")
     publish_id = uuid.uuid4().hex
-    staging = gcs.join(parent, f"{versions.STAGING_PREFIX}{name}-{publish_id[:8]}")
+    staging = gcs.object_name(parent, f"{versions.STAGING_PREFIX}{name}-{publish_id[:8]}")
     return _stage_and_copy(src_dir, bucket_name, staging, prefix, publish_id, uri)
 
 
@@ -230,16 +227,24 @@ def _stage_and_copy(src_dir: str, bucket_name: str, staging: str, final: str, pu
       blob.metadata = {PUBLISH_ID_KEY: publish_id}
       try:
         blob.upload_from_filename(os.path.join(src_dir, name), if_generation_match=0,
-                                  retry=gcs.retry(), timeout=gcs.REQUEST_TIMEOUT_S)
-      except _precondition_failed():
+                                  **gcs.call_options())
+      except gcs.exceptions().PreconditionFailed:
         # The staging name is ours alone: a 412 means our own upload, retried
         # after its response was lost, unless the checks below say otherwise.
         if not _is_ours(blob, publish_id, None):
           raise
       crc32c[name] = blob.crc32c
     for name in files:
-      _copy(bucket, f"{staging}/{name}", f"{final}/{name}", publish_id, crc32c[name], written,
-            what)
+      dst = bucket.blob(f"{final}/{name}")
+      # Recorded before the request: one that fails after the server acted
+      # still leaves an object to delete.
+      written.append(dst)
+      if not _copy(bucket.blob(f"{staging}/{name}"), dst, publish_id, crc32c[name]):
+        written.pop()  # the object is another publisher's: leave it alone
+        raise FileExistsError(
+            f"{what}: gs://{bucket_name}/{dst.name} was written by another publisher "
+            "while this one was copying; not overwriting it (publish again: the next version "
+            "number is free).")
   except BaseException as e:
     log.warning("Publishing %s to gs://%s/%s failed (%s); deleting what was written.",
                 what, bucket_name, final, type(e).__name__)
@@ -257,51 +262,38 @@ def _stage_and_copy(src_dir: str, bucket_name: str, staging: str, final: str, pu
   return f"gs://{bucket_name}/{final}"
 
 
-def _precondition_failed() -> type[BaseException]:
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
-  return api.PreconditionFailed
-
-
-def _copy(bucket, src_name: str, dst_name: str, publish_id: str, crc32c: Optional[str],
-          written: list, what: str) -> None:
-  """Server-side copy of one object; records the destination for cleanup first.
+def _copy(src, dst, publish_id: str, crc32c: Optional[str]) -> bool:
+  """Server-side copy of blob `src` to `dst`, create-only.
 
   `rewrite` rather than `copy_blob`: it works for objects of any size and
   across storage classes, continuing with a token until done.
 
-  Raises:
-    FileExistsError: the destination is another publisher's object.
+  Returns:
+    True once `dst` holds this publish's copy; False if `dst` is another
+    publisher's object (it existed, with another publish id or checksum).
   """
-  src, dst = bucket.blob(src_name), bucket.blob(dst_name)
   dst.metadata = {PUBLISH_ID_KEY: publish_id}
-  written.append(dst)  # a request that fails after the server acted still leaves an object
   token: Optional[str] = None
   try:
     while True:
-      token, _, _ = dst.rewrite(src, token=token, if_generation_match=0, retry=gcs.retry(),
-                                timeout=gcs.REQUEST_TIMEOUT_S)
+      token, _, _ = dst.rewrite(src, token=token, if_generation_match=0, **gcs.call_options())
       if token is None:
-        return
-  except _precondition_failed() as e:
+        return True
+  except gcs.exceptions().PreconditionFailed:
     if _is_ours(dst, publish_id, crc32c):
       # Our own copy: it took effect, its response was lost and the client's
       # retry met the object it had created.
       log.info("gs://%s/%s already holds this publish's copy (a retried request); "
-               "continuing.", bucket.name, dst_name)
-      return
-    written.remove(dst)  # the object is another publisher's: leave it alone
-    raise FileExistsError(
-        f"{what}: gs://{bucket.name}/{dst_name} was written by another publisher "
-        "while this one was copying; not overwriting it (publish again: the next version "
-        "number is free).") from e
+               "continuing.", dst.bucket.name, dst.name)
+      return True
+    return False
 
 
 def _is_ours(blob, publish_id: str, crc32c: Optional[str]) -> bool:
   """Whether `blob` carries our publish id and, if given, the checksum of our source."""
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
   try:
-    blob.reload(retry=gcs.retry(), timeout=gcs.REQUEST_TIMEOUT_S)
-  except api.NotFound:
+    blob.reload(**gcs.call_options())
+  except gcs.exceptions().NotFound:
     return False
   return ((blob.metadata or {}).get(PUBLISH_ID_KEY) == publish_id and
           (crc32c is None or blob.crc32c == crc32c))
@@ -316,7 +308,7 @@ def _delete_all(bucket_name: str, blobs: list, then_prefix: Optional[str] = None
   Returns:
     "gs://bucket/name (reason)" for each object that could not be deleted.
   """
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+  api = gcs.exceptions()
   # The pb first: a version without it stops being loadable before its
   # variables disappear.
   ordered = sorted(blobs, key=lambda b: b.name.rsplit("/", 1)[-1] != SAVED_MODEL_PB)
@@ -324,12 +316,12 @@ def _delete_all(bucket_name: str, blobs: list, then_prefix: Optional[str] = None
   if then_prefix is not None:
     try:
       ordered += list(gcs.client().list_blobs(bucket_name, prefix=then_prefix,
-                                              retry=gcs.retry(), timeout=gcs.REQUEST_TIMEOUT_S))
+                                              **gcs.call_options()))
     except Exception as e:  # pylint: disable=broad-except
       left.append(f"gs://{bucket_name}/{then_prefix}* (could not list it: {gcs.first_line(e)})")
   for blob in ordered:
     try:
-      blob.delete(retry=gcs.retry(), timeout=gcs.REQUEST_TIMEOUT_S)
+      blob.delete(**gcs.call_options())
     except api.NotFound:
       pass
     except Exception as e:  # pylint: disable=broad-except

@@ -1,8 +1,8 @@
 """Google Cloud Storage: the client, preflight checks, listing, and error classification.
 
-Publishing and sweeping live in `trainer.gcs_publish`; callers use both through
-`trainer.storage`. Nothing here imports trainer.storage, and google libraries
-are imported lazily, so `import trainer.storage` stays cheap.
+Publishing and sweeping live in `trainer.storage.gcs_publish`; callers use both through
+`trainer.storage.api`. Nothing here imports trainer.storage.api, and google libraries
+are imported lazily, so `import trainer.storage.api` stays cheap.
 
 Failures are classified once (`classified`): a missing bucket, a missing
 permission and credentials that cannot be obtained (a wrong Workload Identity
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import uuid
 from typing import Iterator
 
+from trainer import environment
 from trainer import errors
-from trainer import versions
+from trainer.storage import versions
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def client():
   """
   from google.cloud import storage as gcs_storage  # pylint: disable=import-outside-toplevel
 
-  emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+  # Read at each call: tests start emulators on different ports as they go.
+  emulator = environment.read().storage_emulator_host
   if emulator not in _clients:
     if emulator:
       from google.auth.credentials import AnonymousCredentials  # pylint: disable=import-outside-toplevel
@@ -80,6 +81,18 @@ def retry(deadline_s: float = RETRY_DEADLINE_S):
   return DEFAULT_RETRY.with_timeout(deadline_s)
 
 
+def call_options(deadline_s: float = RETRY_DEADLINE_S) -> dict:
+  """The keyword arguments of one GCS request: retries of transient errors for
+  `deadline_s` seconds, and REQUEST_TIMEOUT_S per HTTP request."""
+  return {"retry": retry(deadline_s), "timeout": REQUEST_TIMEOUT_S}
+
+
+def exceptions():
+  """google.api_core.exceptions (NotFound, PreconditionFailed, ...), loaded on first use."""
+  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+  return api
+
+
 def is_transient(e: BaseException) -> bool:
   """Whether `e` means GCS (or the credentials behind it) failed in a way a later try can fix.
 
@@ -89,7 +102,7 @@ def is_transient(e: BaseException) -> bool:
   compute-engine credentials wrap that last one in a RefreshError whose text
   says "metadata server unavailable" (google/auth/compute_engine/_metadata.py).
   """
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+  api = exceptions()
   import google.auth.exceptions as auth  # pylint: disable=import-outside-toplevel
   import requests  # pylint: disable=import-outside-toplevel
   if isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError,
@@ -125,7 +138,7 @@ def classified(where: str, bucket_name: str, needs: str):
     StorageError: a missing bucket or permission, or credentials that cannot
       be refreshed (exit 2: a retry cannot fix them).
   """
-  import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+  api = exceptions()
   import google.auth.exceptions as auth  # pylint: disable=import-outside-toplevel
   try:
     yield
@@ -154,7 +167,7 @@ def classified(where: str, bucket_name: str, needs: str):
     raise
 
 
-def preflight(uri: str, what: str, retry_deadline_s: float = PREFLIGHT_RETRY_DEADLINE_S,
+def ensure_writable_dir(uri: str, what: str, retry_deadline_s: float = PREFLIGHT_RETRY_DEADLINE_S,
               gcs_client=None) -> None:
   """Proves that `uri`'s bucket exists and that objects can be written under it.
 
@@ -176,16 +189,15 @@ def preflight(uri: str, what: str, retry_deadline_s: float = PREFLIGHT_RETRY_DEA
     TransientError: GCS could not be reached or kept failing temporarily.
   """
   bucket_name, prefix = versions.split_gcs(uri)
-  probe = join(prefix, f".write-probe-{uuid.uuid4().hex}")
-  probe_retry = retry(retry_deadline_s)
+  probe = object_name(prefix, f".write-probe-{uuid.uuid4().hex}")
+  options = call_options(retry_deadline_s)
   with classified(f"{what} {uri}", bucket_name,
                    "storage.objects.create and storage.objects.delete, e.g. "
                    "roles/storage.objectUser"):
     blob = (gcs_client or client()).bucket(bucket_name).blob(probe)
     # if_generation_match=0: create-only, which also makes the upload safe to retry.
-    blob.upload_from_string(b"ok", if_generation_match=0, retry=probe_retry,
-                            timeout=REQUEST_TIMEOUT_S)
-    blob.delete(retry=probe_retry, timeout=REQUEST_TIMEOUT_S)
+    blob.upload_from_string(b"ok", if_generation_match=0, **options)
+    blob.delete(**options)
 
 
 def list_versions(base: str) -> list[int]:
@@ -202,16 +214,28 @@ def list_versions(base: str) -> list[int]:
   bucket_name, prefix = versions.split_gcs(base)
   prefix = prefix + "/" if prefix else ""
   with classified(f"cannot list {base}", bucket_name, "storage.objects.list"):
-    pages = client().list_blobs(bucket_name, prefix=prefix, delimiter="/", retry=retry(),
-                                timeout=REQUEST_TIMEOUT_S)
+    pages = client().list_blobs(bucket_name, prefix=prefix, delimiter="/", **call_options())
     for _ in pages:  # prefixes fill in as the pages are read
       pass
     names = [p[len(prefix):].rstrip("/") for p in pages.prefixes]
   return sorted(int(n) for n in names if versions.is_version_name(n))
 
 
-def join(prefix: str, name: str) -> str:
+def join(*parts: str) -> str:
+  """gs://bucket/a joined with b, c: gs://bucket/a/b/c (one '/' between parts)."""
+  return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
+
+
+def object_name(prefix: str, name: str) -> str:
+  """The name of object `name` under `prefix` within a bucket ('' is the bucket's root)."""
   return f"{prefix}/{name}" if prefix else name
+
+
+def write_text(path: str, text: str) -> None:
+  """Uploads `text` as one object; a GCS upload is atomic (readers see old or new)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  with tf.io.gfile.GFile(path, "w") as f:
+    f.write(text)
 
 
 def first_line(e: BaseException) -> str:

@@ -1,34 +1,26 @@
-"""Training: a custom loop that runs unchanged under any tf.distribute strategy.
+"""The training loop: epochs of compiled steps, evaluation, the chief's export, in order.
 
-Why not `model.fit`: in TF 2.21 / Keras 3.15, `fit` fails under
-MultiWorkerMirroredStrategy (keras-team/keras#20585; shared/ENVIRONMENT.md),
-and Keras 3's callbacks have no chief logic, so `BackupAndRestore` and
-`TensorBoard` would make every worker write into the same directory. The
-alternative, legacy `tf_keras`, pins TensorFlow to its own minor version and
-has no future. So this loop drives Keras 3 layers and optimiser directly with
-`strategy.run`: the same code runs under the default strategy, `MirroredStrategy`
-and `MultiWorkerMirroredStrategy`, and tests prove each.
+The step functions themselves are trainer/training/steps.py's; what a person
+watches is trainer/telemetry/progress.py's (bar or log lines) and, with
+--profile-steps, trainer/telemetry/profiling.py's; the HParams session is
+trainer/telemetry/hparams.py's; TensorBoard writing is
+trainer/telemetry/summaries.py's, the sums behind the metrics
+trainer/training/metrics.py's.
 
-The step functions themselves are trainer/steps.py's; what a person watches
-is trainer/progress.py's (bar or log lines) and, with --profile-steps,
-trainer/profiling.py's; the HParams session is trainer/hparams.py's.
-
-Progress lives in the checkpoint (trainer/checkpoints.py): completed epochs
-and steps into the current epoch. A rerun with the same job dir restores it
-and says where it resumed. SIGTERM (trainer/preemption.py) is turned into a
+Progress lives in the checkpoint (trainer/training/checkpoints.py): completed
+epochs and steps into the current epoch. A rerun with the same job dir
+restores it, says where it resumed, and records it in metrics.json
+(`resumed_from`). SIGTERM (trainer/training/preemption.py) is turned into a
 checkpoint at a step every worker agrees on (the flag is all-reduced with the
 next training call), then exit code 143; after the last step it lets the
-final evaluation and the export finish. TensorBoard writing is
-trainer/summaries.py's, the sums behind the metrics trainer/metrics.py's.
+final evaluation and the export finish.
 
 The end of a multi-worker run is ordered so that no worker can finish while
 the chief's results are not yet durable (a Kubernetes Job never reruns a
 Succeeded index, so a worker that left early could never rejoin a chief that
 must restart): final checkpoint, final evaluation, the chief's export and
 metrics.json, then a barrier that every worker passes. If the chief dies
-before the barrier, every worker exits 129 and all are recreated. A rerun
-whose checkpoint already holds every epoch never creates the strategy at all:
-non-chief workers exit 0 at once and the chief exports alone (`run`).
+before the barrier, every worker exits 129 and all are recreated.
 """
 
 from __future__ import annotations
@@ -40,25 +32,26 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
-from trainer import checkpoints
-from trainer import data as data_lib
-from trainer import distribution
 from trainer import errors
 from trainer import export as export_lib
-from trainer import hparams
-from trainer import jobdir
-from trainer import joblock
-from trainer import metrics as metrics_lib
-from trainer import model as model_lib
-from trainer import optimizer as optimizer_lib
-from trainer import preemption
-from trainer import progress as progress_lib
-from trainer import profiling
-from trainer import records
-from trainer import steps as steps_lib
-from trainer import storage
-from trainer import summaries
+from trainer import models as model_lib
+from trainer.cluster import distribution
 from trainer.config import TrainConfig
+from trainer.data import pipeline as data_lib
+from trainer.storage import api as storage
+from trainer.storage import jobdir
+from trainer.storage import joblock
+from trainer.telemetry import hparams
+from trainer.telemetry import profiling
+from trainer.telemetry import progress as progress_lib
+from trainer.telemetry import records
+from trainer.telemetry import summaries
+from trainer.training import checkpoints
+from trainer.training import metrics as metrics_lib
+from trainer.training import optimizer as optimizer_lib
+from trainer.training import plan as plan_lib
+from trainer.training import preemption
+from trainer.training import steps as steps_lib
 
 log = logging.getLogger(__name__)
 
@@ -69,101 +62,39 @@ SAMPLE_IMAGES = 20
 # (GPU) while the current step runs, so the step never waits for a transfer.
 _DEVICE_PREFETCH = tf.distribute.InputOptions(experimental_fetch_to_device=True)
 
-def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
-        datasets: Optional[data_lib.Source] = None) -> dict[str, Any]:
-  """Trains, evaluates and exports as `config` says; resumes from the job dir.
 
-  Cheap checks (config, cluster description, data, writable paths) run
-  before the strategy is created, so bad input fails in seconds instead of
-  after the cluster has assembled. So does the check for a finished run: if
-  the newest checkpoint holds every epoch, a non-chief worker has nothing to
-  do and returns at once, and the chief finishes (evaluates, exports, or
-  confirms that the export is in place) alone, without waiting for workers
-  that a Kubernetes Job would never start again.
-
-  Args:
-    config: the resolved configuration.
-    strategy: a strategy to use instead of the one the environment calls
-      for (tests pass MirroredStrategy over logical devices).
-    datasets: a Source to use instead of loading `config.dataset`.
-
-  Returns:
-    The final metrics, as written to metrics.json.
-
-  Raises:
-    UserError: bad input (exit code 2).
-    TransientError: storage failed in a way a rerun can get past (exit code 142).
-    Preempted: SIGTERM; state saved (exit code 143).
-    PeerLostError: another worker was lost (exit code 129).
-  """
-  config.validate()
-  cluster = (distribution.Cluster(1, 0, True, None, "injected strategy") if strategy
-             else distribution.cluster_from_env())
-  source = datasets or data_lib.load(config)
-  paths = jobdir.for_run(config.job_dir, config.resolved_job_dir(),
-                         distribution.vertex_outputs())
-  if cluster.is_chief:  # the only writer (jobdir): other workers leave no probe objects
-    storage.ensure_writable_dir(paths.job_dir, "--job-dir")
-    if paths.model_dir:
-      storage.ensure_writable_dir(paths.model_dir, "AIP_MODEL_DIR")
-    if config.publish_dir:
-      storage.ensure_writable_dir(config.publish_dir, "--publish-dir")
-  steps_per_epoch = source.info.num_train_examples // config.batch_size
-  if steps_per_epoch < 1:
-    raise errors.ConfigError(
-        f"--batch-size {config.batch_size} is larger than the {source.info.num_train_examples} "
-        "training examples: use a smaller batch.")
-
-  done = checkpoints.progress(paths.checkpoints)
-  alone = cluster.is_multi_worker and done is not None and done.epochs_done >= config.epochs
-  if alone:
-    if not cluster.is_chief:
-      log.info("Checkpoint %s holds all %d epochs: training is complete and the chief "
-               "exports. Nothing to do on this worker.", done.path, config.epochs)
-      return {}
-    log.info("Checkpoint %s holds all %d epochs: finishing on the chief alone, without "
-             "the other workers.", done.path, config.epochs)
-    cluster = distribution.Cluster(1, 0, True, None, f"{cluster.source}; training complete, "
-                                   "finishing alone")
-    strategy = tf.distribute.get_strategy()
-  # Only the chief writes to the job dir, so only it holds the lock; it takes
-  # it before the cluster assembles, so a second training fails fast.
-  lock = joblock.hold(paths.job_dir, config.job_lock_wait_s) if cluster.is_chief else None
-  try:
-    if not strategy:
-      distribution.wait_for_chief(cluster)
-      strategy = distribution.create_strategy(cluster, config.collective_timeout_s)
-    distribution.check_batch(strategy, config.batch_size)
-    tf.random.set_seed(config.seed)
-    return _Loop(config, strategy, cluster, source, paths, steps_per_epoch, alone, lock).run()
-  finally:
-    if lock:
-      lock.release()
-
-
-class _Loop:
+class Loop:
   """State and steps of one training run."""
 
   def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy,
-               cluster: distribution.Cluster, source: data_lib.Source, paths: jobdir.Paths,
-               steps_per_epoch: int, alone: bool = False,
-               lock: Optional[joblock.JobDirLock] = None):
-    """`alone`: the chief finishing a fully trained multi-worker run by itself (see `run`).
-    `lock`: the chief's job-dir lock, refreshed as the run goes on."""
+               plan: plan_lib.Plan, lock: Optional[joblock.JobDirLock] = None):
+    """`plan`: trainer/training/plan.py's; `lock`: the chief's job-dir lock, refreshed
+    as the run goes on."""
     self.config = config
-    self.alone = alone
+    self.alone = plan.finish_alone  # the chief finishing a trained multi-worker run by itself
     self.lock = lock
     self.strategy = strategy
-    self.cluster = cluster
-    self.source = source
-    self.info = source.info
-    self.paths = paths
-    self.steps_per_epoch = steps_per_epoch
+    self.cluster = plan.cluster
+    self.source = plan.source
+    self.info = plan.source.info
+    self.paths: jobdir.Paths = plan.paths
+    paths, cluster, steps_per_epoch = plan.paths, plan.cluster, plan.steps_per_epoch
+    self.steps_per_epoch = plan.steps_per_epoch
     self.global_batch = config.batch_size
     self.sigterm = preemption.SigtermWatch()
     self._train_seconds = 0.0  # steady-state training time (first call excluded)
     self._train_images = 0
     self._last_eval: Optional[dict[str, Any]] = None
+    # Where a rerun resumed: {"checkpoint", "epoch", "step", "global_step"}, None if it started
+    # afresh; recorded in metrics.json.
+    self.resumed_from: Optional[dict[str, Any]] = None
+    self._start_step = 0  # the global step this run started from; recorded as steps_trained
+    # Set as the run starts (`run`, `_run`): this worker's write directory, TensorBoard
+    # writers, the profiler window, and the test images shown in TensorBoard.
+    self.write_dir: Optional[str] = None
+    self.summaries: Optional[summaries.Summaries] = None
+    self.profile: Optional[profiling.ProfileWindow] = None
+    self._samples: Optional[tuple[np.ndarray, np.ndarray]] = None
 
     with strategy.scope():
       self.model = model_lib.create_model(config.model, self.info.image_shape,
@@ -197,6 +128,7 @@ class _Loop:
              config.jit_compile, config.mixed_precision)
     self._restore()
     epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
+    self._start_step = self._global_step()
 
     previous = storage.read_json(self.paths.metrics)
     if (epoch >= config.epochs and previous and previous.get("global_step") == self._global_step()
@@ -233,7 +165,7 @@ class _Loop:
                                    self.cluster.is_chief) as self.profile:
         self._train(epoch, step)
       self.sigterm.finishing = True
-      results = self._last_eval or self._evaluate_and_report(final=True)
+      results = self._last_eval or self.evaluate_and_report(final=True)
     # Identical on every worker when replicas stayed in sync: a one-line
     # check that distributed training did what it should.
     fingerprint = records.weights_fingerprint(self.model)
@@ -261,6 +193,8 @@ class _Loop:
     if not latest:
       return
     epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
+    self.resumed_from = {"checkpoint": latest, "epoch": epoch, "step": step,
+                         "global_step": self._global_step()}
     if epoch >= self.config.epochs:
       log.info("Restored %s: all %d epochs already trained (global step %d).",
                latest, self.config.epochs, self._global_step())
@@ -315,7 +249,7 @@ class _Loop:
       self.epoch.assign(epoch)
       self.epoch_step.assign(0)
       self.sigterm.finishing = epoch == config.epochs
-      self._last_eval = self._evaluate_and_report(final=self.sigterm.finishing)
+      self._last_eval = self.evaluate_and_report(final=self.sigterm.finishing)
       path = self._save()
       log.info("Epoch %d/%d done: eval loss %.4f, accuracy %.4f; checkpoint %s saved.",
                epoch, config.epochs, self._last_eval["loss"], self._last_eval["accuracy"], path)
@@ -328,7 +262,7 @@ class _Loop:
                                  images_per_sec)
     self.progress.train_metrics(epoch, step, sums["loss"], sums["accuracy"], lr, images_per_sec)
 
-  def _evaluate_and_report(self, final: bool) -> dict[str, Any]:
+  def evaluate_and_report(self, final: bool) -> dict[str, Any]:
     started = time.time()
     self.steps.evaluate()
     results = self.eval_sums.read_and_reset()
@@ -347,7 +281,7 @@ class _Loop:
     return results
 
   def _sample_images(self) -> tuple[np.ndarray, np.ndarray]:
-    if not hasattr(self, "_samples"):
+    if self._samples is None:
       ds = self.source.read(False, None, self.config.seed).take(SAMPLE_IMAGES).batch(SAMPLE_IMAGES)
       images, labels = next(iter(ds))
       self._samples = (images.numpy(), labels.numpy())
@@ -366,7 +300,7 @@ class _Loop:
     if self.lock:
       self.lock.maybe_refresh()
 
-  def _records_cluster(self) -> records.Cluster:
+  def _records_cluster(self) -> records.TrainedBy:
     """Who trained, for config.json and metrics.json; a chief finishing alone reports the training's."""
     return records.who_trained(self.cluster.num_workers, self.strategy.num_replicas_in_sync,
                                type(self.strategy).__name__, self.cluster.source,
@@ -379,6 +313,10 @@ class _Loop:
         self.config, self.info, results, self._global_step(), wall_seconds,
         self._train_images / self._train_seconds if self._train_seconds else None,
         self._records_cluster())
+    metrics["resumed_from"] = self.resumed_from
+    metrics["steps_trained"] = self._global_step() - self._start_step  # by this run; 0: exported only
+    # A chief that found training complete and finished without the other workers.
+    metrics["finished_alone"] = self.alone
     if not self.cluster.is_chief:
       return metrics
     self._keep_lock()

@@ -20,7 +20,7 @@ analyzer still times every tf.data stage on the host.
 Only the chief traces. Workers run the same steps in lockstep (every step
 all-reduces), so a slow worker shows on the chief's trace as time waiting in
 collectives; and a worker must not write into the job directory
-(trainer/jobdir.py). A worker's own trace, if ever needed, is TensorFlow's
+(trainer/storage/jobdir.py). A worker's own trace, if ever needed, is TensorFlow's
 `tf.profiler.experimental.server` and TensorBoard's capture button away.
 """
 

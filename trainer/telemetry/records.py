@@ -1,6 +1,6 @@
 """What the chief writes about a run: config.json at the start, metrics.json at the end.
 
-Both are plain JSON in the job directory (trainer/jobdir.py), for people and
+Both are plain JSON in the job directory (trainer/storage/jobdir.py), for people and
 for tools: config.json holds every flag and what it resolved to on this
 cluster, metrics.json the final evaluation and where the export went.
 metrics.json is written last, so its presence with an `export` entry means
@@ -18,12 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.config import TrainConfig
-from trainer.data import DatasetInfo
+from trainer.data.pipeline import DatasetInfo
 
 
 @dataclasses.dataclass(frozen=True)
-class Cluster:
-  """Who trained: for the records, not for distribution."""
+class TrainedBy:
+  """Who trained: for the records (trainer/cluster/distribution.py's Cluster is where a
+  process sits in the cluster)."""
   workers: int
   replicas: int
   strategy: str
@@ -31,12 +32,14 @@ class Cluster:
 
 
 def who_trained(workers: int, replicas: int, strategy: str, source: str,
-                recorded_config: Optional[dict] = None) -> Cluster:
+                recorded_config: Optional[dict] = None) -> TrainedBy:
   """Who trained: this run's cluster, or, for a chief that finishes a trained
   multi-worker run alone, the training's, from its config.json (`recorded_config`)."""
   trained = (recorded_config or {}).get("resolved", {})
-  return Cluster(trained.get("workers", workers), trained.get("replicas", replicas),
-                 trained.get("strategy", strategy), trained.get("cluster_source", source))
+  return TrainedBy(workers=trained.get("workers", workers),
+                   replicas=trained.get("replicas", replicas),
+                   strategy=trained.get("strategy", strategy),
+                   source=trained.get("cluster_source", source))
 
 
 def weights_fingerprint(model: keras.Model) -> str:
@@ -47,7 +50,7 @@ def weights_fingerprint(model: keras.Model) -> str:
   return digest.hexdigest()[:16]
 
 
-def config_record(config: TrainConfig, job_dir: str, cluster: Cluster, xla: bool,
+def config_record(config: TrainConfig, job_dir: str, cluster: TrainedBy, xla: bool,
                   steps_per_epoch: int, info: DatasetInfo) -> dict[str, Any]:
   """config.json: the flags, plus what they resolved to."""
   return {
@@ -73,11 +76,11 @@ def config_record(config: TrainConfig, job_dir: str, cluster: Cluster, xla: bool
 
 def final_metrics(config: TrainConfig, info: DatasetInfo, results: dict[str, Any],
                   global_step: int, wall_seconds: float, train_images_per_sec: Optional[float],
-                  cluster: Cluster) -> dict[str, Any]:
+                  cluster: TrainedBy) -> dict[str, Any]:
   """metrics.json without its `export` entry (added once the export is published).
 
   Args:
-    results: the final evaluation (trainer/metrics.py's sums: loss,
+    results: the final evaluation (trainer/training/metrics.py's sums: loss,
       accuracy, count, confusion).
     train_images_per_sec: steady-state training throughput, None if no step
       was timed (e.g. a rerun that only exported).

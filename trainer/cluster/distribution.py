@@ -3,7 +3,7 @@
 Everything multi-worker lives here, decided from the environment:
 
 * `TF_CONFIG` set (Kubeflow TFJob, Vertex AI, by hand), or else Vertex AI's
-  `CLUSTER_SPEC` (trainer/vertex.py): `MultiWorkerMirroredStrategy` over its
+  `CLUSTER_SPEC` (trainer/cluster/vertex.py): `MultiWorkerMirroredStrategy` over its
   chief and workers.
 * A Kubernetes Indexed Job (`JOB_COMPLETION_INDEX` and `TRAINER_NUM_WORKERS`
   set): TF_CONFIG is derived from the pod's index and the headless Service's
@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import re
 import shutil
 import socket
@@ -37,17 +36,12 @@ from typing import Callable, Iterator, Mapping, Optional
 
 import tensorflow as tf
 
+from trainer import environment
 from trainer import errors
-from trainer import vertex
+from trainer.cluster import vertex
 
 log = logging.getLogger(__name__)
 
-# Environment of an Indexed Job pod; k8s/job.yaml sets the TRAINER_* ones.
-ENV_INDEX = "JOB_COMPLETION_INDEX"        # set by Kubernetes for Indexed Jobs
-ENV_NUM_WORKERS = "TRAINER_NUM_WORKERS"   # = the Job's completions
-ENV_JOB_NAME = "TRAINER_JOB_NAME"         # the Job's name, the pods' hostname prefix
-ENV_SERVICE = "TRAINER_SERVICE"           # headless Service = the pods' subdomain
-ENV_PORT = "TRAINER_PORT"                 # the gRPC port every worker listens on
 DEFAULT_PORT = 2222
 
 _ADDRESS_RE = re.compile(r"^\[?[A-Za-z0-9.\-_:]+\]?:\d{1,5}$")
@@ -55,7 +49,7 @@ _ADDRESS_RE = re.compile(r"^\[?[A-Za-z0-9.\-_:]+\]?:\d{1,5}$")
 # Errors a collective raises when a peer worker has gone away. Only calls that
 # run collectives (training steps, evaluation, the final barrier) map them to
 # a lost peer: the same classes from a file write mean storage trouble
-# (trainer/checkpoints.py).
+# (trainer/training/checkpoints.py).
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                tf.errors.CancelledError, tf.errors.AbortedError)
 
@@ -83,13 +77,13 @@ def cluster_from_env(env: Optional[Mapping[str, str]] = None) -> Cluster:
   Raises:
     ClusterError: TF_CONFIG or the Indexed-Job variables are malformed.
   """
-  env = os.environ if env is None else env
-  if env.get("TF_CONFIG", "").strip():
-    return _parse_tf_config(env["TF_CONFIG"], "TF_CONFIG")
-  if env.get(vertex.ENV_CLUSTER_SPEC, "").strip():
+  env = environment.read() if env is None else env
+  if env.get(environment.TF_CONFIG, "").strip():
+    return _parse_tf_config(env[environment.TF_CONFIG], "TF_CONFIG")
+  if env.get(environment.CLUSTER_SPEC, "").strip():
     return _parse_tf_config(json.dumps(vertex.tf_config_from_cluster_spec(
-        env[vertex.ENV_CLUSTER_SPEC])), "Vertex AI CLUSTER_SPEC")
-  if ENV_INDEX in env and ENV_NUM_WORKERS in env:
+        env[environment.CLUSTER_SPEC])), "Vertex AI CLUSTER_SPEC")
+  if environment.JOB_COMPLETION_INDEX in env and environment.TRAINER_NUM_WORKERS in env:
     return _parse_tf_config(json.dumps(indexed_job_tf_config(env)),
                             "Kubernetes Indexed Job (JOB_COMPLETION_INDEX)")
   return Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
@@ -115,19 +109,22 @@ def indexed_job_tf_config(env: Mapping[str, str]) -> dict:
       raise errors.ClusterError(f"{name}={value} must be >= {low}: fix the Job manifest's env.")
     return value
 
-  num_workers = integer(ENV_NUM_WORKERS, 1)
-  index = integer(ENV_INDEX, 0)
-  port = integer(ENV_PORT, 1) if env.get(ENV_PORT) else DEFAULT_PORT
+  num_workers = integer(environment.TRAINER_NUM_WORKERS, 1)
+  index = integer(environment.JOB_COMPLETION_INDEX, 0)
+  port = (integer(environment.TRAINER_PORT, 1) if env.get(environment.TRAINER_PORT)
+          else DEFAULT_PORT)
   if index >= num_workers:
     raise errors.ClusterError(
-        f"{ENV_INDEX}={index} but {ENV_NUM_WORKERS}={num_workers}: the Job's completions and "
-        f"{ENV_NUM_WORKERS} must be equal.")
-  missing = [n for n in (ENV_JOB_NAME, ENV_SERVICE) if not env.get(n)]
+        f"{environment.JOB_COMPLETION_INDEX}={index} but "
+        f"{environment.TRAINER_NUM_WORKERS}={num_workers}: the Job's completions and "
+        f"{environment.TRAINER_NUM_WORKERS} must be equal.")
+  missing = [n for n in (environment.TRAINER_JOB_NAME, environment.TRAINER_SERVICE)
+             if not env.get(n)]
   if missing:
     raise errors.ClusterError(
         f"{', '.join(missing)} not set: an Indexed Job needs the Job name and the headless "
         "Service name to address its workers (see k8s/job.yaml).")
-  job, service = env[ENV_JOB_NAME], env[ENV_SERVICE]
+  job, service = env[environment.TRAINER_JOB_NAME], env[environment.TRAINER_SERVICE]
   return {
       "cluster": {"worker": [f"{job}-{i}.{service}:{port}" for i in range(num_workers)]},
       "task": {"type": "worker", "index": index},
@@ -191,7 +188,7 @@ def vertex_outputs(env: Optional[Mapping[str, str]] = None) -> Optional[vertex.O
   Raises:
     ConfigError: an AIP_* directory has no parent for the job's own files.
   """
-  return vertex.outputs(os.environ if env is None else env)
+  return vertex.outputs(environment.read() if env is None else env)
 
 
 def chief_address(cluster: Cluster) -> Optional[str]:
@@ -246,7 +243,7 @@ def create_strategy(cluster: Cluster, collective_timeout_s: float) -> tf.distrib
   """
   gpus = tf.config.list_physical_devices("GPU")
   if cluster.is_multi_worker:
-    os.environ["TF_CONFIG"] = json.dumps(cluster.tf_config)
+    environment.export_tf_config(json.dumps(cluster.tf_config))
     # NCCL is the fast all-reduce between GPUs; RING over gRPC is what CPUs have.
     impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
             else tf.distribute.experimental.CommunicationImplementation.RING)
@@ -330,7 +327,7 @@ def wait_for_every_worker(cluster: Cluster, barrier: Callable[[], object]) -> No
   then: it logs a lost peer and returns.
 
   Args:
-    barrier: a collective every worker runs (trainer/steps.py's `barrier`).
+    barrier: a collective every worker runs (trainer/training/steps.py's `barrier`).
   """
   if not cluster.is_multi_worker:
     return

@@ -2,8 +2,8 @@
 
 A model's base path holds one "directory" per version, named by an integer,
 which TF Serving loads once its `saved_model.pb` is there, and the hidden
-staging directories publishers copy through. `trainer.storage` (the interface)
-and `trainer.gcs` (an implementation below it) both import these rules from
+staging directories publishers copy through. `trainer.storage.api` (the interface)
+and `trainer.storage.gcs` (an implementation below it) both import these rules from
 here, so neither needs the other's and the import graph has no cycle.
 """
 

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from trainer import errors
-from trainer import metrics as metrics_lib
+from trainer.training import metrics as metrics_lib
 from trainer.config import TrainConfig
 
 

@@ -3,17 +3,17 @@
   JOB_DIR/config.json          the resolved configuration (chief)
   JOB_DIR/metrics.json         final metrics and where the export went (chief, last)
   JOB_DIR/checkpoints/         tf.train.CheckpointManager's files
-  JOB_DIR/logs/                the HParams session: this run's configuration (trainer/hparams.py)
+  JOB_DIR/logs/                the HParams session: this run's configuration (trainer/telemetry/hparams.py)
   JOB_DIR/logs/{train,eval}/   TensorBoard event files
-  JOB_DIR/logs/train/plugins/profile/<time>/   --profile-steps traces (trainer/profiling.py)
+  JOB_DIR/logs/train/plugins/profile/<time>/   --profile-steps traces (trainer/telemetry/profiling.py)
   JOB_DIR/export/<model>/<N>/  SavedModel versions
-  JOB_DIR/lock.json            the running chief's lease (trainer/joblock.py)
+  JOB_DIR/lock.json            the running chief's lease (trainer/storage/joblock.py)
 
 Only the chief writes here. Non-chief workers read the checkpoints, nothing else.
 
 On Vertex AI without --job-dir (`for_run`), JOB_DIR is the CustomJob's
 baseOutputDirectory (the parent of AIP_MODEL_DIR) and three places move to
-where Vertex AI looks for them (trainer/vertex.py):
+where Vertex AI looks for them (trainer/cluster/vertex.py):
 
   AIP_CHECKPOINT_DIR/              instead of JOB_DIR/checkpoints/
   AIP_TENSORBOARD_LOG_DIR/{,train,eval}/  instead of JOB_DIR/logs/ (HParams, scalars)
@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Optional
+from typing import Optional, Protocol
 
-from trainer import storage
-from trainer import versions
-from trainer import vertex
+from trainer.storage import api as storage
+from trainer.storage import versions
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +70,23 @@ class Paths:
     return storage.join(self.job_dir, EXPORT_DIR, model_name)
 
 
+class PlatformDirs(Protocol):
+  """Output directories a platform chose (trainer/cluster/vertex.py's `Outputs`)."""
+  base_dir: str
+  model_dir: Optional[str]
+  checkpoint_dir: Optional[str]
+  tensorboard_dir: Optional[str]
+
+
 def for_run(job_dir_flag: Optional[str], default_job_dir: str,
-            platform: Optional[vertex.Outputs]) -> Paths:
+            platform: Optional[PlatformDirs]) -> Paths:
   """The paths of a run: --job-dir wins over Vertex AI's AIP_* directories, which win over
   the default.
 
   Args:
     job_dir_flag: --job-dir, None if not given.
     default_job_dir: the job dir without --job-dir or Vertex AI (runs/<model-name>).
-    platform: Vertex AI's directories (distribution.vertex_outputs), None elsewhere.
+    platform: Vertex AI's directories (cluster.vertex.outputs), None elsewhere.
   """
   if job_dir_flag or platform is None:
     if platform is not None:

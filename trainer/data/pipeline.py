@@ -11,7 +11,7 @@ holds 1 byte per pixel instead of 4.
 
 Sharding across workers (`tf.distribute.InputContext`): by file when the split
 has at least one file per worker (TFDS's `ReadConfig(input_context=...)`; an
-image folder's files, trainer/folders.py), otherwise by example
+image folder's files, trainer/data/folders.py), otherwise by example
 (`Dataset.shard`). Either way each example goes to exactly one worker, so
 evaluation sums to the same numbers as one worker.
 """
@@ -29,7 +29,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from trainer import errors
-from trainer import folders
+from trainer.data import folders
 from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from typing import Sequence
 
 import keras
 
-from trainer import schedule
+from trainer.training import schedule
 from trainer.config import TrainConfig
 
 

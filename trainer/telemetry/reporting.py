@@ -5,7 +5,7 @@ the confusion matrix, and a grid of test images titled "true / predicted"
 (red where wrong). Both are written as TensorBoard image summaries, and their
 content also as text summaries (string tables, which TensorBoard's Text tab
 shows as HTML tables): the exact counts behind the colours, and the titles as
-text a reader or a test can check (trainer/summaries.py writes them).
+text a reader or a test can check (trainer/telemetry/summaries.py writes them).
 """
 
 from __future__ import annotations

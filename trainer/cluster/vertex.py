@@ -1,4 +1,4 @@
-"""Vertex AI custom training: what its environment says, parsed (trainer/distribution.py reads it).
+"""Vertex AI custom training: what its environment says, parsed (trainer/environment.py reads it).
 
 Vertex AI runs the same image as Kubernetes does and tells each replica two
 things through environment variables:
@@ -31,8 +31,8 @@ things through environment variables:
 
 This trainer runs MultiWorkerMirroredStrategy: every replica is a worker
 that holds all the variables, so pools 2 and 3 have nothing to run here and
-are refused with a message saying so. Nothing here reads os.environ: callers
-pass the environment (trainer/distribution.py is the one place that does).
+are refused with a message saying so. Nothing here reads the process environment: callers
+pass the environment (trainer/environment.py is the one place that reads it).
 """
 
 from __future__ import annotations
@@ -41,12 +41,9 @@ import dataclasses
 import json
 from typing import Mapping, Optional
 
+from trainer import environment
 from trainer import errors
 
-ENV_MODEL_DIR = "AIP_MODEL_DIR"
-ENV_CHECKPOINT_DIR = "AIP_CHECKPOINT_DIR"
-ENV_TENSORBOARD_LOG_DIR = "AIP_TENSORBOARD_LOG_DIR"
-ENV_CLUSTER_SPEC = "CLUSTER_SPEC"
 
 # CLUSTER_SPEC's pool names -> TF_CONFIG's task types (distributed-training page).
 POOL_TASK_TYPES = {"workerpool0": "chief", "workerpool1": "worker",
@@ -77,7 +74,8 @@ def outputs(env: Mapping[str, str]) -> Optional[Outputs]:
     ConfigError: a directory has no parent to hold the job's own files.
   """
   values = {name: env.get(name, "").strip() or None
-            for name in (ENV_MODEL_DIR, ENV_CHECKPOINT_DIR, ENV_TENSORBOARD_LOG_DIR)}
+            for name in (environment.AIP_MODEL_DIR, environment.AIP_CHECKPOINT_DIR,
+                         environment.AIP_TENSORBOARD_LOG_DIR)}
   first = next(((name, v) for name, v in values.items() if v), None)
   if first is None:
     return None
@@ -87,9 +85,9 @@ def outputs(env: Mapping[str, str]) -> Optional[Outputs]:
     raise errors.ConfigError(
         f"{name}={value!r} has no parent directory for config.json and metrics.json: set the "
         "CustomJob's baseOutputDirectory to a folder (gs://BUCKET/PATH), or pass --job-dir.")
-  return Outputs(base_dir=parent, model_dir=_strip(values[ENV_MODEL_DIR]),
-                 checkpoint_dir=_strip(values[ENV_CHECKPOINT_DIR]),
-                 tensorboard_dir=_strip(values[ENV_TENSORBOARD_LOG_DIR]))
+  return Outputs(base_dir=parent, model_dir=_strip(values[environment.AIP_MODEL_DIR]),
+                 checkpoint_dir=_strip(values[environment.AIP_CHECKPOINT_DIR]),
+                 tensorboard_dir=_strip(values[environment.AIP_TENSORBOARD_LOG_DIR]))
 
 
 def _strip(path: Optional[str]) -> Optional[str]:
@@ -108,7 +106,7 @@ def tf_config_from_cluster_spec(raw: str) -> dict:
       a pool this trainer cannot run.
   """
   def bad(why: str) -> errors.ClusterError:
-    return errors.ClusterError(f"malformed {ENV_CLUSTER_SPEC} (Vertex AI): {why}")
+    return errors.ClusterError(f"malformed {environment.CLUSTER_SPEC} (Vertex AI): {why}")
 
   try:
     spec = json.loads(raw)
@@ -122,7 +120,7 @@ def tf_config_from_cluster_spec(raw: str) -> dict:
   unknown = sorted(set(cluster) - set(POOL_TASK_TYPES))
   if unknown:
     raise bad(f"unknown worker pools {unknown}: Vertex AI names them workerpool0 to workerpool3")
-  refuse_pools(sorted(set(cluster) | {task.get("type")}), ENV_CLUSTER_SPEC)
+  refuse_pools(sorted(set(cluster) | {task.get("type")}), environment.CLUSTER_SPEC)
   if task.get("type") not in cluster:
     raise bad(f"task.type {task.get('type')!r} is not one of the cluster's pools {sorted(cluster)}")
   return {"cluster": {POOL_TASK_TYPES[pool]: addresses for pool, addresses in cluster.items()},

@@ -4,7 +4,7 @@ The chief writes one HParams session per job directory: JOB_DIR/logs holds
 the experiment's definition (the hyperparameters and metrics below) and the
 session's values. The plugin reads a metric (tag, group) as the last value of
 scalar `tag` in the run JOB_DIR/logs/<group>, so the metrics are the scalars
-that trainer/summaries.py already writes to logs/train and logs/eval: the
+that trainer/telemetry/summaries.py already writes to logs/train and logs/eval: the
 final evaluation's loss and accuracy, the last logged training loss, accuracy
 and images/s. `tensorboard --logdir runs/` over several job directories then
 compares them in one table.
@@ -23,8 +23,8 @@ from typing import Union
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from trainer import jobdir
-from trainer import records
+from trainer.storage import jobdir
+from trainer.telemetry import records
 from trainer.config import TrainConfig
 
 Value = Union[bool, int, float, str]
@@ -42,7 +42,7 @@ RESOLVED = {
     "replicas": "Replicas in sync over all workers (GPUs, or one per CPU worker).",
 }
 
-# (group, tag, display name, dataset type): scalars trainer/summaries.py writes.
+# (group, tag, display name, dataset type): scalars trainer/telemetry/summaries.py writes.
 _METRICS = (
     ("eval", "accuracy", "eval accuracy (final)", hp.Metric.VALIDATION),
     ("eval", "loss", "eval loss (final)", hp.Metric.VALIDATION),
@@ -71,7 +71,7 @@ def definitions() -> tuple[list[hp.HParam], list[hp.Metric]]:
   return hparams, metrics
 
 
-def values(config: TrainConfig, cluster: records.Cluster, xla: bool) -> dict[str, Value]:
+def values(config: TrainConfig, cluster: records.TrainedBy, xla: bool) -> dict[str, Value]:
   """This run's hyperparameter values, by name."""
   result: dict[str, Value] = {name: getattr(config, name) for name in CONFIG_HPARAMS}
   result.update(effective_learning_rate=config.effective_learning_rate(), xla=xla,
@@ -79,7 +79,7 @@ def values(config: TrainConfig, cluster: records.Cluster, xla: bool) -> dict[str
   return result
 
 
-def write(paths: jobdir.Paths, config: TrainConfig, cluster: records.Cluster, xla: bool) -> None:
+def write(paths: jobdir.Paths, config: TrainConfig, cluster: records.TrainedBy, xla: bool) -> None:
   """Writes the experiment and this run's session into JOB_DIR/logs (call on the chief).
 
   A resumed run replaces what an earlier attempt wrote there, so the job

@@ -35,7 +35,7 @@ learns it lost: GCS with `ifGenerationMatch=<generation read>`; locally the
 read-check-write runs under an `fcntl.flock` on `JOB_DIR/lock.json.mutex`
 (held for milliseconds, released by the kernel if its process dies) and
 writes with `os.replace`, so readers still see whole records. Both stores
-live in `trainer.lockstore`.
+live in `trainer.storage.lockstore`.
 
 `refresh` extends the lease and raises `JobDirLocked` if the lock is no
 longer ours (taken over after we stalled past our lease, or deleted), so the
@@ -56,9 +56,10 @@ import time
 import uuid
 from typing import Any, Mapping, Optional
 
+from trainer import environment
 from trainer import errors
-from trainer import lockstore
-from trainer import storage
+from trainer.storage import lockstore
+from trainer.storage import api as storage
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ RETRY_DEADLINE_S = 15.0
 WAIT_POLL_S = 5.0
 
 
-def hold(job_dir: str, wait_s: float, lease_s: float = DEFAULT_LEASE_S) -> "JobDirLock":
+def hold(job_dir: str, wait_s: float, lease_s: float = DEFAULT_LEASE_S,
+         env: Optional[Mapping[str, str]] = None) -> "JobDirLock":
   """Acquires the job dir's lock, waiting up to `wait_s` seconds for its holder to let go.
 
   The wait covers a rerun whose predecessor's pods still drain (up to the
@@ -86,7 +88,7 @@ def hold(job_dir: str, wait_s: float, lease_s: float = DEFAULT_LEASE_S) -> "JobD
   Raises:
     JobDirLocked: still held by another training after `wait_s`; names the holder.
   """
-  lock = JobDirLock(job_dir, lease_s)
+  lock = JobDirLock(job_dir, lease_s, env)
   deadline = time.monotonic() + wait_s
   while True:
     try:
@@ -110,17 +112,17 @@ class JobDirLock:
   Args:
     job_dir: local directory or gs://BUCKET/prefix.
     lease_s: seconds the lock stays ours without a refresh.
-    env: environment to read TRAINER_JOB_UID and TRAINER_JOB_NAME from
-      (default os.environ).
+    env: the environment (trainer/environment.py) holding TRAINER_JOB_UID and
+      TRAINER_JOB_NAME; default: this process's.
   """
 
   def __init__(self, job_dir: str, lease_s: float = DEFAULT_LEASE_S,
                env: Optional[Mapping[str, str]] = None):
-    env = os.environ if env is None else env
+    env = environment.read() if env is None else env
     self.path = storage.join(job_dir, LOCK_NAME)
     self.lease_s = lease_s
-    self.job_uid = env.get("TRAINER_JOB_UID", "")
-    self.job_name = env.get("TRAINER_JOB_NAME", "")
+    self.job_uid = env.get(environment.TRAINER_JOB_UID, "")
+    self.job_name = env.get(environment.TRAINER_JOB_NAME, "")
     self.token = uuid.uuid4().hex
     self._store = lockstore.open_store(self.path, RETRY_DEADLINE_S)
     self._version: Any = None  # GCS generation or local token of our record; None: not held

@@ -1,6 +1,6 @@
 """Create-only / compare-and-swap storage of one small object, locally and on GCS.
 
-The storage under `trainer.joblock`'s lease lock: one small JSON record at
+The storage under `trainer.storage.joblock`'s lease lock: one small JSON record at
 one path, which can be created only if absent and replaced or deleted only
 at the version last read, so that of two concurrent writers exactly one
 wins and the other gets `Conflict`.
@@ -16,7 +16,7 @@ wins and the other gets `Conflict`.
 Records are JSON objects holding a unique `token`; one that cannot be parsed
 reads as `{"host": "(unreadable lock)"}`. Error messages name the object as
 the job-dir lock, this module's one user. Like the other storage back ends,
-this module does not import `trainer.storage`, and loads the google
+this module does not import `trainer.storage.api`, and loads the google
 libraries only on first GCS use.
 """
 
@@ -29,8 +29,8 @@ import uuid
 from typing import Optional, Union
 
 from trainer import errors
-from trainer import gcs
-from trainer import versions
+from trainer.storage import gcs
+from trainer.storage import versions
 
 
 class Conflict(Exception):
@@ -48,7 +48,7 @@ def open_store(path: str, retry_deadline_s: float) -> Union["LocalStore", "GcsSt
 
 
 def _parse(data: bytes) -> dict:
-  # A record we cannot parse was not written by trainer.joblock; never take it over.
+  # A record we cannot parse was not written by trainer.storage.joblock; never take it over.
   try:
     record = json.loads(data)
   except ValueError:
@@ -135,7 +135,7 @@ class GcsStore:
 
   def read(self) -> tuple[Optional[dict], Optional[int]]:
     """The record and its version (its generation), or (None, None)."""
-    import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+    api = gcs.exceptions()
     while True:
       with self._errors("read"):
         blob = self._bucket().get_blob(self.name, **self._request())
@@ -172,13 +172,12 @@ class GcsStore:
 
   def _request(self) -> dict:
     """Retry (transient errors, for retry_deadline_s) and timeout arguments of one GCS call."""
-    return {"retry": gcs.retry(self.retry_deadline_s),
-            "timeout": gcs.REQUEST_TIMEOUT_S}
+    return gcs.call_options(self.retry_deadline_s)
 
   @contextlib.contextmanager
   def _errors(self, what: str):
     """412 → Conflict; missing bucket or permission → StorageError; outages → TransientError."""
-    import google.api_core.exceptions as api  # pylint: disable=import-outside-toplevel
+    api = gcs.exceptions()
     import google.auth.exceptions  # pylint: disable=import-outside-toplevel
     import requests  # pylint: disable=import-outside-toplevel
     where = f"cannot {what} the job-dir lock gs://{self.bucket_name}/{self.name}"

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from trainer import reporting
+from trainer.telemetry import reporting
 
 # Drawing the two evaluation pictures takes ~0.7 s of CPU, a lot next to a
 # one-second GPU epoch: draw them at the final evaluation and otherwise at

@@ -1,0 +1,8 @@
+"""Input data: TFDS and image-folder sources and their tf.data pipelines.
+
+  pipeline    the Source a run trains on (TFDS catalog or image folder), sharding, augmentation
+  folders     image folders (split/label/*.png|jpg): scanning, checking, decoding
+  synthetic   learnable synthetic data, written in TFDS and image-folder form
+
+May import: trainer.storage.api, trainer.config, trainer.errors.
+"""

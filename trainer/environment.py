@@ -1,0 +1,108 @@
+"""The one reader of the process environment: every variable the trainer honours.
+
+Nothing else in the trainer reads `os.environ` (tests/test_layout.py checks
+it): `read()` copies the variables below into an `Environment`, which the run
+plan (trainer/training/train.py) passes down to whoever needs a value. Each
+name is defined here once; docs/architecture.md documents each, and a test
+checks that the two lists are the same.
+
+  TF_CONFIG                  the cluster (Kubeflow TFJob, Vertex AI, by hand)
+  CLUSTER_SPEC               Vertex AI's cluster, when it sets no TF_CONFIG
+  JOB_COMPLETION_INDEX       an Indexed Job pod's index (set by Kubernetes)
+  TRAINER_NUM_WORKERS        the Indexed Job's completions (k8s/job.yaml)
+  TRAINER_JOB_NAME           the Job's name, its pods' hostname prefix (k8s/job.yaml)
+  TRAINER_SERVICE            the headless Service, its pods' subdomain (k8s/job.yaml)
+  TRAINER_PORT               the gRPC port every worker listens on (k8s/job.yaml)
+  TRAINER_JOB_UID            the Job's uid: its pods may take over each other's lock
+  AIP_MODEL_DIR              Vertex AI: where model import reads the SavedModel
+  AIP_CHECKPOINT_DIR         Vertex AI: where checkpoints go
+  AIP_TENSORBOARD_LOG_DIR    Vertex AI: where TensorBoard logs go
+  STORAGE_EMULATOR_HOST      a GCS emulator to talk to instead of GCS (tests)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Mapping, Optional
+
+TF_CONFIG = "TF_CONFIG"
+CLUSTER_SPEC = "CLUSTER_SPEC"
+JOB_COMPLETION_INDEX = "JOB_COMPLETION_INDEX"
+TRAINER_NUM_WORKERS = "TRAINER_NUM_WORKERS"
+TRAINER_JOB_NAME = "TRAINER_JOB_NAME"
+TRAINER_SERVICE = "TRAINER_SERVICE"
+TRAINER_PORT = "TRAINER_PORT"
+TRAINER_JOB_UID = "TRAINER_JOB_UID"
+AIP_MODEL_DIR = "AIP_MODEL_DIR"
+AIP_CHECKPOINT_DIR = "AIP_CHECKPOINT_DIR"
+AIP_TENSORBOARD_LOG_DIR = "AIP_TENSORBOARD_LOG_DIR"
+STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"
+
+NAMES = (TF_CONFIG, CLUSTER_SPEC, JOB_COMPLETION_INDEX, TRAINER_NUM_WORKERS, TRAINER_JOB_NAME,
+         TRAINER_SERVICE, TRAINER_PORT, TRAINER_JOB_UID, AIP_MODEL_DIR, AIP_CHECKPOINT_DIR,
+         AIP_TENSORBOARD_LOG_DIR, STORAGE_EMULATOR_HOST)
+
+
+class Environment(Mapping[str, str]):
+  """The honoured variables that are set, frozen when read; a read-only mapping.
+
+  A mapping, so parsers take `env[NAME]` and `env.get(NAME)` alike from
+  `read()` and from a test's dict; the properties are the typed views.
+  """
+
+  def __init__(self, values: Mapping[str, str]):
+    self._values = {name: values[name] for name in NAMES if name in values}
+
+  def __getitem__(self, name: str) -> str:
+    return self._values[name]
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._values)
+
+  def __len__(self) -> int:
+    return len(self._values)
+
+  def __repr__(self) -> str:
+    return f"Environment({self._values!r})"
+
+  def _text(self, name: str) -> Optional[str]:
+    return self._values.get(name, "").strip() or None
+
+  @property
+  def worker_index(self) -> Optional[str]:
+    """JOB_COMPLETION_INDEX as set (for the log prefix), None outside an Indexed Job."""
+    return self._text(JOB_COMPLETION_INDEX)
+
+  @property
+  def job_uid(self) -> str:
+    return self._values.get(TRAINER_JOB_UID, "")
+
+  @property
+  def job_name(self) -> str:
+    return self._values.get(TRAINER_JOB_NAME, "")
+
+  @property
+  def storage_emulator_host(self) -> Optional[str]:
+    return self._text(STORAGE_EMULATOR_HOST)
+
+
+def read(values: Optional[Mapping[str, str]] = None) -> Environment:
+  """The honoured variables of `values`, by default of this process's environment, now."""
+  return Environment(os.environ if values is None else values)
+
+
+# Variables the trainer sets for TensorFlow, which reads them itself.
+TF_CPP_MIN_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+
+
+def quiet_tensorflow_logs() -> None:
+  """Keeps TensorFlow's C++ INFO lines out of the log, unless the user chose a level.
+
+  Must run before TensorFlow is imported: its C++ logging reads the variable once.
+  """
+  os.environ.setdefault(TF_CPP_MIN_LOG_LEVEL, "1")
+
+
+def export_tf_config(tf_config: str) -> None:
+  """Sets TF_CONFIG for TensorFlow's cluster resolver (MultiWorkerMirroredStrategy reads it)."""
+  os.environ[TF_CONFIG] = tf_config

@@ -1,0 +1,14 @@
+"""Training: the run from a configuration to an export, under any tf.distribute strategy.
+
+  train        run(config, strategy=None, datasets=None): preflight, the run plan, the lock
+  loop         the training loop: epochs, evaluation, the chief's export, in order
+  steps        the compiled train / eval / barrier functions
+  checkpoints  saving, and restoring the newest intact checkpoint
+  preemption   SIGTERM as a request to checkpoint at a common step
+  metrics      loss / accuracy / confusion sums across replicas
+  optimizer    the optimizer and its weight decay
+  schedule     the learning-rate schedule
+
+May import: trainer.telemetry, trainer.storage.api, trainer.data.pipeline, trainer.cluster,
+trainer.models, trainer.config, trainer.errors, trainer.environment.
+"""
