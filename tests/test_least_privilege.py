@@ -1,7 +1,7 @@
-"""Each workload has its own identity with the least access, and README's gcloud commands grant exactly that.
+"""Each workload has its own identity with the least access, and the docs' gcloud commands grant exactly that.
 
-No Google Cloud project runs here, so the commands of README's "Running on
-Kubernetes" step 2 are parsed and compared with the manifests: every
+No Google Cloud project runs here, so the commands of docs/kubernetes.md's
+"Set-up on GKE" step 2 are parsed and compared with the manifests: every
 Kubernetes service account's Google service account is created and bound for
 Workload Identity, only the trainer can write, and the readers' IAM
 conditions name the prefixes of the ConfigMap's paths.
@@ -18,7 +18,7 @@ import yaml
 from conftest import REPO
 
 K8S = os.path.join(REPO, "k8s")
-README = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+KUBERNETES_DOC = open(os.path.join(REPO, "docs", "kubernetes.md"), encoding="utf-8").read()
 WI_ANNOTATION = "iam.gke.io/gcp-service-account"
 # https://cloud.google.com/iam/docs/conditions-attribute-reference: resource.name
 # of an object, and the API attribute carrying the prefix of a list request.
@@ -65,8 +65,8 @@ def _gcs_prefix(url):
 
 
 def _readme_commands():
-  """The gcloud commands of README's Kubernetes walkthrough, each as an argv list."""
-  section = README[README.index("## Running on Kubernetes"):]
+  """The gcloud commands of docs/kubernetes.md's GKE walkthrough, each as an argv list."""
+  section = KUBERNETES_DOC[KUBERNETES_DOC.index("## Set-up on GKE"):]
   block = re.search(r"```bash\n(.*?)\n```", section, re.S).group(1)
   commands = []
   for line in block.replace("\\\n", " ").splitlines():
@@ -201,5 +201,5 @@ def test_readme_names_the_client_label_the_policy_uses():
   (policy,) = [d for _, d in _docs() if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "tf-serving"]
   (peer,) = [p for rule in policy["spec"]["ingress"] for p in rule["from"]]
   ((key, value),) = peer["podSelector"]["matchLabels"].items()
-  assert f'`{key}: "{value}"`' in README
-  assert "HandleReloadConfigRequest" in README and "Prometheus" in README
+  assert f'`{key}: "{value}"`' in KUBERNETES_DOC
+  assert "HandleReloadConfigRequest" in KUBERNETES_DOC and "Prometheus" in KUBERNETES_DOC
