@@ -12,7 +12,7 @@ prints its test accuracy after every epoch and at the end.
 This is how the default preset's epochs and learning rate were chosen: the
 fewest epochs whose final accuracy matches the tutorial's 10-epoch figure on
 the same images (bench/end_to_end.py prints it; 0.750 on the AVX-512 machine
-of README's Performance section). In-memory arrays: the timings printed are
+of docs/performance.md). In-memory arrays: the timings printed are
 not the real input path's, which bench/end_to_end.py measures.
 """
 

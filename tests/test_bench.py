@@ -1,4 +1,4 @@
-"""The end-to-end benchmark runs from a checkout and reports what README quotes.
+"""The end-to-end benchmark runs from a checkout and reports what docs/performance.md quotes.
 
 The figures themselves are measured by `python bench/end_to_end.py`, never
 asserted here (timings in tests are noise); this only keeps the benchmark

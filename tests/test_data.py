@@ -379,7 +379,7 @@ def test_fashion_mnist_loads_with_its_class_names(tmp_path):
 
 
 def test_a_resumed_run_shuffles_afresh_and_a_fresh_run_as_before():
-  """README: a resumed epoch draws a fresh shuffle, not a replay of the first run's first steps."""
+  """docs/data.md: a resumed epoch draws a fresh shuffle, not a replay of the first run's first steps."""
   assert data.shuffle_seed(42, 1, 0) == 43  # a fresh run: --seed plus the pipeline, as always
   seeds = {data.shuffle_seed(42, pipeline, step) for pipeline in (0, 1) for step in (0, 250, 500)}
   assert len(seeds) == 6

@@ -6,8 +6,8 @@ does, from the manifest's own podFailurePolicy, backoffLimitPerIndex,
 maxFailedIndexes, podReplacementPolicy and grace period. The pods are the
 real trainer (tests/k8s_harness.py: the manifest's command, environment and
 DNS names, each pod in its own network namespace). Only the back-off delays
-are scaled (10 s -> 0.1 s). The outcome each scenario asserts is what README's
-"Fault tolerance: what is promised" states.
+are scaled (10 s -> 0.1 s). The outcome each scenario asserts is what docs/fault-tolerance.md
+promises.
 
 These need root and iproute2 (network namespaces); under CI=true a skip
 fails the run (tests/no_skips_in_ci.py).

@@ -1,7 +1,7 @@
 """The Kustomize path: `kubectl apply -k k8s/` (GKE, GPUs) and `-k overlays/cpu-dev` (kind, minikube).
 
 Every overlay is rendered by the real kustomize, never merged by hand: the
-pinned kustomize 4.5.4 (what kubectl 1.24 embeds, the oldest README names;
+pinned kustomize 4.5.4 (what kubectl 1.24 embeds, the oldest docs/kubernetes.md names;
 .ci/run installs it into .tools/), and also `kubectl kustomize` wherever a
 kubectl with Kustomize v5 or later is on PATH, which must render the same
 bytes. The rendered manifests are then checked as the cluster would take
@@ -184,7 +184,7 @@ def test_cpu_dev_has_no_gpu_gke_or_workload_identity_and_keeps_everything_on_its
 
 
 def test_cpu_dev_data_loader_is_valid_and_mounts_the_overlays_claim():
-  """The pod README uses to copy data onto the volume (not in the kustomization)."""
+  """The pod docs/kubernetes.md uses to copy data onto the volume (not in the kustomization)."""
   path = os.path.join(REPO, CPU_DEV, "data-loader.yaml")
   result = validate(path)
   assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
@@ -200,7 +200,7 @@ def test_cpu_dev_data_loader_is_valid_and_mounts_the_overlays_claim():
 def test_cpu_dev_job_trains_two_workers_onto_its_volume(tfds_dir, tmp_path):
   """The rendered overlay's Job under the Job controller: Complete, and the model published on the volume.
 
-  The claim is a local directory holding what README tells the user to copy
+  The claim is a local directory holding what docs/kubernetes.md tells the user to copy
   onto it (prepared TFDS data at /data/tensorflow_datasets); the pods get the
   overlay's own settings, untouched.
   """

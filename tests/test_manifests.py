@@ -130,7 +130,7 @@ DAEMONSET_CPU, DAEMONSET_GIB = 0.7, 1.5
 
 @pytest.mark.parametrize("manifest", ["job.yaml", "tfjob.yaml"])
 def test_trainer_pods_fit_the_smallest_l4_node(manifest):
-  """g2-standard-4: 4 vCPU and 16 GB with one L4, the smallest L4 machine (README, "Machine sizes")."""
+  """g2-standard-4: 4 vCPU and 16 GB with one L4, the smallest L4 machine (docs/kubernetes.md, "Machine sizes")."""
   docs = [d for d in _docs(manifest) if d["kind"] in ("Job", "TFJob")]
   template = (docs[0]["spec"]["template"] if docs[0]["kind"] == "Job"
               else docs[0]["spec"]["tfReplicaSpecs"]["Worker"]["template"])

@@ -1,4 +1,4 @@
-"""What README's fault-tolerance section promises a single process.
+"""What docs/fault-tolerance.md promises a single process.
 
 A kill mid-epoch resumes from the last checkpoint; SIGTERM saves and exits 143,
 and the rerun resumes at that step; SIGTERM after the last step finishes the

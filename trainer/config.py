@@ -4,7 +4,7 @@ A preset is a `TrainConfig` whose fields override the defaults; command-line
 flags then override the preset. The resolved config is written to
 `JOB_DIR/config.json` at start-up, so every run records what it did.
 
-Run commands for each preset (README has the full flag list):
+Run commands for each preset (docs/flags.md has the full flag list):
 
   python -m trainer.task --preset cifar10 --job-dir runs/cifar10
   python -m trainer.task --preset mnist --job-dir runs/mnist
@@ -72,7 +72,7 @@ class TrainConfig:
       "(the folder's name for folder:PATH).")
   # 7, not the tutorial's 10: with batch 64, the learning rate below and
   # cosine decay, 7 epochs end at or above the tutorial's 10-epoch test
-  # accuracy in less than half its wall time (README, Performance:
+  # accuracy in less than half its wall time (docs/performance.md:
   # bench/end_to_end.py).
   epochs: int = _field(7, "Training epochs.")
   batch_size: int = _field(
@@ -81,7 +81,7 @@ class TrainConfig:
       "gets batch_size / replicas.")
   # 1.5e-3, not the tutorial's 1e-3 (Keras's default for Adam, not a tuned
   # value): at batch 64 (2.1e-3 after the sqrt rule) the shorter default
-  # schedule ends about 1 point higher (README, Performance).
+  # schedule ends about 1 point higher (docs/performance.md).
   learning_rate: float = _field(
       1.5e-3,
       "Peak learning rate at --lr-reference-batch images per step; "
@@ -271,7 +271,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The tutorial's model and data, trained faster: 7 epochs instead of 10,
     # Adam at 1.5e-3 (sqrt-scaled to 2.1e-3 at batch 64) with cosine decay, an
     # in-memory tf.data pipeline, several steps per compiled call, XLA where
-    # it helps (README, Performance).
+    # it helps (docs/performance.md).
     "cifar10": {},
     # MNIST converges within a few epochs (>99% test accuracy).
     "mnist": {"dataset": "mnist", "epochs": 5},
@@ -290,7 +290,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # decay shrinks what it computes and not only its scale. No Cutout: it
     # was shown on networks of 11M+ parameters, and smaller networks want
     # weaker augmentation (RandAugment, Cubuk et al. 2020). Evidence and
-    # figures: README, Performance.
+    # figures: docs/performance.md.
     "cifar10-best": {
         "epochs": 40,
         "augment": True,
@@ -309,7 +309,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # In epochs of 50,000 images, 390 steps at batch 128 (the last partial
     # batch is dropped): 32k = 82, 48k = 123, 64k = 164 epochs (63,960 steps).
     # Its CIFAR-10 accuracy has not been measured on these machines
-    # (README, Model choices).
+    # (docs/data.md, "Model choices").
     "cifar10-resnet20": {
         "model": "resnet20",
         "epochs": 164,

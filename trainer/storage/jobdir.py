@@ -1,4 +1,4 @@
-"""The job directory's layout (README documents it), and what a finished job must still hold.
+"""The job directory's layout (README documents it; docs/architecture.md maps the code), and what a finished job must still hold.
 
   JOB_DIR/config.json          the resolved configuration (chief)
   JOB_DIR/metrics.json         final metrics and where the export went (chief, last)

@@ -1,6 +1,7 @@
 """Training: the run from a configuration to an export, under any tf.distribute strategy.
 
-  train        run(config, strategy=None, datasets=None): preflight, the run plan, the lock
+  train        run(config, strategy=None, datasets=None): the plan, the lock, the strategy, the loop
+  plan         what this process does, decided before any strategy: cluster, paths, data, checks
   loop         the training loop: epochs, evaluation, the chief's export, in order
   steps        the compiled train / eval / barrier functions
   checkpoints  saving, and restoring the newest intact checkpoint

@@ -3,7 +3,7 @@
 The peak rate is `TrainConfig.effective_learning_rate()`: --learning-rate
 scaled to the global batch (sqrt by default, the usual rule for Adam).
 Warm-up keeps the first large-batch steps from diverging; cosine decay to 0
-at the last step settles the final epochs (README, Performance). The step
+at the last step settles the final epochs (docs/performance.md). The step
 schedule is the ResNet paper's (He et al. 2015, sec. 4.2): the rate is
 divided by 10 at fixed points of training.
 """
