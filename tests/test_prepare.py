@@ -15,6 +15,7 @@ from conftest import ACCURACY_BAR, REPO, run_cli
 from trainer import config as config_lib
 from trainer.data import pipeline as data
 from trainer import prepare
+from trainer.data import prepared as prepared_lib
 from trainer.data import synthetic
 
 CLASSES = ["daisy", "rose", "tulip", "violet"]
@@ -105,9 +106,9 @@ def test_two_workers_read_disjoint_files_covering_every_example(prepared):
 
 
 def test_default_shards_allow_by_file_sharding_and_grow_with_the_data():
-  assert prepare.default_num_shards(150 * 2**20, 10000) == 32  # CIFAR-10 as PNGs
-  assert prepare.default_num_shards(140 * 2**30, 50000) == 1120  # ImageNet-sized: 128 MiB files
-  assert prepare.default_num_shards(2**20, 20) == 20  # TFDS needs an image per file
+  assert prepared_lib.default_num_shards(150 * 2**20, 10000) == 32  # CIFAR-10 as PNGs
+  assert prepared_lib.default_num_shards(140 * 2**30, 50000) == 1120  # ImageNet-sized: 128 MiB files
+  assert prepared_lib.default_num_shards(2**20, 20) == 20  # TFDS needs an image per file
 
 
 def test_missing_folder_exits_2(tmp_path):
@@ -118,12 +119,12 @@ def test_missing_folder_exits_2(tmp_path):
 
 def test_an_existing_dataset_is_never_overwritten(prepared, capsys):
   root, data_dir, _ = prepared
-  before = sorted(os.listdir(os.path.join(data_dir, "flowers", prepare.VERSION)))
+  before = sorted(os.listdir(os.path.join(data_dir, "flowers", prepared_lib.VERSION)))
   assert prepare.main([f"folder:{root}", "--data-dir", data_dir]) == 2
   err = capsys.readouterr().err.strip().splitlines()[-1]
   assert "already holds a prepared dataset 'flowers'" in err
   assert "pass --name" in err and "or delete" in err
-  assert sorted(os.listdir(os.path.join(data_dir, "flowers", prepare.VERSION))) == before
+  assert sorted(os.listdir(os.path.join(data_dir, "flowers", prepared_lib.VERSION))) == before
 
 
 @pytest.mark.parametrize("args, message", [

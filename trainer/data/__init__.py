@@ -2,6 +2,7 @@
 
   pipeline    the Source a run trains on (TFDS catalog or image folder), sharding, augmentation
   folders     image folders (split/label/*.png|jpg): scanning, checking, decoding
+  prepared    an image folder converted once into a prepared, sharded TFDS dataset
   synthetic   learnable synthetic data, written in TFDS and image-folder form
 
 May import: trainer.storage.api, trainer.config, trainer.errors.
