@@ -86,3 +86,24 @@ def test_exit_codes_reach_the_shell(tfds_dir, tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith("error: unknown dataset 'nope_not_a_dataset'")
   # argparse's own usage errors are exit code 2 as well.
   assert run_cli(["--no-such-flag"]).returncode == 2
+
+
+@pytest.mark.parametrize("after_s", [0.3, 1.5, 3.0])
+def test_sigterm_at_any_point_of_start_up_exits_143(tfds_dir, tmp_path, after_s):
+  """While Python starts, flags are parsed and TensorFlow imports, a SIGTERM (a pod deleted or
+  drained at start) ends the process with the retriable code, never a traceback and exit 1,
+  which a Job's podFailurePolicy would count as a crash. Killed before the handler exists, the
+  process reports the signal itself, which a container runtime also reports as 143."""
+  import signal  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "trainer.task", "--preset", "smoke", "--dataset", "cifar10",
+       "--data-dir", tfds_dir, "--job-dir", str(tmp_path / "job")],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  time.sleep(after_s)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode in (143, -signal.SIGTERM), err[-3000:]
+  assert "Traceback" not in err, err[-3000:]

@@ -89,7 +89,7 @@ def test_a_terminal_shows_a_bar_per_epoch_with_rate_eta_loss_and_the_epoch_summa
   assert "<?, ? images/s]" in raw and re.search(r"<00:0\d, ", raw)
   # On a terminal the bar replaces the per-step lines; other records are unchanged.
   assert not re.search(STEP_LINE, raw)
-  assert "INFO trainer.training.train: Final evaluation on" in raw
+  assert "INFO trainer.training.loop: Final evaluation on" in raw
 
 
 def test_without_a_terminal_the_log_is_todays_lines_with_no_redraws(tfds_dir, tmp_path):

@@ -101,6 +101,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   previous = signal.signal(signal.SIGTERM, _sigterm_before_training)
   try:
     return _main(argv)
+  except errors.Preempted as e:
+    # SIGTERM during start-up (parsing, TensorFlow's import), before the run's own handling:
+    # the retriable exit code, not a traceback and exit 1 that a Job would count as a crash.
+    print(f"error: {e}", file=sys.stderr)
+    return e.exit_code
   finally:
     signal.signal(signal.SIGTERM, previous)
 
