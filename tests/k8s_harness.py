@@ -162,7 +162,8 @@ class IndexedJob:
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
               for v in self.pod_spec.get("volumes", []) if "persistentVolumeClaim" in v}
     self.mounts = {m["mountPath"]: volumes[claims[m["name"]]]
-                   for m in self.container.get("volumeMounts", []) if m["name"] in claims}
+                   for m in self.container.get("volumeMounts", [])
+                   if m["name"] in claims and claims[m["name"]] in volumes}
     for name, values in (settings or {}).items():
       (config_map,) = [c for c in self.config_maps.values() if name in c]
       config_map[name] = values
@@ -172,10 +173,12 @@ class IndexedJob:
     return [f"{self.name}-{index}.{subdomain}", f"{self.name}-{index}"]
 
   def env(self, index: int, pod_name: Optional[str] = None, pod_uid: Optional[str] = None,
-          job_uid: Optional[str] = None) -> dict[str, str]:
+          job_uid: Optional[str] = None, in_container: bool = False) -> dict[str, str]:
     """The container's environment in pod `index` (a fresh pod name and UID by default).
 
     Args:
+      in_container: paths stay as the container sees them (the volume is
+        mounted there); otherwise they map to the volume's local directory.
       pod_name: metadata.name, `JOB-INDEX-xxxxx` (the hostname stays JOB-INDEX).
       pod_uid: metadata.uid.
       job_uid: the Job's UID, the pod label batch.kubernetes.io/controller-uid
@@ -204,7 +207,7 @@ class IndexedJob:
         env[var["name"]] = self.config_maps[ref["configMapKeyRef"]["name"]][ref["configMapKeyRef"]["key"]]
       else:
         raise NotImplementedError(f"env source {ref} is not simulated")
-    return {name: self.local(value) for name, value in env.items()}
+    return env if in_container else {name: self.local(value) for name, value in env.items()}
 
   def local(self, path: str) -> str:
     """A path in the container as the local one it maps to (unchanged if not on a volume)."""
@@ -213,10 +216,19 @@ class IndexedJob:
         return local + path[len(mount.rstrip("/")):]
     return path
 
+  def args(self, env: dict[str, str]) -> list[str]:
+    """The container's args, `$(VAR)`s expanded (the image's ENTRYPOINT comes first)."""
+    return [expand(a, env) for a in self.container.get("args", [])]
+
   def argv(self, index: int, env: Optional[dict[str, str]] = None) -> list[str]:
     command = self.container.get("command") or _entrypoint()
     env = env or self.env(index)
     argv = [expand(a, env) for a in command + self.container.get("args", [])]
+    if argv[:2] == ["tini", "--"]:
+      # The image's init, there because the container's main process is PID 1;
+      # here the pod's process is an ordinary child (tests/test_container.py
+      # runs the image itself).
+      argv = argv[2:]
     # The image's `python` is the venv's here.
     return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
 

@@ -204,7 +204,8 @@ def test_dockerfile_is_hadolint_clean_and_runs_the_trainer_as_non_root():
   assert result.returncode == 0, result.stdout + result.stderr
   text = open(os.path.join(REPO, "Dockerfile"), encoding="utf-8").read()
   entrypoint = re.search(r"^ENTRYPOINT (.*)$", text, re.M).group(1)
-  assert json.loads(entrypoint) == ["python", "-m", "trainer.task"]
+  # tini as PID 1 forwards SIGTERM to the trainer (tests/test_container.py sends it).
+  assert json.loads(entrypoint) == ["tini", "--", "python", "-m", "trainer.task"]
   user = re.findall(r"^USER (\S+)$", text, re.M)[-1]
   assert user.split(":")[0] not in ("root", "0")
   assert re.search(r"^FROM \S+:\S+", text, re.M) and ":latest" not in text
