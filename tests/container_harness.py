@@ -1,7 +1,7 @@
 """Runs the built image as the manifests run it: podman, daemonless, with the pod's settings.
 
 The image is built from the Dockerfile by .ci/build-image (docs/container.md)
-and named by CNN_TRAINER_IMAGE (default `localhost/cnn-trainer:ci-cpu`). What
+and named by CNN_TRAINER_IMAGE (default `localhost/cnn-trainer:0.1.0-cpu`). What
 a container gets is read from the rendered manifest, never written here:
 
 * the image's own ENTRYPOINT (the trainer's manifests give only `args`, the
@@ -34,7 +34,8 @@ from typing import Optional
 from conftest import REPO
 from workers import Worker
 
-IMAGE = os.environ.get("CNN_TRAINER_IMAGE", "localhost/cnn-trainer:ci-cpu")
+# docs/container.md's CPU build with REGISTRY=localhost, what .ci/build-image runs.
+IMAGE = os.environ.get("CNN_TRAINER_IMAGE", "localhost/cnn-trainer:0.1.0-cpu")
 CONTAINERS_CONF = os.path.join(REPO, ".ci", "containers.conf")
 BUILD = "bash .ci/build-image (it installs podman from Debian and builds the CPU image)"
 

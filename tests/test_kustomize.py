@@ -177,7 +177,7 @@ def test_cpu_dev_has_no_gpu_gke_or_workload_identity_and_keeps_everything_on_its
     assert volume["persistentVolumeClaim"]["claimName"] == claim
     (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
     assert mount["mountPath"] == "/data"
-    assert pod["containers"][0]["image"] == "cnn-trainer:dev"
+    assert pod["containers"][0]["image"] == "localhost/cnn-trainer:0.1.0-cpu"  # the CPU image
   job = _one(docs, "Job")["spec"]["template"]["spec"]["containers"][0]
   assert job["resources"] == {"requests": {"cpu": "500m", "memory": "2Gi"},
                               "limits": {"cpu": "2", "memory": "4Gi"}}

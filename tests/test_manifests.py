@@ -210,3 +210,36 @@ def test_dockerfile_is_hadolint_clean_and_runs_the_trainer_as_non_root():
   assert user.split(":")[0] not in ("root", "0")
   assert re.search(r"^FROM \S+:\S+", text, re.M) and ":latest" not in text
   assert os.path.isfile(os.path.join(REPO, ".dockerignore"))
+
+
+def _container_docs() -> str:
+  return open(os.path.join(REPO, "docs", "container.md"), encoding="utf-8").read()
+
+
+def test_ci_builds_the_cpu_image_with_the_docs_own_command():
+  """docs/container.md's CPU build, run by .ci/build-image with podman and REGISTRY=localhost."""
+  docs = _container_docs()
+  builds = re.findall(r"^docker build (.*)$", docs, re.M)
+  assert builds == ['--build-arg EXTRAS=gpu,profile -t "$REGISTRY/cnn-trainer:0.1.0" .',
+                    '--build-arg EXTRAS=profile -t "$REGISTRY/cnn-trainer:0.1.0-cpu" .']
+  pushes = re.findall(r"^docker push (.*)$", docs, re.M)
+  assert pushes == ['"$REGISTRY/cnn-trainer:0.1.0"', '"$REGISTRY/cnn-trainer:0.1.0-cpu"']
+  printed = subprocess.run(["bash", os.path.join(REPO, ".ci", "build-image")], capture_output=True,
+                           text=True, env={**os.environ, "BUILD_IMAGE_PRINT": "1"}, timeout=60,
+                           check=True).stdout.strip()
+  assert printed.startswith("podman build --pull=never ")
+  assert printed.endswith(" " + builds[1])
+  # The tests run what CI built, under the name the cpu-dev overlay pulls.
+  from container_harness import IMAGE  # pylint: disable=import-outside-toplevel
+  assert IMAGE == "localhost/cnn-trainer:0.1.0-cpu" or os.environ.get("CNN_TRAINER_IMAGE")
+  overlay = open(os.path.join(REPO, "overlays", "cpu-dev", "kustomization.yaml"),
+                 encoding="utf-8").read()
+  assert set(re.findall(r"^\s+image: (\S+)", overlay, re.M)) == {"localhost/cnn-trainer:0.1.0-cpu"}
+
+
+def test_the_dockerfile_header_shows_the_docs_build_commands():
+  text = open(os.path.join(REPO, "Dockerfile"), encoding="utf-8").read()
+  for extras, tag in (("", "REGISTRY/cnn-trainer:0.1.0 "), ("--build-arg EXTRAS=profile ",
+                                                             "REGISTRY/cnn-trainer:0.1.0-cpu ")):
+    assert re.search(rf"^#\s+docker build {re.escape(extras)}-t {re.escape(tag)}\.", text, re.M)
+  assert re.search(r"^ARG EXTRAS=gpu,profile$", text, re.M)
