@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import typing
@@ -136,8 +137,20 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
 
 def main_entry() -> None:
-  """The `cnn-trainer` console script."""
-  sys.exit(main())
+  """The `cnn-trainer` console script and `python -m trainer.task`: exits as soon as main returns.
+
+  Everything a run writes is durable by then: checkpoints, the export and
+  metrics.json are written synchronously and TensorBoard's writers closed by
+  the loop. An ordinary interpreter shutdown would still spend seconds
+  tearing down TensorFlow's runtime and tf.data's threads (2.5-4 s after a
+  SIGTERM mid-epoch on 50,000 images here, 13-18 s on a loaded machine), out
+  of a pod's grace period; os._exit skips it (bench/sigterm_exit.py).
+  """
+  code = main()
+  logging.shutdown()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

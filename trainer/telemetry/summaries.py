@@ -89,3 +89,8 @@ class Summaries:
   def flush(self) -> None:
     self._train.flush()
     self._eval.flush()
+
+  def close(self) -> None:
+    """Flushes and closes both writers: what was logged is on disk before the process exits."""
+    self._train.close()
+    self._eval.close()

@@ -148,6 +148,8 @@ class Loop:
       with self.sigterm:
         return self._run(epoch, step)
     finally:
+      if self.summaries:
+        self.summaries.close()  # TensorBoard's events durable, whatever ends the run
       distribution.remove_worker_dir(cluster, self.write_dir)
 
   def _run(self, epoch: int, step: int) -> dict[str, Any]:
