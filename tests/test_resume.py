@@ -12,6 +12,7 @@ matters; their stderr is read by a thread, and every wait has a timeout.
 """
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -45,6 +46,19 @@ def _args(tfds_dir, job_dir, epochs=2):
 def _trainer(args) -> Worker:
   return Worker("trainer", [sys.executable, "-m", "trainer.task", *args],
                 {**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _scalars(log_dir, tag):
+  """(step, value) of every `tag` scalar in a TensorBoard run directory."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  points = []
+  for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+    for record in tf.data.TFRecordDataset(path):
+      event = event_pb2.Event.FromString(record.numpy())
+      points += [(event.step, float(tf.make_ndarray(v.tensor)))
+                 for v in event.summary.value if v.tag == tag]
+  return points
 
 
 def _metrics(job_dir):
@@ -90,6 +104,10 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step(la
   step = int(re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{SPE}", run.log).group(1))
   assert 5 <= step < SPE
   assert latest_checkpoint(job_dir) == f"ckpt-{SPE + step}"
+  # The process exits at once (os._exit), after closing TensorBoard's writers: every loss
+  # logged before the signal (every 5 steps) is on disk.
+  logged = [s for s, _ in _scalars(os.path.join(job_dir, "logs", "train"), "loss")]
+  assert max(logged) == SPE + step // 5 * 5, (logged[-3:], step)
 
   rerun = _trainer(_args(large_tfds_dir, job_dir))
   assert rerun.wait(300) == 0, rerun.log[-3000:]
