@@ -78,7 +78,6 @@ class Loop:
     self.source = plan.source
     self.info = plan.source.info
     self.paths: jobdir.Paths = plan.paths
-    paths, cluster, steps_per_epoch = plan.paths, plan.cluster, plan.steps_per_epoch
     self.steps_per_epoch = plan.steps_per_epoch
     self.global_batch = config.batch_size
     self.sigterm = preemption.SigtermWatch()
@@ -99,22 +98,22 @@ class Loop:
     with strategy.scope():
       self.model = model_lib.create_model(config.model, self.info.image_shape,
                                           self.info.num_classes, config.mixed_precision)
-      self.optimizer = optimizer_lib.create(config, steps_per_epoch,
+      self.optimizer = optimizer_lib.create(config, plan.steps_per_epoch,
                                             self.model.trainable_variables)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
       self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step")
       self.train_sums = metrics_lib.Sums(self.info.num_classes, confusion=False)
       self.eval_sums = metrics_lib.Sums(self.info.num_classes, confusion=True)
     self.checkpoints = checkpoints.Checkpoints(
-        paths.checkpoints, config.keep_checkpoints, cluster.is_chief, model=self.model,
+        plan.paths.checkpoints, config.keep_checkpoints, plan.cluster.is_chief, model=self.model,
         optimizer=self.optimizer, epoch=self.epoch, epoch_step=self.epoch_step)
     eval_data = strategy.distribute_datasets_from_function(
         lambda ctx: data_lib.eval_dataset(self.source, self.config, ctx), _DEVICE_PREFETCH)
     self.steps = steps_lib.build(self.model, self.optimizer, strategy, config,
                                  self.info.num_classes, self.train_sums, self.eval_sums, eval_data)
     self.xla = self.steps.xla
-    self.progress = progress_lib.create(config.progress, cluster.is_chief, log, config.epochs,
-                                        steps_per_epoch, self.global_batch)
+    self.progress = progress_lib.create(config.progress, plan.cluster.is_chief, log,
+                                        config.epochs, plan.steps_per_epoch, self.global_batch)
 
   # ------------------------------------------------------------ the run
 
