@@ -190,7 +190,12 @@ def test_cpu_dev_data_loader_is_valid_and_mounts_the_overlays_claim():
   result = validate(path)
   assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
   with open(path, encoding="utf-8") as f:
-    (pod,) = _docs(f.read())
+    docs = _docs(f.read())
+  pod = _one(docs, "Pod")
+  # Its own deny-all ingress policy: `kubectl cp` goes through the API server, not the pod network.
+  policy = _one(docs, "NetworkPolicy")
+  assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+  assert policy["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in policy["spec"]
   claim = _one(_docs(render(REPO, CPU_DEV)), "PersistentVolumeClaim")["metadata"]["name"]
   assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
   with open(os.path.join(REPO, CPU_DEV, "kustomization.yaml"), encoding="utf-8") as f:
