@@ -106,8 +106,15 @@ def test_tensorboard_refuses_connections_to_the_pods_address(tensorboard):
 # --- k8s/network-policy-check.yaml ---------------------------------------------
 
 def _check():
-  (job,) = _docs("network-policy-check.yaml")
+  (job,) = [d for d in _docs("network-policy-check.yaml") if d["kind"] == "Job"]
   return job
+
+
+def test_nothing_may_connect_to_the_check_pod():
+  (policy,) = [d for d in _docs("network-policy-check.yaml") if d["kind"] == "NetworkPolicy"]
+  labels = _check()["spec"]["template"]["metadata"]["labels"]
+  assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+  assert policy["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in policy["spec"]
 
 
 def _run_check(targets, timeout_s=1.0):
