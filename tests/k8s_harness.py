@@ -28,8 +28,11 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from typing import Optional
 
@@ -257,40 +260,59 @@ class IndexedJob:
 
 
 class ServingDeployment:
-  """k8s/serving.yaml's TF Serving container, run as the kubelet would run it.
+  """k8s/serving.yaml's pod, its containers run as the kubelet would run them.
 
-  The container's own command and args start the TF Serving stand-in
-  (tests/standins/tfserving), which parses them as tensorflow_model_server
-  does. The ConfigMap's files are written where the pod would mount them, and
-  `edit_config` updates them as the kubelet does after `kubectl apply`.
+  The `tf-serving` container's own command and args start the TF Serving
+  stand-in (tests/standins/tfserving), which parses them as
+  tensorflow_model_server does; `start_proxy` runs the `proxy` container's
+  command in the real nginx (Debian's), on the nginx.conf of the ConfigMap it
+  mounts. The ConfigMaps' files are written where the pod would mount them,
+  and `edit_config` updates them as the kubelet does after `kubectl apply`.
   What is mapped, and why:
-  * mount paths and gs://BUCKET/ base paths -> local folders (no root file
-    system of our own, no GCS for TensorFlow here);
-  * the container ports -> free ports on 127.0.0.1, because every test
-    shares one network namespace. Probes resolve the manifest's named ports
-    through that map.
+  * each volume -> one local folder, shared by every container that mounts
+    it (as the pod's emptyDir is); a mount path -> its volume's folder (no
+    root file system of our own); gs://BUCKET/ base paths -> a local folder
+    (no GCS for TensorFlow here);
+  * every listening port -> a free port on 127.0.0.1, because every test
+    shares one network namespace: the manifest's container ports and the
+    ports in nginx.conf (`listen`, `proxy_pass`). Probes resolve the
+    manifest's named ports through that map.
   """
+
+  SERVER, PROXY = "tf-serving", "proxy"
 
   def __init__(self, path: str, tmpdir: str):
     with open(path, encoding="utf-8") as f:
       docs = [d for d in yaml.safe_load_all(f) if d]
     self.config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
     (self.deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    pod = self.deployment["spec"]["template"]["spec"]
-    (self.container,) = pod["containers"]
+    self.pod = self.deployment["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in self.pod["containers"]}
+    self.container = containers[self.SERVER]
+    self.proxy_container = containers.get(self.PROXY)
+    self.tmpdir = tmpdir
     self.bucket = os.path.join(tmpdir, "bucket")
     os.makedirs(self.bucket)
-    self.mounts: dict[str, str] = {}  # mountPath -> local folder
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    for mount in self.container.get("volumeMounts", []):
-      local = os.path.join(tmpdir, "mounts", mount["mountPath"].strip("/"))
-      os.makedirs(local, exist_ok=True)
-      self.mounts[mount["mountPath"]] = local
-      source = volumes[mount["name"]].get("configMap")
+    # A short root: a Unix socket's path must fit in 107 bytes (sun_path).
+    self.root = tempfile.mkdtemp(prefix="pod", dir="/tmp")
+    os.chmod(self.root, 0o755)  # mkdtemp's 0700 would keep the proxy's user out
+    self.volumes: dict[str, str] = {}  # volume name -> local folder
+    for volume in self.pod["volumes"]:
+      local = os.path.join(self.root, volume["name"])
+      os.makedirs(local)
+      os.chmod(local, 0o777)  # the emptyDir is the pod user's; here the proxy's user writes it
+      self.volumes[volume["name"]] = local
+      source = volume.get("configMap")
       for name, text in (self.config_maps[source["name"]] if source else {}).items():
         self._write(os.path.join(local, name), text)
-    self.ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
+    self.mounts = self._mounts(self.container)  # mountPath -> local folder, for the server
+    self.ports = {p["name"]: p["containerPort"] for c in self.pod["containers"] for p in c.get("ports", [])}
+    self.port_map: dict[int, int] = {}  # a port of the pod -> the local one
     self.server = None
+    self.proxy: Optional[subprocess.Popen] = None
+
+  def _mounts(self, container: dict) -> dict[str, str]:
+    return {m["mountPath"]: self.volumes[m["name"]] for m in container.get("volumeMounts", [])}
 
   @staticmethod
   def _write(path: str, text: str) -> None:
@@ -299,11 +321,11 @@ class ServingDeployment:
       f.write(text)
     os.replace(path + ".tmp", path)
 
-  def local(self, path: str) -> str:
-    """A path in the container (or a gs://BUCKET/ URI) as the local file it maps to."""
+  def local(self, path: str, mounts: Optional[dict[str, str]] = None) -> str:
+    """A path in a container (the server's by default), or a gs://BUCKET/ URI, as the local file it maps to."""
     if path.startswith("gs://"):
       return os.path.join(self.bucket, path[len("gs://"):].split("/", 1)[1])
-    for mount, local in self.mounts.items():
+    for mount, local in (self.mounts if mounts is None else mounts).items():
       if path == mount or path.startswith(mount + "/"):
         return local + path[len(mount):]
     return path
@@ -317,32 +339,36 @@ class ServingDeployment:
       args.append(f"{name}={self.local(value)}" if eq and value.startswith("/") else arg)
     return args
 
+  def _free_port(self, port: int) -> int:
+    if port not in self.port_map:
+      with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        self.port_map[port] = s.getsockname()[1]
+    return self.port_map[port]
+
   def start(self):
     """Starts the server (on a thread, as the container starts); returns it."""
     from standins.tfserving import ModelServer  # pylint: disable=import-outside-toplevel
+    from standins.tfserving import flags as flags_lib  # pylint: disable=import-outside-toplevel
+    flags = flags_lib.parse(self.argv())
+    ports = [p for p in (flags.port, flags.rest_api_port) if p]
     self.server = ModelServer(self.argv(), local_path=self.local,
-                              port_map={port: 0 for port in self.ports.values()})
+                              port_map={port: self._free_port(port) for port in ports})
     return self.server.start()
 
   def local_port(self, port) -> Optional[int]:
-    """The local port a manifest port (a name or a number) maps to; None if closed."""
+    """The local port a manifest port (a name or a number) maps to."""
     number = self.ports.get(port, port)
-    if number == self.server.flags.port:
-      return self.server.grpc_port
-    if number == self.server.flags.rest_api_port:
-      return self.server.rest_port
-    raise AssertionError(f"port {port} is neither --port nor --rest_api_port")
+    assert number in self.port_map, f"port {port} is not one the pod listens on"
+    return self.port_map[number]
 
-  def probe(self, kind: str) -> bool:
-    """Runs the container's startupProbe / readinessProbe / livenessProbe once."""
-    import socket  # pylint: disable=import-outside-toplevel
+  def probe(self, kind: str, container: Optional[str] = None) -> bool:
+    """Runs a container's (the server's by default) startupProbe / readinessProbe / livenessProbe once."""
     import urllib.error  # pylint: disable=import-outside-toplevel
     import urllib.request  # pylint: disable=import-outside-toplevel
-    spec = self.container[f"{kind}Probe"]
+    spec = (self.proxy_container if container == self.PROXY else self.container)[f"{kind}Probe"]
     if "httpGet" in spec:
       port = self.local_port(spec["httpGet"]["port"])
-      if port is None:
-        return False
       try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{spec['httpGet']['path']}",
                                     timeout=spec.get("timeoutSeconds", 1)) as response:
@@ -350,13 +376,98 @@ class ServingDeployment:
       except (urllib.error.URLError, OSError):
         return False
     port = self.local_port(spec["tcpSocket"]["port"])
-    if port is None:
-      return False
     try:
       socket.create_connection(("127.0.0.1", port), timeout=spec.get("timeoutSeconds", 1)).close()
       return True
     except OSError:
       return False
+
+  # --- The proxy container -----------------------------------------------------
+
+  def proxy_config(self) -> str:
+    """The proxy's nginx.conf, from its ConfigMap as mounted, with ports and paths mapped.
+
+    Every `listen` (an address becomes 127.0.0.1; the port a free one),
+    every `proxy_pass` to 127.0.0.1 (the port the server's REST API got) and
+    every absolute path (through the proxy container's mounts) is mapped;
+    anything else stays as shipped. A listen or path this cannot map fails
+    the test rather than run a config that differs from the manifest's.
+    """
+    command = self.proxy_container["command"]
+    conf_path = command[command.index("-c") + 1]
+    mounts = self._mounts(self.proxy_container)
+    with open(self.local(conf_path, mounts), encoding="utf-8") as f:
+      text = f.read()
+
+    def listen(match):
+      address, port = match.group(2) or "", int(match.group(3))
+      assert address in ("", "127.0.0.1:"), f"nginx listens on {address}{port}: only all or loopback are mapped"
+      return f"{match.group(1)}127.0.0.1:{self._free_port(port)}"
+
+    text, listens = re.subn(r"(\blisten\s+)((?:127\.0\.0\.1:)?)(\d+)", listen, text)
+    assert listens, "nginx.conf listens on nothing"
+    text = re.sub(r"(http://127\.0\.0\.1:)(\d+)", lambda m: m.group(1) + str(self._free_port(int(m.group(2)))),
+                  text)
+
+    def path(match):
+      local = self.local(match.group(2), mounts)
+      assert local != match.group(2), f"nginx.conf names {match.group(2)}, which the proxy does not mount"
+      return match.group(1) + local
+
+    # Absolute paths: after whitespace, "unix:" or a quote, never inside a URL or regex.
+    text = re.sub(r"((?:^|[\s:'\"])(?<!http:)(?<!https:)(?<!grpc:))(/(?:tmp|run|etc|var)/[^\s;'\"]*)", path,
+                  text, flags=re.M)
+    return text
+
+  def start_proxy(self, timeout: float = 30) -> subprocess.Popen:
+    """Runs the proxy container's command in Debian's nginx, as a non-root user, until its ports answer."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert os.access(nginx, os.X_OK), "nginx is not installed (apt-get install nginx-light)"
+    command = list(self.proxy_container["command"])
+    assert command[0] == "nginx", command
+    mounts = self._mounts(self.proxy_container)
+    conf_index = command.index("-c") + 1
+    conf = os.path.join(self.root, "nginx.conf")
+    with open(conf, "w", encoding="utf-8") as f:
+      f.write(self.proxy_config())
+    command[0], command[conf_index] = nginx, conf
+    user = self.pod["securityContext"]["runAsUser"]
+    group = self.pod["securityContext"]["runAsGroup"]
+    os.chmod(conf, 0o644)
+    if os.geteuid() == 0:
+      # In the pod both containers run as the pod's user, which owns the
+      # server's socket; here the server runs in the test's own process.
+      if self.server and self.server.grpc_socket_path:
+        os.chown(self.server.grpc_socket_path, user, group)
+      kwargs = {"user": user, "group": group, "extra_groups": []}
+    else:
+      kwargs = {}
+    self.proxy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, **kwargs)
+    ports = [self.port_map[p["containerPort"]] for p in self.proxy_container["ports"]]
+    deadline = time.monotonic() + timeout
+    while True:
+      assert self.proxy.poll() is None, f"nginx exited {self.proxy.returncode}: {self.proxy.stdout.read()}"
+      try:
+        for port in ports:
+          socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return self.proxy
+      except OSError:
+        assert time.monotonic() < deadline, f"nginx did not open {ports} in {timeout} s"
+        time.sleep(0.05)
+
+  def proxy_target(self, port_name: str = "grpc") -> str:
+    """host:port of a proxy container port, as a client in the cluster reaches it."""
+    return f"127.0.0.1:{self.local_port(port_name)}"
+
+  def operator_target(self) -> str:
+    """host:port of the proxy's loopback-only listener (what `kubectl port-forward` reaches)."""
+    (port,) = [int(p) for p in re.findall(r"listen\s+127\.0\.0\.1:(\d+)", self._shipped_proxy_config())]
+    return f"127.0.0.1:{self.port_map[port]}"
+
+  def _shipped_proxy_config(self) -> str:
+    (text,) = [d["nginx.conf"] for d in self.config_maps.values() if "nginx.conf" in d]
+    return text
 
   def read_config(self, name: str) -> str:
     with open(os.path.join(self.mounts_of(name), name), encoding="utf-8") as f:
@@ -371,5 +482,13 @@ class ServingDeployment:
     self._write(os.path.join(self.mounts_of(name), name), text)
 
   def stop(self) -> None:
+    if self.proxy and self.proxy.poll() is None:
+      self.proxy.terminate()
+      try:
+        self.proxy.wait(10)
+      except subprocess.TimeoutExpired:
+        self.proxy.kill()
+        self.proxy.wait()
     if self.server:
       self.server.stop()
+    shutil.rmtree(self.root, ignore_errors=True)

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import time
-import urllib.request
 
 import pytest
 import yaml
@@ -23,7 +22,6 @@ import yaml
 from conftest import NUM_TEST, REPO, latest_checkpoint
 from container_harness import Container, Network, missing, run_options
 from k8s_harness import IndexedJob, expand
-from ports import free_port
 from standins.job_controller import JobController
 from test_kustomize import CPU_DEV, render
 
@@ -170,9 +168,22 @@ def test_sigterm_at_container_start_is_honoured_at_once(
     container.kill()
 
 
+def _inside(container: Container, url: str) -> str:
+  """GET `url` from inside the container's network namespace, where `kubectl port-forward`
+  connects; the image's Python, as the Deployment's exec probes use it."""
+  from container_harness import podman  # pylint: disable=import-outside-toplevel
+  code = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode())"
+  result = podman("exec", container.container_name, "python", "-c", code, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result.stdout
+
+
 def test_tensorboard_deployment_answers_on_its_port_with_the_profile_plugin(
     rendered, network, tmp_path):
+  """The Deployment's command, args and exec probes in the image: TensorBoard on the pod's
+  loopback (what port-forward reaches), with the Profile plugin, reading the run on the volume."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from container_harness import podman  # pylint: disable=import-outside-toplevel
   (deployment,) = [d for d in rendered if d["kind"] == "Deployment"]
   config_maps = {d["metadata"]["name"]: d["data"] for d in rendered if d["kind"] == "ConfigMap"}
   pod_spec = deployment["spec"]["template"]["spec"]
@@ -186,35 +197,26 @@ def test_tensorboard_deployment_answers_on_its_port_with_the_profile_plugin(
   logs = volume / os.path.relpath(env["JOB_DIR"], "/data") / "logs" / "train"
   with tf.summary.create_file_writer(str(logs)).as_default():
     tf.summary.scalar("loss", 1.0, step=1)
-  port = free_port()
-  (container_port,) = [p["containerPort"] for p in board["ports"]]
-  options = run_options(pod_spec, board, {CLAIM: str(volume)})
-  options += ["--network", network.name, "--publish", f"127.0.0.1:{port}:{container_port}"]
+  options = run_options(pod_spec, board, {CLAIM: str(volume)}) + ["--network", network.name]
   server = Container("tensorboard", options, env, [expand(a, env) for a in board["args"]],
                      entrypoint=board["command"])
+  port = next(a.split("=", 1)[1] for a in board["args"] if a.startswith("--port="))
+  base = f"http://127.0.0.1:{port}"
   try:
-    deadline, listing = time.time() + 90, None
-    while time.time() < deadline and listing is None:
-      try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugins_listing",
-                                    timeout=5) as response:
-          listing = json.load(response)
-      except OSError:
-        assert server.exited_at is None, server.log[-3000:]
-        time.sleep(1)
-    assert listing is not None, server.log[-3000:]
-    assert "profile" in listing and "scalars" in listing
-    probe = board["readinessProbe"]["httpGet"]["path"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=5) as response:
-      assert response.status == 200
-    deadline = time.time() + 60
-    while time.time() < deadline:
-      with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as response:
-        if "train" in json.load(response):
-          break
+    server.wait_running()
+    probe = board["readinessProbe"]["exec"]["command"]
+    deadline = time.time() + 90
+    while podman("exec", server.container_name, *probe, check=False).returncode != 0:
+      assert server.exited_at is None and time.time() < deadline, server.log[-3000:]
       time.sleep(1)
-    else:
-      raise AssertionError("TensorBoard never listed the run on the volume")
+    liveness = board["livenessProbe"]["exec"]["command"]
+    assert podman("exec", server.container_name, *liveness, check=False).returncode == 0
+    listing = json.loads(_inside(server, f"{base}/data/plugins_listing"))
+    assert "profile" in listing and "scalars" in listing
+    deadline = time.time() + 60
+    while "train" not in json.loads(_inside(server, f"{base}/data/runs")):
+      assert time.time() < deadline, "TensorBoard never listed the run on the volume"
+      time.sleep(1)
     sent = server.signal(signal.SIGTERM)
     assert server.wait(30) in (0, 143) and server.exited_at - sent < 10, server.log[-3000:]
   finally:

@@ -154,8 +154,9 @@ def test_gke_settings_image_and_identities_reach_every_reference(tmp_path):
   docs = _docs(text)
   images = {c["image"] for d in docs if d["kind"] in ("Job", "Deployment")
             for c in d["spec"]["template"]["spec"]["containers"]}
-  assert images == {image, _one(_plain("serving.yaml"), "Deployment")["spec"]["template"]["spec"]
-                    ["containers"][0]["image"]}
+  # TF Serving's and its proxy's images are fixed releases, not the trainer's.
+  assert images == {image} | {c["image"] for c in _one(_plain("serving.yaml"), "Deployment")["spec"]["template"]
+                              ["spec"]["containers"]}
   assert "PROJECT_ID" not in text and "REGISTRY" not in text
   (new,) = _generated_settings(docs)
   assert new["data"]["JOB_DIR"] == "gs://my-bucket/cnn-trainer/cifar10"
@@ -189,7 +190,12 @@ def test_cpu_dev_data_loader_is_valid_and_mounts_the_overlays_claim():
   result = validate(path)
   assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
   with open(path, encoding="utf-8") as f:
-    (pod,) = _docs(f.read())
+    docs = _docs(f.read())
+  pod = _one(docs, "Pod")
+  # Its own deny-all ingress policy: `kubectl cp` goes through the API server, not the pod network.
+  policy = _one(docs, "NetworkPolicy")
+  assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+  assert policy["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in policy["spec"]
   claim = _one(_docs(render(REPO, CPU_DEV)), "PersistentVolumeClaim")["metadata"]["name"]
   assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
   with open(os.path.join(REPO, CPU_DEV, "kustomization.yaml"), encoding="utf-8") as f:
@@ -221,3 +227,35 @@ def test_cpu_dev_job_trains_two_workers_onto_its_volume(tfds_dir, tmp_path):
     network.close()
   assert os.path.isfile(volume / "cnn-trainer" / "cifar10" / "metrics.json")
   assert os.path.isfile(volume / "models" / "cifar10" / "1" / "saved_model.pb")
+
+
+@pytest.mark.parametrize("overlay", [GKE, CPU_DEV])
+def test_every_object_lives_in_one_restricted_namespace_set_in_one_place(overlay, tmp_path):
+  """`namespace:` in the overlay's kustomization.yaml moves every object, the Namespace itself included."""
+  def namespaces(docs):
+    (namespace,) = [d for d in docs if d["kind"] == "Namespace"]
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+      assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", mode
+    return namespace["metadata"]["name"], {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+
+  with open(os.path.join(REPO, overlay, "kustomization.yaml"), encoding="utf-8") as f:
+    setting = yaml.safe_load(f)["namespace"]
+  assert namespaces(_docs(render(REPO, overlay))) == (setting, {setting})
+  root = _copy_tree(tmp_path)
+  for part in (GKE, CPU_DEV):  # the overlay builds on k8s/, whose setting it overrides
+    _edit(os.path.join(root, part, "kustomization.yaml"), f"\nnamespace: {setting}\n", "\nnamespace: ml-team\n")
+  assert namespaces(_docs(render(root, overlay))) == ("ml-team", {"ml-team"})
+
+
+def test_plain_manifests_name_the_kustomize_namespace():
+  """`kubectl apply -f k8s/job.yaml` (no Kustomize) lands in the same namespace as `-k k8s/`."""
+  with open(os.path.join(REPO, GKE, "kustomization.yaml"), encoding="utf-8") as f:
+    setting = yaml.safe_load(f)["namespace"]
+  paths = [os.path.join(REPO, "k8s", n) for n in ("job.yaml", "tensorboard.yaml", "serving.yaml", "tfjob.yaml")]
+  paths += [os.path.join(REPO, CPU_DEV, n) for n in ("data-volume.yaml", "data-loader.yaml")]
+  for path in paths:
+    with open(path, encoding="utf-8") as f:
+      for doc in _docs(f.read()):
+        assert doc["metadata"].get("namespace") == setting, f"{path}: {doc['kind']} {doc['metadata']['name']}"
+  assert _one(_plain("namespace.yaml"), "Namespace")["metadata"]["name"] == setting

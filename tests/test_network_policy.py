@@ -199,12 +199,22 @@ def _pod_template(doc):
 def _pod(doc, index, ip):
   template = _pod_template(doc)
   ports = [p for c in template["spec"]["containers"] for p in c.get("ports", [])]
-  return np_.Pod(f"{doc['metadata']['name']}-{index}", dict(template["metadata"]["labels"]), ip=ip, ports=ports)
+  return np_.Pod(f"{doc['metadata']['name']}-{index}", dict(template["metadata"]["labels"]), ip=ip, ports=ports,
+                 namespace=doc["metadata"]["namespace"])
+
+
+def _namespace(docs):
+  """The one namespace every object of k8s/*.yaml names (k8s/namespace.yaml's)."""
+  (namespace,) = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
+  objects = [d for d in docs if d["kind"] not in ("Namespace", "Kustomization")]
+  assert {d["metadata"].get("namespace") for d in objects} == {namespace}
+  return namespace
 
 
 @pytest.fixture(scope="module")
 def cluster():
   docs = _manifests()
+  namespace = _namespace(docs)
   workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Job", "Deployment", "TFJob")}
   pods = {
       "worker0": _pod(workloads["cnn-trainer"], 0, "10.1.0.10"),
@@ -213,8 +223,12 @@ def cluster():
       "tfjob1": _pod(workloads["cnn-trainer-tfjob"], 1, "10.1.0.21"),
       "serving": _pod(workloads["tf-serving"], 0, "10.1.0.30"),
       "tensorboard": _pod(workloads["cnn-trainer-tensorboard"], 0, "10.1.0.40"),
-      "client": np_.Pod("client", {"cnn-trainer/tf-serving-client": "true"}, ip="10.1.0.50"),
-      "unlabelled": np_.Pod("unlabelled", {}, ip="10.1.0.60"),
+      "client": np_.Pod("client", {"cnn-trainer/tf-serving-client": "true"}, ip="10.1.0.50",
+                        namespace=namespace),
+      "unlabelled": np_.Pod("unlabelled", {}, ip="10.1.0.60", namespace=namespace),
+      # Another team's pods: the policies' podSelectors never match them.
+      "other-client": np_.Pod("other-client", {"cnn-trainer/tf-serving-client": "true"}, ip="10.1.0.70",
+                              namespace="default"),
   }
   policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
   return pods, policies
@@ -242,6 +256,9 @@ NCCL_PORT = 43817  # any ephemeral port: NCCL picks its listening ports at run t
     ("client", "serving", 2222, False),
     ("unlabelled", "serving", 8500, False),
     ("unlabelled", "serving", 8501, False),
+    ("other-client", "serving", 8500, False),  # the label counts only in cnn-trainer's namespace
+    ("serving", "serving", 8502, True),        # TF Serving's own REST port: its pod only (the proxy)
+    ("client", "serving", 8502, False),
     ("worker0", "serving", 8501, False),
     ("client", "tensorboard", 6006, False),
     ("unlabelled", "tensorboard", 6006, False),
@@ -262,7 +279,13 @@ def test_every_workload_is_isolated_for_ingress_and_none_for_egress(cluster):
     assert not np_.isolated(policies, pods[name], "Egress"), name
 
 
-def test_serving_policy_opens_exactly_the_container_ports(cluster):
-  pods, _ = cluster
-  container_ports = {p["containerPort"] for p in pods["serving"].ports}
-  assert container_ports == {8500, 8501}
+def test_serving_policy_opens_exactly_the_proxys_ports(cluster):
+  """Clients reach the proxy's gRPC and REST ports; TF Serving's own REST port stays closed."""
+  pods, policies = cluster
+  (serving,) = [d for d in _manifests() if d["kind"] == "Deployment" and d["metadata"]["name"] == "tf-serving"]
+  containers = {c["name"]: c for c in serving["spec"]["template"]["spec"]["containers"]}
+  proxy_ports = {p["containerPort"] for p in containers["proxy"]["ports"]}
+  assert proxy_ports == {8500, 8501}
+  opened = {port for port in range(8490, 8520)
+            if np_.connection_allowed(policies, pods["client"], pods["serving"], port)}
+  assert opened == proxy_ports

@@ -78,12 +78,18 @@ BatchingParameters, MonitoringConfig = _tf_serving_messages()
 
 @pytest.fixture(scope="module")
 def manifests():
+  """{kind: object} of k8s/serving.yaml; "ConfigMap" is TF Serving's, "ProxyConfigMap" the proxy's."""
   docs = [d for d in yaml.safe_load_all(_read("k8s", "serving.yaml")) if d]
-  return {d["kind"]: d for d in docs}
+  by_kind = {d["kind"]: d for d in docs if d["kind"] != "ConfigMap"}
+  config_maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+  assert set(config_maps) == {"tf-serving-config", "tf-serving-proxy"}
+  return {**by_kind, "ConfigMap": config_maps["tf-serving-config"],
+          "ProxyConfigMap": config_maps["tf-serving-proxy"]}
 
 
-def _container(manifests):
-  (container,) = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+def _container(manifests, name="tf-serving"):
+  (container,) = [c for c in manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+                  if c["name"] == name]
   return container
 
 
@@ -199,18 +205,29 @@ def test_deployment_reads_the_mounted_files(manifests):
   assert "enable_batching" in flags and flags["model_config_file_poll_wait_seconds"] == "60"
   # models.config labels version 1 before it is published (see its comments).
   assert "allow_version_labels_for_unavailable_models" in flags
-  assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
+  # gRPC only on the pod's socket (tests/test_serving_proxy.py); REST on a port the proxy forwards to.
+  assert flags["port"] == "0" and flags["grpc_socket_path"].startswith("/run/tf-serving/")
+  assert flags["rest_api_port"] == "8502"
   ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-  assert ports == {"grpc": 8500, "http": 8501}
+  assert ports == {"model-http": 8502}
+  proxy = _container(manifests, "proxy")
+  assert {p["name"]: p["containerPort"] for p in proxy["ports"]} == {"grpc": 8500, "http": 8501}
+  nginx_conf = manifests["ProxyConfigMap"]["data"]["nginx.conf"]
+  assert f"server unix:{flags['grpc_socket_path']};" in nginx_conf
+  assert nginx_conf.count("proxy_pass http://127.0.0.1:8502;") == 3
+  # The Service reaches the proxy's ports, never TF Serving's own.
   service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in manifests["Service"]["spec"]["ports"]}
   assert service_ports == {"grpc": (8500, "grpc"), "http": (8501, "http")}
   pod_labels = manifests["Deployment"]["spec"]["template"]["metadata"]["labels"]
   assert manifests["Service"]["spec"]["selector"].items() <= pod_labels.items()
-  readiness = container["readinessProbe"]["httpGet"]
-  # Ready when the version `stable` names serves: its metadata, by label.
-  assert readiness["port"] == "http"
-  assert readiness["path"] in {f"/v1/models/{name}/labels/stable/metadata" for name in _published_models()}
-  assert container["livenessProbe"]["tcpSocket"]["port"] == "grpc"
+  # Ready when the version `stable` names serves: its metadata, by label, from
+  # TF Serving directly and through the proxy.
+  stable = {f"/v1/models/{name}/labels/stable/metadata" for name in _published_models()}
+  assert container["readinessProbe"]["httpGet"]["port"] == "model-http"
+  assert container["readinessProbe"]["httpGet"]["path"] in stable
+  assert proxy["readinessProbe"]["httpGet"]["port"] == "http"
+  assert proxy["readinessProbe"]["httpGet"]["path"] in stable
+  assert container["livenessProbe"]["tcpSocket"]["port"] == "model-http"
 
 
 def _declared_specifier(package):
@@ -255,6 +272,6 @@ def test_image_matches_the_serving_api_and_runs_restricted(manifests):
 def test_manifest_passes_strict_schema_validation():
   proc = validate("k8s/serving.yaml", cwd=REPO, timeout=120)
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  for kind in ("configmap/tf-serving-config", "deployment/tf-serving", "service/tf-serving",
+  for kind in ("configmap/tf-serving-config", "configmap/tf-serving-proxy", "deployment/tf-serving", "service/tf-serving",
                "serviceaccount/tf-serving", "networkpolicy/tf-serving", "poddisruptionbudget/tf-serving"):
     assert f"passed for resource {kind}" in proc.stdout + proc.stderr

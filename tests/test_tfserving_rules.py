@@ -290,3 +290,32 @@ def test_reload_config_over_grpc_needs_no_credentials(tmp_path, base):
   finally:
     server.stop()
 
+
+
+def test_grpc_needs_a_port_or_a_socket(tmp_path):
+  """server.cc BuildAndStart: --port=0 turns the TCP listener off; with no socket either, no start."""
+  from standins.tfserving import flags  # pylint: disable=import-outside-toplevel
+  with pytest.raises(flags.FlagError, match="At least one of server_options.grpc_port or "
+                                            "server_options.grpc_socket_path must be set"):
+    flags.parse(["--model_base_path=/m", "--port=0"])
+  assert flags.parse(["--model_base_path=/m", "--port=0", "--grpc_socket_path=/s"]).grpc_socket_path == "/s"
+
+
+def test_grpc_on_a_unix_socket_only(tmp_path, base):
+  """--port=0 --grpc_socket_path: gRPC answers on the socket ("unix:" + path), not on any TCP port."""
+  import grpc  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+  socket_path = str(tmp_path / "grpc.sock")
+  server = _server(tmp_path, _model("cifar10", base), "--port=0", f"--grpc_socket_path={socket_path}")
+  try:
+    assert server.started.wait(30), server.failed
+    assert server.grpc_port is None and server.grpc_target == f"unix:{socket_path}"
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "cifar10"
+    with grpc.insecure_channel(server.grpc_target) as channel:
+      status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=30)
+    assert [s.version for s in status.model_version_status] == [1]
+    assert requests.get(f"{server.rest_url}/v1/models/cifar10", timeout=10).status_code == 200
+  finally:
+    server.stop()

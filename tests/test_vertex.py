@@ -255,7 +255,8 @@ def test_job_specs_are_valid_custom_job_specs_on_the_k8s_gpu(name, replicas):
             pool.machine_spec.accelerator_count) == ("g2-standard-4", "NVIDIA_L4", 1)
     assert not any(a.startswith("--job-dir") for a in pool.container_spec.args)  # AIP_* decide
   assert spec.base_output_directory.output_uri_prefix.startswith("gs://")
-  assert spec.service_account == "cnn-trainer@PROJECT_ID.iam.gserviceaccount.com"
+  # Its own account, writing only under runs/ (tests/test_least_privilege.py).
+  assert spec.service_account == "cnn-trainer-vertex@PROJECT_ID.iam.gserviceaccount.com"
   # The commented-out Vertex AI TensorBoard line is valid once uncommented.
   with open(SPECS[name], encoding="utf-8") as f:
     uncommented = f.read().replace("# tensorboard: ", "tensorboard: ")

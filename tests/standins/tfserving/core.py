@@ -272,6 +272,15 @@ class ServerCore:
       raise ServingError(Code.NOT_FOUND, f"Could not find any versions of model {name}")
     return [(v, h.state, h.error) for v, h in sorted(seen.items(), reverse=True)]
 
+  def config(self) -> Optional[model_server_config_pb2.ModelServerConfig]:
+    """A copy of the config last stored by reload_config (None before the first)."""
+    with self._config_mu:
+      if self._config is None:
+        return None
+      copy = model_server_config_pb2.ModelServerConfig()
+      copy.CopyFrom(self._config)
+      return copy
+
   def labels(self) -> dict[str, dict[str, int]]:
     with self._state_mu:
       return {m: dict(v) for m, v in self._labels.items()}

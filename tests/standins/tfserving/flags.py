@@ -49,7 +49,8 @@ class FlagError(ValueError):
 @dataclasses.dataclass
 class Flags:
   """The flags the stand-in acts on, with main.cc's defaults."""
-  port: int = 8500
+  port: int = 8500  # 0: no gRPC on TCP (then --grpc_socket_path must be set)
+  grpc_socket_path: str = ""  # gRPC on this Unix socket as well, or instead
   rest_api_port: int = 0  # 0: no REST API
   model_config_file: str = ""
   model_config_file_poll_wait_seconds: int = 0  # 0: read once, never re-read
@@ -105,4 +106,8 @@ def parse(argv: Sequence[str]) -> Flags:
     # server.cc, BuildAndStart: the server does not start (main.cc exits -1).
     raise FlagError("Both server_options.model_base_path and server_options.model_config_file "
                     "are empty!")
+  if flags.port == 0 and not flags.grpc_socket_path:
+    # server.cc, BuildAndStart: checked first of all, before any model loads.
+    raise FlagError("At least one of server_options.grpc_port or server_options.grpc_socket_path "
+                    "must be set.")
   return flags

@@ -4,8 +4,8 @@ Sources: model_servers/prediction_service_impl.cc (Predict, GetModelMetadata,
 whose metadata["signature_def"] packs a SignatureDefMap) and
 model_servers/model_service_impl.cc (GetModelStatus, and
 HandleReloadConfigRequest, which has NO authentication: anyone who reaches
-the gRPC port can replace the model config; only mTLS or network policy stop
-them).
+the gRPC port can replace the model config; k8s/serving.yaml therefore
+serves gRPC on a pod-local Unix socket behind a proxy that refuses it).
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ class ModelServer:
     self._grpc: Optional[grpc.Server] = None
     self.rest_port: Optional[int] = None
     self.grpc_port: Optional[int] = None
+    self.grpc_socket_path: Optional[str] = None
     self.started = threading.Event()  # the ports are open
     self.failed: Optional[StartupError] = None
     self._stop = threading.Event()
@@ -92,9 +93,12 @@ class ModelServer:
       self.core.reload_config(config)
     except ServingError as e:
       raise StartupError(f"Failed to start server. Error: {e}") from e
-    self.open_ports(self.port_map.get(self.flags.port, self.flags.port),
-                    self.port_map.get(self.flags.rest_api_port, self.flags.rest_api_port)
-                    if self.flags.rest_api_port else None)
+    # --port=0 is no TCP listener at all (server.cc adds it only if grpc_port != 0),
+    # and the REST API is skipped if its port is 0 or the gRPC port.
+    grpc_port = self.port_map.get(self.flags.port, self.flags.port) if self.flags.port else None
+    rest_port = (self.port_map.get(self.flags.rest_api_port, self.flags.rest_api_port)
+                 if self.flags.rest_api_port and self.flags.rest_api_port != self.flags.port else None)
+    self.open_ports(grpc_port, rest_port, grpc_socket_path=self.flags.grpc_socket_path or None)
     if self.flags.model_config_file and self.flags.model_config_file_poll_wait_seconds > 0:
       def loop():
         while not self._stop.wait(self.flags.model_config_file_poll_wait_seconds):
@@ -132,22 +136,32 @@ class ModelServer:
       log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", e.message)
 
   def open_ports(self, grpc_port: Optional[int], rest_port: Optional[int],
-                 rest_socket: Optional[socket.socket] = None) -> None:
+                 rest_socket: Optional[socket.socket] = None,
+                 grpc_socket_path: Optional[str] = None) -> None:
     """gRPC first, then REST, as BuildAndStart does.
 
     Args:
-      grpc_port: 0 picks a free one, None leaves gRPC off. The server binds
-        with SO_REUSEPORT, so a caller may hold the port with a bound,
-        non-listening SO_REUSEPORT socket until then.
-      rest_port: 0 picks a free one, None leaves REST off.
+      grpc_port: 0 picks a free one, None leaves gRPC off TCP. The server
+        binds with SO_REUSEPORT, so a caller may hold the port with a bound,
+        non-listening SO_REUSEPORT socket until then. (The real server binds
+        0.0.0.0; here 127.0.0.1, as the tests share one network namespace.)
+      rest_port: 0 picks a free one, None leaves REST off. (The real server
+        binds "::", every interface, with no flag to narrow it:
+        util/net_http/server/internal/evhttp_server.cc StartAcceptingRequests.)
       rest_socket: a bound socket that has not called listen(): REST listens
         on it instead of binding rest_port.
+      grpc_socket_path: gRPC on this Unix socket too (--grpc_socket_path,
+        server.cc: "unix:" + the path, as a second listening port).
     """
-    if grpc_port is not None:
+    if grpc_port is not None or grpc_socket_path:
       self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4),
                                options=[("grpc.so_reuseport", 1)])
       grpc_api.add_services(self._grpc, self.core)
-      self.grpc_port = self._grpc.add_insecure_port(f"127.0.0.1:{grpc_port}")
+      if grpc_port is not None:
+        self.grpc_port = self._grpc.add_insecure_port(f"127.0.0.1:{grpc_port}")
+      if grpc_socket_path:
+        self._grpc.add_insecure_port(f"unix:{grpc_socket_path}")
+        self.grpc_socket_path = grpc_socket_path
       self._grpc.start()
     handler = rest.handler_class(self.core)
     if rest_socket is not None:
@@ -170,6 +184,9 @@ class ModelServer:
 
   @property
   def grpc_target(self) -> str:
+    """host:port, or unix:PATH when gRPC listens only on --grpc_socket_path."""
+    if self.grpc_port is None and self.grpc_socket_path:
+      return f"unix:{self.grpc_socket_path}"
     return f"127.0.0.1:{self.grpc_port}"
 
   def stop(self) -> None:
