@@ -11,6 +11,7 @@ Exit codes (trainer/errors.py): 0 done, 1 unexpected failure, 2 bad input,
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import logging
 import os
@@ -90,16 +91,26 @@ def _setup_logging() -> None:
   logging.getLogger("absl").setLevel(logging.WARNING)
 
 
-def _sigterm_before_training(signum, frame):
+def _sigterm_at_start_up(signum, frame):
+  """SIGTERM while flags are parsed, TensorFlow imports and the data is checked: exit now.
+
+  Nothing is held or written yet (the job-dir lock comes later, under
+  trainer/training/train.py's own handler), so there is nothing to save. An
+  exception raised here instead would surface inside whatever import was
+  running, where libraries catch it (numpy turns it into an ImportError), and
+  end in a traceback and exit 1, which a Job counts as a crash.
+  """
   del signum, frame
-  raise errors.Preempted("SIGTERM before training started: nothing to save yet; exiting.")
+  sys.stderr.write("error: SIGTERM before training started: nothing to save yet; exiting.\n")
+  sys.stderr.flush()
+  os._exit(errors.EXIT_PREEMPTED)  # pylint: disable=protected-access
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs the trainer; returns the process exit code."""
   # In a container this process is PID 1, which ignores SIGTERM unless it has
   # a handler. The training loop installs its own, checkpointing, handler.
-  previous = signal.signal(signal.SIGTERM, _sigterm_before_training)
+  previous = signal.signal(signal.SIGTERM, _sigterm_at_start_up)
   try:
     return _main(argv)
   except errors.Preempted as e:
@@ -147,6 +158,9 @@ def main_entry() -> None:
   of a pod's grace period; os._exit skips it (bench/sigterm_exit.py).
   """
   code = main()
+  # atexit's handlers still run (they take milliseconds: autograph deletes its
+  # generated files from TMPDIR); the interpreter's teardown does not.
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
   logging.shutdown()
   sys.stdout.flush()
   sys.stderr.flush()

@@ -19,10 +19,12 @@ checks), the chief's lock on the job directory, the strategy, the loop.
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any, Optional
 
 import tensorflow as tf
 
+from trainer import errors
 from trainer.cluster import distribution
 from trainer.config import TrainConfig
 from trainer.data import pipeline as data_lib
@@ -59,11 +61,16 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
     return {}
   if the_plan.finish_alone:
     strategy = tf.distribute.get_strategy()
-  # Only the chief writes to the job dir, so only it holds the lock; it takes
-  # it before the cluster assembles, so a second training fails fast.
-  lock = (joblock.hold(the_plan.paths.job_dir, config.job_lock_wait_s, env=the_plan.env)
-          if the_plan.cluster.is_chief else None)
+  # From here a SIGTERM must release the lock: an exception unwinds to the
+  # `finally` below (the imports are done, so nothing swallows it), until the
+  # loop's own handler takes over (trainer/training/preemption.py).
+  previous = signal.signal(signal.SIGTERM, _preempted_before_training)
+  lock = None
   try:
+    # Only the chief writes to the job dir, so only it holds the lock; it takes
+    # it before the cluster assembles, so a second training fails fast.
+    lock = (joblock.hold(the_plan.paths.job_dir, config.job_lock_wait_s, env=the_plan.env)
+            if the_plan.cluster.is_chief else None)
     if not strategy:
       distribution.wait_for_chief(the_plan.cluster)
       strategy = distribution.create_strategy(the_plan.cluster, config.collective_timeout_s)
@@ -71,5 +78,11 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
     tf.random.set_seed(config.seed)
     return loop.Loop(config, strategy, the_plan, lock).run()
   finally:
+    signal.signal(signal.SIGTERM, previous)
     if lock:
       lock.release()
+
+
+def _preempted_before_training(signum, frame):
+  del signum, frame
+  raise errors.Preempted("SIGTERM before training started: nothing to save yet; exiting.")
