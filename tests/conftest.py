@@ -50,20 +50,6 @@ def tfds_dir(tmp_path_factory) -> str:
   return data_dir
 
 
-# Fault tests signal a process early in an epoch and check that the epoch's
-# checkpoint was not reached yet. On 2,000 images an epoch lasts ~0.35 s here;
-# on these 16,000 (250 steps at batch 64) it lasts seconds, a wide margin.
-LARGE_NUM_TRAIN = 16000
-
-
-@pytest.fixture(scope="session")
-def large_tfds_dir(tmp_path_factory) -> str:
-  """A TFDS data_dir holding learnable 'cifar10' with 16,000 training images."""
-  data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets_large"))
-  synthetic.write_tfds("cifar10", data_dir, LARGE_NUM_TRAIN, NUM_TEST)
-  return data_dir
-
-
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> str:
   """A learnable PNG folder: ROOT/{train,test}/<label>/*.png, 32x32 RGB."""

@@ -16,11 +16,13 @@ fails the run (tests/no_skips_in_ci.py).
 import json
 import os
 import shutil
+import signal
 import types
 
 import pytest
 
 from conftest import ACCURACY_BAR, NUM_TRAIN, REPO
+from faults import fired, signal_on_log
 from k8s_harness import IndexedJob, PodNetwork, netns_available
 from standins.gcs_emulator import FaultProxy, Rule
 from standins.job_controller import JobController
@@ -97,13 +99,19 @@ def _assert_one_complete_export(settings, publish_dir=None):
 
 
 @pytest.mark.parametrize("killed", [1, 0], ids=["worker", "chief"])
-def test_a_pod_killed_mid_epoch(cluster, killed):
-  """OOM kill (SIGKILL, 137, counted) of one pod; its peer loses it (129, ignored); both resume."""
+def test_a_pod_killed_mid_epoch(cluster, killed, tmp_path, monkeypatch):
+  """OOM kill (SIGKILL, 137, counted) of one pod; its peer loses it (129, ignored); both resume.
+
+  The pod dies right after it logs its first step of epoch 3 (tests/faults.py),
+  so always before epoch 3's checkpoint, however loaded the machine.
+  """
   peer = 1 - killed
+  fault = str(tmp_path / "fault")
+  monkeypatch.setenv("PYTHONPATH", signal_on_log(
+      fault, f"epoch 3/{EPOCHS} step ", signal.SIGKILL, who=killed)["PYTHONPATH"])
   job = cluster.submit()
-  _pod(job, killed).wait_for(f"epoch 3/{EPOCHS} step ")
-  job.kill(killed)
   assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
+  assert fired(fault)
   assert _outcomes(job, killed) == [(137, "Count"), (0, "Succeeded")]
   assert _outcomes(job, peer) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
   assert job.counted[killed] == 1 and job.counted[peer] == 0
