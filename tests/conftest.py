@@ -29,8 +29,10 @@ from trainer import config as config_lib  # noqa: E402
 from trainer import synthetic  # noqa: E402
 from trainer import train  # noqa: E402
 
-# Under CI=true a skipped test fails (tests/no_skips_in_ci.py).
-pytest_plugins = ["no_skips_in_ci"]
+# Under CI=true a skipped test fails (tests/no_skips_in_ci.py). One run of
+# k8s/job.yaml to the end, shared by the tests that start from a finished
+# job (tests/manifest_run.py).
+pytest_plugins = ["no_skips_in_ci", "manifest_run"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Learnable-data sizes: the tutorial CNN reaches >=98% test accuracy on these

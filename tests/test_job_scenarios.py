@@ -51,11 +51,15 @@ def cluster(tfds_dir, tmp_path):
   network = PodNetwork([names.hostnames(i) for i in range(names.completions)])
   controllers = []
 
-  def submit(extra_args=(), **overrides):
-    """`kubectl apply -f k8s/job.yaml`: a new Job object (a new UID); returns its controller."""
+  def submit(extra_args=(), mid_epoch_logging=True, **overrides):
+    """`kubectl apply -f k8s/job.yaml`: a new Job object (a new UID); returns its controller.
+
+    The pods get MID_EPOCH_LOGGING's flags (unless `mid_epoch_logging` is False),
+    then `extra_args`; `overrides` replace ConfigMap values.
+    """
     job = IndexedJob(manifest, {**settings, **overrides})
-    controller = JobController(job.job, job.launcher(network, str(tmp_path),
-                                                     MID_EPOCH_LOGGING + list(extra_args)),
+    flags = (MID_EPOCH_LOGGING if mid_epoch_logging else []) + list(extra_args)
+    controller = JobController(job.job, job.launcher(network, str(tmp_path), flags),
                                time_scale=TIME_SCALE, uid=job.uid)
     controllers.append(controller)
     controller.start()
@@ -162,23 +166,24 @@ def test_the_chief_killed_during_the_export_after_worker_1_finished_training(
   _assert_one_complete_export(cluster.settings)
 
 
-def test_a_chief_alone_finishes_a_trained_job_whose_worker_already_succeeded(cluster, tmp_path):
+def test_a_chief_alone_finishes_a_trained_job_whose_worker_already_succeeded(
+    cluster, finished_manifest_job, tmp_path):
   """The deadlock of 0.1: index 1 Succeeded and is never run again, and the chief must export.
 
-  The state is made by training to the end and then removing the export and
+  The state is made from a job trained to the end (both indexes Succeeded: the
+  run shared by tests/manifest_run.py) by removing the export and
   metrics.json, as a chief killed mid-export in 0.1 left it. Only index 0 runs.
   """
-  job = cluster.submit()
-  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
-  os.remove(os.path.join(cluster.settings["JOB_DIR"], "metrics.json"))
-  shutil.rmtree(os.path.join(cluster.settings["JOB_DIR"], "export"))
-  shutil.rmtree(cluster.settings["PUBLISH_DIR"])
-  names = IndexedJob(os.path.join(REPO, "k8s", "job.yaml"), cluster.settings)
-  chief = names.start_pod(cluster.network, str(tmp_path), 0, MID_EPOCH_LOGGING)
+  settings = finished_manifest_job.settings
+  os.remove(os.path.join(settings["JOB_DIR"], "metrics.json"))
+  shutil.rmtree(os.path.join(settings["JOB_DIR"], "export"))
+  shutil.rmtree(settings["PUBLISH_DIR"])
+  names = IndexedJob(os.path.join(REPO, "k8s", "job.yaml"), settings)
+  chief = names.start_pod(cluster.network, str(tmp_path), 0)
   assert chief.wait(300) == 0, chief.log[-3000:]
   assert "finishing on the chief alone" in chief.log
   assert "Joining a cluster" not in chief.log  # it never waited for worker 1
-  _assert_one_complete_export(cluster.settings)
+  _assert_one_complete_export(settings)
 
 
 # ------------------------------------------------------------- SIGTERM
@@ -260,15 +265,16 @@ def test_a_permission_error_fails_the_job_at_once(cluster, gcs_publish):
 # --------------------------------------------------------------- reruns
 
 
-def test_a_rerun_of_a_finished_job_trains_and_publishes_nothing(cluster):
-  first = cluster.submit()
-  assert first.wait(JOB_TIMEOUT_S) == "Complete", first.describe()
-  before = _assert_one_complete_export(cluster.settings)
-  rerun = cluster.submit()  # kubectl delete job --cascade=foreground && kubectl apply
+def test_a_rerun_of_a_finished_job_trains_and_publishes_nothing(cluster, finished_manifest_job):
+  """The first Job is the run shared by tests/manifest_run.py (Complete); the rerun is the same manifest."""
+  settings = finished_manifest_job.settings
+  before = _assert_one_complete_export(settings)
+  # kubectl delete job --cascade=foreground && kubectl apply
+  rerun = cluster.submit(mid_epoch_logging=False, **settings)
   assert rerun.wait(120) == "Complete", rerun.describe()
   assert "Job already complete" in _log(rerun, 0)
   assert "Nothing to do on this worker" in _log(rerun, 1)
-  assert _assert_one_complete_export(cluster.settings) == before
+  assert _assert_one_complete_export(settings) == before
 
 
 def test_a_second_training_on_the_same_job_dir_fails_naming_the_holder(cluster, tmp_path):

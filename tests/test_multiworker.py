@@ -202,12 +202,14 @@ def manifest(tfds_dir, tmp_path):
 
 
 @needs_netns
-def test_manifest_trains_as_written(manifest, tfds_dir):
-  job, start, settings = manifest.job, manifest.start, manifest.settings
+def test_manifest_trains_as_written(finished_manifest_job, tfds_dir):
+  """The run shared with test_job_scenarios (tests/manifest_run.py): the manifest's pods, no extra flags."""
+  job, settings, controller = (finished_manifest_job.job, finished_manifest_job.settings,
+                               finished_manifest_job.controller)
   assert int(job.env(0)["TRAINER_NUM_WORKERS"]) == job.completions == job.job["spec"]["parallelism"]
-  pods = start()
-  codes = [p.wait(600) for p in pods]
-  assert codes == [0] * job.completions, "\n".join(p.log[-3000:] for p in pods)
+  for i in range(job.completions):  # one pod per index, and it exited 0
+    assert [(p.exit_code, p.action) for p in controller.pods(i)] == [(0, "Succeeded")], controller.describe()
+  pods = [controller.pods(i)[0].process for i in range(job.completions)]
   assert "cluster from Kubernetes Indexed Job" in pods[1].log
   assert "cnn-trainer-1.cnn-trainer-workers:2222" in pods[1].log
   assert len({_fingerprint(p.log) for p in pods}) == 1
