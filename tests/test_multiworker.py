@@ -223,13 +223,17 @@ def test_manifest_trains_as_written(finished_manifest_job, tfds_dir):
 
 
 @needs_netns
-def test_sigterm_saves_at_a_common_step_and_exits_143(manifest):
+def test_sigterm_saves_at_a_common_step_and_exits_143(manifest, tmp_path, monkeypatch):
   start, settings = manifest.start, manifest.settings
+  # One pod preempted, right after its first log line inside epoch 2 (tests/faults.py); the
+  # other was not told.
+  fault = str(tmp_path / "fault")
+  monkeypatch.setenv("PYTHONPATH", signal_on_log(
+      fault, f"epoch 2/{EPOCHS} step ", signal.SIGTERM, who=1)["PYTHONPATH"])
   pods = start(MID_EPOCH_LOGGING)
-  pods[1].wait_for(f"epoch 2/{EPOCHS} step ")  # the first log line inside epoch 2
-  pods[1].signal(signal.SIGTERM)  # one pod preempted; the other was not told
-  codes = [p.wait(60) for p in pods]
+  codes = [p.wait(300) for p in pods]
   assert codes == [errors.EXIT_PREEMPTED] * 2, "\n".join(p.log[-3000:] for p in pods)
+  assert fired(fault)
   stops = {re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{SPE}", p.log).group(1) for p in pods}
   assert len(stops) == 1, "the workers stopped at different steps"
   step = int(stops.pop())
