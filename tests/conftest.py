@@ -29,8 +29,10 @@ from trainer import config as config_lib  # noqa: E402
 from trainer.data import synthetic  # noqa: E402
 from trainer.training import train  # noqa: E402
 
-# Under CI=true a skipped test fails (tests/no_skips_in_ci.py).
-pytest_plugins = ["no_skips_in_ci"]
+# Under CI=true a skipped test fails (tests/no_skips_in_ci.py). One run of
+# k8s/job.yaml to the end, shared by the tests that start from a finished
+# job (tests/manifest_run.py).
+pytest_plugins = ["no_skips_in_ci", "manifest_run"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Learnable-data sizes: the tutorial CNN reaches >=98% test accuracy on these
@@ -47,20 +49,6 @@ def tfds_dir(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
   for name in ("cifar10", "mnist"):
     synthetic.write_tfds(name, data_dir, NUM_TRAIN, NUM_TEST)
-  return data_dir
-
-
-# Fault tests signal a process early in an epoch and check that the epoch's
-# checkpoint was not reached yet. On 2,000 images an epoch lasts ~0.35 s here;
-# on these 16,000 (250 steps at batch 64) it lasts seconds, a wide margin.
-LARGE_NUM_TRAIN = 16000
-
-
-@pytest.fixture(scope="session")
-def large_tfds_dir(tmp_path_factory) -> str:
-  """A TFDS data_dir holding learnable 'cifar10' with 16,000 training images."""
-  data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets_large"))
-  synthetic.write_tfds("cifar10", data_dir, LARGE_NUM_TRAIN, NUM_TEST)
   return data_dir
 
 

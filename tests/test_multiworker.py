@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ACCURACY_BAR, LARGE_NUM_TRAIN, NUM_TEST, NUM_TRAIN, REPO, latest_checkpoint
+from conftest import ACCURACY_BAR, NUM_TEST, NUM_TRAIN, REPO, latest_checkpoint
+from faults import fired, signal_on_log
 from k8s_harness import IndexedJob, PodNetwork, netns_available
 from trainer import config as config_lib
 from trainer.data import pipeline as data
@@ -104,34 +105,42 @@ def test_chief_and_two_workers_train_in_sync_and_only_the_chief_writes(tfds_dir,
 
 # ------------------------------------------------- faults, TF_CONFIG on 127.0.0.1
 
-# 250 steps per epoch on the large data: seconds between the log line a test
-# acts on and the epoch's checkpoint.
+# Worker 1 signals itself right after logging epoch 2's first logged step
+# (tests/faults.py): global step 35, epoch 2's step 4, 27 steps before the
+# epoch's checkpoint.
 LOOPBACK_EPOCHS = 2
-LOOPBACK_SPE = LARGE_NUM_TRAIN // config_lib.preset("cifar10").batch_size
-EARLY_IN_EPOCH_2 = f"epoch 2/{LOOPBACK_EPOCHS} step 5/{LOOPBACK_SPE}"
+LOOPBACK_SPE = SPE
+EARLY_STEP = 5 - LOOPBACK_SPE % 5  # --log-every-steps 5
+EARLY_IN_EPOCH_2 = f"epoch 2/{LOOPBACK_EPOCHS} step {EARLY_STEP}/{LOOPBACK_SPE}"
 
 
 @pytest.fixture
-def loopback(large_tfds_dir, tmp_path):
-  """Starts 2-worker clusters on 127.0.0.1 that share one job dir, as a rerun would."""
-  job_dir = str(tmp_path / "job")
-  args = lambda i: ["--data-dir", large_tfds_dir, "--job-dir", job_dir,
+def loopback(tfds_dir, tmp_path):
+  """Starts 2-worker clusters on 127.0.0.1 that share one job dir, as a rerun would.
+
+  `start(sig)`: worker 1 sends itself `sig` right after it logs EARLY_IN_EPOCH_2
+  (once: `fired` tells whether it did); `start()`: nothing is injected.
+  """
+  job_dir, fault = str(tmp_path / "job"), str(tmp_path / "fault")
+  args = lambda i: ["--data-dir", tfds_dir, "--job-dir", job_dir,
                     "--epochs", str(LOOPBACK_EPOCHS), *MID_EPOCH_LOGGING]
   started = []
 
-  def start():
-    workers = start_cluster(2, args, str(tmp_path))
+  def start(sig=None):
+    env = signal_on_log(fault, EARLY_IN_EPOCH_2, sig, who=1) if sig else None
+    workers = start_cluster(2, args, str(tmp_path), extra_env=env)
     started.extend(workers)
     return workers
 
-  yield types.SimpleNamespace(start=start, job_dir=job_dir)
+  yield types.SimpleNamespace(start=start, job_dir=job_dir, fired=lambda: fired(fault))
   stop_all(started)
 
 
 def test_loopback_killed_worker_fails_its_peer_with_129_and_the_rerun_resumes(loopback):
-  workers = loopback.start()
-  workers[1].wait_for(EARLY_IN_EPOCH_2)
-  killed_at = workers[1].signal(signal.SIGKILL)
+  workers = loopback.start(signal.SIGKILL)
+  assert workers[1].wait(300) == -signal.SIGKILL, workers[1].log[-3000:]
+  assert loopback.fired() and EARLY_IN_EPOCH_2 in workers[1].log
+  killed_at = workers[1].exited_at  # seen by its log reader, just after the kill
   assert workers[0].wait(PEER_KILLED_BOUND_S + 30) == errors.EXIT_PEER_LOST, workers[0].log[-3000:]
   assert workers[0].exited_at - killed_at < PEER_KILLED_BOUND_S
   assert "lost contact with worker 1" in workers[0].log
@@ -151,16 +160,15 @@ def test_loopback_killed_worker_fails_its_peer_with_129_and_the_rerun_resumes(lo
 
 
 def test_loopback_sigterm_stops_every_worker_with_143_at_one_step_and_the_rerun_resumes(loopback):
-  workers = loopback.start()
-  workers[1].wait_for(EARLY_IN_EPOCH_2)
-  workers[1].signal(signal.SIGTERM)  # one worker preempted; the other was not told
-  codes = [w.wait(120) for w in workers]
+  workers = loopback.start(signal.SIGTERM)  # one worker preempted; the other was not told
+  codes = [w.wait(300) for w in workers]
   assert codes == [errors.EXIT_PREEMPTED] * 2, "\n".join(w.log[-3000:] for w in workers)
+  assert loopback.fired()
   stops = {re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{LOOPBACK_SPE}", w.log).group(1)
            for w in workers}
   assert len(stops) == 1, f"the workers stopped at different steps: {stops}"
   step = int(stops.pop())
-  assert 5 <= step < LOOPBACK_SPE
+  assert EARLY_STEP <= step < LOOPBACK_SPE
   assert latest_checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE + step}"
 
   workers = loopback.start()
@@ -196,12 +204,14 @@ def manifest(tfds_dir, tmp_path):
 
 
 @needs_netns
-def test_manifest_trains_as_written(manifest, tfds_dir):
-  job, start, settings = manifest.job, manifest.start, manifest.settings
+def test_manifest_trains_as_written(finished_manifest_job, tfds_dir):
+  """The run shared with test_job_scenarios (tests/manifest_run.py): the manifest's pods, no extra flags."""
+  job, settings, controller = (finished_manifest_job.job, finished_manifest_job.settings,
+                               finished_manifest_job.controller)
   assert int(job.env(0)["TRAINER_NUM_WORKERS"]) == job.completions == job.job["spec"]["parallelism"]
-  pods = start()
-  codes = [p.wait(600) for p in pods]
-  assert codes == [0] * job.completions, "\n".join(p.log[-3000:] for p in pods)
+  for i in range(job.completions):  # one pod per index, and it exited 0
+    assert [(p.exit_code, p.action) for p in controller.pods(i)] == [(0, "Succeeded")], controller.describe()
+  pods = [controller.pods(i)[0].process for i in range(job.completions)]
   assert "cluster from Kubernetes Indexed Job" in pods[1].log
   assert "cnn-trainer-1.cnn-trainer-workers:2222" in pods[1].log
   assert len({_fingerprint(p.log) for p in pods}) == 1
@@ -215,13 +225,17 @@ def test_manifest_trains_as_written(manifest, tfds_dir):
 
 
 @needs_netns
-def test_sigterm_saves_at_a_common_step_and_exits_143(manifest):
+def test_sigterm_saves_at_a_common_step_and_exits_143(manifest, tmp_path, monkeypatch):
   start, settings = manifest.start, manifest.settings
+  # One pod preempted, right after its first log line inside epoch 2 (tests/faults.py); the
+  # other was not told.
+  fault = str(tmp_path / "fault")
+  monkeypatch.setenv("PYTHONPATH", signal_on_log(
+      fault, f"epoch 2/{EPOCHS} step ", signal.SIGTERM, who=1)["PYTHONPATH"])
   pods = start(MID_EPOCH_LOGGING)
-  pods[1].wait_for(f"epoch 2/{EPOCHS} step ")  # the first log line inside epoch 2
-  pods[1].signal(signal.SIGTERM)  # one pod preempted; the other was not told
-  codes = [p.wait(60) for p in pods]
+  codes = [p.wait(300) for p in pods]
   assert codes == [errors.EXIT_PREEMPTED] * 2, "\n".join(p.log[-3000:] for p in pods)
+  assert fired(fault)
   stops = {re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{SPE}", p.log).group(1) for p in pods}
   assert len(stops) == 1, "the workers stopped at different steps"
   step = int(stops.pop())

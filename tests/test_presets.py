@@ -88,14 +88,25 @@ def test_cifar10_best_trains_stably(tmp_path, caplog):
   curve = [float(accuracy) for _, accuracy in evals]
   losses = [value for _, value in sorted(_scalars(os.path.join(tmp_path, "logs", "train"), "loss"))]
   assert all(math.isfinite(x) for x in eval_loss + losses + [metrics["test_loss"]]), (eval_loss, losses)
-  # The first epoch, mostly warm-up, ends near chance (ln 10 = 2.30). Label
-  # smoothing 0.1 puts a floor of ~0.50 under the loss; the run gets near it.
+  # Every bound below has a margin over the measured spread: 22 runs of this
+  # training, --seed 42 and 0-9, each under ONEDNN_MAX_CPU_ISA=AVX2 and
+  # =AVX512_CORE (AMD EPYC, 2 cores). Seed and vector unit change the curve
+  # (seed 42 ends at 0.968 with AVX2, at 0.970 with AVX-512), not its shape.
+  # The first epoch, mostly warm-up, ends near chance (ln 10 = 2.30; first
+  # logged loss >= 2.286 in all 22). Label smoothing 0.1 puts a floor of ~0.50
+  # under the loss; the run gets near it (last / first <= 0.284; the highest of
+  # the last 10 logged losses is >= 0.35 under the lowest of the first 5).
   assert losses[0] > 2.0 and losses[-1] < 0.4 * losses[0], losses
   assert max(losses[-10:]) < min(losses[:5]), losses
-  # One run here: 0.978 final, >= 0.966 over the last 10 epochs, >= 0.926 from the 11th.
-  assert metrics["test_accuracy"] >= 0.95, metrics
-  assert min(curve[-10:]) >= 0.94, f"the annealed epochs should hold: {curve}"
-  assert min(curve[10:]) >= 0.8, f"accuracy fell back during training: {curve}"
+  # Final accuracy: 0.956-0.982 (mean 0.969, sd 0.005-0.008); the last 10
+  # epochs (annealed): worst 0.954.
+  assert metrics["test_accuracy"] >= 0.93, metrics
+  assert min(curve[-10:]) >= 0.92, f"the annealed epochs should hold: {curve}"
+  # While the learning rate is high (epochs 11-20) accuracy dips by up to 14
+  # points in one epoch: the worst epoch from the 11th on was 0.806 here (AVX2,
+  # seed 3) and 0.758 on an Intel AMX machine, so a floor near those is noise.
+  # Falling back to chance (0.1) is what instability looks like.
+  assert min(curve[10:]) >= 0.6, f"accuracy fell back during training: {curve}"
 
   rates = [value for _, value in sorted(_scalars(os.path.join(tmp_path, "logs", "train"), "learning_rate"))]
   peak = 2e-3  # 1e-3 at batch 32, times sqrt(128 / 32) for the preset's batch of 128

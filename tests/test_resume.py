@@ -8,7 +8,9 @@ the export and metrics.json publishes nothing twice; a kill while publishing
 never leaves a partial version where TF Serving looks.
 
 Processes are real (`python -m trainer.task`) wherever a signal's timing
-matters; their stderr is read by a thread, and every wait has a timeout.
+matters; their stderr is read by a thread, and every wait has a timeout. A
+process that must be signalled mid-epoch signals itself right after logging
+the step (tests/faults.py): the point is exact, so short epochs do.
 """
 
 import dataclasses
@@ -23,7 +25,8 @@ import time
 
 import pytest
 
-from conftest import LARGE_NUM_TRAIN, latest_checkpoint
+from conftest import NUM_TRAIN, latest_checkpoint
+from faults import fired, signal_on_log
 from trainer import errors
 from trainer.training import preemption
 from trainer import task
@@ -32,10 +35,12 @@ from trainer.training import train
 from workers import Worker
 
 BATCH = 64  # the default preset's global batch
-SPE = LARGE_NUM_TRAIN // BATCH  # 250 steps per epoch
-# Logging every 5 steps lets a test act early in an epoch: 245 steps (seconds)
-# before the epoch's checkpoint, a wide margin for reading the log line.
-EARLY_IN_EPOCH_2 = f"epoch 2/2 step 5/{SPE}"
+SPE = NUM_TRAIN // BATCH  # 31 steps per epoch
+# Logging every 5 global steps lets a test act early in an epoch: global step
+# 35 is epoch 2's step 4, 27 steps before the epoch's checkpoint. The process
+# signals itself right after this line.
+EARLY_STEP = 5 - SPE % 5
+EARLY_IN_EPOCH_2 = f"epoch 2/2 step {EARLY_STEP}/{SPE}"
 
 
 def _args(tfds_dir, job_dir, epochs=2):
@@ -43,9 +48,9 @@ def _args(tfds_dir, job_dir, epochs=2):
           "--batch-size", str(BATCH), "--log-every-steps", "5", "--steps-per-execution", "5"]
 
 
-def _trainer(args) -> Worker:
+def _trainer(args, env=None) -> Worker:
   return Worker("trainer", [sys.executable, "-m", "trainer.task", *args],
-                {**os.environ, "PYTHONUNBUFFERED": "1"})
+                {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def _scalars(log_dir, tag):
@@ -67,19 +72,19 @@ def _metrics(job_dir):
 
 
 def test_kill_mid_epoch_resumes_from_the_epoch_checkpoint_and_retrains_the_lost_steps(
-    large_tfds_dir, tmp_path):
+    tfds_dir, tmp_path):
   job_dir = str(tmp_path / "job")
-  run = _trainer(_args(large_tfds_dir, job_dir))
+  fault = str(tmp_path / "fault")
+  run = _trainer(_args(tfds_dir, job_dir), signal_on_log(fault, EARLY_IN_EPOCH_2, signal.SIGKILL))
   try:
-    run.wait_for(EARLY_IN_EPOCH_2)
-    run.signal(signal.SIGKILL)
-    assert run.wait(60) == -signal.SIGKILL
+    assert run.wait(300) == -signal.SIGKILL, run.log[-3000:]
   finally:
     run.kill()
+  assert fired(fault) and EARLY_IN_EPOCH_2 in run.log
   assert latest_checkpoint(job_dir) == f"ckpt-{SPE}"  # epoch 1's; the kill came mid-epoch 2
   assert not os.path.exists(os.path.join(job_dir, "metrics.json"))
 
-  rerun = _trainer(_args(large_tfds_dir, job_dir))
+  rerun = _trainer(_args(tfds_dir, job_dir))
   assert rerun.wait(300) == 0, rerun.log[-3000:]
   metrics = _metrics(job_dir)
   assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{SPE}")
@@ -91,25 +96,25 @@ def test_kill_mid_epoch_resumes_from_the_epoch_checkpoint_and_retrains_the_lost_
   assert os.listdir(os.path.join(job_dir, "export", "cifar10")) == ["1"]
 
 
-def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step(large_tfds_dir, tmp_path):
+def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step(tfds_dir, tmp_path):
   job_dir = str(tmp_path / "job")
-  run = _trainer(_args(large_tfds_dir, job_dir))
+  fault = str(tmp_path / "fault")
+  run = _trainer(_args(tfds_dir, job_dir), signal_on_log(fault, EARLY_IN_EPOCH_2, signal.SIGTERM))
   try:
-    run.wait_for(EARLY_IN_EPOCH_2)
-    run.signal(signal.SIGTERM)
-    assert run.wait(120) == errors.EXIT_PREEMPTED, run.log[-3000:]
+    assert run.wait(300) == errors.EXIT_PREEMPTED, run.log[-3000:]
   finally:
     run.kill()
+  assert fired(fault)
   assert "SIGTERM received: saving a checkpoint after the current training call" in run.log
   step = int(re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{SPE}", run.log).group(1))
-  assert 5 <= step < SPE
+  assert EARLY_STEP <= step < SPE
   assert latest_checkpoint(job_dir) == f"ckpt-{SPE + step}"
   # The process exits at once (os._exit), after closing TensorBoard's writers: every loss
   # logged before the signal (every 5 steps) is on disk.
   logged = [s for s, _ in _scalars(os.path.join(job_dir, "logs", "train"), "loss")]
   assert max(logged) == SPE + step // 5 * 5, (logged[-3:], step)
 
-  rerun = _trainer(_args(large_tfds_dir, job_dir))
+  rerun = _trainer(_args(tfds_dir, job_dir))
   assert rerun.wait(300) == 0, rerun.log[-3000:]
   metrics = _metrics(job_dir)
   assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{SPE + step}")
