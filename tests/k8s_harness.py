@@ -425,7 +425,6 @@ class ServingDeployment:
     assert os.access(nginx, os.X_OK), "nginx is not installed (apt-get install nginx-light)"
     command = list(self.proxy_container["command"])
     assert command[0] == "nginx", command
-    mounts = self._mounts(self.proxy_container)
     conf_index = command.index("-c") + 1
     conf = os.path.join(self.root, "nginx.conf")
     with open(conf, "w", encoding="utf-8") as f:

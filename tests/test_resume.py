@@ -112,7 +112,7 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step(tf
   # The process exits at once (os._exit), after closing TensorBoard's writers: every loss
   # logged before the signal (every 5 steps) is on disk.
   logged = [s for s, _ in _scalars(os.path.join(job_dir, "logs", "train"), "loss")]
-  assert max(logged) == SPE + step // 5 * 5, (logged[-3:], step)
+  assert max(logged) == (SPE + step) // 5 * 5, (logged[-3:], step)
 
   rerun = _trainer(_args(tfds_dir, job_dir))
   assert rerun.wait(300) == 0, rerun.log[-3000:]
