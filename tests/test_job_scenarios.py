@@ -109,27 +109,32 @@ def _assert_one_complete_export(settings, publish_dir=None, epochs=EPOCHS):
 # ------------------------------------------------------- pods that die
 
 
-@pytest.mark.parametrize("killed", [1, 0], ids=["worker", "chief"])
-def test_a_pod_killed_mid_epoch(cluster, killed, tmp_path, monkeypatch):
+def test_a_worker_then_the_chief_killed_mid_epoch(cluster, tmp_path, monkeypatch):
   """OOM kill (SIGKILL, 137, counted) of one pod; its peer loses it (129, ignored); both resume.
 
-  The pod dies right after it logs its first step of epoch 3 (tests/faults.py),
-  so always before epoch 3's checkpoint, however loaded the machine.
+  One Job, both ways round (each was a Job of its own): worker 1 dies right after it logs
+  its first step of epoch 2, and after both resumed, the chief right after its first step
+  of epoch 3 (tests/faults.py): always before that epoch's checkpoint, however loaded the
+  machine.
   """
-  peer = 1 - killed
   fault = str(tmp_path / "fault")
+  signal_on_log(fault, f"epoch 2/{EPOCHS} step ", signal.SIGKILL, who=1)
   monkeypatch.setenv("PYTHONPATH", signal_on_log(
-      fault, f"epoch 3/{EPOCHS} step ", signal.SIGKILL, who=killed)["PYTHONPATH"])
+      fault, f"epoch 3/{EPOCHS} step ", signal.SIGKILL, who=0)["PYTHONPATH"])
   job = cluster.submit()
   assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
   assert fired(fault)
-  assert _outcomes(job, killed) == [(137, "Count"), (0, "Succeeded")]
-  assert _outcomes(job, peer) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
-  assert job.counted[killed] == 1 and job.counted[peer] == 0
-  assert f"lost contact with worker {killed}" in _log(job, peer, 0)
+  lost = (errors.EXIT_PEER_LOST, "Ignore")
+  assert _outcomes(job, 1) == [(137, "Count"), lost, (0, "Succeeded")]
+  assert _outcomes(job, 0) == [lost, (137, "Count"), (0, "Succeeded")]
+  assert job.counted == [1, 1]
+  assert "lost contact with worker 1" in _log(job, 0, 0)
+  assert "lost contact with worker 0" in _log(job, 1, 1)
+  for i in (0, 1):  # the killed attempt records nothing but its log
+    assert f"at epoch 2/{EPOCHS}, step 0/{SPE}" in _log(job, i, 1)  # from epoch 1's checkpoint
   metrics = _assert_one_complete_export(cluster.settings)
-  # Resumed from epoch 2's checkpoint. The chief records it; worker 1 ran the same steps, or
-  # the collectives of the two would not have matched and the Job could not complete.
+  # The last attempt resumed from epoch 2's checkpoint. The chief records it; worker 1 ran the
+  # same steps, or the collectives of the two would not have matched and the Job not completed.
   assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{2 * SPE}")
   assert (metrics["resumed_from"]["epoch"], metrics["resumed_from"]["step"]) == (2, 0)
   assert metrics["steps_trained"] == (EPOCHS - 2) * SPE
@@ -199,31 +204,29 @@ def test_a_chief_alone_finishes_a_trained_job_whose_worker_already_succeeded(
 # ------------------------------------------------------------- SIGTERM
 
 
-def test_a_node_drain_during_training(cluster):
-  """Eviction: DisruptionTarget, SIGTERM; both save at one step, exit 143 (ignored) and resume there."""
+def test_a_node_drain_during_training_and_another_during_the_final_evaluation(cluster):
+  """Eviction during training (DisruptionTarget, SIGTERM): both save at one step, exit 143
+  (ignored) and resume there. After the last step nothing stops: a second drain, during the
+  resumed pods' final evaluation, lets the evaluation and the export finish, and both exit 0.
+
+  One Job for both drains (the second one was a Job of its own, drained in its final
+  evaluation): the second drain needs only a Job past its last step, which the first leaves.
+  """
   job = cluster.submit()
   _pod(job, 1).wait_for(f"epoch 2/{EPOCHS} step ")
+  job.drain()
+  job.wait_for(lambda: len(job.pods(0)) == 2 and job.pods(0)[1].process is not None, 300)
+  job.pods(0)[1].process.wait_for(f"epoch {EPOCHS}/{EPOCHS} step {SPE}/{SPE}", timeout=300)
   job.drain()
   assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
   for i in (0, 1):
     assert _outcomes(job, i) == [(errors.EXIT_PREEMPTED, "Ignore"), (0, "Succeeded")]
-    assert [c["type"] for c in job.pods(i)[0].conditions] == ["DisruptionTarget"]
+    assert [[c["type"] for c in pod.conditions] for pod in job.pods(i)] == [["DisruptionTarget"]] * 2
   assert job.counted == [0, 0]
+  assert "finishing the final evaluation and the export first" in _log(job, 0)
   metrics = _assert_one_complete_export(cluster.settings)
   assert metrics["resumed_from"]["epoch"] == 1  # mid-epoch 2, at the step both saved
   assert metrics["steps_trained"] == EPOCHS * SPE - metrics["resumed_from"]["global_step"]
-
-
-def test_a_node_drain_during_the_final_evaluation(cluster):
-  """After the last step nothing stops: the evaluation and the export finish, and both exit 0."""
-  job = cluster.submit()
-  _pod(job, 0).wait_for(f"epoch {EPOCHS}/{EPOCHS} step {SPE}/{SPE}", timeout=300)
-  job.drain()
-  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
-  for i in (0, 1):
-    assert _outcomes(job, i) == [(0, "Succeeded")]
-  assert "finishing the final evaluation and the export first" in _log(job, 0)
-  _assert_one_complete_export(cluster.settings)
 
 
 # ------------------------------------------------------------- storage
