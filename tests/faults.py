@@ -20,9 +20,11 @@ import os
 # JOB_COMPLETION_INDEX, for a Kubernetes pod, or TF_CONFIG task index, for a
 # loopback cluster, it is) and what it does: send itself `sig`, or with no
 # `sig` stop until the release file exists. Each rule acts once (its marker
-# file), so the rerun (the same command, the same environment) runs on.
+# file), so the rerun (the same command, the same environment) runs on. A
+# signal `delay` s after the line comes from a timer thread, while the main
+# thread has gone on into the next training call.
 _SITECUSTOMIZE = """
-import json, logging, os, sys, time
+import json, logging, os, sys, threading, time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_HERE, "rules.jsonl"), encoding="utf-8") as _f:
@@ -44,7 +46,9 @@ def _handle_then_act(self, record):
       open(rule["marker"], "w").close()
       for stream in (sys.stdout, sys.stderr):
         stream.flush()
-      if rule["sig"] is not None:
+      if rule["sig"] is not None and rule["delay"]:
+        threading.Timer(rule["delay"], os.kill, (os.getpid(), rule["sig"])).start()
+      elif rule["sig"] is not None:
         os.kill(os.getpid(), rule["sig"])
       deadline = time.time() + 600
       while rule["sig"] is None and not os.path.exists(rule["release"]) and time.time() < deadline:
@@ -54,7 +58,8 @@ logging.Logger.handle = _handle_then_act
 """
 
 
-def signal_on_log(directory: str, text: str, sig: int, who: int | None = None) -> dict[str, str]:
+def signal_on_log(directory: str, text: str, sig: int, who: int | None = None,
+                  delay: float = 0.0) -> dict[str, str]:
   """Environment for trainer processes, one of which signals itself once, after logging `text`.
 
   Args:
@@ -63,12 +68,17 @@ def signal_on_log(directory: str, text: str, sig: int, who: int | None = None) -
     text: a substring of the log message (e.g. "epoch 2/2 step 4/31").
     sig: the signal it sends itself (signal.SIGKILL, signal.SIGTERM).
     who: the worker index that does it; None: any process that logs the line.
+    delay: seconds between the line and the signal. 0: at once, between two
+      training calls. A SIGKILL that should land inside a call, as an OOM kill
+      does, needs a little (0.1 s): peers then see their connections reset at
+      once, where a process killed between calls is noticed only when its
+      heartbeats stop (~10 s later).
 
   Returns:
     {"PYTHONPATH": ...}: add it to the processes' environment. `fired(directory)`
     tells afterwards whether the signal was sent.
   """
-  return _add_rule(directory, text, int(sig), who)
+  return _add_rule(directory, text, int(sig), who, delay)
 
 
 def pause_on_log(directory: str, text: str, who: int | None = None) -> dict[str, str]:
@@ -99,11 +109,12 @@ def _rules(directory: str) -> list[dict]:
     return [json.loads(line) for line in f]
 
 
-def _add_rule(directory: str, text: str, sig: int | None, who: int | None) -> dict[str, str]:
+def _add_rule(directory: str, text: str, sig: int | None, who: int | None,
+              delay: float = 0.0) -> dict[str, str]:
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "sitecustomize.py"), "w", encoding="utf-8") as f:
     f.write(_SITECUSTOMIZE)
-  rule = {"text": text, "sig": sig, "who": who,
+  rule = {"text": text, "sig": sig, "who": who, "delay": delay,
           "marker": os.path.join(directory, f"fired-{len(_rules(directory))}"),
           "release": os.path.join(directory, "released")}
   with open(os.path.join(directory, "rules.jsonl"), "a", encoding="utf-8") as f:

@@ -23,8 +23,10 @@ map into it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -60,14 +62,39 @@ def netns_available() -> bool:
     return False
 
 
+# Each PodNetwork's subnet, 10.250.N.0/24, is held by an exclusive lock on
+# this file for N while the network lives, so that two networks up at once
+# (in one test, in two pytest processes, two xdist workers, two engineers'
+# runs on one machine) never share a subnet: two bridges with the same
+# addresses would route one network's packets into the other.
+_SUBNETS = range(100, 200)
+# (Not under $TMPDIR, which differs between runs: the locks must be the machine's.)
+_SUBNET_LOCK = "/tmp/cnn-trainer-podnetwork-10.250.{}.lock"
+
+
+def _hold_a_subnet() -> tuple[int, int]:
+  """(N, an open file descriptor holding N's lock) for a free 10.250.N.0/24."""
+  for subnet in random.sample(_SUBNETS, len(_SUBNETS)):
+    fd = os.open(_SUBNET_LOCK.format(subnet), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      return subnet, fd
+    except BlockingIOError:
+      os.close(fd)
+  raise RuntimeError(f"every subnet 10.250.{_SUBNETS[0]}-{_SUBNETS[-1]}.0/24 is in use")
+
+
 class PodNetwork:
   """One network namespace per pod on a private bridge, with /etc/hosts names."""
 
   def __init__(self, hostnames: list[list[str]]):
     """hostnames[i]: the names pod i answers to (all pods resolve all names)."""
-    self.tag = secrets.token_hex(2)
+    subnet, self._subnet_lock = _hold_a_subnet()
+    # Interface and namespace names start with the subnet's number, which no
+    # other live network has; the random byte sets them apart from what a
+    # killed run may have left behind.
+    self.tag = f"{subnet}{secrets.token_hex(1)}"
     self.bridge = f"ckb{self.tag}"
-    subnet = 100 + secrets.randbelow(100)
     self.namespaces, self.host_ends, self.addresses = [], [], []
     self._made: list[tuple[str, ...]] = []
     try:
@@ -120,6 +147,9 @@ class PodNetwork:
     for ns in self.namespaces:
       shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
     self._made = []
+    if self._subnet_lock is not None:
+      os.close(self._subnet_lock)  # releases the subnet
+      self._subnet_lock = None
 
 
 def _entrypoint() -> list[str]:
