@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import tensorflow as tf
 
 from trainer.cluster import distribution
 from trainer import errors
@@ -103,3 +104,42 @@ def test_batch_must_divide_over_replicas():
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   with pytest.raises(errors.ConfigError, match=r"--batch-size 127 does not divide over 2 replicas"):
     distribution.check_batch(strategy, 127)
+
+
+# ------------------------------------------- naming the lost peer from TensorFlow's text
+# Texts TensorFlow 2.21 raised on worker 0 of two (an Indexed Job's TF_CONFIG: both are
+# "worker") when worker 1 was SIGKILLed mid-step, recorded from the loopback kill test.
+_RESET = ("Collective ops is aborted by: recvmsg:Connection reset by peer\n"
+          "Additional GRPC error information from remote target /job:worker/replica:0/task:1 "
+          "while calling /tensorflow.WorkerService/RecvBuf:")
+# The same kill, seen through the coordination service: TensorFlow names this worker's own
+# device first, then the lost one.
+_HEARTBEAT = ("{{function_node __wrapped__CollectiveReduceV2_Nordering_token_1_device_/job:worker/"
+              "replica:0/task:0/device:CPU:0}} Collective ops is aborted by: Error reported from "
+              "/job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n"
+              "/job:worker/replica:0/task:1\n[[{{node CollectiveReduceV2}}]]")
+# An abort that names only this worker's own device, as one CI run's chief saw (its full text
+# was not kept: this is its shape).
+_SELF_ONLY = ("{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0/"
+              "device:CPU:0}} [_Derived_]Collective ops is aborted by: cancelled")
+
+
+def _lost(text, error_class=tf.errors.UnavailableError, index=0):
+  cluster = distribution.cluster_from_env({**INDEXED, "JOB_COMPLETION_INDEX": str(index)})
+  return str(distribution.peer_lost(error_class(None, None, text), cluster))
+
+
+@pytest.mark.parametrize("text", [_RESET, _HEARTBEAT])
+def test_the_lost_peer_is_the_task_named_other_than_this_one(text):
+  assert _lost(text).startswith("lost contact with worker 1 (")
+
+
+def test_an_abort_naming_only_this_worker_names_no_one_rather_than_itself():
+  message = _lost(_SELF_ONLY, tf.errors.AbortedError)
+  assert message.startswith("lost contact with another worker (")
+  assert "Collective ops is aborted by: cancelled" in message  # the cause, not the class name
+
+
+def test_a_lost_peer_message_says_what_to_do():
+  assert _lost(_RESET).endswith("Restart all workers; training resumes from the last checkpoint.")
+  assert "(Collective ops is aborted by: recvmsg:Connection reset by peer)" in _lost(_RESET)

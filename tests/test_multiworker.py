@@ -30,7 +30,7 @@ from trainer import config as config_lib
 from trainer.data import pipeline as data
 from trainer import errors
 from trainer import models as model_lib
-from workers import start_cluster, stop_all
+from workers import lost_peer, start_cluster, stop_all
 
 # A dead peer must fail the others within these bounds (seconds). A killed
 # process resets its connections (measured: under 1 s); a vanished node is
@@ -145,7 +145,7 @@ def test_loopback_killed_worker_fails_its_peer_with_129_and_the_rerun_resumes(lo
   killed_at = workers[1].exited_at  # seen by its log reader, just after the kill
   assert workers[0].wait(PEER_KILLED_BOUND_S + 30) == errors.EXIT_PEER_LOST, workers[0].log[-3000:]
   assert workers[0].exited_at - killed_at < PEER_KILLED_BOUND_S
-  assert "lost contact with worker 1" in workers[0].log
+  assert lost_peer(workers[0].log) in ("worker 1", "another worker")  # never itself
   assert latest_checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE}"  # epoch 1's: the kill came mid-epoch 2
 
   workers = loopback.start()  # the same command on every worker, as a restart would
@@ -260,4 +260,4 @@ def test_lost_node_fails_its_peer_within_the_bound(manifest):
   manifest.network.disconnect(1)  # packets vanish: no reset, no FIN
   assert pods[0].wait(NODE_LOST_BOUND_S + 30) == errors.EXIT_PEER_LOST, pods[0].log[-3000:]
   assert pods[0].exited_at - cut_at < NODE_LOST_BOUND_S
-  assert "lost contact with worker 1" in pods[0].log
+  assert lost_peer(pods[0].log) in ("worker 1", "another worker")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,13 @@ class Worker:
       except ProcessLookupError:
         pass
       self.proc.wait(timeout=30)
+
+
+def lost_peer(log: str) -> Optional[str]:
+  """Whom a worker's exit-129 message names: 'worker 1', or 'another worker' where
+  TensorFlow's error named no task but the worker's own (trainer/cluster/distribution.py)."""
+  found = re.search(r"lost contact with (.+?) \(", log)
+  return found.group(1) if found else None
 
 
 def tf_config(addresses: Sequence[str], index: int, chief: bool = False) -> str:

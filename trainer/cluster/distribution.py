@@ -288,17 +288,28 @@ def remove_worker_dir(cluster: Cluster, path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def peer_lost(error: tf.errors.OpError) -> errors.PeerLostError:
-  """The error to exit with when a collective failed: names the worker and the cause.
+_TASK_RE = re.compile(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)")
+
+
+def peer_lost(error: tf.errors.OpError, cluster: Optional[Cluster] = None) -> errors.PeerLostError:
+  """The error to exit with when a collective failed: names the lost worker and the cause.
 
   'lost contact with worker 1 (UNAVAILABLE: recvmsg:Connection reset by peer)'.
+  TensorFlow's text names tasks in several places, this worker's own device among
+  them ('{{function_node ..._device_/job:worker/replica:0/task:0/device:CPU:0}}
+  ... Error reported from /job:worker/task:1: The following tasks are unhealthy'),
+  so every task it names except this one is the lost one; where it names none
+  but this one (an abort relayed by the coordination service), the message says
+  'another worker' rather than guess.
   """
   text = error.message
-  task = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", text)
-  who = f"{task.group(1)} {task.group(2)}" if task else "another worker"
+  own = ((cluster.tf_config or {}).get("task", {}) if cluster else {})
+  me = (own.get("type"), str(own.get("index"))) if own else None
+  named = list(dict.fromkeys(m for m in _TASK_RE.findall(text) if m != me))
+  who = ", ".join(f"{kind} {index}" for kind, index in named) or "another worker"
   cause = next((line.strip() for line in text.splitlines()
                 if re.search(r"UNAVAILABLE|DEADLINE_EXCEEDED|CANCELLED|ABORTED|[Cc]onnection|"
-                             r"timed out|[Tt]imeout|[Ss]ocket closed|heartbeat", line)),
+                             r"aborted|timed out|[Tt]imeout|[Ss]ocket closed|heartbeat", line)),
                type(error).__name__)
   return errors.PeerLostError(
       f"lost contact with {who} ({cause[:300]}). Restart all workers; training resumes "
@@ -313,7 +324,7 @@ def peer_errors(cluster: Cluster) -> Iterator[None]:
   except PEER_ERRORS as e:
     if not cluster.is_multi_worker:
       raise
-    raise peer_lost(e) from e
+    raise peer_lost(e, cluster) from e
 
 
 def wait_for_every_worker(cluster: Cluster, barrier: Callable[[], object]) -> None:
