@@ -35,12 +35,18 @@ from trainer import train  # noqa: E402
 pytest_plugins = ["no_skips_in_ci", "manifest_run"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Learnable-data sizes: the tutorial CNN reaches >=98% test accuracy on these
-# after 6 epochs at batch 128, ~39% after one (trainer/synthetic.py), so the
-# 90% bar has a margin and still needs real learning.
+# Learnable-data sizes: the tutorial CNN gets ~39% test accuracy on these
+# after one epoch (trainer/synthetic.py), far more after 6 at batch 128
+# (make_config, the shared trained_job). Its spread, measured over 21 runs
+# (--seed 42, 0-8; ONEDNN_MAX_CPU_ISA=AVX2 and AVX512_CORE): median 0.994,
+# but 0.93 and 0.832 at worst (one seed in ten learns late); on the first 64
+# test images, 0.75 at worst. The bar sits below that and still needs real
+# learning (chance: 0.1). The other runs held to it measured higher: 4 epochs
+# at batch 64 (test_job_scenarios) >= 0.976, bfloat16 >= 0.938, the
+# 4-class image folder 1.0 in every run.
 NUM_TRAIN, NUM_TEST = 2000, 500
 EPOCHS_TO_LEARN = 6
-ACCURACY_BAR = 0.9
+ACCURACY_BAR = 0.7
 
 
 @pytest.fixture(scope="session")
