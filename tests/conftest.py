@@ -49,6 +49,17 @@ EPOCHS_TO_LEARN = 6
 ACCURACY_BAR = 0.7
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+  """Groups for pytest-xdist's --dist loadgroup (pytest.ini): each module runs on one worker,
+  as with --dist loadfile, so its module-scoped fixtures are made once; the tests that read
+  the one shared run of k8s/job.yaml (tests/manifest_run.py) form a group of their own, so
+  that it is trained once."""
+  for item in items:
+    shared = "finished_manifest_job" in getattr(item, "fixturenames", ())
+    item.add_marker(pytest.mark.xdist_group("manifest_run" if shared else item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> str:
   """A TFDS data_dir holding learnable 'cifar10' and 'mnist' in TFDS format."""
