@@ -114,13 +114,13 @@ def test_a_worker_then_the_chief_killed_mid_epoch(cluster, tmp_path, monkeypatch
 
   One Job, both ways round (each was a Job of its own): worker 1 dies in the training call
   after its first log line of epoch 2, and after both resumed, the chief in the call after
-  its first of epoch 3 (tests/faults.py: 0.1 s after the line): always before that epoch's
-  checkpoint, however loaded the machine, and inside a call, as an OOM kill lands.
+  its first of epoch 3 (tests/faults.py, in_call): always before that epoch's checkpoint,
+  however loaded the machine, and inside a call, as an OOM kill lands.
   """
   fault = str(tmp_path / "fault")
-  signal_on_log(fault, f"epoch 2/{EPOCHS} step ", signal.SIGKILL, who=1, delay=0.1)
+  signal_on_log(fault, f"epoch 2/{EPOCHS} step ", signal.SIGKILL, who=1, in_call=True)
   monkeypatch.setenv("PYTHONPATH", signal_on_log(
-      fault, f"epoch 3/{EPOCHS} step ", signal.SIGKILL, who=0, delay=0.1)["PYTHONPATH"])
+      fault, f"epoch 3/{EPOCHS} step ", signal.SIGKILL, who=0, in_call=True)["PYTHONPATH"])
   job = cluster.submit()
   assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
   assert fired(fault)
