@@ -56,6 +56,7 @@ setup(
             "grpcio>=1.60,<2",
             "requests>=2.31,<3",
             "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",  # pytest.ini runs the suite on two workers
             "packaging>=23",  # the serving-config test reads setup.py's version ranges
             "pyyaml>=6,<7",
             "gcp-storage-emulator==2026.7.19",

@@ -35,12 +35,29 @@ from trainer.training import train  # noqa: E402
 pytest_plugins = ["no_skips_in_ci", "manifest_run"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Learnable-data sizes: the tutorial CNN reaches >=98% test accuracy on these
-# after 6 epochs at batch 128, ~39% after one (trainer/data/synthetic.py), so the
-# 90% bar has a margin and still needs real learning.
+# Learnable-data sizes: the tutorial CNN gets ~39% test accuracy on these
+# after one epoch (trainer/data/synthetic.py), far more after 6 at batch 128
+# (make_config, the shared trained_job). Its spread, measured over 21 runs
+# (--seed 42, 0-8; ONEDNN_MAX_CPU_ISA=AVX2 and AVX512_CORE): median 0.994,
+# but 0.93 and 0.832 at worst (one seed in ten learns late); on the first 64
+# test images, 0.75 at worst. The bar sits below that and still needs real
+# learning (chance: 0.1). The other runs held to it measured higher: 4 epochs
+# at batch 64 (test_job_scenarios) >= 0.976, bfloat16 >= 0.938, the
+# 4-class image folder 1.0 in every run.
 NUM_TRAIN, NUM_TEST = 2000, 500
 EPOCHS_TO_LEARN = 6
-ACCURACY_BAR = 0.9
+ACCURACY_BAR = 0.7
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+  """Groups for pytest-xdist's --dist loadgroup (pytest.ini): each module runs on one worker,
+  as with --dist loadfile, so its module-scoped fixtures are made once; the tests that read
+  the one shared run of k8s/job.yaml (tests/manifest_run.py) form a group of their own, so
+  that it is trained once."""
+  for item in items:
+    shared = "finished_manifest_job" in getattr(item, "fixturenames", ())
+    item.add_marker(pytest.mark.xdist_group("manifest_run" if shared else item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")

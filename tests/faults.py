@@ -20,9 +20,10 @@ import os
 # JOB_COMPLETION_INDEX, for a Kubernetes pod, or TF_CONFIG task index, for a
 # loopback cluster, it is) and what it does: send itself `sig`, or with no
 # `sig` stop until the release file exists. Each rule acts once (its marker
-# file), so the rerun (the same command, the same environment) runs on. A
-# signal `delay` s after the line comes from a timer thread, while the main
-# thread has gone on into the next training call.
+# file), so the rerun (the same command, the same environment) runs on. With
+# `in_call`, a thread sends the signal once the main thread is inside
+# TensorFlow's execution of the next call: its innermost Python frame has been
+# tensorflow/python/eager/execute.py's quick_execute, waiting in C++, for 20 ms.
 _SITECUSTOMIZE = """
 import json, logging, os, sys, threading, time
 
@@ -38,6 +39,21 @@ def _index():
 
 _handle = logging.Logger.handle
 
+def _signal_inside_the_next_call(sig, main):
+  # The training call is the first execution that lasts: the small ones around
+  # it (summaries, metrics) take well under a millisecond, the call tens at least.
+  deadline, inside, since = time.time() + 60, None, 0.0
+  while time.time() < deadline:
+    frame = sys._current_frames().get(main)
+    if frame is None or frame.f_code.co_name != "quick_execute":
+      inside = None
+    elif frame is not inside:
+      inside, since = frame, time.time()
+    elif time.time() - since > 0.02:
+      break
+    time.sleep(0.001)
+  os.kill(os.getpid(), sig)
+
 def _handle_then_act(self, record):
   _handle(self, record)
   for rule in _RULES:
@@ -46,8 +62,9 @@ def _handle_then_act(self, record):
       open(rule["marker"], "w").close()
       for stream in (sys.stdout, sys.stderr):
         stream.flush()
-      if rule["sig"] is not None and rule["delay"]:
-        threading.Timer(rule["delay"], os.kill, (os.getpid(), rule["sig"])).start()
+      if rule["sig"] is not None and rule["in_call"]:
+        threading.Thread(target=_signal_inside_the_next_call,
+                         args=(rule["sig"], threading.get_ident()), daemon=True).start()
       elif rule["sig"] is not None:
         os.kill(os.getpid(), rule["sig"])
       deadline = time.time() + 600
@@ -59,7 +76,7 @@ logging.Logger.handle = _handle_then_act
 
 
 def signal_on_log(directory: str, text: str, sig: int, who: int | None = None,
-                  delay: float = 0.0) -> dict[str, str]:
+                  in_call: bool = False) -> dict[str, str]:
   """Environment for trainer processes, one of which signals itself once, after logging `text`.
 
   Args:
@@ -68,17 +85,18 @@ def signal_on_log(directory: str, text: str, sig: int, who: int | None = None,
     text: a substring of the log message (e.g. "epoch 2/2 step 4/31").
     sig: the signal it sends itself (signal.SIGKILL, signal.SIGTERM).
     who: the worker index that does it; None: any process that logs the line.
-    delay: seconds between the line and the signal. 0: at once, between two
-      training calls. A SIGKILL that should land inside a call, as an OOM kill
-      does, needs a little (0.1 s): peers then see their connections reset at
-      once, where a process killed between calls is noticed only when its
-      heartbeats stop (~10 s later).
+    in_call: False: the signal comes at once, between two training calls. True:
+      inside the next call, once TensorFlow executes it, as an OOM kill lands:
+      a SIGKILL there resets the connections of the collective under way, and
+      the peers fail at once naming the lost worker, where a process killed
+      between calls is noticed only when its heartbeats stop (~10 s later),
+      and not always by name.
 
   Returns:
     {"PYTHONPATH": ...}: add it to the processes' environment. `fired(directory)`
     tells afterwards whether the signal was sent.
   """
-  return _add_rule(directory, text, int(sig), who, delay)
+  return _add_rule(directory, text, int(sig), who, in_call)
 
 
 def pause_on_log(directory: str, text: str, who: int | None = None) -> dict[str, str]:
@@ -110,11 +128,11 @@ def _rules(directory: str) -> list[dict]:
 
 
 def _add_rule(directory: str, text: str, sig: int | None, who: int | None,
-              delay: float = 0.0) -> dict[str, str]:
+              in_call: bool = False) -> dict[str, str]:
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "sitecustomize.py"), "w", encoding="utf-8") as f:
     f.write(_SITECUSTOMIZE)
-  rule = {"text": text, "sig": sig, "who": who, "delay": delay,
+  rule = {"text": text, "sig": sig, "who": who, "in_call": in_call,
           "marker": os.path.join(directory, f"fired-{len(_rules(directory))}"),
           "release": os.path.join(directory, "released")}
   with open(os.path.join(directory, "rules.jsonl"), "a", encoding="utf-8") as f:

@@ -13,6 +13,9 @@ bindable now and is never handed out twice by this process. What remains is
 a collision with another program that picks fixed ports in the same range,
 which a random choice among ~12,000 makes unlikely.
 
+Under pytest-xdist (pytest.ini) each worker draws from its own share of that
+range, so two workers can never hand out the same port.
+
 Servers the tests write themselves bind port 0 and report the port they got;
 `free_port` is for servers that must be told their port in advance
 (TF_CONFIG's worker addresses, the GCS emulator). `refusing_socket` holds a
@@ -22,6 +25,7 @@ port where nothing listens, for tests of a server that is down or late.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 from typing import Iterator
@@ -48,11 +52,22 @@ def _bindable(port: int) -> bool:
   return True
 
 
+def _this_workers_share(ports: range) -> range:
+  """`ports`, or under pytest-xdist the slice of it that belongs to this worker (gw0, gw1, ...)."""
+  worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+  if not (worker.startswith("gw") and count):
+    return ports
+  index, count = int(worker[2:]), int(count)
+  size = len(ports) // count
+  return ports[index * size:(index + 1) * size]
+
+
 def free_port() -> int:
   """A port on 127.0.0.1 that nothing listens on and no ephemeral bind will take."""
   low, high = _ephemeral_range()
   # Below the ephemeral range if there is room; otherwise above it.
-  candidates = range(_LOWEST, low) if low - _LOWEST >= 1000 else range(high + 1, 65536)
+  candidates = _this_workers_share(
+      range(_LOWEST, low) if low - _LOWEST >= 1000 else range(high + 1, 65536))
   for _ in range(200):
     port = random.choice(candidates)
     if port not in _handed_out and _bindable(port):

@@ -168,7 +168,9 @@ def test_trained_export_matches_the_final_checkpoint(trained_job, tfds_dir):
   served = tf.saved_model.load(metrics["export"]["paths"][0]).signatures["serving_default"](images=images)
   np.testing.assert_allclose(served["probabilities"].numpy(), tf.nn.softmax(model(images)).numpy(), atol=1e-5)
   accuracy = np.mean(served["classes"].numpy() == labels.numpy())
-  assert accuracy >= 0.9
+  # A trained model's answers: on these 64 images, 0.75 at worst over 21 runs of the shared
+  # job's training (seeds, ISAs: conftest.ACCURACY_BAR), 1.0 in most; chance is 0.1.
+  assert accuracy >= 0.6
 
 
 def test_versions_only_grow_and_every_base_gets_the_same_one(tmp_path):

@@ -119,8 +119,8 @@ def loopback(tfds_dir, tmp_path):
   """Starts 2-worker clusters on 127.0.0.1 that share one job dir, as a rerun would.
 
   `start(sig)`: worker 1 sends itself `sig` right after it logs EARLY_IN_EPOCH_2
-  (once: `fired` tells whether it did), a SIGKILL 0.1 s after it, inside the next
-  training call (tests/faults.py); `start()`: nothing is injected.
+  (once: `fired` tells whether it did), a SIGKILL inside the next training call
+  (tests/faults.py); `start()`: nothing is injected.
   """
   job_dir, fault = str(tmp_path / "job"), str(tmp_path / "fault")
   args = lambda i: ["--data-dir", tfds_dir, "--job-dir", job_dir,
@@ -129,7 +129,7 @@ def loopback(tfds_dir, tmp_path):
 
   def start(sig=None):
     env = signal_on_log(fault, EARLY_IN_EPOCH_2, sig, who=1,
-                        delay=0.1 if sig == signal.SIGKILL else 0.0) if sig else None
+                        in_call=sig == signal.SIGKILL) if sig else None
     workers = start_cluster(2, args, str(tmp_path), extra_env=env)
     started.extend(workers)
     return workers

@@ -127,6 +127,8 @@ def test_readme_offline_command_trains(tmp_path):
                           timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   metrics = json.load(open(tmp_path / "runs" / "synthetic" / "metrics.json"))
+  # The preset's 7 epochs at batch 64 on these data; 4 of them measured >= 0.976 in 20 runs
+  # (test_job_scenarios).
   assert metrics["epochs"] == config_lib.preset("cifar10").epochs and metrics["test_accuracy"] >= 0.9
   assert os.path.isfile(tmp_path / "runs" / "synthetic" / "export" / "cifar10" / "1" / "saved_model.pb")
 
@@ -161,11 +163,15 @@ def test_cifar10_resnet20_is_the_papers_recipe():
 def test_cifar10_resnet20_learns_in_a_few_epochs(tfds_dir, tmp_path):
   """The preset, shortened to 2 epochs at batch 64 (62 steps at lr 0.05 by the linear rule,
   / 10 half-way through the second) on the fixtures' learnable data: well above chance
-  (10%), and exported. One run here: 0.84."""
+  (10%), and exported.
+
+  Measured over 20 runs (--seed 42, 0-8; ONEDNN_MAX_CPU_ISA=AVX2 and AVX512_CORE): two
+  clusters, 0.56-0.65 and 0.84-1.0; --seed 42 alone gave 0.644 with AVX2 and 0.99 with
+  AVX-512. So the bar is 0.3 (worst 0.564), not the 0.6 that one run once suggested."""
   config = config_lib.preset("cifar10-resnet20", data_dir=tfds_dir, job_dir=str(tmp_path), epochs=2,
                              batch_size=64, lr_step_epochs=(1.5,), log_every_steps=5,
                              steps_per_execution=5)
   metrics = train.run(config)
   assert metrics["global_step"] == 2 * (NUM_TRAIN // 64)
-  assert metrics["test_accuracy"] >= 0.6, metrics
+  assert metrics["test_accuracy"] >= 0.3, metrics
   assert os.path.isfile(os.path.join(metrics["export"]["paths"][0], "saved_model.pb"))
