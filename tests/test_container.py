@@ -6,7 +6,7 @@ the Deployment's command, securityContext, volumes and limits
 (tests/container_harness.py says how each maps onto podman). Only what a user
 edits changes: the image (the one just built), and the worker count where a
 test runs one worker. The image is the CPU build of the same Dockerfile
-(EXTRAS=profile); the GPU build differs only by the `gpu` extra
+(VARIANT=cpu); the GPU build differs only by the `gpu` extra
 (docs/container.md).
 """
 

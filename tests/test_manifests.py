@@ -220,8 +220,8 @@ def test_ci_builds_the_cpu_image_with_the_docs_own_command():
   """docs/container.md's CPU build, run by .ci/build-image with podman and REGISTRY=localhost."""
   docs = _container_docs()
   builds = re.findall(r"^docker build (.*)$", docs, re.M)
-  assert builds == ['--build-arg EXTRAS=gpu,profile -t "$REGISTRY/cnn-trainer:0.1.0" .',
-                    '--build-arg EXTRAS=profile -t "$REGISTRY/cnn-trainer:0.1.0-cpu" .']
+  assert builds == ['--build-arg VARIANT=gpu -t "$REGISTRY/cnn-trainer:0.1.0" .',
+                    '--build-arg VARIANT=cpu -t "$REGISTRY/cnn-trainer:0.1.0-cpu" .']
   pushes = re.findall(r"^docker push (.*)$", docs, re.M)
   assert pushes == ['"$REGISTRY/cnn-trainer:0.1.0"', '"$REGISTRY/cnn-trainer:0.1.0-cpu"']
   printed = subprocess.run(["bash", os.path.join(REPO, ".ci", "build-image")], capture_output=True,
@@ -239,7 +239,7 @@ def test_ci_builds_the_cpu_image_with_the_docs_own_command():
 
 def test_the_dockerfile_header_shows_the_docs_build_commands():
   text = open(os.path.join(REPO, "Dockerfile"), encoding="utf-8").read()
-  for extras, tag in (("", "REGISTRY/cnn-trainer:0.1.0 "), ("--build-arg EXTRAS=profile ",
-                                                             "REGISTRY/cnn-trainer:0.1.0-cpu ")):
-    assert re.search(rf"^#\s+docker build {re.escape(extras)}-t {re.escape(tag)}\.", text, re.M)
-  assert re.search(r"^ARG EXTRAS=gpu,profile$", text, re.M)
+  for variant, tag in (("", "REGISTRY/cnn-trainer:0.1.0 "), ("--build-arg VARIANT=cpu ",
+                                                              "REGISTRY/cnn-trainer:0.1.0-cpu ")):
+    assert re.search(rf"^#\s+docker build {re.escape(variant)}-t {re.escape(tag)}\.", text, re.M)
+  assert re.search(r"^ARG VARIANT=gpu$", text, re.M)
