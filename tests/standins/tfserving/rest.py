@@ -14,7 +14,8 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-from typing import Any
+import time
+from typing import Any, Optional
 
 import numpy as np
 from google.protobuf import json_format
@@ -106,7 +107,7 @@ def _parse_predict(servable_lookup, body: bytes):
   if not isinstance(signature_name, str):
     raise ServingError(Code.INVALID_ARGUMENT, "'signature_name' key must be a string value.")
   servable = servable_lookup()
-  _, signature = servable.signature(signature_name)
+  _, signature = servable.signature(signature_name, rest=True)
   if ("instances" in request) == ("inputs" in request):
     raise ServingError(Code.INVALID_ARGUMENT,
                        "Missing 'inputs' or 'instances' key" if "instances" not in request else
@@ -197,21 +198,34 @@ def metadata_json(servable: Servable) -> dict:
               always_print_fields_with_no_presence=True)}}
 
 
-def status_json(core: ServerCore, name: str, version) -> dict:
+def status_response(core: ServerCore, name: str, version) -> get_model_status_pb2.GetModelStatusResponse:
+  """GetModelStatusImpl::GetModelStatusWithModelSpec; each version's status is rules.version_status."""
   response = get_model_status_pb2.GetModelStatusResponse()
-  for v, state, error in core.status(name, version):
+  for v, state, code, message in core.version_statuses(name, version):
     status = response.model_version_status.add(version=v, state=STATE_ENUM[state])
-    if error:
-      status.status.error_code = Code.UNKNOWN.value
-      status.status.error_message = error
-  return json_format.MessageToDict(response, always_print_fields_with_no_presence=True)
+    status.status.error_code = code.value
+    status.status.error_message = message
+  return response
+
+
+def status_json(core: ServerCore, name: str, version) -> dict:
+  """http_rest_api_util.cc, ToJsonString(GetModelStatusResponse): always_print_primitive_fields."""
+  return json_format.MessageToDict(status_response(core, name, version),
+                                   always_print_fields_with_no_presence=True)
 
 
 # ----------------------------------------------------------------- handler
 
 
 def respond(core: ServerCore, method: str, path: str, body: bytes) -> tuple[int, str]:
-  """One REST request: (HTTP status, response body)."""
+  """One request of the REST API (a /v1/ path): (HTTP status, response body)."""
+  status, text, _, _ = _api(core, method, path, body)
+  return status, text
+
+
+def _api(core: ServerCore, method: str, path: str, body: bytes) -> tuple[int, str, str, Code]:
+  """(HTTP status, body, model name, status code): http_server.cc's ProcessRequest."""
+  parsed = None
   try:
     parsed = rules.parse_rest_path(method, path)
     if parsed is None:
@@ -220,20 +234,45 @@ def respond(core: ServerCore, method: str, path: str, body: bytes) -> tuple[int,
       if not parsed.model:
         raise ServingError(Code.INVALID_ARGUMENT, "Missing model name in request.")
       if parsed.verb == "metadata":
-        return 200, json.dumps(metadata_json(core.servable(parsed.model, parsed.version, parsed.label)))
-      return 200, json.dumps(status_json(core, parsed.model, parsed.version))
+        return (200, json.dumps(metadata_json(core.servable(parsed.model, parsed.version,
+                                                            parsed.label))), parsed.model, Code.OK)
+      return 200, json.dumps(status_json(core, parsed.model, parsed.version)), parsed.model, Code.OK
     if parsed.verb != "predict":
       raise ServingError(Code.UNIMPLEMENTED, f"the stand-in does not implement :{parsed.verb}")
     servable, signature_name, inputs, row = _parse_predict(
         lambda: core.servable(parsed.model, parsed.version, parsed.label), body)
     _, outputs = servable.predict(signature_name, inputs)
-    return 200, _output_json(outputs, row)
+    return 200, _output_json(outputs, row), parsed.model, Code.OK
   except ServingError as e:
-    return rules.http_status(e.code), json.dumps({"error": e.message})
+    return (rules.http_status(e.code), json.dumps({"error": e.message}),
+            parsed.model if parsed else "", e.code)
 
 
-def handler_class(core: ServerCore):
-  """A BaseHTTPRequestHandler serving `core`'s REST API."""
+def handle(core: ServerCore, method: str, path: str, body: bytes,
+           metrics_path: Optional[str] = None) -> tuple[int, str, str]:
+  """One HTTP request on the REST port: (HTTP status, content type, body).
+
+  rules.rest_route picks the handler: the Prometheus page, the REST API
+  (whose requests are counted, as http_server.cc's ProcessRequest records
+  request_count for every one and request_latency for the successful), or
+  libevent's 404 page.
+  """
+  route = rules.rest_route(path, metrics_path)
+  if route == "metrics":
+    # http_server.cc, ProcessPrometheusRequest: any method, text/plain.
+    return 200, "text/plain", core.metrics.page()
+  if route is None:
+    return 404, "text/html; charset=ISO-8859-1", rules.NOT_FOUND_PAGE
+  start = time.monotonic()
+  status, text, model, code = _api(core, method, path, body)
+  verb = rules.parse_rest_path(method, path)
+  core.metrics.request(model, verb.verb if verb else "", "REST", code,
+                       (time.monotonic() - start) * 1e6)
+  return status, "application/json", text
+
+
+def handler_class(core: ServerCore, metrics_path: Optional[str] = None):
+  """A BaseHTTPRequestHandler serving `core`'s REST API (and metrics at `metrics_path`)."""
 
   class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as TF Serving
@@ -245,13 +284,18 @@ def handler_class(core: ServerCore):
     def _handle(self):
       length = int(self.headers.get("Content-Length") or 0)
       body = self.rfile.read(length) if length else b""
-      status, text = respond(core, self.command, self.path.split("?", 1)[0], body)
+      status, content_type, text = handle(core, self.command, self.path.split("?", 1)[0], body,
+                                          metrics_path)
       data = text.encode()
       reason = {499: "Client Closed Request"}.get(status) or http.HTTPStatus(status).phrase
-      head = (f"HTTP/1.1 {status} {reason}\r\n"
-              f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
+      # libevent's error page closes the connection (evhttp_send_error).
+      close = "Connection: close\r\n" if content_type.startswith("text/html") else ""
+      head = (f"HTTP/1.1 {status} {reason}\r\n{close}"
+              f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n").encode()
       self.wfile.write(head + data)  # one write: headers and body in one segment
+      if close:
+        self.close_connection = True
 
-    do_GET = do_POST = _handle
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
   return Handler
