@@ -67,7 +67,8 @@ def to_array(value: Any, dtype_enum: int, name: str) -> np.ndarray:
   {"b64": ...}; a ragged list is refused.
   """
   dtype = NUMPY_DTYPES.get(dtype_enum)
-  type_name = types_pb2.DataType.Name(dtype_enum)
+  # tensorflow's DataTypeString: "float", "int32", "uint8", "string", ...
+  type_name = types_pb2.DataType.Name(dtype_enum)[3:].lower()
   if dtype is object:
     value = _decode_b64(value)
     leaves = list(_leaves(value))
@@ -80,7 +81,7 @@ def to_array(value: Any, dtype_enum: int, name: str) -> np.ndarray:
         raise ServingError(Code.INVALID_ARGUMENT,
                            f"JSON Value: {json.dumps(leaf)} not formatted correctly for base64 data"
                            if isinstance(leaf, dict) else
-                           f"JSON Value: {json.dumps(leaf)} Type: {type(leaf).__name__} is not of "
+                           f"JSON Value: {json.dumps(leaf)} Type: {_json_type(leaf)} is not of "
                            f"expected type: {type_name}")
       if dtype is not None and np.dtype(dtype).kind in "iu" and isinstance(leaf, float):
         raise ServingError(Code.INVALID_ARGUMENT,
@@ -95,17 +96,120 @@ def to_array(value: Any, dtype_enum: int, name: str) -> np.ndarray:
   return array
 
 
+def _json_type(value: Any) -> str:
+  """util/json_tensor.cc, JsonTypeString: rapidjson's type names."""
+  if value is None:
+    return "Null"
+  if isinstance(value, bool):
+    return "True" if value else "False"
+  return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
+def _is_object(value: Any) -> bool:
+  """json_tensor.cc's IsElementObject: an object that is not {"b64": ...}."""
+  return isinstance(value, dict) and not (set(value) == {"b64"})
+
+
+def _dense_shape(value: Any) -> list[int]:
+  """json_tensor.cc, GetDenseTensorShape: each list's length, following first elements."""
+  shape = []
+  while isinstance(value, list):
+    shape.append(len(value))
+    value = value[0] if value else None
+  return shape
+
+
+def _leaf_count(value: Any) -> int:
+  return sum(1 for _ in _leaves(value))
+
+
+def _shape_text(shape: list[int]) -> str:
+  return "[" + ",".join(str(d) for d in shape) + "]"  # json_tensor.cc, ShapeToString
+
+
+def _instances(instances: Any, signature) -> dict[str, np.ndarray]:
+  """The "instances" (row) format as one tensor per input.
+
+  Source: util/json_tensor.cc, FillPredictRequestFromJson and
+  FillTensorMapFromInstancesList / AddInstanceItem: all objects (named
+  inputs) or all values/lists, each instance of one size and shape, which
+  are then stacked along a new first dimension.
+  """
+  if not isinstance(instances, list):
+    raise ServingError(Code.INVALID_ARGUMENT, "Expecting 'instances' to be an list/array")
+  if not instances:
+    raise ServingError(Code.INVALID_ARGUMENT, "No values in 'instances' array")
+  names = sorted(signature.inputs)
+  if not _is_object(instances[0]) and len(names) > 1:
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       "instances is a plain list, but expecting list of objects as multiple input "
+                       "tensors required as per tensorinfo_map")
+  objects = _is_object(instances[0])
+  sizes: dict[str, int] = {}
+  shapes: dict[str, list[int]] = {}
+  items: dict[str, list[np.ndarray]] = {}
+
+  def add(item: Any, name: str) -> None:  # AddInstanceItem
+    if name not in signature.inputs:
+      raise ServingError(Code.INVALID_ARGUMENT, f"JSON object: does not have named input: {name}")
+    shape, size = _dense_shape(item), _leaf_count(item)
+    array = to_array(item, signature.inputs[name].dtype, name)
+    if name not in sizes:
+      sizes[name], shapes[name] = size, shape
+    elif sizes[name] != size:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f"Expecting tensor size: {sizes[name]} but got: {size}")
+    elif shapes[name] != shape:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f"Expecting shape {_shape_text(shapes[name])} but got: {_shape_text(shape)}")
+    items.setdefault(name, []).append(array)
+
+  for i, element in enumerate(instances):
+    if objects:
+      if not _is_object(element):
+        raise ServingError(Code.INVALID_ARGUMENT,
+                           f"Expecting object but got list at item {i} of input list")
+      for name, value in element.items():
+        try:
+          add(value, name)
+        except ServingError as e:
+          raise ServingError(Code.INVALID_ARGUMENT, f"Failed to process element: {i} key: {name} "
+                                                    f"of 'instances' list. Error: {e}") from e
+      if set(element) != set(names):
+        raise ServingError(Code.INVALID_ARGUMENT,
+                           f"Failed to process element: {i} of 'instances' list. JSON object: "
+                           f"{json.dumps(element, separators=(',', ':'))} keys must be equal to: "
+                           f"{','.join(names)}")
+    else:
+      if _is_object(element):
+        raise ServingError(Code.INVALID_ARGUMENT,
+                           f"Expecting value/list but got object at item {i} of input list")
+      try:
+        add(element, names[0])
+      except ServingError as e:
+        raise ServingError(Code.INVALID_ARGUMENT, f"Failed to process element: {i} of 'instances' "
+                                                  f"list. Error: {e}") from e
+  return {name: np.stack(arrays) for name, arrays in items.items()}
+
+
 def _parse_predict(servable_lookup, body: bytes):
   """(servable, signature name, inputs, row format?) in TF Serving's order of checks."""
+  if not body:
+    raise ServingError(Code.INVALID_ARGUMENT, "JSON Parse error: The document is empty")
   try:
-    request = json.loads(body or b"")
-  except ValueError as e:
-    raise ServingError(Code.INVALID_ARGUMENT, f"JSON Parse error: {e}") from e
+    request = json.loads(body)
+  except (ValueError, RecursionError) as e:
+    # rapidjson's words differ from Python's; the offset is the same idea.
+    raise ServingError(Code.INVALID_ARGUMENT, f"JSON Parse error: Invalid value. at offset: "
+                                              f"{getattr(e, 'pos', 0)}") from e
   if not isinstance(request, dict):
-    raise ServingError(Code.INVALID_ARGUMENT, "JSON Value not an object")
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       f"JSON Value: {json.dumps(request)} Is not object")
   signature_name = request.get("signature_name", "")
   if not isinstance(signature_name, str):
-    raise ServingError(Code.INVALID_ARGUMENT, "'signature_name' key must be a string value.")
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       f"JSON Value: {json.dumps(request)} not formatted correctly. 'signature_name' "
+                       "key must be a string value.")
   servable = servable_lookup()
   _, signature = servable.signature(signature_name, rest=True)
   if ("instances" in request) == ("inputs" in request):
@@ -114,26 +218,7 @@ def _parse_predict(servable_lookup, body: bytes):
                        "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exist")
   names = list(signature.inputs)
   if "instances" in request:
-    instances = request["instances"]
-    if not isinstance(instances, list) or not instances:
-      raise ServingError(Code.INVALID_ARGUMENT, "'instances' must be a non-empty JSON array")
-    named = all(isinstance(i, dict) and set(i) != {"b64"} for i in instances)
-    if named:
-      if any(set(i) != set(names) for i in instances):
-        raise ServingError(Code.INVALID_ARGUMENT,
-                           f"Failed to process element: 0 key: of 'instances' list. Error: Each "
-                           f"instance must name exactly the inputs {names}")
-      columns = {n: [i[n] for i in instances] for n in names}
-    elif len(names) == 1:
-      columns = {names[0]: instances}
-    else:
-      raise ServingError(Code.INVALID_ARGUMENT,
-                         f"Expecting object with named inputs {names} in each instance")
-    arrays = {n: to_array(v, signature.inputs[n].dtype, n) for n, v in columns.items()}
-    for n, array in arrays.items():
-      if array.dtype == object and array.ndim == 0:
-        raise ServingError(Code.INVALID_ARGUMENT, f"Expecting one value per instance for {n}")
-    return servable, signature_name, arrays, True
+    return servable, signature_name, _instances(request["instances"], signature), True
   inputs = request["inputs"]
   if not (isinstance(inputs, dict) and set(inputs) != {"b64"}):
     if len(names) != 1:
@@ -265,7 +350,10 @@ def handle(core: ServerCore, method: str, path: str, body: bytes,
     return 404, "text/html; charset=ISO-8859-1", rules.NOT_FOUND_PAGE
   start = time.monotonic()
   status, text, model, code = _api(core, method, path, body)
-  verb = rules.parse_rest_path(method, path)
+  try:
+    verb = rules.parse_rest_path(method, path)
+  except ServingError:
+    verb = None
   core.metrics.request(model, verb.verb if verb else "", "REST", code,
                        (time.monotonic() - start) * 1e6)
   return status, "application/json", text

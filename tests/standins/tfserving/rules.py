@@ -90,7 +90,8 @@ def parse_rest_path(method: str, path: str) -> Optional[RestPath]:
   Source: model_servers/http_rest_api_util.cc, ParseModelInfo. A path that
   does not match is "Malformed request" (INVALID_ARGUMENT, a JSON error body,
   from http_rest_api_handler.cc, ProcessRequest). The regexes only let digits
-  through as a version, so a non-numeric one does not match either.
+  through as a version, so a non-numeric one does not match either; digits
+  beyond an int64 are INVALID_ARGUMENT "Failed to convert version".
   """
   import urllib.parse  # pylint: disable=import-outside-toplevel
   match = (_PREDICT_PATH if method == "POST" else _STATUS_PATH if method == "GET" else None)
@@ -98,6 +99,8 @@ def parse_rest_path(method: str, path: str) -> Optional[RestPath]:
   if not found:
     return None
   name, version, label, verb = found.groups()
+  if version and int(version) >= 2 ** 63:  # absl::SimpleAtoi into an int64 fails
+    raise ServingError(Code.INVALID_ARGUMENT, f"Failed to convert version: {version} to numeric.")
   return RestPath(urllib.parse.unquote(name or ""), int(version) if version else None,
                   urllib.parse.unquote(label) if label else None,
                   (verb or "status").lower())
