@@ -7,7 +7,8 @@ ConfigMap; only mount paths, gs:// base paths and port numbers are mapped
 (trainer.export.export to PUBLISH_DIR/cifar10). Time is the one thing these
 tests drive: `poll_filesystem()` / `poll_config()` stand for the 30 s and 60 s
 poll intervals the manifest sets, and `edit_config` for the kubelet syncing
-an edited ConfigMap.
+an edited ConfigMap. A version newly listed in models.config loads at the
+next file-system poll after the config poll, as in TF Serving.
 """
 
 import logging
@@ -116,9 +117,12 @@ def test_the_readme_rollout_by_label(deployment, caplog):
   server.poll_config()
   assert caplog.text.count("failed to ReloadConfig") == errors + 1
 
-  # 1. Put canary back and list version 2: it loads. An unlabelled request now gets it.
+  # 1. Put canary back and list version 2: it loads at the next file-system
+  # poll (30 s), not at the config reload. An unlabelled request then gets it.
   _edit(deployment, lambda m: (m.version_labels.update(canary=1),
                                m.model_version_policy.specific.versions.extend([2])))
+  assert _loaded(deployment) == {1: "AVAILABLE"}
+  server.core.poll_filesystem()
   assert _loaded(deployment) == {2: "AVAILABLE", 1: "AVAILABLE"}
   assert (_served(deployment), _served(deployment, "stable"), _served(deployment, "canary")) == (2, 1, 1)
   # 2. canary to 2.
@@ -144,6 +148,7 @@ def test_the_readme_rollout_by_label(deployment, caplog):
   # 5. Removing a version a label still names leaves that label answering NOT_FOUND.
   _edit(deployment, lambda m: (m.model_version_policy.specific.ClearField("versions"),
                                m.model_version_policy.specific.versions.extend([2])))
+  server.core.poll_filesystem()
   assert _loaded(deployment) == {2: "AVAILABLE", 1: "END"}
   with pytest.raises(RequestRejected, match=re.escape("Specific(cifar10, 1)")) as raised:
     _served(deployment, "stable")

@@ -143,7 +143,7 @@ def test_only_prediction_and_status_methods_pass(pod, method):
     ("DELETE", "/v1/models/cifar10/versions/1", 403),
     ("GET", "/v1/models/cifar10/versions/1", 200),
     ("GET", "/v1/models/cifar10/labels/stable/metadata", 200),
-    ("GET", "/monitoring/prometheus/metrics", None),      # passes: the stand-in serves no metrics
+    ("GET", "/monitoring/prometheus/metrics", 200),       # passes: the Prometheus page
     ("GET", "/v2/models/cifar10", 403),
     ("GET", "/", 403),
 ])

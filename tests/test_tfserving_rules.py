@@ -16,6 +16,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 
+from conftest import REPO
 from standins.tfserving import ModelServer
 from standins.tfserving import rules
 from standins.tfserving.rules import Code
@@ -317,5 +318,309 @@ def test_grpc_on_a_unix_socket_only(tmp_path, base):
       status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=30)
     assert [s.version for s in status.model_version_status] == [1]
     assert requests.get(f"{server.rest_url}/v1/models/cifar10", timeout=10).status_code == 200
+  finally:
+    server.stop()
+
+
+# ------------------------------------------- the stricter rules (issue 23)
+
+
+def test_a_task_larger_than_max_batch_size_is_invalid_argument_and_a_full_queue_unavailable():
+  params = rules.BatchingParameters(max_batch_size=64, max_enqueued_batches=8)
+  with pytest.raises(ServingError, match="^INVALID_ARGUMENT: Task size 65 is larger than maximum "
+                                         "input batch size 64$"):
+    rules.check_batch_task(65, params, open_batch_size=0, enqueued_batches=1)
+  assert rules.check_batch_task(32, params, open_batch_size=32, enqueued_batches=8) is False  # joins
+  assert rules.check_batch_task(33, params, open_batch_size=32, enqueued_batches=7) is True  # new batch
+  with pytest.raises(ServingError, match="The batch scheduling queue to which this task was "
+                                         "submitted is full; currently 8 batches enqueued and "
+                                         "max_enqueued_batches is 8") as full:
+    rules.check_batch_task(33, params, open_batch_size=32, enqueued_batches=8)
+  assert full.value.code == Code.UNAVAILABLE and rules.http_status(full.value.code) == 503
+  assert rules.padded_batch_size(5, [1, 2, 4, 8]) == 8 and rules.padded_batch_size(5, []) == 5
+
+
+def test_the_manifests_batching_file_parses_as_tf_serving_reads_it():
+  from standins.tfserving import batching  # pylint: disable=import-outside-toplevel
+  with open(os.path.join(REPO, "serving", "batching_parameters.txt"), encoding="utf-8") as f:
+    params = batching.parse_batching_parameters(f.read())
+  assert (params.max_batch_size, params.max_enqueued_batches, params.num_batch_threads) == (64, 8, 2)
+  assert params.allowed_batch_sizes[-1] == 64 and not params.enable_large_batch_splitting
+  with pytest.raises(text_format.ParseError):
+    batching.parse_batching_parameters("max_batch_size: 64")  # a wrapper, not a scalar
+
+
+def test_a_model_without_a_platform_is_refused():
+  with pytest.raises(ServingError, match="Illegal setting neither ModelServerConfig::model_type "
+                                         r"\(deprecated\) nor ModelServerConfig::model_platform, "
+                                         "model name is m") as e:
+    rules.model_platform("m", "")
+  assert e.value.code == Code.INVALID_ARGUMENT
+  assert rules.model_platform("m", "", model_type=1) == "tensorflow"
+  with pytest.raises(ServingError, match="Model m requests unsupported platform onnx"):
+    rules.check_platform_supported("m", "onnx")
+
+
+def test_the_start_up_wait_ends_when_any_version_reaches_end():
+  ready, end, loading = State.AVAILABLE, State.END, State.LOADING
+  assert rules.models_settled({"m": {1: loading}}) is None
+  assert rules.models_settled({"m": {1: ready}, "n": {}}) is None  # n has no version yet
+  # Version 2 failed: the wait is over (failed), though version 1 might still load.
+  assert rules.models_settled({"m": {2: end, 1: State.NEW}}) == {"m": (2, end)}
+  assert rules.models_settled({"m": {3: loading, 2: ready, 1: end}}) == {"m": (2, ready)}
+
+
+def test_load_retries_stop_when_the_version_is_no_longer_aspired():
+  assert rules.keep_retrying_load(1, max_num_load_retries=5, aspired=True)
+  assert not rules.keep_retrying_load(6, max_num_load_retries=5, aspired=True)
+  assert not rules.keep_retrying_load(1, max_num_load_retries=5, aspired=False)
+
+
+def test_only_the_first_config_polls_the_file_system_at_once():
+  assert rules.reload_polls_now(first_config=True, file_system_poll_wait_seconds=30)
+  assert rules.reload_polls_now(first_config=True, file_system_poll_wait_seconds=0)
+  assert not rules.reload_polls_now(first_config=False, file_system_poll_wait_seconds=30)
+  assert not rules.reload_polls_now(first_config=True, file_system_poll_wait_seconds=-1)
+
+
+def test_unknown_signatures_are_failed_precondition_for_predict_and_invalid_argument_for_rest():
+  grpc_error, rest_error = rules.predict_signature_not_found("x"), rules.rest_signature_not_found("x")
+  assert (grpc_error.code, grpc_error.message) == (Code.FAILED_PRECONDITION,
+                                                   'Serving signature key "x" not found.')
+  assert rest_error.code == Code.INVALID_ARGUMENT and "not found in signature def" in rest_error.message
+
+
+def test_only_v1_paths_and_the_metrics_page_are_served():
+  assert rules.rest_route("/v1/models/m", None) == "api" and rules.rest_route("/V1/x", None) == "api"
+  assert rules.rest_route("/v2/models/m", None) is None and rules.rest_route("/", None) is None
+  assert rules.rest_route("/monitoring/prometheus/metrics", None) is None  # monitoring off
+  assert rules.rest_route("/metrics", "/metrics") == "metrics"
+  assert "404 Not Found" in rules.NOT_FOUND_PAGE
+
+
+def test_model_status_reports_the_loads_own_error_code():
+  assert rules.version_status(State.AVAILABLE, None) == (Code.OK, "")
+  failed = ServingError(Code.NOT_FOUND, "Could not find meta graph def")
+  assert rules.version_status(State.END, failed) == (Code.NOT_FOUND, "Could not find meta graph def")
+
+
+def test_metric_names_are_written_as_the_prometheus_exporter_writes_them():
+  assert rules.prometheus_name("/tensorflow/serving/request_count") == ":tensorflow:serving:request_count"
+  assert rules.prometheus_name("/tensorflow/cc/saved_model/load_attempt_count") == \
+      ":tensorflow:cc:saved_model:load_attempt_count"
+
+
+def _batching_file(tmp_path, text: str) -> str:
+  path = tmp_path / "batching_parameters.txt"
+  path.write_text(text)
+  return f"--batching_parameters_file={path}"
+
+
+def test_a_batch_over_max_batch_size_is_refused_over_rest_and_grpc(tmp_path, base):
+  import grpc  # pylint: disable=import-outside-toplevel
+  from serving.client import tensors  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+  # Warm-up off: the export's warm-up requests go up to 64 images, which this
+  # server would refuse, failing the load (as TF Serving would).
+  server = _server(tmp_path, _model("cifar10", base), "--enable_batching", "--enable_model_warmup=false",
+                   _batching_file(tmp_path, "max_batch_size { value: 4 } allowed_batch_sizes: 2 "
+                                            "allowed_batch_sizes: 4"))
+  try:
+    assert server.started.wait(30), server.failed
+    images = np.zeros((5, 32, 32, 3), np.uint8)
+    response = requests.post(f"{server.rest_url}/v1/models/cifar10:predict",
+                             json={"instances": images.tolist()}, timeout=30)
+    assert response.status_code == 400
+    assert response.json() == {"error": "Task size 5 is larger than maximum input batch size 4"}
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "cifar10"
+    request.inputs["images"].CopyFrom(tensors.to_tensor_proto(images))
+    with grpc.insecure_channel(server.grpc_target) as channel:
+      with pytest.raises(grpc.RpcError) as refused:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "Task size 5 is larger than maximum input batch size 4"
+    # Three images pass, in a batch padded to the allowed size 4.
+    ok = requests.post(f"{server.rest_url}/v1/models/cifar10:predict",
+                       json={"instances": images[:3].tolist()}, timeout=30)
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 3
+    assert server.core.batching.batch_sizes[-1] == 3
+  finally:
+    server.stop()
+
+
+def test_a_full_batching_queue_answers_unavailable(tmp_path, base):
+  import threading  # pylint: disable=import-outside-toplevel
+  server = _server(tmp_path, _model("cifar10", base), "--enable_batching", "--enable_model_warmup=false",
+                   _batching_file(tmp_path, "max_batch_size { value: 4 } num_batch_threads { value: 1 } "
+                                            "max_enqueued_batches { value: 2 }"))
+  release = threading.Event()
+  try:
+    assert server.started.wait(30), server.failed
+    servable = server.core.servable("cifar10")
+    run = servable._run  # pylint: disable=protected-access
+    servable._run = lambda key, feeds: (release.wait(30), run(key, feeds))[1]  # pylint: disable=protected-access
+    batch = {"images": np.zeros((4, 32, 32, 3), np.uint8)}
+    scheduler = server.core.batching
+    threads = []
+
+    def send():
+      thread = threading.Thread(target=servable.predict, args=("", batch), daemon=True)
+      thread.start()
+      threads.append(thread)
+
+    send()  # taken by the one batch thread, which blocks in it
+    for _ in range(200):
+      if scheduler.processing == 1:
+        break
+      release.wait(0.01)
+    send(), send()  # two full batches wait in the queue: it holds max_enqueued_batches
+    queue = next(q for q in scheduler.queues if q.batches[0] or len(q.batches) > 1)
+    for _ in range(200):
+      if len(queue.batches) == 2 and sum(t.size for t in queue.batches[-1]) == 4:
+        break
+      release.wait(0.01)
+    response = requests.post(f"{server.rest_url}/v1/models/cifar10:predict",
+                             json={"instances": batch["images"].tolist()}, timeout=30)
+    assert response.status_code == 503
+    assert response.json()["error"] == ("The batch scheduling queue to which this task was submitted "
+                                        "is full; currently 2 batches enqueued and "
+                                        "max_enqueued_batches is 2")
+  finally:
+    release.set()
+    for thread in threads:
+      thread.join(30)
+    server.stop()
+
+
+def test_an_empty_model_platform_fails_start_up(tmp_path, base):
+  config = _config(tmp_path, f'model_config_list {{ config {{ name: "cifar10" base_path: "{base}" }} }}')
+  server = ModelServer([f"--model_config_file={config}", "--file_system_poll_wait_seconds=0"],
+                       port_map={8500: 0}).start()
+  for _ in range(100):
+    if server.failed:
+      break
+    server.core._stop.wait(0.05)  # pylint: disable=protected-access
+  assert "INVALID_ARGUMENT: Illegal setting neither ModelServerConfig::model_type" in str(server.failed)
+  assert not server.started.is_set()
+
+
+def _broken(path: str) -> None:
+  os.makedirs(path)
+  with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+    f.write(b"not a SavedModel")
+
+
+def test_start_up_fails_when_the_highest_version_fails_though_a_lower_one_loads(tmp_path, base):
+  _broken(os.path.join(base, "2"))  # latest 2: version 2 is loaded first, and fails
+  server = _server(tmp_path, _model("cifar10", base), "--max_num_load_retries=0")
+  for _ in range(400):
+    if server.failed or server.started.is_set():
+      break
+    server.core._stop.wait(0.05)  # pylint: disable=protected-access
+  assert "1 model(s) did not become available: {{name: cifar10 version: 2 due to error: INTERNAL" \
+      in str(server.failed)
+  server.stop()
+
+
+def test_load_retries_end_when_a_newer_version_replaces_the_failing_one(tmp_path, base):
+  import threading  # pylint: disable=import-outside-toplevel
+  broken = str(tmp_path / "m")
+  _broken(os.path.join(broken, "1"))
+  server = _server(tmp_path, _model("m", broken, policy="latest { num_versions: 1 }"),
+                   "--max_num_load_retries=1000000", "--load_retry_interval_micros=20000")
+  try:
+    seen = server.core._seen  # pylint: disable=protected-access
+    for _ in range(200):
+      if seen.get("m", {}).get(1) and seen["m"][1].attempts >= 2:
+        break
+      server.core._stop.wait(0.05)  # pylint: disable=protected-access
+    shutil.copytree(os.path.join(base, "1"), os.path.join(broken, "2"))
+    poll = threading.Thread(target=server.core.poll_filesystem, daemon=True)
+    poll.start()
+    poll.join(60)  # without the cancellation, version 1 retries for 20,000 s first
+    assert not poll.is_alive()
+    attempts = seen["m"][1].attempts
+    assert seen["m"][1].state == State.END and attempts < 1000
+    assert seen["m"][2].state == State.AVAILABLE
+    server.core._stop.wait(0.2)  # pylint: disable=protected-access
+    assert seen["m"][1].attempts == attempts  # no attempt after the cancellation
+  finally:
+    server.stop()
+
+
+def test_status_reports_each_versions_error_code_over_rest_and_grpc(tmp_path, base):
+  import grpc  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+  server = _server(tmp_path, _model("cifar10", base), "--max_num_load_retries=0")
+  try:
+    assert server.started.wait(30), server.failed
+    _broken(os.path.join(base, "2"))
+    server.core.poll_filesystem()
+    status = requests.get(f"{server.rest_url}/v1/models/cifar10", timeout=10).json()
+    by_version = {s["version"]: s for s in status["model_version_status"]}
+    assert by_version["1"]["status"] == {"error_code": "OK", "error_message": ""}
+    assert by_version["2"]["state"] == "END" and by_version["2"]["status"]["error_code"] == "INTERNAL"
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "cifar10"
+    with grpc.insecure_channel(server.grpc_target) as channel:
+      response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=30)
+    codes = {s.version: s.status.error_code for s in response.model_version_status}
+    assert codes == {2: Code.INTERNAL.value, 1: Code.OK.value}
+  finally:
+    server.stop()
+
+
+def test_rest_paths_outside_v1_are_libevents_404_and_signatures_are_checked_per_api(tmp_path, base):
+  import grpc  # pylint: disable=import-outside-toplevel
+  from serving.client import tensors  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+  server = _server(tmp_path, _model("cifar10", base))
+  try:
+    assert server.started.wait(30), server.failed
+    for path in ("/statuspage", "/v2/models/cifar10", "/monitoring/prometheus/metrics"):
+      response = requests.get(f"{server.rest_url}{path}", timeout=10)
+      assert response.status_code == 404 and response.text == rules.NOT_FOUND_PAGE
+      assert response.headers["Content-Type"].startswith("text/html")
+    image = np.zeros((1, 32, 32, 3), np.uint8)
+    response = requests.post(f"{server.rest_url}/v1/models/cifar10:predict",
+                             json={"signature_name": "nope", "instances": image.tolist()}, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"] == 'Serving signature name: "nope" not found in signature def'
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "cifar10", "nope"
+    request.inputs["images"].CopyFrom(tensors.to_tensor_proto(image))
+    with grpc.insecure_channel(server.grpc_target) as channel:
+      with pytest.raises(grpc.RpcError) as refused:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details() == 'Serving signature key "nope" not found.'
+  finally:
+    server.stop()
+
+
+def test_the_prometheus_page_counts_real_requests(tmp_path, base):
+  monitoring = os.path.join(REPO, "serving", "monitoring.config")
+  server = _server(tmp_path, _model("cifar10", base), f"--monitoring_config_file={monitoring}")
+  try:
+    assert server.started.wait(30), server.failed
+    url = f"{server.rest_url}/v1/models/cifar10:predict"
+    assert requests.post(url, json={"instances": np.zeros((1, 32, 32, 3), int).tolist()},
+                         timeout=30).status_code == 200
+    assert requests.post(url, json={"instances": [[1]]}, timeout=30).status_code == 400
+    page = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"] == "text/plain"
+    lines = page.text.splitlines()
+    assert ':tensorflow:serving:request_count{model_name="cifar10",status="OK"} 1' in lines
+    assert ':tensorflow:serving:request_count{model_name="cifar10",status="INVALID_ARGUMENT"} 1' in lines
+    assert ':tensorflow:serving:request_latency_count{model_name="cifar10",API="predict",entrypoint="REST"} 1' \
+        in lines
+    assert "# TYPE :tensorflow:serving:request_latency histogram" in lines
+    assert f':tensorflow:cc:saved_model:load_attempt_count{{model_path="{base}/1",status="success"}} 1' \
+        in lines
+    assert requests.get(f"{server.rest_url}/metrics", timeout=10).status_code == 404
   finally:
     server.stop()

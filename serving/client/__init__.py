@@ -30,7 +30,7 @@ retry is announced on a `warning: ` line before it):
   | ---- | ------- |
   | 0    | predictions printed |
   | 1    | unexpected failure (a bug): traceback |
-  | 2    | bad local input: a missing or unreadable file, not an image, the wrong size or channel count without --resize, bad flags |
+  | 2    | bad local input: a missing or unreadable file, not an image, the wrong size or channel count without --resize, bad flags, or a --batch-size above the server's max_batch_size (the server's INVALID_ARGUMENT "Task size N is larger than maximum input batch size M", reported as "accepts at most M images per request") |
   | 3    | the server rejected the request: NOT_FOUND (unknown model, version or label), INVALID_ARGUMENT (the server's message passed through), FAILED_PRECONDITION or any other error status; or the model's signatures are not the ones trainer.export writes; or the response is malformed (see below) |
   | 69   | the server could not be reached (UNAVAILABLE, after 3 attempts with backoff) or did not answer within --timeout (DEADLINE_EXCEEDED) |
 
@@ -64,8 +64,9 @@ The package, one concern per module:
 """
 
 from serving.client.cli import DEFAULT_BATCH_SIZE, build_parser, log, main, printable, run
-from serving.client.errors import (EXIT_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE, ClientError,
-                                   InputError, MalformedResponse, RequestRejected, ServerUnavailable)
+from serving.client.errors import (EXIT_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE, BatchTooLarge,
+                                   ClientError, InputError, MalformedResponse, RequestRejected,
+                                   ServerUnavailable)
 from serving.client.images import load_encoded, load_pixels
 from serving.client.metadata import (DEFAULT_SIGNATURE, ENCODED_INPUT, ENCODED_SIGNATURE,
                                      IMAGES_INPUT, OUTPUTS, ModelMetadata, Signature, TensorSpec,
@@ -77,7 +78,7 @@ from serving.client.results import Outputs, PredictResult, check_outputs
 from serving.client.tensors import to_numpy, to_tensor_proto
 
 __all__ = [
-    "DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF_S", "DEFAULT_BATCH_SIZE", "DEFAULT_SIGNATURE",
+    "BatchTooLarge", "DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF_S", "DEFAULT_BATCH_SIZE", "DEFAULT_SIGNATURE",
     "DEFAULT_TIMEOUT_S", "ENCODED_INPUT", "ENCODED_SIGNATURE", "EXIT_INPUT", "EXIT_OK",
     "EXIT_REJECTED", "EXIT_UNAVAILABLE", "IMAGES_INPUT", "OUTPUTS", "ClientError", "InputError",
     "MalformedResponse", "ModelMetadata", "Outputs", "PredictClient", "PredictResult",

@@ -24,7 +24,9 @@ log = logging.getLogger("serving.client")
 
 # Images per request. Fits one server-side batch (max_batch_size 64 in
 # serving/batching_parameters.txt), and keeps a REST body of 32x32x3 images
-# as JSON under ~1 MB.
+# as JSON under ~1 MB. A larger --batch-size than the server's max_batch_size
+# is refused by the server; the client then says so and exits 2
+# (errors.BatchTooLarge).
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -96,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT_S,
                       help=f"Seconds to wait for each answer (default: {DEFAULT_TIMEOUT_S:g}).")
   parser.add_argument("--batch-size", type=_positive(int), default=DEFAULT_BATCH_SIZE,
-                      help=f"Images per request (default: {DEFAULT_BATCH_SIZE}).")
+                      help=f"Images per request (default: {DEFAULT_BATCH_SIZE}); at most the "
+                           "server's max_batch_size (64 in serving/batching_parameters.txt).")
   parser.add_argument("--retry-backoff-s", type=_positive(float), default=DEFAULT_BACKOFF_S,
                       metavar="SECONDS",
                       help=f"Seconds before retrying a server that is UNAVAILABLE, doubling for the "

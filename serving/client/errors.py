@@ -25,6 +25,22 @@ class InputError(ClientError):
   exit_code = EXIT_INPUT
 
 
+class BatchTooLarge(InputError):
+  """The server refused a request of more images than its batching allows (max_batch_size).
+
+  TF Serving answers INVALID_ARGUMENT "Task size N is larger than maximum
+  input batch size M" (tensorflow's shared_batch_scheduler.h) when the
+  request's batch exceeds its BatchingParameters' max_batch_size. The client
+  cannot know M before asking, so this is the usage error it becomes: exit
+  code 2, naming the limit.
+  """
+
+  def __init__(self, message: str, max_batch_size: int, sent: int):
+    super().__init__(message)
+    self.max_batch_size = max_batch_size
+    self.sent = sent
+
+
 class RequestRejected(ClientError):
   """The server answered with an error status (NOT_FOUND, INVALID_ARGUMENT, ...)."""
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from serving.client.errors import (InputError, MalformedResponse, RequestRejected,
+from serving.client.errors import (BatchTooLarge, InputError, MalformedResponse, RequestRejected,
                                    ServerUnavailable, StatusError)
 from serving.client.grpc_transport import GrpcTransport
 from serving.client.metadata import (DEFAULT_SIGNATURE, ENCODED_INPUT, ENCODED_SIGNATURE,
@@ -25,6 +26,10 @@ DEFAULT_ATTEMPTS = 3
 DEFAULT_BACKOFF_S = 0.5
 
 _T = TypeVar("_T")
+# TF Serving's message for a request larger than its max_batch_size
+# (tensorflow/core/kernels/batching_util/shared_batch_scheduler.h,
+# Queue::ValidateBatchTaskQueueCapacity), over gRPC and REST alike.
+_TASK_SIZE = re.compile(r"Task size (\d+) is larger than maximum input batch size (\d+)")
 
 
 class PredictClient:
@@ -36,7 +41,8 @@ class PredictClient:
   raised at once.
 
   Raises (from every call):
-    InputError: the images do not fit the model.
+    InputError: the images do not fit the model; BatchTooLarge (a subclass)
+      when the server's batching takes fewer images per request.
     RequestRejected: the server answered with an error status, or with a
       response this client cannot trust (MalformedResponse, a subclass).
     ServerUnavailable: the server could not be reached or did not answer in time.
@@ -118,6 +124,13 @@ class PredictClient:
           hint = "check --model and --version (GET /v1/models/NAME lists the loaded versions)."
           raise RequestRejected(f"TF Serving at {where} has no {self._what()} "
                                 f"(NOT_FOUND: {e.message}): {hint}", e.code, e.message) from e
+        too_large = _TASK_SIZE.search(e.message) if e.code == "INVALID_ARGUMENT" else None
+        if too_large:
+          sent, limit = int(too_large.group(1)), int(too_large.group(2))
+          raise BatchTooLarge(
+              f"TF Serving at {where} accepts at most {limit} images per request (TF Serving's "
+              f"max_batch_size; this request had {sent}): use --batch-size {limit} or less",
+              limit, sent) from e
         hint = (" Check --label: labels are set in models.config."
                 if "version label" in e.message.lower() else "")
         raise RequestRejected(f"TF Serving at {where} rejected the request for {self._what()} "

@@ -11,12 +11,20 @@ over the real exported SavedModels:
 * core.py     ServerCore: config reloads, version labels, version policies,
               loads with retries and warm-up, unloads;
 * servables.py one loaded version: signatures, Predict, warm-up replay;
-* rest.py, grpc_api.py   the REST API and the gRPC PredictionService and
+* rest.py, grpc_api.py   the REST API (only /v1/ paths; others get
+              libevent's 404 page) and the gRPC PredictionService and
               ModelService;
+* batching.py --enable_batching: the BatchingParameters file, one shared
+              scheduler with num_batch_threads threads, a queue per signature
+              (task size and full-queue refusals, padding to
+              allowed_batch_sizes);
+* metrics.py  the Prometheus page (--monitoring_config_file):
+              request_count, request_latency, load_attempt_count;
 * server.py   BuildAndStart: the ports open only once every model is served.
 
-Not implemented: batching (the parameters file is read by nobody here),
-Classify/Regress/MultiInference requests, monitoring, TLS.
+Not implemented: large batch splitting (enable_large_batch_splitting is
+refused as UNIMPLEMENTED), per-model batching parameters,
+Classify/Regress/MultiInference requests, TF Serving's other metrics, TLS.
 
 `StandIn` below is the short form tests of the client use: these models, all
 versions on disk loaded, these labels.
@@ -50,10 +58,13 @@ class StandIn:
       not loaded yet: the server runs with
       --allow_version_labels_for_unavailable_models.
     models: the core of another StandIn, to serve it on more ports.
+    batching: BatchingParameters (rules.BatchingParameters, e.g. from
+      batching.parse_batching_parameters) to serve as --enable_batching does;
+      None (the default) for no batching.
   """
 
   def __init__(self, base_paths: dict[str, str], labels: Optional[dict[str, dict[str, int]]] = None,
-               models: Optional[ServerCore] = None):
+               models: Optional[ServerCore] = None, batching=None):
     self.config = model_server_config_pb2.ModelServerConfig()
     for name, base_path in base_paths.items():
       model = self.config.model_config_list.config.add(name=name, base_path=base_path,
@@ -64,6 +75,8 @@ class StandIn:
     self._shared = models is not None
     self.models = models or ServerCore(Flags(allow_version_labels_for_unavailable_models=True,
                                              file_system_poll_wait_seconds=1))
+    if batching is not None and models is None:
+      self.models.enable_batching(batching)
     self._server: Optional[ModelServer] = None
 
   def start(self, rest_port: Optional[int] = 0, grpc_port: Optional[int] = 0,

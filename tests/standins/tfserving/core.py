@@ -9,9 +9,13 @@ core/loader_harness.cc for retries). The decisions themselves are the small
 functions in rules.py.
 
 Time: the file system is polled every --file_system_poll_wait_seconds by a
-background thread, as TF Serving does. Tests that must not wait call
+background thread, as TF Serving does: at once for the first config, and for
+a later config only at the next poll (rules.reload_polls_now), so a version
+newly listed in models.config loads then. Tests that must not wait call
 `poll_filesystem()` themselves: that is the interval elapsing, not a change of
-behaviour.
+behaviour. Loads run one at a time, apart from the polls (as the manager's
+load threads are), so a poll can un-aspire a version whose load is being
+retried, which ends its retries (rules.keep_retrying_load).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Callable, Optional
 
 from tensorflow_serving.config import model_server_config_pb2
 
+from standins.tfserving import metrics as metrics_lib
 from standins.tfserving import rules
 from standins.tfserving.flags import Flags
 from standins.tfserving.rules import Code
@@ -50,6 +55,10 @@ class _Harness:
   aspired: bool
   path: str
   error: str = ""
+  # The status the load or unload ended with (ServableState::health);
+  # None is OK.
+  health: Optional[ServingError] = None
+  attempts: int = 0  # load attempts so far
 
 
 def _source(config: model_server_config_pb2.ModelConfig) -> _Source:
@@ -80,10 +89,20 @@ class ServerCore:
     self._labels: dict[str, dict[str, int]] = {}
     self._state_mu = threading.Condition()  # guards the maps above; notified on change
     self._config_mu = threading.Lock()  # ReloadConfig runs one at a time
-    self._poll_mu = threading.Lock()  # one file-system poll and its loads at a time
+    self._poll_mu = threading.Lock()  # one file-system poll at a time
+    self._manage_mu = threading.Lock()  # one load or unload at a time
+    # ServableStateMonitors waiting on state changes: model -> version -> state.
+    self._monitors: list[dict[str, dict[int, State]]] = []
     self._stop = threading.Event()
     self._poller: Optional[threading.Thread] = None
     self.configured = threading.Event()  # a config is in force (maybe still loading)
+    self.batching = None  # a batching.BatchScheduler once enable_batching is called
+    self.metrics = metrics_lib.Metrics()
+
+  def enable_batching(self, params: rules.BatchingParameters) -> None:
+    """--enable_batching: every version loaded from now on batches through one scheduler."""
+    from standins.tfserving import batching  # pylint: disable=import-outside-toplevel
+    self.batching = batching.BatchScheduler(params)
 
   # ------------------------------------------------------------ config
 
@@ -97,10 +116,13 @@ class ServerCore:
     with self._config_mu:
       models = list(config.model_config_list.config)
       rules.validate_model_config_list((m.name, m.base_path) for m in models)
-      for m in models:
-        if m.model_platform not in ("", "tensorflow"):
-          raise ServingError(Code.FAILED_PRECONDITION,
-                             f"Model {m.name} requested unsupported platform {m.model_platform}")
+      first = self._config is None
+      if not first:  # ValidateNoModelsChangePlatforms, before the config is stored
+        rules.check_platforms_unchanged(
+            {m.name: rules.model_platform(m.name, m.model_platform, m.model_type)
+             for m in self._config.model_config_list.config},
+            {m.name: rules.model_platform(m.name, m.model_platform, m.model_type)
+             for m in models if m.name in self._sources})
       # server_core.cc stores the new config before the label check, so an
       # unchanged file that was refused is refused again on every poll.
       self._config = config
@@ -110,28 +132,55 @@ class ServerCore:
             {name: self._available(name) for name in self._harnesses},
             self.flags.allow_version_labels_for_unavailable_models)
         self._labels = labels
+      # AddModelsViaModelConfigList: CreateStoragePathRoutes, every model.
+      for m in models:
+        rules.check_platform_supported(m.name, rules.model_platform(m.name, m.model_platform,
+                                                                    m.model_type))
       new_models = [m.name for m in models if m.name not in self._sources]
-      self._sources = {m.name: _source(m) for m in models}
-      self.configured.set()
-      self._start_polling()
-      self.poll_filesystem()
-      self._wait_until_available(new_models)
+      removed = set(self._sources) - {m.name for m in models}
+      # The first config waits on the core's own monitor (every event since
+      # start-up); a reload on a fresh one, created before the source changes.
+      monitor = self._monitor(fresh=not first)
+      try:
+        with self._poll_mu:
+          self._sources = {m.name: _source(m) for m in models}
+        self.configured.set()
+        if rules.reload_polls_now(first, self.flags.file_system_poll_wait_seconds):
+          self._start_polling()
+          self.poll_filesystem()
+        elif removed:  # UpdateConfig un-aspires the models dropped from the config
+          for name in removed:
+            self._aspire(name, {})
+          self._manage()
+        self._wait_until_available(new_models, monitor)
+      finally:
+        with self._state_mu:
+          if monitor in self._monitors:
+            self._monitors.remove(monitor)
 
-  def _wait_until_available(self, models: list[str]) -> None:
-    """ServerCore::WaitUntilModelsAvailable: no timeout; a failed first version fails it."""
+  def _monitor(self, fresh: bool) -> dict[str, dict[int, State]]:
+    with self._state_mu:
+      monitor = ({} if fresh else
+                 {m: {v: h.state for v, h in versions.items()} for m, versions in self._seen.items()})
+      self._monitors.append(monitor)
+      return monitor
+
+  def _wait_until_available(self, models: list[str], monitor: dict[str, dict[int, State]]) -> None:
+    """ServerCore::WaitUntilModelsAvailable: no timeout; see rules.models_settled."""
+    if not models:
+      return
     with self._state_mu:
       while True:
-        pending = [m for m in models if not self._available(m)]
-        if not pending:
-          return
-        # A model is settled when it has a version AVAILABLE, or nothing left
-        # to try and a version that failed; one with no version yet waits.
-        failed = {m: [(v, h.error) for v, h in self._seen.get(m, {}).items() if h.error]
-                  for m in pending if not self._loading(m)}
-        failed = {m: errors for m, errors in failed.items() if errors}
-        if len(failed) == len(pending):
-          details = "".join(f"{{name: {m} version: {v} due to error: {e}}}, "
-                            for m, errors in failed.items() for v, e in errors)
+        settled = rules.models_settled({m: monitor.get(m, {}) for m in models})
+        if settled is not None:
+          failed = {m: v for m, (v, state) in settled.items() if state != State.AVAILABLE}
+          if not failed:
+            return
+          details = ""
+          for m, v in sorted(failed.items()):
+            health = self._seen.get(m, {}).get(v)
+            error = f" due to error: {health.health}" if health and health.health else ""
+            details += f"{{name: {m} version: {v}{error}}}, "
           raise ServingError(Code.UNKNOWN, f"{len(failed)} model(s) did not become available: "
                                            f"{{{details}}}")
         self._state_mu.wait(timeout=1.0)
@@ -156,23 +205,26 @@ class ServerCore:
     versions change.
     """
     with self._poll_mu:
-      found: dict[str, dict[int, str]] = {}
-      for name, source in list(self._sources.items()):
-        base = self.local_path(source.base_path)
-        if not os.path.isdir(base):
-          log.error("FileSystemStoragePathSource encountered a filesystem access error: Could "
-                    "not find base path %s for servable %s", source.base_path, name)
-          return
-        found[name] = rules.version_directories(os.listdir(base))
-        wanted = rules.wanted_versions(source.policy, found[name], source.num_versions,
-                                       source.specific)
-        if not wanted:
-          log.warning("No versions of servable %s found under base path %s. Did you forget to "
-                      "name your leaf directory as a number (eg. '/1/')?", name, source.base_path)
-        self._aspire(name, {v: os.path.join(base, found[name][v]) for v in wanted})
-      for name in set(self._harnesses) - set(self._sources):  # removed from the config
-        self._aspire(name, {})
-      self._manage()
+      self._poll_locked()
+    self._manage()
+
+  def _poll_locked(self) -> None:
+    found: dict[str, dict[int, str]] = {}
+    for name, source in list(self._sources.items()):
+      base = self.local_path(source.base_path)
+      if not os.path.isdir(base):
+        log.error("FileSystemStoragePathSource encountered a filesystem access error: Could "
+                  "not find base path %s for servable %s", source.base_path, name)
+        return
+      found[name] = rules.version_directories(os.listdir(base))
+      wanted = rules.wanted_versions(source.policy, found[name], source.num_versions,
+                                     source.specific)
+      if not wanted:
+        log.warning("No versions of servable %s found under base path %s. Did you forget to "
+                    "name your leaf directory as a number (eg. '/1/')?", name, source.base_path)
+      self._aspire(name, {v: os.path.join(base, found[name][v]) for v in wanted})
+    for name in set(self._harnesses) - set(self._sources):  # removed from the config
+      self._aspire(name, {})
 
   def _aspire(self, name: str, wanted: dict[int, str]) -> None:
     with self._state_mu:
@@ -185,9 +237,20 @@ class ServerCore:
         if version not in harnesses:
           harnesses[version] = _Harness(State.NEW, True, path)
           self._seen.setdefault(name, {})[version] = harnesses[version]
+          self._publish(name, version, State.NEW)
+      self._state_mu.notify_all()
+
+  def _publish(self, name: str, version: int, state: State) -> None:
+    """A state change on the event bus, seen by every monitor (caller holds _state_mu)."""
+    for monitor in self._monitors:
+      monitor.setdefault(name, {})[version] = state
 
   def _manage(self) -> None:
     """Applies the policy's actions until there are none (loads one at a time)."""
+    with self._manage_mu:
+      self._manage_locked()
+
+  def _manage_locked(self) -> None:
     while True:
       with self._state_mu:
         actions = [(name, rules.next_action(
@@ -199,29 +262,53 @@ class ServerCore:
       for name, (action, version) in actions:
         (self._load if action == "load" else self._unload)(name, version)
 
-  def _set(self, name: str, version: int, state: State, error: str = "") -> None:
+  def _set(self, name: str, version: int, state: State,
+           health: Optional[ServingError] = None) -> None:
     with self._state_mu:
       harness = self._harnesses[name][version]
-      harness.state, harness.error = state, error
+      harness.state, harness.health = state, health
+      harness.error = str(health) if health else ""
+      self._publish(name, version, state)
       self._state_mu.notify_all()
 
   def _load(self, name: str, version: int) -> None:
     """Loads with retries: 1 + --max_num_load_retries attempts, the interval apart.
 
-    Source: core/loader_harness.cc, LoaderHarness::Load with util/retrier.cc.
+    Source: core/loader_harness.cc, LoaderHarness::Load with util/retrier.cc;
+    retries stop once the version is no longer aspired (rules.keep_retrying_load).
     """
+    with self._state_mu:
+      harness = self._harnesses.get(name, {}).get(version)
+      if harness is None or harness.state != State.NEW or not harness.aspired:
+        return  # a poll un-aspired it between the decision and now
     self._set(name, version, State.LOADING)
-    path = self._harnesses[name][version].path
-    attempts = 1 + max(self.flags.max_num_load_retries, 0)
-    for attempt in range(attempts):
+    description = f"Loading servable: {{name: {name} version: {version}}}"
+    while True:
+      if harness.attempts:
+        self._stop.wait(self.flags.load_retry_interval_micros / 1e6)
+        log.info("Retrying of %s retry: %d", description, harness.attempts)
+      harness.attempts += 1
       try:
-        servable = Servable(name, version, path, self.flags.enable_model_warmup,
-                            self.flags.num_request_iterations_for_warmup)
+        servable = Servable(name, version, harness.path, self.flags.enable_model_warmup,
+                            self.flags.num_request_iterations_for_warmup, batching=self.batching,
+                            metrics=self.metrics)
       except ServingError as e:
-        log.error("Loading servable: {name: %s version: %d} failed: %s", name, version, e)
-        if attempt + 1 < attempts and not self._stop.wait(self.flags.load_retry_interval_micros / 1e6):
+        log.error("%s failed: %s", description, e)
+        with self._state_mu:
+          retry = rules.keep_retrying_load(harness.attempts, self.flags.max_num_load_retries,
+                                           harness.aspired)
+        if retry and not self._stop.is_set():
           continue
-        self._set(name, version, State.END, str(e))
+        if not harness.aspired:
+          log.info("Retrying of %s was cancelled.", description)
+        self._set(name, version, State.END, e)
+        return
+      with self._state_mu:
+        cancelled = not harness.aspired
+      if cancelled:  # LoaderHarness::Load: loaded, but cancelled meanwhile
+        servable.close()
+        self._set(name, version, State.END,
+                  ServingError(Code.CANCELLED, "Loading of servable cancelled"))
         return
       with self._state_mu:
         self._servables[(name, version)] = servable
@@ -232,10 +319,13 @@ class ServerCore:
   def _unload(self, name: str, version: int) -> None:
     self._set(name, version, State.UNLOADING)
     with self._state_mu:
-      self._servables.pop((name, version), None)
+      servable = self._servables.pop((name, version), None)
       harness = self._harnesses[name].pop(version)
-      harness.state = State.END
+      harness.state, harness.health, harness.error = State.END, None, ""
+      self._publish(name, version, State.END)
       self._state_mu.notify_all()
+    if servable:
+      servable.close()
     log.info("Done unloading servable version {name: %s version: %d}", name, version)
 
   def _available(self, name: str) -> list[int]:
@@ -272,6 +362,20 @@ class ServerCore:
       raise ServingError(Code.NOT_FOUND, f"Could not find any versions of model {name}")
     return [(v, h.state, h.error) for v, h in sorted(seen.items(), reverse=True)]
 
+  def version_statuses(self, name: str, version: Optional[int] = None
+                       ) -> list[tuple[int, State, Code, str]]:
+    """(version, state, error code, error message) per version, as GetModelStatus reports them.
+
+    The code and message are rules.version_status of the version's health.
+    """
+    self.status(name, version)  # NOT_FOUND as status() raises it
+    with self._state_mu:
+      seen = dict(self._seen.get(name, {}))
+    if version is not None:
+      seen = {version: seen[version]}
+    return [(v, h.state, *rules.version_status(h.state, h.health))
+            for v, h in sorted(seen.items(), reverse=True)]
+
   def config(self) -> Optional[model_server_config_pb2.ModelServerConfig]:
     """A copy of the config last stored by reload_config (None before the first)."""
     with self._config_mu:
@@ -289,3 +393,5 @@ class ServerCore:
     self._stop.set()
     with self._state_mu:
       self._state_mu.notify_all()
+    if self.batching:
+      self.batching.stop()

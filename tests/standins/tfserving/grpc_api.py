@@ -10,13 +10,14 @@ serves gRPC on a pod-local Unix socket behind a proxy that refuses it).
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import predict_pb2
@@ -65,25 +66,35 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     self.core = core
 
   def Predict(self, request, context):  # noqa: N802 (the gRPC method name)
+    """prediction_service_impl.cc, Predict: counted by status, timed when it succeeds."""
+    start = time.monotonic()
     try:
-      servable = self.core.servable(*_spec(request.model_spec))
-      inputs = {k: ndarray(v) for k, v in request.inputs.items()}
-      key, outputs = servable.predict(request.model_spec.signature_name, inputs)
-      if request.output_filter:
-        unknown = set(request.output_filter) - set(outputs)
-        if unknown:
-          raise ServingError(Code.INVALID_ARGUMENT,
-                             f"output tensor alias not found in signature: {sorted(unknown)[0]}")
-        outputs = {k: v for k, v in outputs.items() if k in request.output_filter}
-      response = predict_pb2.PredictResponse()
-      response.model_spec.name = servable.name
-      response.model_spec.version.value = servable.version
-      response.model_spec.signature_name = key
-      for name, value in outputs.items():
-        response.outputs[name].CopyFrom(as_proto_field(value))
-      return response
+      response = self._predict(request)
     except ServingError as e:
+      self.core.metrics.request(request.model_spec.name, "Predict", "GRPC", e.code,
+                                (time.monotonic() - start) * 1e6)
       _abort(context, e)
+    self.core.metrics.request(request.model_spec.name, "Predict", "GRPC", Code.OK,
+                              (time.monotonic() - start) * 1e6)
+    return response
+
+  def _predict(self, request):
+    servable = self.core.servable(*_spec(request.model_spec))
+    inputs = {k: ndarray(v) for k, v in request.inputs.items()}
+    key, outputs = servable.predict(request.model_spec.signature_name, inputs)
+    if request.output_filter:
+      unknown = set(request.output_filter) - set(outputs)
+      if unknown:
+        raise ServingError(Code.INVALID_ARGUMENT,
+                           f"output tensor alias not found in signature: {sorted(unknown)[0]}")
+      outputs = {k: v for k, v in outputs.items() if k in request.output_filter}
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.model_spec.signature_name = key
+    for name, value in outputs.items():
+      response.outputs[name].CopyFrom(as_proto_field(value))
+    return response
 
   def GetModelMetadata(self, request, context):  # noqa: N802
     try:
@@ -114,13 +125,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
   def GetModelStatus(self, request, context):  # noqa: N802
     try:
       name, version, _ = _spec(request.model_spec)  # a label is ignored (get_model_status_impl.cc)
-      response = get_model_status_pb2.GetModelStatusResponse()
-      for v, state, error in self.core.status(name, version):
-        status = response.model_version_status.add(version=v, state=rest.STATE_ENUM[state])
-        if error:
-          status.status.error_code = Code.UNKNOWN.value
-          status.status.error_message = error
-      return response
+      return rest.status_response(self.core, name, version)
     except ServingError as e:
       _abort(context, e)
 

@@ -90,7 +90,8 @@ def parse_rest_path(method: str, path: str) -> Optional[RestPath]:
   Source: model_servers/http_rest_api_util.cc, ParseModelInfo. A path that
   does not match is "Malformed request" (INVALID_ARGUMENT, a JSON error body,
   from http_rest_api_handler.cc, ProcessRequest). The regexes only let digits
-  through as a version, so a non-numeric one does not match either.
+  through as a version, so a non-numeric one does not match either; digits
+  beyond an int64 are INVALID_ARGUMENT "Failed to convert version".
   """
   import urllib.parse  # pylint: disable=import-outside-toplevel
   match = (_PREDICT_PATH if method == "POST" else _STATUS_PATH if method == "GET" else None)
@@ -98,6 +99,8 @@ def parse_rest_path(method: str, path: str) -> Optional[RestPath]:
   if not found:
     return None
   name, version, label, verb = found.groups()
+  if version and int(version) >= 2 ** 63:  # absl::SimpleAtoi into an int64 fails
+    raise ServingError(Code.INVALID_ARGUMENT, f"Failed to convert version: {version} to numeric.")
   return RestPath(urllib.parse.unquote(name or ""), int(version) if version else None,
                   urllib.parse.unquote(label) if label else None,
                   (verb or "status").lower())
@@ -324,3 +327,299 @@ def check_warmup_count(count: int, path: str) -> None:
   if count > MAX_WARMUP_RECORDS:
     raise ServingError(Code.INVALID_ARGUMENT,
                        f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}")
+
+
+# ---------------------------------------------------------------- platform
+
+
+def model_platform(name: str, platform: str, model_type: int = 0) -> str:
+  """A model's platform, or INVALID_ARGUMENT when the config names none.
+
+  Source: model_servers/server_core.cc, GetPlatform: the deprecated
+  model_type (1 = TENSORFLOW) or model_platform, not both and not neither.
+  ReloadConfig reaches it from ValidateNoModelsChangePlatforms (models
+  already served, before the new config is stored) and from
+  CreateStoragePathRoutes (every model, after the label map is updated); at
+  start-up the latter fails ServerCore::Create, so the server does not start.
+  """
+  if model_type:
+    if platform:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         "Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                         f"ModelServerConfig::model_platform, model name is {name}")
+    if model_type != 1:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f"ModelServerConfig::model_type choice {model_type} not supported.")
+    return "tensorflow"
+  if not platform:
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+                       f"ModelServerConfig::model_platform, model name is {name}")
+  return platform
+
+
+def check_platform_supported(name: str, platform: str) -> None:
+  """Source: model_servers/server_core.cc, CreateStoragePathRoutes (INVALID_ARGUMENT).
+
+  tensorflow_model_server's platform config map (platform_config_util.cc)
+  has "tensorflow" only, unless --prefer_tflite_model adds nothing else here.
+  """
+  if platform != "tensorflow":
+    raise ServingError(Code.INVALID_ARGUMENT, f"Model {name} requests unsupported platform {platform}")
+
+
+def check_platforms_unchanged(old: Mapping[str, str], new: Mapping[str, str]) -> None:
+  """Source: model_servers/server_core.cc, ValidateNoModelsChangePlatforms.
+
+  Args:
+    old, new: model name -> platform (already through model_platform).
+  """
+  for name, platform in new.items():
+    if name in old and old[name] != platform:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f"Illegal to change a model's platform. For model {name} platform was "
+                         f"{old[name]} and new platform requested is {platform}")
+
+
+# --------------------------------------------------------- start-up wait
+
+
+def models_settled(states: Mapping[str, Mapping[int, State]]
+                   ) -> Optional[dict[str, tuple[int, State]]]:
+  """Whether ServerCore's wait for its models is over, and what each reached.
+
+  Source: core/servable_state_monitor.cc, HasAnyServableInStreamReachedState
+  and ShouldSendStateReachedNotification, called by
+  model_servers/server_core.cc, WaitUntilModelsAvailable with
+  ServableRequest::Latest(model) and goal AVAILABLE. For each model the
+  wait ends as soon as ANY version it has seen is AVAILABLE or END, the
+  first such in the monitor's order (highest version first); the whole wait
+  ends once every model's has. It failed ("N model(s) did not become
+  available") if any model's first such version is END: so a failed (or
+  unloaded) version 2 ends the wait even while version 1 could still load.
+
+  Args:
+    states: model -> version -> state, every version the monitor has seen.
+
+  Returns:
+    None while some model has not settled; else model -> (version, state).
+  """
+  reached = {}
+  for model, versions in states.items():
+    found = next(((v, s) for v, s in sorted(versions.items(), reverse=True)
+                  if s in (State.AVAILABLE, State.END)), None)
+    if found is None:
+      return None
+    reached[model] = found
+  return reached
+
+
+# ------------------------------------------------------------ load retries
+
+
+def keep_retrying_load(failed_attempts: int, max_num_load_retries: int, aspired: bool) -> bool:
+  """Whether a failed load is tried again.
+
+  Source: util/retrier.cc, Retry (at most 1 + max_num_load_retries
+  attempts, and only while should_retry) with core/loader_harness.cc,
+  LoaderHarness::Load; should_retry turns false when
+  core/aspired_versions_manager.cc, ProcessAspiredVersionsRequest finds the
+  version no longer aspired and calls BasicManager::CancelLoadServableRetry.
+  The check follows a failed attempt: an attempt already sleeping its
+  --load_retry_interval_micros still runs.
+  """
+  return failed_attempts < max(max_num_load_retries, 0) + 1 and aspired
+
+
+# ----------------------------------------------------------- config polls
+
+
+def reload_polls_now(first_config: bool, file_system_poll_wait_seconds: int) -> bool:
+  """Whether ReloadConfig lists the base paths at once, or leaves it to the next poll.
+
+  Source: sources/storage_path/file_system_storage_path_source.cc:
+  SetAspiredVersionsCallback (first config only) starts the poller, whose
+  first run is at once (PeriodicFunction, or a one-shot thread for 0; none
+  for a negative interval); UpdateConfig (every later config) only
+  un-aspires the models dropped from the config. So a version newly listed
+  in models.config, or a model added to it, loads at the next
+  --file_system_poll_wait_seconds poll, not at the reload.
+  """
+  return first_config and file_system_poll_wait_seconds >= 0
+
+
+# -------------------------------------------------------------- signatures
+
+
+def predict_signature_not_found(key: str) -> ServingError:
+  """gRPC Predict (and warm-up) with a signature the model lacks: FAILED_PRECONDITION.
+
+  Source: servables/tensorflow/predict_util.cc, internal::RunPredict.
+  """
+  return ServingError(Code.FAILED_PRECONDITION, f"Serving signature key \"{key}\" not found.")
+
+
+def rest_signature_not_found(key: str) -> ServingError:
+  """REST :predict with a signature the model lacks: INVALID_ARGUMENT (HTTP 400).
+
+  Source: model_servers/http_rest_api_handler.cc, GetInfoMap, which the JSON
+  parser (util/json_tensor.cc, FillPredictRequestFromJson) calls before
+  RunPredict is reached.
+  """
+  return ServingError(Code.INVALID_ARGUMENT,
+                      f"Serving signature name: \"{key}\" not found in signature def")
+
+
+# ------------------------------------------------------------ REST dispatch
+
+# model_servers/http_rest_api_util.h, kHTTPRestApiHandlerPathRegex.
+_API_PATH = re.compile(r"(?i)/v1/.*")
+# libevent's evhttp_send_error(req, HTTP_NOTFOUND, NULL): its ERR_FORMAT page,
+# the reason phrase filled in (served as text/html, connection closed).
+NOT_FOUND_PAGE = ("<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n"
+                  "<H1>Not Found</H1>\n</BODY></HTML>\n")
+
+
+def rest_route(path: str, metrics_path: Optional[str]) -> Optional[str]:
+  """Which handler answers a REST path: "metrics", "api", or None (404).
+
+  Source: util/net_http/server/internal/evhttp_server.cc,
+  EvHTTPServer::DispatchEvRequest: an exact registered path (the Prometheus
+  page, model_servers/http_server.cc CreateAndStartHttpServer, only when
+  monitoring enables it) first, then the dispatcher, which takes
+  kHTTPRestApiHandlerPathRegex ("(?i)/v1/.*") only; anything else gets
+  libevent's 404 page (NOT_FOUND_PAGE), not a JSON error.
+  """
+  if metrics_path is not None and path == metrics_path:
+    return "metrics"
+  if _API_PATH.fullmatch(path):
+    return "api"
+  return None
+
+
+# ------------------------------------------------------------ model status
+
+
+def version_status(state: State, health: Optional[ServingError]) -> tuple[Code, str]:
+  """The (error_code, error_message) GetModelStatus reports for a version.
+
+  Source: model_servers/get_model_status_impl.cc,
+  AddModelVersionStatusToResponse: ToStatusProto(servable_state.health), the
+  status the version's load (or unload) ended with: OK for AVAILABLE and a
+  clean unload, the load's own error code (NOT_FOUND, INVALID_ARGUMENT, ...)
+  for a failed one.
+  """
+  del state  # the health alone decides; END is OK after a clean unload
+  if health is None:
+    return Code.OK, ""
+  return health.code, health.message
+
+
+# ------------------------------------------------------------------ batching
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingParameters:
+  """BatchingParameters (servables/tensorflow/session_bundle_config.proto), the fields acted on.
+
+  Defaults: tensorflow's SharedBatchScheduler<TaskType>::QueueOptions
+  (core/kernels/batching_util/shared_batch_scheduler.h: input_batch_size_limit
+  1000, batch_timeout_micros 0, max_enqueued_batches 10) and Options
+  (num_batch_threads = the number of CPUs, here 1 when unknown), applied by
+  servables/tensorflow/bundle_factory_util.h, GetQueueOptions and
+  CreateBatchScheduler only for the fields that are set.
+  """
+  max_batch_size: int = 1000
+  batch_timeout_micros: int = 0
+  max_enqueued_batches: int = 10
+  num_batch_threads: int = 1
+  allowed_batch_sizes: tuple[int, ...] = ()
+  enable_large_batch_splitting: bool = False
+  max_execution_batch_size: Optional[int] = None
+
+
+def check_batching_parameters(params: BatchingParameters) -> None:
+  """Refuses what the batching session refuses when a version loads.
+
+  Source: batching/batching_session.cc, CreateBatchingSession: without large
+  batch splitting the last allowed_batch_sizes entry must equal
+  max_batch_size; entries must increase.
+  """
+  sizes = list(params.allowed_batch_sizes)
+  if sizes != sorted(set(sizes)):
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       "allowed_batch_sizes entries must be monotonically increasing")
+  if sizes and not params.enable_large_batch_splitting and sizes[-1] != params.max_batch_size:
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       f"Last entry in allowed_batch_sizes must match max_batch_size; last entry "
+                       f"was {sizes[-1]}; expected {params.max_batch_size}")
+
+
+def check_batch_task(task_size: int, params: BatchingParameters, open_batch_size: int,
+                     enqueued_batches: int) -> bool:
+  """Whether a Predict's task fits a batching queue: True to start a new batch, False to join the open one.
+
+  Source: tensorflow/core/kernels/batching_util/shared_batch_scheduler.h
+  (tensorflow/tensorflow), Queue::ValidateBatchTaskQueueCapacity and
+  ScheduleWithoutOrEagerSplitImpl, reached from batching/batching_session.cc,
+  BatchingSession::InternalRun after RunPredict's own checks. A task larger
+  than max_batch_size (input_batch_size_limit) is INVALID_ARGUMENT whatever
+  the queue holds; without enable_large_batch_splitting (k8s/serving.yaml
+  sets none) a task that does not fit the open batch starts a new one,
+  UNAVAILABLE if max_enqueued_batches batches (the open one included; those
+  being processed by the num_batch_threads threads are out of the queue)
+  are already enqueued.
+
+  Args:
+    task_size: the request's batch, its inputs' first dimension.
+    open_batch_size: the tasks' total in the open (last) batch.
+    enqueued_batches: the batches in the queue, the open one included.
+  """
+  if task_size > params.max_batch_size:
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       f"Task size {task_size} is larger than maximum input batch size "
+                       f"{params.max_batch_size}")
+  if params.enable_large_batch_splitting:
+    raise ServingError(Code.UNIMPLEMENTED, "the stand-in does not split large batches")
+  if open_batch_size + task_size > params.max_batch_size:
+    if enqueued_batches >= params.max_enqueued_batches:
+      raise ServingError(Code.UNAVAILABLE,
+                         f"The batch scheduling queue to which this task was submitted is full; "
+                         f"currently {enqueued_batches} batches enqueued and max_enqueued_batches "
+                         f"is {params.max_enqueued_batches}")
+    return True
+  return False
+
+
+def padded_batch_size(size: int, allowed: Iterable[int]) -> int:
+  """The size a batch is padded to: the smallest allowed size >= size (none listed: no padding).
+
+  Source: batching/batching_util.cc, RoundToLowestAllowedBatchSize, from
+  batching_session.cc, MergeInputTensors.
+  """
+  return next((a for a in sorted(allowed) if a >= size), size)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def prometheus_name(metric: str) -> str:
+  """A TensorFlow monitoring metric's name as the Prometheus page writes it.
+
+  Source: util/prometheus_exporter.cc, GetPrometheusMetricName: every
+  character outside [a-zA-Z0-9_] becomes ":" (so
+  /tensorflow/serving/request_count is :tensorflow:serving:request_count).
+  """
+  name = re.sub(r"[^a-zA-Z0-9_]", ":", metric)
+  return "_" + name if name[:1].isdigit() else name
+
+
+def latency_buckets() -> list[float]:
+  """request_latency's bucket limits, in microseconds.
+
+  Source: servables/tensorflow/util.cc, request_latency:
+  monitoring::Buckets::Exponential(10, 1.8, 33): 10 * 1.8^i for i < 33
+  (~20 minutes at the top), then DBL_MAX, which tsl's ExplicitBuckets adds and
+  the exporter writes as le="+Inf".
+  """
+  return [10 * 1.8 ** i for i in range(33)]

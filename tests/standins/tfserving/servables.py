@@ -15,6 +15,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from standins.tfserving.rules import Code
 from standins.tfserving.rules import ServingError
+from standins.tfserving import metrics as metrics_lib
 from standins.tfserving import rules
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -52,25 +53,49 @@ class Servable:
   """
 
   def __init__(self, name: str, version: int, path: str, warmup: bool = True,
-               warmup_iterations: int = 1):
+               warmup_iterations: int = 1, batching=None, metrics=None):
+    """Args (beyond the version's): batching, the server's batching.BatchScheduler
+    (--enable_batching) or None; metrics, the server's metrics.Metrics or None."""
     self.name = name
     self.version = version
     self.path = path
+    self._batching = batching
+    self._queues = {}  # signature key -> its batching queue
     try:
       saved_model = saved_model_pb2.SavedModel()
       with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         saved_model.ParseFromString(f.read())
       self.loaded = tf.saved_model.load(path)
     except (OSError, ValueError, message.DecodeError, tf.errors.OpError) as e:
+      if metrics:
+        metrics.count(metrics_lib.LOAD_ATTEMPT_COUNT, path, "fail")
       raise ServingError(Code.NOT_FOUND if isinstance(e, OSError) else Code.INTERNAL,
                          f"Could not load SavedModel from {path}: {e}") from e
+    if metrics:  # loader.cc counts the SavedModel's load; warm-up comes after it
+      metrics.count(metrics_lib.LOAD_ATTEMPT_COUNT, path, "success")
     graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
     if not graphs:
       raise ServingError(Code.NOT_FOUND, f"Could not find meta graph def matching supplied tags: "
                                          f"{{ serve }} in {path}")
     self.signature_defs = graphs[0].signature_def
-    if warmup:
-      self._warm_up(warmup_iterations)
+    if batching is not None:  # batching_session.cc: a queue per signature
+      self._queues = {key: batching.queue(self._runner(key)) for key in self.signature_defs}
+    try:
+      if warmup:
+        self._warm_up(warmup_iterations)
+    except ServingError:
+      self.close()
+      raise
+
+  def _runner(self, key: str):
+    # Looked up at call time, so a test can replace _run on the instance.
+    return lambda feeds: self._run(key, feeds)
+
+  def close(self) -> None:
+    """Unload: the version's batching queues leave the shared scheduler."""
+    for queue in self._queues.values():
+      self._batching.remove(queue)
+    self._queues = {}
 
   def _warm_up(self, iterations: int) -> None:
     """Replays assets.extra/tf_serving_warmup_requests; any failure fails the load.
@@ -107,12 +132,16 @@ class Servable:
     except tf.errors.OpError as e:  # TFRecord framing: DataLoss, corrupted record
       raise ServingError(_code_from_tf(e), f"{path}: {_op_message(e)}") from e
 
-  def signature(self, signature_name: str):
-    """(key, SignatureDef) for a request's signature_name ("" is serving_default)."""
+  def signature(self, signature_name: str, rest: bool = False):
+    """(key, SignatureDef) for a request's signature_name ("" is serving_default).
+
+    Raises:
+      ServingError: FAILED_PRECONDITION for Predict (rules.predict_signature_not_found),
+        INVALID_ARGUMENT for REST's earlier lookup (rules.rest_signature_not_found).
+    """
     key = signature_name or DEFAULT_SIGNATURE
     if key not in self.signature_defs or key.startswith("__"):
-      raise ServingError(Code.INVALID_ARGUMENT,
-                         f"Serving signature name: \"{key}\" not found in signature def")
+      raise (rules.rest_signature_not_found(key) if rest else rules.predict_signature_not_found(key))
     return key, self.signature_defs[key]
 
   def predict(self, signature_name: str,
@@ -145,12 +174,17 @@ class Servable:
         raise ServingError(
             Code.INVALID_ARGUMENT,
             f"input '{alias}' has shape {list(value.shape)}; the signature takes {want}")
-      feeds[alias] = tf.constant(value)
+      feeds[alias] = value
+    if key in self._queues:  # Session::Run through the batching session
+      return key, self._queues[key].schedule(feeds)
+    return key, self._run(key, feeds)
+
+  def _run(self, key: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     try:
-      outputs = self.loaded.signatures[key](**feeds)
+      outputs = self.loaded.signatures[key](**{k: tf.constant(v) for k, v in feeds.items()})
     except tf.errors.OpError as e:
       raise ServingError(_code_from_tf(e), _op_message(e)) from e
-    return key, {k: v.numpy() for k, v in outputs.items()}
+    return {k: v.numpy() for k, v in outputs.items()}
 
 
 def _dtype_name(value: np.ndarray) -> str:

@@ -23,6 +23,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from standins.tfserving import flags as flags_lib
 from standins.tfserving import grpc_api
 from standins.tfserving import rest
+from standins.tfserving import rules
 from standins.tfserving.core import ServerCore
 from standins.tfserving.rules import ServingError
 
@@ -64,6 +65,7 @@ class ModelServer:
     self.rest_port: Optional[int] = None
     self.grpc_port: Optional[int] = None
     self.grpc_socket_path: Optional[str] = None
+    self.metrics_path: Optional[str] = None  # the Prometheus page, if monitoring enables it
     self.started = threading.Event()  # the ports are open
     self.failed: Optional[StartupError] = None
     self._stop = threading.Event()
@@ -90,6 +92,7 @@ class ModelServer:
     """
     config = self._initial_config()
     try:
+      self._read_side_configs()
       self.core.reload_config(config)
     except ServingError as e:
       raise StartupError(f"Failed to start server. Error: {e}") from e
@@ -104,6 +107,33 @@ class ModelServer:
         while not self._stop.wait(self.flags.model_config_file_poll_wait_seconds):
           self.poll_config()
       threading.Thread(target=loop, daemon=True, name="config-poll").start()
+
+  def _read_side_configs(self) -> None:
+    """BuildAndStart's batching (server.cc) and monitoring (http_server.cc) files.
+
+    Raises:
+      ServingError: INVALID_ARGUMENT for a batching file without
+        --enable_batching, as server.cc refuses it.
+      StartupError: a file that does not read or parse.
+    """
+    from standins.tfserving import batching  # pylint: disable=import-outside-toplevel
+    flags = self.flags
+    try:
+      if flags.enable_batching and self.core.batching is None:
+        params = rules.BatchingParameters()
+        if flags.batching_parameters_file:
+          with open(flags.batching_parameters_file, encoding="utf-8") as f:
+            params = batching.parse_batching_parameters(f.read())
+        self.core.enable_batching(params)
+      elif not flags.enable_batching and flags.batching_parameters_file:
+        raise ServingError(rules.Code.INVALID_ARGUMENT,
+                           "server_options.batching_parameters_file is set without setting "
+                           "server_options.enable_batching to true.")
+      if flags.monitoring_config_file:
+        with open(flags.monitoring_config_file, encoding="utf-8") as f:
+          self.metrics_path = batching.parse_monitoring_config(f.read())
+    except (OSError, text_format.ParseError) as e:
+      raise StartupError(f"Failed to start server. Error: {e}") from e
 
   def start(self) -> "ModelServer":
     """Runs build_and_start on a thread; `started` is set when the ports open.
@@ -163,7 +193,7 @@ class ModelServer:
         self._grpc.add_insecure_port(f"unix:{grpc_socket_path}")
         self.grpc_socket_path = grpc_socket_path
       self._grpc.start()
-    handler = rest.handler_class(self.core)
+    handler = rest.handler_class(self.core, self.metrics_path)
     if rest_socket is not None:
       self._http = http.server.ThreadingHTTPServer(rest_socket.getsockname(), handler,
                                                    bind_and_activate=False)
