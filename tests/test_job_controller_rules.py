@@ -24,6 +24,7 @@ from k8s_harness import IndexedJob
 from standins import job_controller as jc
 from standins.job_controller import InvalidJob
 from standins.job_controller import JobController
+from standins.job_spec import api_errors
 from workers import Worker
 
 SCALE = 0.01  # back-off 10 s -> 0.1 s
@@ -342,6 +343,68 @@ def test_unsimulated_or_invalid_specs_are_refused(change, error, names):
   job["spec"].update(change)
   with pytest.raises(error, match=names):
     JobController(job, launch=None)
+
+
+def _exit_rule(values, operator="In", action="FailJob", **more):
+  return {"action": action, "onExitCodes": {"operator": operator, "values": values, **more}}
+
+
+# The API server's own error texts (validation_test.go's cases name them).
+@pytest.mark.parametrize("rules, message", [
+    ([_exit_rule([3, 2])], "rules[0].onExitCodes.values: Invalid value: [3, 2]: must be ordered"),
+    ([_exit_rule([2, 2])], "rules[0].onExitCodes.values[1]: Duplicate value: 2"),
+    ([_exit_rule(list(range(1, 257)))], "rules[0].onExitCodes.values: Too many: 256: must have at most 255 items"),
+    ([_exit_rule([])], "rules[0].onExitCodes.values: Invalid value: []: at least one value is required"),
+    ([_exit_rule([0, 1])], "rules[0].onExitCodes.values[0]: Invalid value: 0: must not be 0 for the In operator"),
+    ([_exit_rule([1], operator="Is")], 'rules[0].onExitCodes.operator: Unsupported value: "Is"'),
+    ([_exit_rule([1], containerName="sidecar")], 'rules[0].onExitCodes.containerName: Invalid value: "sidecar"'),
+    ([_exit_rule([i]) for i in range(1, 22)], "spec.podFailurePolicy.rules: Too many: 21: must have at most 20 items"),
+    ([{"action": "Ignore"}], "rules[0]: Invalid value: specifying one of OnExitCodes and OnPodConditions is required"),
+    ([{**_exit_rule([1]), "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}],
+     "rules[0]: Invalid value: specifying both OnExitCodes and OnPodConditions is not supported"),
+    ([{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}],
+     "rules[0].onPodConditions[0].status: Required value"),
+    ([_exit_rule([1], action="Restart")], 'rules[0].action: Unsupported value: "Restart"'),
+])
+def test_the_api_server_refuses_a_malformed_pod_failure_policy(rules, message):
+  job = job_yaml()
+  job["spec"]["podFailurePolicy"]["rules"] = rules
+  with pytest.raises(InvalidJob, match=re.escape(message)):
+    JobController(job, launch=None)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"maxFailedIndexes": 1, "backoffLimitPerIndex": None},
+     "spec.backoffLimitPerIndex: Required value: when maxFailedIndexes is specified"),
+    ({"maxFailedIndexes": 3}, "spec.maxFailedIndexes: Invalid value: 3: must be less than or equal to completions"),
+    ({"backoffLimitPerIndex": -1}, "spec.backoffLimitPerIndex: Invalid value: -1: must be greater than or equal to 0"),
+    ({"completions": None}, "spec.completions: Required value: when completion mode is Indexed"),
+    ({"completionMode": "NonIndexed"}, "spec.backoffLimitPerIndex: Invalid value: 1: requires indexed completion mode"),
+])
+def test_the_api_server_refuses_inconsistent_limits(change, message):
+  job = job_yaml()
+  for key, value in change.items():
+    if value is None:
+      job["spec"].pop(key, None)
+    else:
+      job["spec"][key] = value
+  if job["spec"].get("completionMode") == "NonIndexed":
+    job["spec"]["backoffLimitPerIndex"] = 1
+  with pytest.raises(InvalidJob, match=re.escape(message)):
+    JobController(job, launch=None)
+
+
+def test_every_error_is_listed_at_once_as_the_api_server_does():
+  job = job_yaml()
+  job["spec"]["podFailurePolicy"]["rules"] = [_exit_rule([3, 2, 2])]
+  job["spec"]["backoffLimitPerIndex"] = -1
+  with pytest.raises(InvalidJob) as refused:
+    JobController(job, launch=None)
+  assert str(refused.value).count("\n* ") == 3  # negative limit, duplicate, unordered
+
+
+def test_the_shipped_job_passes_the_api_servers_checks():
+  assert api_errors(job_yaml()["spec"]) == []
 
 
 def test_pod_failure_policy_requires_restart_policy_never():
