@@ -327,11 +327,34 @@ def test_foreground_delete_returns_once_every_pod_is_gone(run):
   assert time.time() - began >= 1.0 and ctrl.pod(0) is None and ctrl.pods(0)[0].exit_code == 137
 
 
+# ------------------------------------------------------------ the deadline
+
+
+def test_a_job_past_its_active_deadline_fails_and_its_pods_are_stopped(run):
+  """activeDeadlineSeconds bounds a Job whose pods hang (a worker waiting for a peer that
+  never comes): DeadlineExceeded, the pods deleted with their grace period, nothing counted."""
+  ctrl = run(synthetic(activeDeadlineSeconds=2), {0: [sleeps()], 1: [traps(143, after=0.2)]})
+  began = time.time()
+  assert ctrl.wait(20) == "Failed"
+  assert 2.0 <= time.time() - began < 2.0 + 1 + 2  # the deadline, the 1 s grace, reconcile ticks
+  failed = [c for c in ctrl.status["conditions"] if c["type"] == "Failed"]
+  assert [(c["reason"], c["message"]) for c in failed] == [
+      ("DeadlineExceeded", "Job was active longer than specified deadline")]
+  assert [(p.index, p.exit_code, p.action) for p in ctrl.history] == [(0, 143, "Terminated"),
+                                                                      (1, 143, "Terminated")]
+  assert ctrl.counted == [0, 0] and ctrl.ignored == [0, 0]
+
+
+def test_a_job_that_finishes_within_its_deadline_completes(run):
+  ctrl = run(synthetic(activeDeadlineSeconds=30), {0: [exits(0)], 1: [exits(0)]})
+  assert ctrl.wait(20) == "Complete"
+
+
 # -------------------------------------------------------------- validation
 
 
 @pytest.mark.parametrize("change, error, names", [
-    ({"activeDeadlineSeconds": 60}, NotImplementedError, "activeDeadlineSeconds"),
+    ({"managedBy": "kueue.x-k8s.io/multikueue"}, NotImplementedError, "managedBy"),
     ({"successPolicy": {"rules": []}}, NotImplementedError, "successPolicy"),
     ({"suspend": True}, NotImplementedError, "suspend"),
     ({"backoffLimit": 6}, NotImplementedError, "backoffLimit"),
@@ -445,3 +468,9 @@ def test_indexed_job_pods_see_their_name_uid_and_job_uid(tmp_path):
       "cnn-trainer-1-abcde", "p-uid", "j-uid", "cnn-trainer-1")
   env = indexed.env(0)
   assert re.fullmatch(r"cnn-trainer-0-\w{5}", env["POD_NAME"]) and env["JOB_UID"] == indexed.uid
+
+
+def test_the_shipped_job_states_its_deadline_as_the_docs_do():
+  deadline = job_yaml()["spec"]["activeDeadlineSeconds"]
+  docs = open(os.path.join(REPO, "docs", "fault-tolerance.md"), encoding="utf-8").read()
+  assert f"`activeDeadlineSeconds: {deadline}`" in docs and deadline >= 3600

@@ -3,7 +3,7 @@
 What is simulated: what the controller does when one of an Indexed Job's pods
 ends or is deleted (replacement, podFailurePolicy, backoffLimitPerIndex,
 maxFailedIndexes, per-index back-off, podReplacementPolicy: Failed, graceful
-deletion, eviction, the Job's terminal conditions), read from the Job manifest
+deletion, eviction, activeDeadlineSeconds, the Job's terminal conditions), read from the Job manifest
 itself. Each rule is a small function naming its source in kubernetes/kubernetes
 `pkg/controller/job/` (1.31+) and its documentation.
 
@@ -34,7 +34,8 @@ from standins.job_spec import validate
 
 from standins.job_rules import (DISRUPTION_REASONS, backoff_delay, exit_code,  # noqa: F401
                                  format_indexes, index_failed, job_failure,
-                                 match_pod_failure_policy, pending_indexes, pod_name)
+                                 match_pod_failure_policy, past_active_deadline,
+                                 pending_indexes, pod_name)
 
 
 # ------------------------------------------------------------- simulator
@@ -96,6 +97,8 @@ class JobController:
     self.failed: set[int] = set()
     self.conditions: list[dict] = []
     self.deleted = False  # the Job object is gone (kubectl delete job)
+    self.deadline_s = self.spec.get("activeDeadlineSeconds")  # real seconds, not scaled
+    self.started_at = 0.0  # status.startTime: set by start()
     self._lock = threading.RLock()
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True, name=f"job {self.name}")
@@ -104,6 +107,7 @@ class JobController:
 
   def start(self) -> None:
     """Starts reconciling every 50 ms in a background thread."""
+    self.started_at = time.time()
     self._thread.start()
 
   def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
@@ -247,6 +251,8 @@ class JobController:
     live = [p for p in self.history if p.live]
     if self.deleted or self._terminal():
       return
+    if not self.conditions and past_active_deadline(self.deadline_s, self.started_at, now):
+      self._condition("FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline")
     finishing = [c for c in self.conditions if c["type"] in ("FailureTarget", "SuccessCriteriaMet")]
     if finishing:
       # Terminal conditions wait for every pod (1.31+: job_controller.go,

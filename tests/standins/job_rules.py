@@ -123,6 +123,21 @@ DISRUPTION_REASONS = ("PreemptionByScheduler", "DeletionByTaintManager", "Evicti
 _SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's generateName alphabet
 
 
+def past_active_deadline(deadline_s: Optional[float], started_at: float, now: float) -> bool:
+  """Whether the Job has run out its activeDeadlineSeconds.
+
+  Source: job_controller.go, pastActiveDeadline: from status.startTime (set
+  when the controller first syncs the Job, reset while it is suspended), at
+  or past the deadline; syncJob then adds FailureTarget with reason
+  DeadlineExceeded, "Job was active longer than specified deadline", deletes
+  the active pods (SIGTERM, their grace period; no DisruptionTarget, so the
+  pod failure policy plays no part) and marks the Job Failed once they are
+  gone (delayTerminalCondition). Pending pods count against it as running
+  ones do: it is the one bound on a pod that is never scheduled.
+  """
+  return deadline_s is not None and now - started_at >= deadline_s
+
+
 def pod_name(job: str, index: int) -> str:
   """`JOB-INDEX-xxxxx` (indexed_job_utils.go, podGenerateNameWithIndex)."""
   return f"{job}-{index}-" + "".join(secrets.choice(_SUFFIX) for _ in range(5))

@@ -13,7 +13,8 @@ from __future__ import annotations
 UNLIMITED = 2147483647  # backoffLimit's default when backoffLimitPerIndex is set
 # Spec fields simulated; others are refused unless they hold their default.
 _SIMULATED = {"completionMode", "completions", "parallelism", "backoffLimitPerIndex",
-              "maxFailedIndexes", "podReplacementPolicy", "podFailurePolicy", "template"}
+              "maxFailedIndexes", "podReplacementPolicy", "podFailurePolicy", "template",
+              "activeDeadlineSeconds"}
 _DEFAULTS_ONLY = {"backoffLimit": UNLIMITED, "suspend": False, "manualSelector": False}
 
 
