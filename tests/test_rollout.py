@@ -192,14 +192,14 @@ class Cluster:
     return self.pod.server.grpc_target if self.protocol == "grpc" else self.pod.server.rest_url
 
   def run(self, command: str, *flags: str, tfds_dir: str = "", split: str = "test",
-          timeout_s: float = 30):
+          timeout_s: float = 30, records: bool = True):
     """Runs `python -m serving.rollout COMMAND ...` in-process: (exit code, stdout, stderr's last line).
 
     Progress lines come first on stderr; an error or refusal is the last line.
     """
     argv = [command, "--model", "cifar10", "--config", self.config_path, "--server", self.target(),
             "--protocol", self.protocol, "--timeout-s", str(timeout_s), "--poll-s", "0.2",
-            "--records", self.records, *flags]
+            *(["--records", self.records] if records else []), "--base-path", self.base, *flags]
     if command != "rollback":
       argv += ["--data", tfds_dir, "--split", split]
     out, err = io.StringIO(), io.StringIO()
@@ -292,12 +292,22 @@ def test_a_worse_candidate_is_refused_and_nothing_served_changes(cluster, tfds_d
 
 
 def test_a_tie_is_promoted_as_the_rule_says(cluster, tfds_dir):
-  """The same weights published again: every pair concordant, p = 1, promoted (not shown worse)."""
+  """The same weights published again: every pair concordant, p = 1, promoted (not shown worse).
+
+  As the Job in overlays/rollout runs it: started with training, `--candidate
+  next` waits until the trainer publishes a version above the listed ones.
+  """
   c = cluster({1: "trained"})
-  c.publish(2, "trained")
-  code, out, err = c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
+  publisher = threading.Timer(1.0, c.publish, (2, "trained"))
+  publisher.start()
+  code, out, err = c.run("promote", "--candidate", "next", "--wait-s", "60", tfds_dir=tfds_dir,
+                         records=False)
+  publisher.join()
   assert code == EXIT_OK, err
+  # By default the record goes beside the versions, where TF Serving never loads it.
+  c.records = os.path.join(c.base, "evaluations")
   (record,) = c.records_written()
+  assert c.states() == {2: "AVAILABLE", 1: "AVAILABLE"}
   assert record["figures"]["disagreements"] == 0
   assert record["test"]["p_two_sided"] == record["test"]["p_candidate_worse"] == 1.0
   assert "a tie within noise: promoted" in record["message"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Optional, Sequence
 
 from serving.client.cli import printable
@@ -18,7 +19,7 @@ from serving.rollout import record as record_lib
 from serving.rollout import served_config
 from serving.rollout import steps
 from serving.rollout.errors import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE,
-                                    EXIT_USAGE, Refused, RolloutError, UsageError)
+                                    EXIT_USAGE, Refused, RolloutError, StepFailed, UsageError)
 from serving.rollout.server import TfServing
 
 DEFAULT_TIMEOUT_S = 300.0  # a file-system poll (30 s) + a load with warm-up + a config poll (60 s), with margin
@@ -44,7 +45,7 @@ def _number(kind: type, low: float, high: float = float("inf"), low_open: bool =
 
 
 def _candidate(text: str):
-  if text == "latest":
+  if text in ("latest", "next"):
     return text
   return _number(int, 0)(text)
 
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--records", metavar="DIR",
                          help="Where evaluation records go (default: the model's base_path/"
                               f"{record_lib.FOLDER}, beside the versions).")
+    command.add_argument("--base-path", metavar="PATH",
+                         help="The model's versions as this tool reads them (default: its "
+                              "base_path in models.config), e.g. where that bucket is mounted.")
     command.add_argument("--json", action="store_true", help="Print the record as JSON on stdout.")
     if name == "rollback":
       command.add_argument("--to", type=_number(int, 0),
@@ -87,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "current one, from the records).")
       continue
     command.add_argument("--candidate", type=_candidate, required=True,
-                         help="The published version to evaluate, or `latest` (the newest complete "
-                              "version under the base path).")
+                         help="The published version to evaluate; `latest`: the newest complete "
+                              "version under the base path; `next`: the newest complete version "
+                              "above every listed one, waiting up to --wait-s for the trainer to "
+                              "publish it (a Job applied with training: overlays/rollout).")
+    command.add_argument("--wait-s", type=_number(float, 0), default=0.0,
+                         help="With --candidate next: seconds to wait for a new version (default 0).")
     command.add_argument("--data", required=True,
                          help="A TFDS data_dir holding --dataset prepared (local or gs://), or "
                               "folder:PATH for PATH/{train,test}/<label>/*.png.")
@@ -133,13 +141,33 @@ class _Progress:
       self.bar.close()
 
 
-def _latest(base_path: str) -> int:
+def _published(base_path: str) -> list[int]:
+  """Complete versions under the base path: saved_model.pb is what publishing writes last."""
   from trainer.storage import api  # pylint: disable=import-outside-toplevel
-  complete = [v for v in api.list_versions(base_path)
-              if api.exists(api.join(base_path, str(v), "saved_model.pb"))]
-  if not complete:
-    raise UsageError(f"--candidate latest: no complete version under {base_path}")
-  return complete[-1]
+  return [v for v in api.list_versions(base_path)
+          if api.exists(api.join(base_path, str(v), "saved_model.pb"))]
+
+
+def _resolve(candidate, view: served_config.ModelView, base_path: str, wait_s: float,
+             poll_s: float, say) -> int:
+  if isinstance(candidate, int):
+    return candidate
+  if candidate == "latest":
+    complete = _published(base_path)
+    if not complete:
+      raise UsageError(f"--candidate latest: no complete version under {base_path}")
+    return complete[-1]
+  above = max(view.versions + tuple(view.labels.values()), default=0)
+  say(f"waiting up to {wait_s:g} s for a version above {above} under {base_path}")
+  deadline = time.monotonic() + wait_s
+  while True:
+    newer = [v for v in _published(base_path) if v > above]
+    if newer:
+      return newer[-1]
+    if time.monotonic() >= deadline:
+      raise StepFailed(f"--candidate next: no version above {above} was published under "
+                       f"{base_path} within --wait-s {wait_s:g} s")
+    time.sleep(poll_s)
 
 
 def _measure(server: TfServing, model: str, split_args, stream) -> tuple[steps.Measure, dict]:
@@ -205,7 +233,8 @@ def run(args: argparse.Namespace, out, err) -> int:
   say = lambda line: print(printable(line), file=err, flush=True)  # noqa: E731
   rollout = steps.Rollout(store, server, args.model, args.timeout_s, args.poll_s, say)
   _, _, view = rollout.read()
-  records = args.records or record_lib.default_dir(view.base_path)
+  base_path = args.base_path or view.base_path
+  records = args.records or record_lib.default_dir(base_path)
   common = dict(server=args.server, config=args.config)
   written: list[str] = []
 
@@ -233,7 +262,7 @@ def run(args: argparse.Namespace, out, err) -> int:
     print(f"rolled back: stable {left} -> {now}", file=out)
     return EXIT_OK
 
-  candidate = _latest(view.base_path) if args.candidate == "latest" else args.candidate
+  candidate = _resolve(args.candidate, view, base_path, args.wait_s, args.poll_s, say)
   measure, described = _measure(server, args.model,
                                 (args.data, args.dataset or args.model, args.split,
                                  args.image_size, args.batch_size), err)
