@@ -72,5 +72,7 @@ setup(
     entry_points={"console_scripts": [
         "cnn-trainer=trainer.task:main_entry",
         "cnn-prepare=trainer.prepare:main_entry",
+        # serving/rollout: evaluate, promote, roll back a version through models.config.
+        "cnn-rollout=serving.rollout.cli:main_entry",
     ]},
 )

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from test_kustomize import CPU_DEV, GKE, render
+from test_kustomize import CPU_DEV, GKE, ROLLOUT, render
 
 CHECKOV_VERSION = "3.3.30"
 CONFIG = os.path.join(REPO, ".ci", "checkov.yaml")
@@ -58,7 +58,8 @@ def scan(tmp_path_factory):
   """One checkov run over everything (it starts slowly): {file name: its JSON report}."""
   checkov = _checkov()
   folder = tmp_path_factory.mktemp("checkov")
-  inputs = {"gke.yaml": render(REPO, GKE), "cpu-dev.yaml": render(REPO, CPU_DEV), "tfjob-pod.yaml": _tfjob_pod()}
+  inputs = {"gke.yaml": render(REPO, GKE), "cpu-dev.yaml": render(REPO, CPU_DEV),
+            "rollout.yaml": render(REPO, ROLLOUT), "tfjob-pod.yaml": _tfjob_pod()}
   for name in (os.path.join("k8s", "network-policy-check.yaml"), os.path.join(CPU_DEV, "data-loader.yaml"),
                "Dockerfile"):
     with open(os.path.join(REPO, name), encoding="utf-8") as f:
@@ -86,8 +87,8 @@ def scan(tmp_path_factory):
   return by_file
 
 
-@pytest.mark.parametrize("name", ["gke.yaml", "cpu-dev.yaml", "tfjob-pod.yaml", "network-policy-check.yaml",
-                                  "data-loader.yaml", "Dockerfile"])
+@pytest.mark.parametrize("name", ["gke.yaml", "cpu-dev.yaml", "rollout.yaml", "tfjob-pod.yaml",
+                                  "network-policy-check.yaml", "data-loader.yaml", "Dockerfile"])
 def test_no_unexplained_finding(scan, name):
   report = scan[name]
   assert report["passed"] > 0, f"checkov checked nothing in {name}"

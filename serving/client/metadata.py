@@ -1,9 +1,10 @@
-"""What a served model takes and returns: its signatures, read from GetModelMetadata.
+"""What a served model takes and returns (GetModelMetadata), and its versions' states (GetModelStatus).
 
 `parse_metadata` reads TF Serving's metadata JSON (REST), which the gRPC
 transport also builds from its proto, and trusts nothing in it: whatever the
 server sends, it returns a well-formed ModelMetadata or raises
-MalformedResponse.
+MalformedResponse. `parse_status` does the same for GetModelStatus's JSON
+(GET /v1/models/NAME).
 """
 
 from __future__ import annotations
@@ -156,3 +157,44 @@ def _object(value: Any, what: str) -> dict:
                             "endpoint?")
   return value
 
+
+
+# GetModelStatus's states (tensorflow_serving/apis/get_model_status.proto, ModelVersionStatus.State).
+STATES = ("UNKNOWN", "START", "LOADING", "AVAILABLE", "UNLOADING", "END")
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionStatus:
+  """One version as GetModelStatus reports it."""
+  version: int
+  state: str  # one of STATES
+  error: str = ""  # the load's error message; "" when it has none
+
+
+def parse_status(body: Any) -> list[VersionStatus]:
+  """Parses GetModelStatus's JSON (REST GET /v1/models/NAME, or the same built from the gRPC proto).
+
+  Returns:
+    Every version the server reports, newest first.
+
+  Raises:
+    MalformedResponse: `body` is not TF Serving's model status format.
+  """
+  body = _object(body, "the model status")
+  entries = body.get("model_version_status", [])
+  if not isinstance(entries, list):
+    raise MalformedResponse(f"model_version_status is {show_value(entries)}, not a list")
+  found = []
+  for entry in entries:
+    entry = _object(entry, "a model_version_status entry")
+    version = parse_version(entry.get("version", "0"), "model_version_status.version")
+    state = entry.get("state", "UNKNOWN")
+    if state not in STATES:
+      raise MalformedResponse(f"the state {show_value(state)} of version {version} is not one of "
+                              f"{', '.join(STATES)}")
+    status = _object(entry.get("status", {}), "model_version_status.status")
+    error = status.get("error_message", "")
+    if not isinstance(error, str):
+      raise MalformedResponse(f"the error message of version {version} is {show_value(error)}")
+    found.append(VersionStatus(version, state, error))
+  return sorted(found, key=lambda s: -s.version)

@@ -13,7 +13,8 @@ from serving.client.errors import (BatchTooLarge, InputError, MalformedResponse,
                                    ServerUnavailable, StatusError)
 from serving.client.grpc_transport import GrpcTransport
 from serving.client.metadata import (DEFAULT_SIGNATURE, ENCODED_INPUT, ENCODED_SIGNATURE,
-                                     IMAGES_INPUT, ModelMetadata, parse_metadata)
+                                     IMAGES_INPUT, ModelMetadata, VersionStatus, parse_metadata,
+                                     parse_status)
 from serving.client.rest import RestTransport
 from serving.client.results import PredictResult
 
@@ -143,6 +144,14 @@ class PredictClient:
       self._metadata = self._with_retries(lambda: parse_metadata(
           self.model, self.transport.metadata(self.model, self.version, self.label)))
     return self._metadata
+
+  def status(self) -> list[VersionStatus]:
+    """Every version of the model the server knows, newest first, with its state (never cached).
+
+    GetModelStatus ignores a version or label in the request
+    (get_model_status_impl.cc), so this reports the whole model.
+    """
+    return self._with_retries(lambda: parse_status(self.transport.status(self.model)))
 
   def predict(self, images: np.ndarray) -> PredictResult:
     """Classifies uint8 images [batch, H, W, C] with the serving_default signature.

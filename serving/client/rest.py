@@ -101,6 +101,10 @@ class RestTransport:
   def metadata(self, model: str, version: Optional[int], label: Optional[str]) -> dict:
     return self._call("GET", self._model_path(model, version, label) + "/metadata")
 
+  def status(self, model: str) -> dict:
+    """GetModelStatus: GET /v1/models/NAME, every version the server knows and its state."""
+    return self._call("GET", self._model_path(model, None, None))
+
   def predict(self, model: str, version: Optional[int], label: Optional[str], signature: str,
               input_name: str, values: Any) -> tuple[Optional[int], Outputs]:
     del input_name  # row format: one unnamed input per instance

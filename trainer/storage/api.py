@@ -11,7 +11,7 @@ and reads on both local paths and gs://. This module adds what it lacks:
   (`sweep`);
 * replacing a SavedModel directory in place, for Vertex AI's AIP_MODEL_DIR
   (`replace_dir`);
-* atomic small-file writes (config.json, metrics.json).
+* atomic small-file writes (config.json, metrics.json, models.config for serving.rollout).
 
 This module is the interface callers use, and it only routes: each operation
 is implemented once per back end, by `trainer.storage.local` for local paths
@@ -70,6 +70,19 @@ def write_json(path: str, obj: Any) -> None:
   """
   text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
   (gcs if is_gcs(path) else local).write_text(path, text)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes a small text file atomically, as write_json does (a reader sees old or new)."""
+  (gcs if is_gcs(path) else local).write_text(path, text)
+
+
+def read_text(path: str) -> Optional[str]:
+  """Returns the file's text, or None if it does not exist (tf.io.gfile reads both kinds)."""
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return f.read()
 
 
 def read_json(path: str) -> Optional[Any]:

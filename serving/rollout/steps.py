@@ -1,0 +1,298 @@
+"""The rollout's steps, each a models.config edit the server must report before the next.
+
+  evaluate:  list the candidate; wait until it is AVAILABLE; point `canary` at
+             it; wait until canary answers with it; run the split through
+             canary and stable; check that both still name what they did.
+  promote:   evaluate, decide; if promoted, point `stable` at the candidate and
+             wait until stable answers with it; if refused, put models.config
+             back as it was (candidate unlisted, canary back on stable).
+  rollback:  point `stable` back at a version the server reports AVAILABLE.
+
+The order is the one TF Serving accepts: a label moves only to a version the
+server already reports AVAILABLE (server_core.cc refuses the whole file
+otherwise). A failure at any point puts models.config back as the tool found
+it, so `stable` never moves unless the rule promoted the candidate; the one
+write that moves `stable` to a candidate is in `Rollout.move_stable`, called
+by `promote` only after `decision.decide` said yes.
+
+Everything here talks to a `served_config.ConfigStore` and a `server.Server`:
+the command line gives the real ones (the file TF Serving polls, TF Serving
+through serving.client); tests/test_rollout.py runs these steps against the TF
+Serving stand-in, and its property test against a fake at the same boundary.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from serving.client.errors import ClientError, RequestRejected, ServerUnavailable
+from serving.rollout import decision as decision_lib
+from serving.rollout import served_config
+from serving.rollout.errors import (CandidateFailed, Refused, RolloutError, ServerUnreachable,
+                                    StepFailed, UsageError)
+from serving.rollout.evaluation import Evaluation, LabelMoved
+from serving.rollout.served_config import CANARY, STABLE, ConfigStore, ModelView
+from serving.rollout.server import Server, wait_for
+
+AVAILABLE = "AVAILABLE"
+
+
+class Rollout:
+  """One model's labels, moved one reported step at a time.
+
+  Args:
+    store: models.config, as TF Serving polls it.
+    server: TF Serving (or its proxy), read only.
+    timeout_s: how long each step may take to be reported: a file-system poll
+      (30 s in k8s/serving.yaml), a load with warm-up, a config poll (60 s).
+    poll_s: seconds between two reads of the server's status.
+    say: progress messages, one line each.
+  """
+
+  def __init__(self, store: ConfigStore, server: Server, model: str, timeout_s: float,
+               poll_s: float, say: Callable[[str], None] = lambda line: None,
+               clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep):
+    self.store, self.server, self.model = store, server, model
+    self.timeout_s, self.poll_s = timeout_s, poll_s
+    self.say, self.clock, self.sleep = say, clock, sleep
+
+  # ------------------------------------------------------------ reading
+
+  def read(self):
+    """(text, parsed config, this model's view) of models.config as it is now."""
+    text = self.store.read()
+    config = served_config.parse(text, self.store.describe())
+    return text, config, served_config.view(config, self.model, self.store.describe())
+
+  def stable(self, view: ModelView) -> int:
+    if STABLE not in view.labels:
+      raise UsageError(f"model {self.model!r} in {self.store.describe()} has no {STABLE!r} label "
+                       "to compare with (serving/models.config sets one)")
+    return view.labels[STABLE]
+
+  def _ask(self, read: Callable[[], object]):
+    """A read of the server; a client error becomes the rollout's (ServerUnreachable, StepFailed)."""
+    try:
+      return read()
+    except ClientError as e:
+      raise _translate(e, None) from e
+
+  def states(self) -> dict:
+    return self._ask(lambda: self.server.states(self.model))
+
+  def label_version(self, label: str) -> Optional[int]:
+    return self._ask(lambda: self.server.label_version(self.model, label))
+
+  def _state(self, version: int) -> Optional[str]:
+    status = self.states().get(version)
+    return status.state if status else None
+
+  def _wait(self, check: Callable[[], Optional[object]], what: str):
+    return wait_for(check, what, self.timeout_s, self.poll_s, self.clock, self.sleep)
+
+  def _write(self, text: str, what: str) -> None:
+    self.store.write(text)
+    self.say(f"wrote {self.store.describe()}: {what}; waiting for the server to report it")
+
+  # ------------------------------------------------------------ steps
+
+  def in_sync(self, view: ModelView) -> int:
+    """Waits until the server serves `stable` as models.config says; returns that version."""
+    stable = self.stable(view)
+    self._wait(lambda: True if (self._state(stable) == AVAILABLE and
+                                self.label_version(STABLE) == stable) else None,
+               f"{STABLE!r} -> version {stable} AVAILABLE, as {self.store.describe()} says")
+    return stable
+
+  def load(self, candidate: int) -> None:
+    """Lists `candidate` (if it is not) and waits until the server reports it AVAILABLE.
+
+    Raises:
+      CandidateFailed: the server reports its load failed (with its error).
+    """
+    text, config, view = self.read()
+    if candidate not in view.versions:
+      self._write(served_config.render(served_config.edited(
+          config, self.model, listed=view.versions + (candidate,)), text),
+          f"version {candidate} listed")
+
+    def available():
+      status = self.states().get(candidate)
+      if status and status.state == AVAILABLE:
+        return True
+      if status and status.state == "END" and status.error:
+        raise CandidateFailed(f"version {candidate} of {self.model} failed to load: {status.error}")
+      return None
+
+    self._wait(available, f"version {candidate} AVAILABLE")
+    self.say(f"version {candidate} is AVAILABLE")
+
+  def point(self, label: str, version: int) -> None:
+    """Moves `label` to `version`, which the server must report AVAILABLE now; waits until it answers.
+
+    Raises:
+      CandidateFailed: `version` is not AVAILABLE, before or while waiting.
+    """
+    def still_available() -> None:
+      state = self._state(version)
+      if state != AVAILABLE:
+        raise CandidateFailed(f"version {version} of {self.model} is {state or 'unknown'} on the "
+                              f"server, not AVAILABLE: {label!r} cannot move to it")
+
+    still_available()
+    text, config, view = self.read()
+    self._write(served_config.render(served_config.edited(
+        config, self.model, labels={**view.labels, label: version}), text),
+        f"{label!r} -> version {version}")
+
+    def moved():
+      still_available()
+      return True if self.label_version(label) == version else None
+
+    self._wait(moved, f"{label!r} answering with version {version}")
+    self.say(f"{label!r} answers with version {version}")
+
+  def restore(self, text: str) -> str:
+    """Writes models.config back to `text`; best effort. Returns what went wrong, or ""."""
+    try:
+      if self.store.read() == text:
+        return ""
+      self._write(text, "put back as it was")
+      view = served_config.view(served_config.parse(text), self.model)
+      if CANARY in view.labels:
+        canary = view.labels[CANARY]
+        self._wait(lambda: True if self.label_version(CANARY) == canary else None,
+                   f"{CANARY!r} back on version {canary}")
+      return ""
+    except (RolloutError, ClientError) as e:
+      return f" (putting {self.store.describe()} back also failed: {e})"
+
+  def move_stable(self, candidate: int, baseline: int) -> None:
+    """THE step that moves `stable` to a candidate: only after the rule promoted it.
+
+    On failure models.config goes back to `stable` -> `baseline`.
+    """
+    text, _, _ = self.read()
+    try:
+      self.point(STABLE, candidate)
+    except RolloutError as e:
+      _, config, view = self.read()
+      back = served_config.render(served_config.edited(
+          config, self.model, labels={**view.labels, STABLE: baseline}), text)
+      note = self.restore(back)
+      raise type(e)(f"{e}; {STABLE!r} put back on version {baseline}{note}") from e
+
+
+def _translate(e: Exception, candidate: Optional[int]) -> RolloutError:
+  """A client error or a moved label during the evaluation, as the rollout reports it."""
+  if isinstance(e, RolloutError):
+    return e
+  if isinstance(e, LabelMoved):
+    return CandidateFailed(str(e))
+  if isinstance(e, ServerUnavailable):
+    return ServerUnreachable(str(e))
+  if isinstance(e, RequestRejected) and e.code == "NOT_FOUND":
+    return CandidateFailed(f"a label's version stopped being served during the evaluation "
+                           f"(candidate {candidate} unloaded?): {e}" if candidate is not None
+                           else str(e))
+  if isinstance(e, RequestRejected):
+    return StepFailed(str(e))
+  return UsageError(str(e))  # InputError: the data do not fit the model
+
+
+# (candidate, baseline) -> the figures; raises ClientError, LabelMoved, RolloutError.
+Measure = Callable[[int, int], Evaluation]
+
+
+def evaluate(rollout: Rollout, candidate: int, measure: Measure) -> tuple[Evaluation, int, str]:
+  """Loads the candidate, points canary at it, measures both labels.
+
+  Returns:
+    (figures, the baseline (stable's version), models.config's text before
+    the tool changed it).
+
+  Raises:
+    RolloutError: models.config is back as it was, `stable` untouched.
+  """
+  text, _, view = rollout.read()
+  baseline = rollout.stable(view)
+  if candidate == baseline:
+    raise UsageError(f"version {candidate} is already {STABLE!r}: nothing to evaluate")
+  rollout.in_sync(view)
+  try:
+    rollout.load(candidate)
+    rollout.point(CANARY, candidate)
+    figures = measure(candidate, baseline)
+    # REST responses do not name their version: check the labels still name
+    # what they did, and the candidate is still loaded, after the last request.
+    state = rollout._state(candidate)  # pylint: disable=protected-access
+    if state != AVAILABLE:
+      raise CandidateFailed(f"version {candidate} was unloaded during the evaluation (now "
+                            f"{state or 'unknown'}): its figures cannot be trusted")
+    for label, version in ((CANARY, candidate), (STABLE, baseline)):
+      served = rollout.label_version(label)
+      if served != version:
+        raise CandidateFailed(str(LabelMoved(label, version, served)))
+  except Exception as e:  # pylint: disable=broad-except
+    if not isinstance(e, (RolloutError, ClientError, LabelMoved)):
+      raise
+    error = _translate(e, candidate)
+    note = rollout.restore(text)
+    raise type(error)(f"{error}{note}; {STABLE!r} untouched on version {baseline}") from e
+  return figures, baseline, text
+
+
+def promote(rollout: Rollout, candidate: int, measure: Measure, significance: float,
+            max_p99_ms: Optional[float],
+            on_decision: Callable[[Evaluation, decision_lib.Decision], None] = lambda e, d: None
+            ) -> tuple[Evaluation, decision_lib.Decision]:
+  """Evaluates, decides, and moves `stable` only if the rule promotes the candidate.
+
+  `on_decision` runs once the decision is known, before anything acts on it
+  (the command line writes the evaluation record there).
+
+  Raises:
+    Refused: the candidate is shown worse or too slow; models.config is back
+      as it was before the evaluation (candidate unlisted, canary on stable).
+    RolloutError: a step failed; `stable` untouched.
+  """
+  figures, baseline, before = evaluate(rollout, candidate, measure)
+  decided = decision_lib.decide(figures, significance, max_p99_ms)
+  on_decision(figures, decided)
+  if not decided.promote:
+    note = rollout.restore(before)
+    raise Refused("; ".join(decided.reasons) + f". {STABLE!r} stays on version {baseline}; "
+                  f"version {candidate} withdrawn from {rollout.store.describe()}{note}")
+  rollout.move_stable(candidate, baseline)
+  return figures, decided
+
+
+def rollback(rollout: Rollout, to: Optional[int]) -> tuple[int, int]:
+  """Moves `stable` back to `to`, which must be listed and reported AVAILABLE.
+
+  Returns:
+    (the version stable left, the version it now names).
+
+  Raises:
+    Refused: no version to go back to, or it is not loaded.
+  """
+  text, _, view = rollout.read()
+  current = rollout.in_sync(view)
+  if to is None:
+    raise Refused(f"no earlier {STABLE!r} version is recorded for version {current}: give --to N")
+  if to == current:
+    raise UsageError(f"version {to} is already {STABLE!r}")
+  state = rollout._state(to)  # pylint: disable=protected-access
+  if to not in view.versions or state != AVAILABLE:
+    raise Refused(f"cannot roll {STABLE!r} back to version {to}: it is "
+                  f"{'not listed in ' + rollout.store.describe() if to not in view.versions else (state or 'unknown') + ' on the server'}"
+                  f", not loaded. List it and wait until it is AVAILABLE, or roll back to a loaded "
+                  f"version (listed: {', '.join(map(str, view.versions))})")
+  try:
+    rollout.point(STABLE, to)
+  except RolloutError as e:
+    note = rollout.restore(text)
+    raise type(e)(f"{e}; {STABLE!r} put back on version {current}{note}") from e
+  return current, to

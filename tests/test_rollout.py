@@ -1,0 +1,563 @@
+"""serving/rollout: evaluate, promote, roll back through models.config, against k8s/serving.yaml's server.
+
+The server is the TF Serving stand-in started from k8s/serving.yaml's own
+container args (tests/k8s_harness.py's ServingDeployment), with only its
+timing flags shortened: both polls every 1 s instead of 30 s and 60 s, and a
+failed load retried once after 0.1 s instead of 5 times a minute apart. So
+nothing here is immediate: a listed version loads at the server's next
+file-system poll, a label moves at its next config poll, and the tool must
+wait for the server to report each step. The tool writes the very file the
+server polls (the ConfigMap's models.config as mounted), and reads status and
+predictions as a client through serving.client (no reload call exists).
+
+Models: the tutorial CNN trained for a few seconds on the tests' learnable
+synthetic data (tests/conftest.py), against the same CNN untrained (seeded
+weights): ~10% accuracy against far better on the 500 held-out images of the
+`tfds_dir` fixture, which the tool reads through trainer.data.
+"""
+
+import ast
+import io
+import json
+import os
+import re
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from hypothesis import HealthCheck, given, settings, strategies as st
+from tensorflow_serving.config import model_server_config_pb2
+
+from conftest import REPO
+from import_graph import assert_no_cycle, package_graph
+from k8s_harness import ServingDeployment
+from serving.client import VersionStatus
+from serving.rollout import cli, evaluation, stats, steps
+from serving.rollout.errors import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused,
+                                    RolloutError, StepFailed)
+from trainer import export
+from trainer import models as model_lib
+from trainer.data import pipeline as data
+from trainer.data import synthetic
+
+CIFAR = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], 10, 10)
+BASE = "gs://BUCKET/models/cifar10"  # models.config's base path
+FAST = {"--model_config_file_poll_wait_seconds": "1", "--file_system_poll_wait_seconds": "1",
+        "--max_num_load_retries": "1", "--load_retry_interval_micros": "100000"}
+
+
+# ------------------------------------------------------------------ layout
+
+
+def test_the_package_layout_keeps_the_client_light_and_reads_no_environment():
+  """serving.client never imports the rollout or trainer (REST clients install no TensorFlow);
+  the rollout's modules form no cycle, are listed in its __init__, and take flags, not os.environ."""
+  package = os.path.join(REPO, "serving", "rollout")
+  assert_no_cycle(package_graph(package, "serving.rollout"))
+  doc = ast.get_docstring(ast.parse(open(os.path.join(package, "__init__.py"), encoding="utf-8").read()))
+  modules = sorted(f for f in os.listdir(package) if f.endswith(".py") and not f.startswith("__"))
+  assert [m for m in modules if not re.search(rf"^\s+{m}\b", doc, re.M)] == []
+  for name in modules:
+    assert not re.search(r"\bos\.(environ|getenv|putenv)\b",
+                         open(os.path.join(package, name), encoding="utf-8").read()), name
+  client = os.path.join(REPO, "serving", "client")
+  for name in os.listdir(client):
+    if name.endswith(".py"):
+      text = open(os.path.join(client, name), encoding="utf-8").read()
+      assert not re.search(r"^\s*(from|import) (trainer|serving\.rollout)\b", text, re.M), name
+
+
+# ------------------------------------------------------------------ statistics
+
+
+@pytest.mark.parametrize("b, c, two_sided, worse", [
+    (0, 0, 1.0, 1.0),  # no discordant pair: nothing to test
+    (1, 0, 1.0, 0.5),
+    (10, 2, 0.03857421875, 79 / 4096),  # R: binom.test(2, 12)$p.value = 0.03857
+    (2, 10, 0.03857421875, 1 - 13 / 4096),  # P(X >= 2) = 1 - P(X <= 1)
+    (5, 15, 0.04138946533203125, 1 - 6196 / 2**20),  # R: binom.test(5, 20)$p.value = 0.04139
+    (15, 5, 0.04138946533203125, 21700 / 2**20),
+])
+def test_exact_mcnemar_p_values(b, c, two_sided, worse):
+  test = stats.mcnemar(b, c)
+  assert test.p_two_sided == pytest.approx(two_sided, rel=1e-12)
+  assert test.p_candidate_worse == pytest.approx(worse, rel=1e-12)
+  assert (test.baseline_only, test.candidate_only, test.discordant) == (b, c, b + c)
+
+
+def test_exact_mcnemar_stays_exact_for_large_counts():
+  # 2000 discordant pairs: sums of integers near 2**2000, exact as Fractions
+  # (floats would overflow). 1060:940 agrees with the continuity-corrected
+  # normal approximation, z = 59.5 / sqrt(500): 0.003896.
+  assert stats.mcnemar(1000, 1000).p_two_sided == 1.0
+  assert stats.mcnemar(1060, 940).p_candidate_worse == pytest.approx(0.003896, rel=5e-3)
+  assert stats.mcnemar(400, 3).p_candidate_worse < 1e-100
+
+
+@pytest.mark.parametrize("k, n, low, high", [
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson, no correction).
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718)])
+def test_wilson_interval_matches_newcombes_table(k, n, low, high):
+  lo, hi = stats.wilson(k, n)
+  assert (round(lo, 4), round(hi, 4)) == (low, high)
+
+
+def test_wilson_interval_bounds_and_percentiles():
+  assert stats.wilson(10, 10)[1] == 1.0 and stats.wilson(0, 0) == (0.0, 1.0)
+  with pytest.raises(ValueError):
+    stats.wilson(3, 2)
+  assert stats.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
+  assert stats.percentile(list(range(1, 101)), 99) == 99
+  assert stats.percentile([7.0], 99) == 7.0
+
+
+# ------------------------------------------------------------------ the server
+
+
+def _trained(epochs: int):
+  import keras  # pylint: disable=import-outside-toplevel
+  keras.utils.set_random_seed(0)
+  model = model_lib.create_model("tutorial", CIFAR.image_shape, 10)
+  if epochs:
+    images, labels = synthetic.make_arrays(2000, CIFAR.image_shape, 10, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images, labels, batch_size=128, epochs=epochs, verbose=0)
+  return model
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+  """Exported versions to publish: 'trained' (a few seconds of training) and 'untrained'."""
+  root = tmp_path_factory.mktemp("exports")
+  paths = {}
+  for name, epochs in (("untrained", 0), ("trained", 4)):
+    version, _ = export.export(_trained(epochs), CIFAR, "tutorial", [str(root / name)])
+    paths[name] = str(root / name / str(version))
+  return paths
+
+
+class Cluster:
+  """k8s/serving.yaml's pod with the given versions published; the tool's flags for it."""
+
+  def __init__(self, tmp_path, exports, published: dict, protocol: str = "grpc"):
+    self.pod = ServingDeployment(os.path.join(REPO, "k8s", "serving.yaml"), str(tmp_path))
+    self.pod.container["args"] = [
+        f"{a.split('=')[0]}={FAST[a.split('=')[0]]}" if a.split("=")[0] in FAST else a
+        for a in self.pod.container["args"]] + [f"{k}={v}" for k, v in FAST.items()
+                                                if not any(a.startswith(k) for a in self.pod.container["args"])]
+    self.exports = exports
+    self.base = self.pod.local(BASE)
+    self.records = str(tmp_path / "records")
+    self.protocol = protocol
+    for version, name in published.items():
+      self.publish(version, name)
+
+  def start(self) -> "Cluster":
+    server = self.pod.start()
+    assert server.started.wait(60), server.failed
+    return self
+
+  def publish(self, version: int, name: str) -> None:
+    shutil.copytree(self.exports[name], os.path.join(self.base, str(version)))
+
+  @property
+  def config_path(self) -> str:
+    return self.pod.local("/etc/tf-serving/models.config")
+
+  def config(self) -> str:
+    with open(self.config_path, encoding="utf-8") as f:
+      return f.read()
+
+  def labels(self) -> dict:
+    config = text_format.Parse(self.config(), model_server_config_pb2.ModelServerConfig())
+    return dict(config.model_config_list.config[0].version_labels)
+
+  def listed(self) -> list:
+    config = text_format.Parse(self.config(), model_server_config_pb2.ModelServerConfig())
+    return list(config.model_config_list.config[0].model_version_policy.specific.versions)
+
+  def served(self) -> dict:
+    """label -> version, as the server resolves them now."""
+    return dict(self.pod.server.core.labels()["cifar10"])
+
+  def states(self) -> dict:
+    return {v: s.value for v, s, _ in self.pod.server.core.status("cifar10")}
+
+  def target(self) -> str:
+    return self.pod.server.grpc_target if self.protocol == "grpc" else self.pod.server.rest_url
+
+  def run(self, command: str, *flags: str, tfds_dir: str = "", split: str = "test",
+          timeout_s: float = 30, records: bool = True):
+    """Runs `python -m serving.rollout COMMAND ...` in-process: (exit code, stdout, stderr's last line).
+
+    Progress lines come first on stderr; an error or refusal is the last line.
+    """
+    argv = [command, "--model", "cifar10", "--config", self.config_path, "--server", self.target(),
+            "--protocol", self.protocol, "--timeout-s", str(timeout_s), "--poll-s", "0.2",
+            *(["--records", self.records] if records else []), "--base-path", self.base, *flags]
+    if command != "rollback":
+      argv += ["--data", tfds_dir, "--split", split]
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(argv, out=out, err=err)
+    lines = err.getvalue().splitlines()
+    return code, out.getvalue(), lines[-1] if lines else ""
+
+  def records_written(self) -> list:
+    if not os.path.isdir(self.records):
+      return []
+    found = []
+    for name in sorted(os.listdir(self.records)):
+      with open(os.path.join(self.records, name), encoding="utf-8") as f:
+        found.append(json.load(f))
+    return found
+
+  def wait(self, predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+      assert time.monotonic() < deadline, "the server did not get there"
+      time.sleep(0.1)
+
+  def stop(self):
+    self.pod.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, exports):
+  made = []
+
+  def make(published, protocol="grpc"):
+    made.append(Cluster(tmp_path, exports, published, protocol).start())
+    return made[-1]
+
+  yield make
+  for c in made:
+    c.stop()
+
+
+def test_a_better_candidate_is_promoted_and_can_be_rolled_back(cluster, tfds_dir):
+  c = cluster({1: "untrained"})
+  c.publish(2, "trained")
+  assert c.states() == {1: "AVAILABLE"}  # published, not listed: serves nothing yet
+
+  code, out, err = c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_OK, err
+  assert c.labels() == {"stable": 2, "canary": 2} and c.listed() == [1, 2]
+  assert c.served() == {"stable": 2, "canary": 2}
+  assert "promoted: stable -> version 2" in out and "exact McNemar" in out
+  (record,) = c.records_written()
+  figures = record["figures"]
+  assert (record["action"], record["decision"], record["candidate"], record["baseline"]) == (
+      "promote", "promoted", 2, 1)
+  assert figures["images"] == 500 and figures["candidate"]["total"] == 500
+  assert figures["candidate"]["accuracy"] > 0.5 > figures["baseline"]["accuracy"]
+  assert record["test"]["p_candidate_worse"] > 0.99 and record["test"]["p_two_sided"] < 1e-6
+  lo, hi = figures["candidate"]["accuracy_ci95_wilson"]
+  assert 0.5 < lo <= figures["candidate"]["accuracy"] <= hi <= 1.0
+  assert sum(c["total"] for c in figures["candidate"]["per_class"].values()) == 500
+  # 500 images in requests of at most 64: 8 per label.
+  assert figures["candidate"]["requests"] == figures["baseline"]["requests"] == 8
+  assert record["data"]["split"] == "test" and record["tool"].startswith("cnn-trainer")
+  assert err == "'stable' answers with version 2"  # the tool waited until the server said so
+
+  # Version 1 is still loaded: rollback finds it in the record and moves stable back.
+  code, out, err = c.run("rollback")
+  assert code == EXIT_OK, err
+  assert c.labels() == {"stable": 1, "canary": 2} and c.served()["stable"] == 1
+  assert c.records_written()[-1]["decision"] == "rolled-back"
+
+
+def test_a_worse_candidate_is_refused_and_nothing_served_changes(cluster, tfds_dir):
+  """Over REST, on 200 of the 500 images (REST's JSON pixels are slow to parse in the stand-in)."""
+  c = cluster({1: "trained"}, protocol="rest")
+  c.publish(2, "untrained")
+  before = c.config()
+
+  code, out, err = c.run("promote", "--candidate", "2", tfds_dir=tfds_dir, split="test[:40%]")
+  assert code == EXIT_REFUSED, err
+  assert err.startswith("refused: the candidate is worse: candidate v2 ")
+  assert "exact McNemar p(candidate worse) = " in err and "stays on version 1" in err
+  # models.config is back byte for byte: candidate unlisted, canary back on stable.
+  assert c.config() == before
+  c.wait(lambda: c.served() == {"stable": 1, "canary": 1} and c.states().get(2) == "END")
+  (record,) = c.records_written()
+  assert (record["decision"], record["candidate"], record["baseline"]) == ("refused", 2, 1)
+  assert record["figures"]["images"] == 200 and record["data"]["split"] == "test[:40%]"
+  assert record["test"]["p_candidate_worse"] < 1e-6
+  assert record["rule"]["promote"] is False and "worse" in record["rule"]["reasons"][0]
+
+
+def test_a_tie_is_promoted_as_the_rule_says(cluster, tfds_dir):
+  """The same weights published again: every pair concordant, p = 1, promoted (not shown worse).
+
+  As the Job in overlays/rollout runs it: started with training, `--candidate
+  next` waits until the trainer publishes a version above the listed ones.
+  """
+  c = cluster({1: "trained"})
+  publisher = threading.Timer(1.0, c.publish, (2, "trained"))
+  publisher.start()
+  code, out, err = c.run("promote", "--candidate", "next", "--wait-s", "60", tfds_dir=tfds_dir,
+                         records=False)
+  publisher.join()
+  assert code == EXIT_OK, err
+  # By default the record goes beside the versions, where TF Serving never loads it.
+  c.records = os.path.join(c.base, "evaluations")
+  (record,) = c.records_written()
+  assert c.states() == {2: "AVAILABLE", 1: "AVAILABLE"}
+  assert record["figures"]["disagreements"] == 0
+  assert record["test"]["p_two_sided"] == record["test"]["p_candidate_worse"] == 1.0
+  assert "a tie within noise: promoted" in record["message"]
+  assert c.served()["stable"] == 2
+
+
+def test_evaluate_points_canary_only_and_a_slow_candidate_is_refused(cluster, tfds_dir):
+  c = cluster({1: "untrained"})
+  c.publish(2, "trained")
+  code, out, err = c.run("evaluate", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_OK, err
+  assert c.labels() == {"stable": 1, "canary": 2} and c.served() == {"stable": 1, "canary": 2}
+  assert c.records_written()[0]["decision"] == "evaluated"
+  # Better, but no request is answered in 0.001 ms.
+  code, out, err = c.run("promote", "--candidate", "2", "--max-p99-ms", "0.001", tfds_dir=tfds_dir)
+  assert code == EXIT_REFUSED
+  assert "too slow: p99 " in err and "--max-p99-ms 0.001" in err
+  assert c.served()["stable"] == 1
+
+
+def test_a_candidate_that_fails_to_load_ends_cleanly(cluster, tfds_dir):
+  c = cluster({1: "trained"})
+  os.makedirs(os.path.join(c.base, "2"))
+  with open(os.path.join(c.base, "2", "saved_model.pb"), "wb") as f:
+    f.write(b"not a SavedModel")
+  before = c.config()
+  code, out, err = c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_FAILED
+  assert err.startswith("error: version 2 of cifar10 failed to load: ")
+  assert "'stable' untouched on version 1" in err
+  assert c.config() == before and c.served() == {"stable": 1, "canary": 1}
+  assert c.records_written()[-1]["decision"] == "failed"
+
+
+def test_a_candidate_unloaded_mid_evaluation_ends_cleanly(cluster, tfds_dir, monkeypatch):
+  c = cluster({1: "trained"})
+  c.publish(2, "untrained")
+  before = c.config()
+  measure = evaluation.measure
+
+  def unloading(predict, batches, expected, class_names, progress=lambda n: None, **kwargs):
+    """After the first batch, version 2's directory is deleted; the server's poll unloads it."""
+    done = []
+
+    def and_unload(n):
+      progress(n)
+      if not done:
+        done.append(n)
+        shutil.rmtree(os.path.join(c.base, "2"))
+        c.wait(lambda: c.states().get(2) == "END")
+    return measure(predict, batches, expected, class_names, and_unload, **kwargs)
+
+  monkeypatch.setattr(evaluation, "measure", unloading)
+  code, out, err = c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_FAILED, err
+  assert "stopped being served during the evaluation" in err and "NOT_FOUND" in err
+  assert c.config() == before
+  c.wait(lambda: c.served() == {"stable": 1, "canary": 1})
+
+
+def test_rollback_refuses_a_version_that_is_not_loaded_and_usage_errors_exit_2(cluster, tfds_dir):
+  c = cluster({1: "trained"}, protocol="rest")
+  before = c.config()
+  code, _, err = c.run("rollback")
+  assert code == EXIT_REFUSED and "no earlier 'stable' version is recorded" in err
+  code, _, err = c.run("rollback", "--to", "5")
+  assert code == EXIT_REFUSED and "cannot roll 'stable' back to version 5" in err
+  code, _, err = c.run("promote", "--candidate", "1", tfds_dir=tfds_dir)
+  assert code == EXIT_USAGE and "already 'stable'" in err
+  code, _, err = c.run("promote", "--candidate", "2", "--batch-size", "65", tfds_dir=tfds_dir)
+  assert code == EXIT_USAGE and "--batch-size" in err
+  assert c.config() == before
+
+
+# ------------------------------------------------- the property: never a worse stable
+
+
+class FakeStore:
+  """models.config in memory; a write may fail (before anything is written: the write is atomic)."""
+
+  def __init__(self, text, faults):
+    self.text, self.faults, self.history = text, faults, [text]
+
+  def describe(self):
+    return "models.config"
+
+  def read(self):
+    return self.text
+
+  def write(self, text):
+    if self.faults.draw("write_fails"):
+      raise StepFailed("writing models.config failed (injected)")
+    self.text = text
+    self.history.append(text)
+
+
+class FakeServer:
+  """TF Serving at the config/status boundary: it applies models.config only when it polls.
+
+  It follows the rules of tests/standins/tfserving/rules.py that the steps
+  depend on, through the same functions: a label moves only to an AVAILABLE
+  version (else the whole file is refused), listed versions load at a later
+  poll, unlisted ones unload; a restart forgets everything and comes back
+  from the file. Faults: restarts, unreachable reads, polls that never come
+  (so the tool times out), loads that fail.
+  """
+
+  def __init__(self, store, faults, loadable):
+    from standins.tfserving import rules  # pylint: disable=import-outside-toplevel
+    self.rules, self.store, self.faults, self.loadable = rules, store, faults, loadable
+    self.loaded, self.failed, self.labels = set(), set(), {}
+    self.stable_history = []
+    self.restart()
+
+  def describe(self):
+    return "fake"
+
+  def restart(self):
+    view = steps.served_config.view(steps.served_config.parse(self.store.text), "cifar10")
+    self.loaded = {v for v in view.versions if v in self.loadable}
+    self.labels = dict(view.labels)  # at start-up unavailable labels are allowed (the flag)
+    self.stable_history.append(self.labels.get("stable"))
+
+  def poll(self):
+    if self.faults.draw("restart"):
+      self.restart()
+    if self.faults.draw("stalled"):
+      return
+    view = steps.served_config.view(steps.served_config.parse(self.store.text), "cifar10")
+    try:
+      self.labels = self.rules.assign_labels({"m": view.labels}, {"m": self.labels},
+                                             {"m": self.loaded}, True)["m"]
+    except self.rules.ServingError:
+      pass  # refused: the old labels stay
+    self.stable_history.append(self.labels.get("stable"))
+    self.loaded &= set(view.versions)
+    for v in set(view.versions) - self.loaded - self.failed:
+      (self.loaded if v in self.loadable and not self.faults.draw("load_fails") else self.failed).add(v)
+
+  def _reachable(self):
+    from serving.client import ServerUnavailable  # pylint: disable=import-outside-toplevel
+    if self.faults.draw("unreachable"):
+      raise ServerUnavailable("injected", "UNAVAILABLE")
+
+  def states(self, model):
+    self._reachable()
+    found = {v: VersionStatus(v, "AVAILABLE") for v in self.loaded}
+    found.update({v: VersionStatus(v, "END", "injected load failure") for v in self.failed})
+    return found
+
+  def label_version(self, model, label):
+    self._reachable()
+    version = self.labels.get(label)
+    return version if version in self.loaded else None
+
+
+class Faults:
+  def __init__(self, data, rates):
+    self.data, self.rates = data, rates
+
+  def draw(self, kind):
+    rate = self.rates.get(kind, 0)
+    return bool(rate) and self.data.draw(st.integers(0, 99), label=kind) < rate
+
+
+def _figures(candidate_right: int, baseline_right: int, n: int = 200) -> evaluation.Evaluation:
+  labels = np.zeros(n, np.int64)
+  cand = np.where(np.arange(n) < candidate_right, 0, 1)
+  base = np.where(np.arange(n) < baseline_right, 0, 1)
+  names = [f"c{k}" for k in range(2)]
+  return evaluation.compare(
+      evaluation.label_figures("canary", 2, labels, cand, names, [1.0]),
+      evaluation.label_figures("stable", 1, labels, base, names, [1.0]), labels, cand, base)
+
+
+INITIAL = """# models.config
+model_config_list { config { name: "cifar10" base_path: "/m" model_platform: "tensorflow"
+  model_version_policy { specific { versions: 1 } }
+  version_labels { key: "stable" value: 1 } version_labels { key: "canary" value: 1 } } }
+"""
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), candidate_right=st.integers(0, 200),
+       rates=st.fixed_dictionaries({k: st.sampled_from([0, 5, 20, 50]) for k in
+                                    ("write_fails", "restart", "stalled", "unreachable",
+                                     "load_fails", "measure_fails")}))
+def test_a_worse_model_never_becomes_stable_whatever_fails(data, candidate_right, rates):
+  """Property: through any faults, `stable` never names a candidate the test shows worse.
+
+  A fake server and an in-memory models.config at the boundary the real
+  tests above exercise through k8s/serving.yaml's server (steps.Rollout's
+  ConfigStore and Server), so thousands of fault schedules run in seconds:
+  server restarts, failed config writes, polls that never come (timeouts),
+  unreachable reads, failed loads, a measurement that fails. Time is the
+  fake's: each sleep is one server poll. The baseline gets 150 of 200 right.
+  """
+  outcome, worse, stables, server, message = _promote_through_faults(Faults(data, rates),
+                                                                      candidate_right)
+  if worse:
+    assert outcome in ("refused", "failed")
+    assert 2 not in stables and 2 not in server.stable_history
+  if outcome != "promoted":
+    # stable back on the baseline, or never moved; unless a promoted candidate's
+    # move was not reported AND putting the file back failed too, which the
+    # message says.
+    assert stables[-1] == 1 or "putting models.config back also failed" in message
+  if not any(rates.values()):  # without faults the rule decides, and is obeyed
+    assert outcome == ("refused" if worse else "promoted")
+
+
+@pytest.mark.parametrize("candidate_right, outcome", [(100, "refused"), (140, "refused"),
+                                                      (150, "promoted"), (190, "promoted")])
+def test_without_faults_the_fake_follows_the_rule(candidate_right, outcome):
+  """The property's fake, fault-free: the rule is obeyed both ways, so the property is not vacuous."""
+  result, worse, stables, server, _ = _promote_through_faults(Faults(None, {}), candidate_right)
+  assert (result, worse) == (outcome, outcome == "refused")
+  assert server.labels["stable"] == stables[-1] == (1 if worse else 2)
+
+
+def _promote_through_faults(faults, candidate_right):
+  store = FakeStore(INITIAL, faults)
+  server = FakeServer(store, faults, loadable={1, 2})
+  clock = [0.0]
+
+  def sleep(seconds):
+    clock[0] += seconds
+    server.poll()
+
+  rollout = steps.Rollout(store, server, "cifar10", timeout_s=5, poll_s=1, clock=lambda: clock[0],
+                          sleep=sleep)
+  figures = _figures(candidate_right, 150)
+  worse = figures.test.p_candidate_worse < 0.05
+
+  def measure(candidate, baseline):
+    if faults.draw("measure_fails"):
+      from serving.client import RequestRejected  # pylint: disable=import-outside-toplevel
+      raise RequestRejected("injected", "NOT_FOUND", "gone")
+    return figures
+
+  message = ""
+  try:
+    steps.promote(rollout, 2, measure, 0.05, None)
+    outcome = "promoted"
+  except Refused as e:
+    outcome, message = "refused", str(e)
+  except RolloutError as e:
+    outcome, message = "failed", str(e)
+  for _ in range(3):  # the server catches up with the file
+    server.poll()
+  stables = [steps.served_config.view(steps.served_config.parse(t), "cifar10").labels["stable"]
+             for t in store.history]
+  return outcome, worse, stables, server, message
