@@ -17,8 +17,8 @@ import yaml
 from conftest import REPO
 from schemas import KUBERNETES_VERSION
 from standins.job_rules import match_pod_failure_policy
-from test_kustomize import (CPU_DEV, GKE, JOB_KUEUE, JOBSET, JOBSET_KUEUE, KUEUE, TRAINING, _docs, _one, _plain,
-                            render, validate_rendered)
+from test_kustomize import (CPU_DEV, GKE, JOB_KUEUE, JOBSET, JOBSET_KUEUE, KUEUE, TRAINING, _docs, _one, render,
+                            validate_rendered)
 from trainer import errors
 from trainer.cluster import distribution
 
