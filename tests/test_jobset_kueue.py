@@ -53,6 +53,7 @@ def test_the_jobset_runs_k8s_job_yamls_pods_and_replaces_the_job_and_its_service
   assert rjob["replicas"] == 1 and spec["completionMode"] == "Indexed"
   assert spec["completions"] == spec["parallelism"] == job["completions"]
   assert spec["podReplacementPolicy"] == "Failed" and spec["podFailurePolicy"] == job["podFailurePolicy"]
+  assert spec["activeDeadlineSeconds"] == job["activeDeadlineSeconds"]  # the bound on every hang
   # The same pod as the GKE overlay's Job but for what tells a JobSet's pod where it is.
   pod, plain_pod = spec["template"], job["template"]
   assert pod["metadata"] == plain_pod["metadata"]
