@@ -1,15 +1,18 @@
 """Rollout decisions on real data: `serving.rollout promote` through REST and gRPC, timed.
 
-  python bench/rollout_decisions.py --models DIR/cifar10 --data folder:PATH [--protocols rest,grpc]
+  python bench/rollout_decisions.py --models DIR/cifar10 --data folder:PATH \
+      [--versions 1,2,3] [--protocols rest,grpc]
 
-DIR/cifar10 holds three published versions of one model (for instance trained
-on real CIFAR-10 with `python -m trainer.task --dataset folder:PATH
---model-name cifar10 --publish-dir DIR`): 1 the baseline, 2 a candidate
-expected worse, 3 one expected better. For each protocol this starts
-k8s/serving.yaml's TF Serving pod (the stand-in in tests/standins/tfserving,
-from the manifest's own arguments; only its polls shortened to 1 s), with
-version 1 as `stable`, then runs `promote --candidate 2` and `promote
---candidate 3`, as whole `python -m serving.rollout` processes, and prints
+DIR/cifar10 holds published versions of one model (for instance trained on
+real CIFAR-10 with `python -m trainer.task --dataset folder:PATH --model-name
+cifar10 --publish-dir DIR`). --versions names the baseline first, then the
+candidates (e.g. 1 = 3 epochs, 2 = 1 epoch, expected worse, 3 = 7 epochs,
+expected better); they are served as versions 1, 2, 3... For each protocol
+this starts k8s/serving.yaml's TF Serving pod (the stand-in in
+tests/standins/tfserving, from the manifest's own arguments; only its polls
+shortened to 1 s), with the baseline as `stable`, then runs `promote
+--candidate N` for each candidate in turn, as whole `python -m
+serving.rollout` processes, and prints
 each decision with its figures and p-value from the record it wrote, and the
 wall time of each command (process start to exit: listing, loading, the label
 moves, and the held-out split through both labels).
@@ -50,13 +53,13 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run_protocol(protocol: str, models: str, data: str, tmp: str) -> list[dict]:
+def run_protocol(protocol: str, models: str, data: str, tmp: str, versions: list[int]) -> list[dict]:
   pod = ServingDeployment(os.path.join(REPO, "k8s", "serving.yaml"), tmp)
   args = [a for a in pod.container["args"] if a.split("=")[0] not in FAST]
   pod.container["args"] = args + [f"{k}={v}" for k, v in FAST.items()]
   base = pod.local(BASE)
-  for version in (1, 2, 3):
-    shutil.copytree(os.path.join(models, str(version)), os.path.join(base, str(version)))
+  for served, version in enumerate(versions, start=1):
+    shutil.copytree(os.path.join(models, str(version)), os.path.join(base, str(served)))
   server = pod.start()
   try:
     if not server.started.wait(120):
@@ -64,7 +67,7 @@ def run_protocol(protocol: str, models: str, data: str, tmp: str) -> list[dict]:
     target = server.grpc_target if protocol == "grpc" else server.rest_url
     records = os.path.join(tmp, "records")
     results = []
-    for candidate in (2, 3):
+    for candidate in range(2, len(versions) + 1):
       command = [sys.executable, "-m", "serving.rollout", "promote", "--model", "cifar10",
                  "--config", pod.local("/etc/tf-serving/models.config"), "--server", target,
                  "--protocol", protocol, "--base-path", base, "--records", records,
@@ -75,7 +78,9 @@ def run_protocol(protocol: str, models: str, data: str, tmp: str) -> list[dict]:
       newest = max(glob.glob(os.path.join(records, "*.json")), key=os.path.getmtime)
       with open(newest, encoding="utf-8") as f:
         record = json.load(f)
-      results.append({"protocol": protocol, "candidate": candidate, "exit": done.returncode,
+      results.append({"protocol": protocol, "candidate": candidate,
+                      "published_as": {"baseline": versions[0], "candidate": versions[candidate - 1]},
+                      "exit": done.returncode,
                       "wall_s": round(wall_s, 1), "record": record,
                       "last_line": (done.stderr.strip().splitlines() or [""])[-1]})
     return results
@@ -87,6 +92,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", required=True, help="a model's base path holding versions 1, 2, 3")
   parser.add_argument("--data", required=True, help="the held-out data, as promote's --data")
+  parser.add_argument("--versions", default="1,2,3",
+                      help="published versions: the baseline, then each candidate")
   parser.add_argument("--protocols", default="rest,grpc")
   parser.add_argument("--out", help="also write the results as JSON here")
   args = parser.parse_args()
@@ -95,7 +102,8 @@ def main() -> None:
   results = []
   for protocol in args.protocols.split(","):
     with tempfile.TemporaryDirectory() as tmp:
-      results += run_protocol(protocol, args.models, args.data, tmp)
+      results += run_protocol(protocol, args.models, args.data, tmp,
+                              [int(v) for v in args.versions.split(",")])
   for r in results:
     rec = r["record"]
     print(f"{r['protocol']:4} candidate {r['candidate']}: exit {r['exit']} in {r['wall_s']} s "
