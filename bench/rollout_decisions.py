@@ -27,7 +27,6 @@ import argparse
 import glob
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,25 +37,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))  # the stand-in and the pod harness
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402  (bench/common.py: the CPU's model and vector extensions)
 from k8s_harness import ServingDeployment  # noqa: E402
 
 BASE = "gs://BUCKET/models/cifar10"  # models.config's base path in k8s/serving.yaml
 FAST = {"--model_config_file_poll_wait_seconds": "1", "--file_system_poll_wait_seconds": "1"}
 
 
-def _cpu() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or "unknown CPU"
-
-
 def run_protocol(protocol: str, models: str, data: str, tmp: str, versions: list[int]) -> list[dict]:
   pod = ServingDeployment(os.path.join(REPO, "k8s", "serving.yaml"), tmp)
-  args = [a for a in pod.container["args"] if a.split("=")[0] not in FAST]
-  pod.container["args"] = args + [f"{k}={v}" for k, v in FAST.items()]
+  pod.set_flags(FAST)
   base = pod.local(BASE)
   for served, version in enumerate(versions, start=1):
     shutil.copytree(os.path.join(models, str(version)), os.path.join(base, str(served)))
@@ -97,7 +89,7 @@ def main() -> None:
   parser.add_argument("--protocols", default="rest,grpc")
   parser.add_argument("--out", help="also write the results as JSON here")
   args = parser.parse_args()
-  print(f"CPU: {_cpu()}, {os.cpu_count()} cores; ONEDNN_MAX_CPU_ISA="
+  print(f"CPU: {common.cpu()}; ONEDNN_MAX_CPU_ISA="
         f"{os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset: all)')}")
   results = []
   for protocol in args.protocols.split(","):

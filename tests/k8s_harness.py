@@ -360,6 +360,14 @@ class ServingDeployment:
         return local + path[len(mount):]
     return path
 
+  def set_flags(self, flags: dict[str, str]) -> None:
+    """Sets these of the server's `--name=value` args (e.g. shorter polls), as editing the
+    manifest would: an arg already there keeps its place with the new value, others are added."""
+    args = self.container["args"]
+    names = [a.split("=", 1)[0] for a in args]
+    self.container["args"] = ([f"{n}={flags[n]}" if n in flags else a for n, a in zip(names, args)]
+                              + [f"{n}={v}" for n, v in flags.items() if n not in names])
+
   def argv(self) -> list[str]:
     """The container's args, with mounted paths mapped (the command is checked)."""
     assert self.container["command"] == ["/usr/bin/tensorflow_model_server"], self.container["command"]

@@ -146,10 +146,7 @@ class Cluster:
 
   def __init__(self, tmp_path, exports, published: dict, protocol: str = "grpc"):
     self.pod = ServingDeployment(os.path.join(REPO, "k8s", "serving.yaml"), str(tmp_path))
-    self.pod.container["args"] = [
-        f"{a.split('=')[0]}={FAST[a.split('=')[0]]}" if a.split("=")[0] in FAST else a
-        for a in self.pod.container["args"]] + [f"{k}={v}" for k, v in FAST.items()
-                                                if not any(a.startswith(k) for a in self.pod.container["args"])]
+    self.pod.set_flags(FAST)
     self.exports = exports
     self.base = self.pod.local(BASE)
     self.records = str(tmp_path / "records")

@@ -410,6 +410,21 @@ def test_metric_names_are_written_as_the_prometheus_exporter_writes_them():
       ":tensorflow:cc:saved_model:load_attempt_count"
 
 
+def _grpc_refusal(server, images, signature_name: str = ""):
+  """gRPC Predict of `images` to cifar10 (optionally under a signature), which must fail: its grpc.RpcError."""
+  import grpc  # pylint: disable=import-outside-toplevel
+  from serving.client import tensors  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name, request.model_spec.signature_name = "cifar10", signature_name
+  request.inputs["images"].CopyFrom(tensors.to_tensor_proto(images))
+  with grpc.insecure_channel(server.grpc_target) as channel:
+    with pytest.raises(grpc.RpcError) as refused:
+      prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+  return refused.value
+
+
 def _batching_file(tmp_path, text: str) -> str:
   path = tmp_path / "batching_parameters.txt"
   path.write_text(text)
@@ -418,9 +433,6 @@ def _batching_file(tmp_path, text: str) -> str:
 
 def test_a_batch_over_max_batch_size_is_refused_over_rest_and_grpc(tmp_path, base):
   import grpc  # pylint: disable=import-outside-toplevel
-  from serving.client import tensors  # pylint: disable=import-outside-toplevel
-  from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
-  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=import-outside-toplevel
   # Warm-up off: the export's warm-up requests go up to 64 images, which this
   # server would refuse, failing the load (as TF Serving would).
   server = _server(tmp_path, _model("cifar10", base), "--enable_batching", "--enable_model_warmup=false",
@@ -433,14 +445,9 @@ def test_a_batch_over_max_batch_size_is_refused_over_rest_and_grpc(tmp_path, bas
                              json={"instances": images.tolist()}, timeout=30)
     assert response.status_code == 400
     assert response.json() == {"error": "Task size 5 is larger than maximum input batch size 4"}
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "cifar10"
-    request.inputs["images"].CopyFrom(tensors.to_tensor_proto(images))
-    with grpc.insecure_channel(server.grpc_target) as channel:
-      with pytest.raises(grpc.RpcError) as refused:
-        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert refused.value.details() == "Task size 5 is larger than maximum input batch size 4"
+    refused = _grpc_refusal(server, images)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.details() == "Task size 5 is larger than maximum input batch size 4"
     # Three images pass, in a batch padded to the allowed size 4.
     ok = requests.post(f"{server.rest_url}/v1/models/cifar10:predict",
                        json={"instances": images[:3].tolist()}, timeout=30)
@@ -575,9 +582,6 @@ def test_status_reports_each_versions_error_code_over_rest_and_grpc(tmp_path, ba
 
 def test_rest_paths_outside_v1_are_libevents_404_and_signatures_are_checked_per_api(tmp_path, base):
   import grpc  # pylint: disable=import-outside-toplevel
-  from serving.client import tensors  # pylint: disable=import-outside-toplevel
-  from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
-  from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=import-outside-toplevel
   server = _server(tmp_path, _model("cifar10", base))
   try:
     assert server.started.wait(30), server.failed
@@ -590,14 +594,9 @@ def test_rest_paths_outside_v1_are_libevents_404_and_signatures_are_checked_per_
                              json={"signature_name": "nope", "instances": image.tolist()}, timeout=10)
     assert response.status_code == 400
     assert response.json()["error"] == 'Serving signature name: "nope" not found in signature def'
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name, request.model_spec.signature_name = "cifar10", "nope"
-    request.inputs["images"].CopyFrom(tensors.to_tensor_proto(image))
-    with grpc.insecure_channel(server.grpc_target) as channel:
-      with pytest.raises(grpc.RpcError) as refused:
-        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
-    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert refused.value.details() == 'Serving signature key "nope" not found.'
+    refused = _grpc_refusal(server, image, signature_name="nope")
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.details() == 'Serving signature key "nope" not found.'
   finally:
     server.stop()
 
