@@ -21,6 +21,7 @@ from test_kustomize import (CPU_DEV, GKE, JOB_KUEUE, JOBSET, JOBSET_KUEUE, KUEUE
                             validate_rendered)
 from trainer import errors
 from trainer.cluster import distribution
+from trainer.cluster import kubernetes
 
 
 def _jobset(overlay=JOBSET) -> dict:
@@ -103,10 +104,10 @@ def test_the_trainer_derives_the_host_names_the_jobset_gives_its_pods(overlay):
     assert cluster.source.startswith("JobSet") and cluster.is_chief == (i == 0)
   # The lock's owner is the JobSet, not the child Job JobSet recreates on a restart.
   assert _env(jobset, 0)["TRAINER_JOB_UID"] == "js-uid"
-  # The variables the trainer reads are the labels JobSet sets (distribution.JOBSET_LABELS).
+  # The variables the trainer reads are the labels JobSet sets (kubernetes.JOBSET_LABELS).
   container = _workers(jobset)["template"]["spec"]["template"]["spec"]["containers"][0]
   refs = {v["name"]: v["valueFrom"]["fieldRef"]["fieldPath"] for v in container["env"] if "valueFrom" in v}
-  for name, label in distribution.JOBSET_LABELS.items():
+  for name, label in kubernetes.JOBSET_LABELS.items():
     assert refs[name] == f"metadata.labels['{label}']"
 
 

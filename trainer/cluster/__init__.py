@@ -1,6 +1,7 @@
 """Where the job runs: which worker this is, which strategy, where it may write.
 
-  distribution  the strategy and cluster (TF_CONFIG, Indexed Job, chief, per-worker paths, lost peers)
+  distribution  the strategy and cluster (TF_CONFIG, chief, per-worker paths, lost peers)
+  kubernetes    TF_CONFIG from an Indexed Job's or a JobSet's pod identity, parsed
   vertex        Vertex AI's CLUSTER_SPEC and AIP_* directories, parsed
 
 The environment itself is read once, by trainer.environment, and passed in.
