@@ -14,16 +14,62 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _without_real_data() -> dict:
+  """This process's environment without CIFAR10_IMAGES: real CIFAR-10 stays out of the tests."""
+  return {k: v for k, v in os.environ.items() if k != "CIFAR10_IMAGES"}
+
+
 def test_end_to_end_benchmark_runs_both_input_paths_as_whole_processes(tmp_path):
   out = subprocess.run(
       [sys.executable, os.path.join(REPO, "bench", "end_to_end.py"), "--examples", "400",
        "--test-examples", "100", "--data", "synthetic", "--epochs", "1",
        "--project-args=--epochs 1 --batch-size 32", "--work", str(tmp_path)],
-      check=True, capture_output=True, text=True, timeout=600).stdout
+      check=True, capture_output=True, text=True, timeout=600, env=_without_real_data()).stdout
   assert re.search(r"^cpu: .*; \d+ CPUs; vector extensions: .*\bsse4_2\b", out, re.M), out
   for path in ("tfds", "folder"):
     assert re.search(rf"^{path} round 1: tutorial \d+ s .* accuracy [\d.]+; project \d+ s, "
-                     r"accuracy [\d.]+; time ratio project/tutorial [\d.]+", out, re.M), out
+                     r"accuracy [\d.]+ \((float32|bfloat16)\); time ratio project/tutorial [\d.]+",
+                     out, re.M), out
     assert re.search(rf"^{path}: whole-process time ratio project/tutorial median [\d.]+", out, re.M)
   # Both forms were written once, in the work folder, and are reused.
   assert len([n for n in os.listdir(tmp_path) if n.endswith(".done")]) == 1
+
+
+def test_real_jpegs_give_both_input_paths_and_a_held_out_validation_split(tmp_path):
+  """--cifar10-images with --validation: the held-out split comes from train, never test,
+  and the catalog path gets the same images as a prepared `cifar10`."""
+  sys.path.insert(0, os.path.join(REPO, "bench"))
+  import end_to_end  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from trainer.data import synthetic  # pylint: disable=import-outside-toplevel
+  images = tmp_path / "cifar10-images"
+  names = list(synthetic.CLASS_NAMES["cifar10"])
+  splits = {"train": synthetic.make_arrays(200, (32, 32, 3), 10, seed=0),
+            "test": synthetic.make_arrays(50, (32, 32, 3), 10, seed=1)}
+  synthetic.store_image_folder(str(images), splits, names)
+  for path in images.rglob("*.png"):  # the real copy's layout: JPEG files
+    path.rename(path.with_suffix(".jpg"))
+  inputs = end_to_end.jpeg_data(str(tmp_path / "work"), str(images), True, held_out=40)
+
+  held_out = tmp_path / "work" / "cifar10-jpeg-validation-40"
+  assert inputs["folder"] == ["--dataset", f"folder:{held_out}"]
+  linked = sorted(os.path.realpath(p) for p in (held_out / "test").rglob("*.jpg"))
+  assert len(linked) == 40 and all("/train/" in p for p in linked)
+  trained = {os.path.realpath(p) for p in (held_out / "train").rglob("*.jpg")}
+  assert len(trained) == 160 and not trained & set(linked)
+  data_dir = inputs["tfds"][inputs["tfds"].index("--data-dir") + 1]
+  builder = tfds.builder("cifar10", data_dir=data_dir)
+  assert (builder.info.splits["train"].num_examples, builder.info.splits["test"].num_examples) == (160, 40)
+  assert builder.info.features["label"].names == sorted(names)
+
+
+def test_precision_bench_compares_both_precisions_and_reports_a_refusal(tmp_path):
+  """bench/precision.py under an AVX2 cap: float32 trains, bfloat16 is refused (exit 2)."""
+  out = subprocess.run(
+      [sys.executable, os.path.join(REPO, "bench", "precision.py"), "--data", "synthetic", "--examples", "400",
+       "--test-examples", "100", "--isa", "AVX2", "--project-args=--epochs 2 --batch-size 32",
+       "--work", str(tmp_path)],
+      check=True, capture_output=True, text=True, timeout=600, env=_without_real_data()).stdout
+  assert "AVX2: auto picks float32 (auto on a CPU without native bfloat16 (AVX2): float32)" in out
+  assert re.search(r"round 1: float32 \d+ images/s, accuracy [\d.]+; bfloat16 refused: "
+                   r"error: --mixed-precision bfloat16 cannot run on this CPU \(AVX2\)", out), out

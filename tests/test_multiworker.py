@@ -53,10 +53,14 @@ def _fingerprint(log: str) -> str:
 
 
 def _evaluate_alone(job_dir, data_dir):
-  """Test loss and accuracy of the final checkpoint, evaluated by one process."""
+  """Test loss and accuracy of the final checkpoint, evaluated by one process in the
+  precision the run computed in (config.json: --mixed-precision auto's choice)."""
   config = config_lib.preset("cifar10", data_dir=data_dir)
   source = data.load(config)
-  model = model_lib.create_model("tutorial", source.info.image_shape, source.info.num_classes)
+  with open(os.path.join(job_dir, "config.json")) as f:
+    computed = json.load(f)["resolved"]["compute_precision"]
+  model = model_lib.create_model("tutorial", source.info.image_shape, source.info.num_classes,
+                                 "off" if computed == "float32" else computed)
   tf.train.Checkpoint(model=model).restore(
       tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints"))).expect_partial()
   losses, correct = [], 0
@@ -220,10 +224,16 @@ def test_manifest_trains_as_written(finished_manifest_job, tfds_dir):
   metrics = json.load(open(os.path.join(settings["JOB_DIR"], "metrics.json")))
   assert metrics["test_accuracy"] >= ACCURACY_BAR
   assert os.path.isfile(os.path.join(settings["PUBLISH_DIR"], "cifar10", "1", "saved_model.pb"))
-  # Sharded evaluation over the workers gives what one process gives.
+  # Sharded evaluation over the workers gives what one process gives: the same sums, to
+  # float32's rounding. Where --mixed-precision auto chose bfloat16, activations keep 8
+  # significant bits and oneDNN rounds them differently for the workers' half-size batches:
+  # the loss then agrees to about 2^-8 (4.3e-3 relative, measured), and a prediction that
+  # close to a class boundary may flip (none did here).
   loss, accuracy = _evaluate_alone(settings["JOB_DIR"], tfds_dir)
-  assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-9)
-  assert metrics["test_loss"] == pytest.approx(loss, rel=1e-4)
+  bfloat16 = json.load(open(os.path.join(settings["JOB_DIR"], "config.json")))["resolved"][
+      "compute_precision"] == "bfloat16"
+  assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=2 / NUM_TEST if bfloat16 else 1e-9)
+  assert metrics["test_loss"] == pytest.approx(loss, rel=2e-2 if bfloat16 else 1e-4)
 
 
 @needs_netns

@@ -64,7 +64,7 @@ def test_weight_decay_shrinks_kernels_by_lr_times_wd_per_step_and_leaves_biases(
   config = _config(weight_decay=wd, mixed_precision=mixed_precision)
   model = _model(strategy, mixed_precision)
   with strategy.scope():
-    optimizer = optimizer_lib.create(config, 10, model.trainable_variables)
+    optimizer = optimizer_lib.create(config, 10, model.trainable_variables, mixed_precision)
   before = [v.numpy() for v in model.trainable_variables]
   _apply(strategy, optimizer, model, [np.zeros_like(w) for w in before], steps)
   for variable, old in zip(model.trainable_variables, before):

@@ -6,6 +6,7 @@ requests its frontend sends.
 """
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -89,6 +90,11 @@ def _session_groups(tensorboard):
   return {os.path.basename(group["name"]): group for group in response["sessionGroups"]}
 
 
+def _recorded(root, name):
+  with open(os.path.join(root, name, "config.json")) as f:
+    return json.load(f)
+
+
 def _metric(group, run, tag):
   return next(value["value"] for value in group["metricValues"]
               if value["name"] == {"group": run, "tag": tag})
@@ -115,8 +121,10 @@ def test_one_session_per_job_dir_with_its_config_and_final_metrics(tensorboard, 
         "batch_size": 128, "learning_rate": config.learning_rate,
         "lr_schedule": config.lr_schedule, "warmup_epochs": config.warmup_epochs,
         "label_smoothing": config.label_smoothing, "weight_decay": config.weight_decay,
-        "augment": config.augment, "mixed_precision": "off",
+        "augment": config.augment, "mixed_precision": config.mixed_precision,
         "effective_learning_rate": pytest.approx(config.effective_learning_rate()),
+        # auto resolved for this machine, as config.json records it
+        "compute_precision": _recorded(root, name)["resolved"]["compute_precision"],
         "xla": False, "workers": metrics[name]["workers"], "replicas": metrics[name]["replicas"]}
     assert _metric(group, "eval", "accuracy") == pytest.approx(metrics[name]["test_accuracy"])
     assert _metric(group, "eval", "loss") == pytest.approx(metrics[name]["test_loss"])

@@ -21,6 +21,8 @@ checks that the two lists are the same.
   AIP_CHECKPOINT_DIR         Vertex AI: where checkpoints go
   AIP_TENSORBOARD_LOG_DIR    Vertex AI: where TensorBoard logs go
   STORAGE_EMULATOR_HOST      a GCS emulator to talk to instead of GCS (tests)
+  ONEDNN_MAX_CPU_ISA         the instruction-set cap of TensorFlow's CPU kernels (oneDNN reads
+                             it too): --mixed-precision auto takes it into account
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ AIP_MODEL_DIR = "AIP_MODEL_DIR"
 AIP_CHECKPOINT_DIR = "AIP_CHECKPOINT_DIR"
 AIP_TENSORBOARD_LOG_DIR = "AIP_TENSORBOARD_LOG_DIR"
 STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"
+ONEDNN_MAX_CPU_ISA = "ONEDNN_MAX_CPU_ISA"
 
 NAMES = (TF_CONFIG, CLUSTER_SPEC, JOB_COMPLETION_INDEX, TRAINER_NUM_WORKERS, TRAINER_JOB_NAME,
          TRAINER_SERVICE, TRAINER_PORT, TRAINER_JOB_UID, TRAINER_JOBSET_NAME, TRAINER_REPLICATED_JOB,
          TRAINER_JOB_INDEX, AIP_MODEL_DIR, AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR,
-         STORAGE_EMULATOR_HOST)
+         STORAGE_EMULATOR_HOST, ONEDNN_MAX_CPU_ISA)
 
 
 class Environment(Mapping[str, str]):
@@ -91,6 +94,11 @@ class Environment(Mapping[str, str]):
   @property
   def storage_emulator_host(self) -> Optional[str]:
     return self._text(STORAGE_EMULATOR_HOST)
+
+  @property
+  def onednn_max_cpu_isa(self) -> Optional[str]:
+    """The cap on oneDNN's instruction set, as set; None when unset (no cap)."""
+    return self._text(ONEDNN_MAX_CPU_ISA)
 
 
 def read(values: Optional[Mapping[str, str]] = None) -> Environment:

@@ -38,6 +38,7 @@ CONFIG_HPARAMS = ("dataset", "model", "optimizer", "momentum", "epochs", "batch_
 RESOLVED = {
     "effective_learning_rate": "Peak learning rate after --lr-scaling to the global batch.",
     "xla": "Whether the training step was compiled with XLA (--jit-compile, resolved).",
+    "compute_precision": "float32, bfloat16 or float16: --mixed-precision resolved for the machine.",
     "workers": "Worker processes that trained.",
     "replicas": "Replicas in sync over all workers (GPUs, or one per CPU worker).",
 }
@@ -71,15 +72,18 @@ def definitions() -> tuple[list[hp.HParam], list[hp.Metric]]:
   return hparams, metrics
 
 
-def values(config: TrainConfig, cluster: records.TrainedBy, xla: bool) -> dict[str, Value]:
+def values(config: TrainConfig, cluster: records.TrainedBy, xla: bool,
+           compute_precision: str = "float32") -> dict[str, Value]:
   """This run's hyperparameter values, by name."""
   result: dict[str, Value] = {name: getattr(config, name) for name in CONFIG_HPARAMS}
   result.update(effective_learning_rate=config.effective_learning_rate(), xla=xla,
+                compute_precision=compute_precision,
                 workers=cluster.workers, replicas=cluster.replicas)
   return result
 
 
-def write(paths: jobdir.Paths, config: TrainConfig, cluster: records.TrainedBy, xla: bool) -> None:
+def write(paths: jobdir.Paths, config: TrainConfig, cluster: records.TrainedBy, xla: bool,
+          compute_precision: str = "float32") -> None:
   """Writes the experiment and this run's session into JOB_DIR/logs (call on the chief).
 
   A resumed run replaces what an earlier attempt wrote there, so the job
@@ -98,6 +102,6 @@ def write(paths: jobdir.Paths, config: TrainConfig, cluster: records.TrainedBy, 
   writer = tf.summary.create_file_writer(paths.logs_root)
   with writer.as_default():
     hp.hparams_config(hparams=hparams, metrics=metrics)
-    hp.hparams(values(config, cluster, xla), trial_id=paths.job_dir,
+    hp.hparams(values(config, cluster, xla, compute_precision), trial_id=paths.job_dir,
                start_time_secs=int(time.time()))
   writer.close()

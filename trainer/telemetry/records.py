@@ -51,8 +51,13 @@ def weights_fingerprint(model: keras.Model) -> str:
 
 
 def config_record(config: TrainConfig, job_dir: str, cluster: TrainedBy, xla: bool,
-                  steps_per_epoch: int, info: DatasetInfo) -> dict[str, Any]:
-  """config.json: the flags, plus what they resolved to."""
+                  steps_per_epoch: int, info: DatasetInfo, compute_precision: str,
+                  precision_reason: str) -> dict[str, Any]:
+  """config.json: the flags, plus what they resolved to.
+
+  `compute_precision` (float32, bfloat16 or float16) and `precision_reason`:
+  --mixed-precision resolved for this machine, and why.
+  """
   return {
       **dataclasses.asdict(config),
       "resolved": {
@@ -64,6 +69,8 @@ def config_record(config: TrainConfig, job_dir: str, cluster: TrainedBy, xla: bo
           "workers": cluster.workers,
           "strategy": cluster.strategy,
           "xla": xla,
+          "compute_precision": compute_precision,
+          "compute_precision_reason": precision_reason,
           "cluster_source": cluster.source,
           "steps_per_epoch": steps_per_epoch,
           "image_shape": list(info.image_shape),

@@ -9,6 +9,7 @@
   metrics      loss / accuracy / confusion sums across replicas
   optimizer    the optimizer and its weight decay
   schedule     the learning-rate schedule
+  precision    --mixed-precision: auto's choice by instruction set
 
 May import: trainer.telemetry, trainer.storage.api, trainer.data.pipeline, trainer.cluster,
 trainer.models, trainer.config, trainer.errors, trainer.environment.

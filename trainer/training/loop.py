@@ -79,6 +79,7 @@ class Loop:
     self.info = plan.source.info
     self.paths: jobdir.Paths = plan.paths
     self.steps_per_epoch = plan.steps_per_epoch
+    self.precision = plan.precision
     self.global_batch = config.batch_size
     self.sigterm = preemption.SigtermWatch()
     self._train_seconds = 0.0  # steady-state training time (first call excluded)
@@ -97,9 +98,9 @@ class Loop:
 
     with strategy.scope():
       self.model = model_lib.create_model(config.model, self.info.image_shape,
-                                          self.info.num_classes, config.mixed_precision)
+                                          self.info.num_classes, plan.precision.policy)
       self.optimizer = optimizer_lib.create(config, plan.steps_per_epoch,
-                                            self.model.trainable_variables)
+                                            self.model.trainable_variables, plan.precision.policy)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
       self.epoch_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_step")
       self.train_sums = metrics_lib.Sums(self.info.num_classes, confusion=False)
@@ -123,8 +124,9 @@ class Loop:
                            config.lr_reference_batch, config.lr_scaling,
                            config.effective_learning_rate())
     log.info(data_lib.describe(self.source, config, cluster.num_workers))
-    log.info("XLA: %s (--jit-compile %s); mixed precision: %s.", "on" if self.xla else "off",
-             config.jit_compile, config.mixed_precision)
+    log.info("XLA: %s (--jit-compile %s); compute precision: %s (%s).",
+             "on" if self.xla else "off", config.jit_compile, self.precision.name,
+             self.precision.reason)
     self._restore()
     epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
     self._start_step = self._global_step()
@@ -155,8 +157,9 @@ class Loop:
     if self.cluster.is_chief and not self.alone:
       storage.write_json(self.paths.config, records.config_record(
           self.config, self.paths.job_dir, self._records_cluster(), self.xla,
-          self.steps_per_epoch, self.info))
-      hparams.write(self.paths, self.config, self._records_cluster(), self.xla)
+          self.steps_per_epoch, self.info, self.precision.name, self.precision.reason))
+      hparams.write(self.paths, self.config, self._records_cluster(), self.xla,
+                    self.precision.name)
     self.summaries = summaries.Summaries(self.paths.logs("train"), self.paths.logs("eval"),
                                          self.cluster.is_chief, self.info.class_names)
     self.summaries.graph(self.model, self.info.image_shape)

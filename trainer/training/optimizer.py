@@ -83,8 +83,8 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> schedule.Learnin
       step_factor=config.lr_step_factor)
 
 
-def create(config: TrainConfig, steps_per_epoch: int,
-           variables: Sequence[keras.Variable]) -> keras.optimizers.Optimizer:
+def create(config: TrainConfig, steps_per_epoch: int, variables: Sequence[keras.Variable],
+           mixed_precision: str = "off") -> keras.optimizers.Optimizer:
   """Builds the run's optimiser over `variables` (the model's trainable variables).
 
   Call it under the strategy's scope, so that the optimiser's slots are
@@ -94,6 +94,8 @@ def create(config: TrainConfig, steps_per_epoch: int,
     config: learning rate, its scaling and schedule, weight decay, precision.
     steps_per_epoch: global steps per epoch, which the schedule counts in.
     variables: what the optimiser will update; it is built over them.
+    mixed_precision: the resolved compute precision (trainer/training/precision.py's
+      policy: off, bfloat16 or float16).
 
   Returns:
     Adam (or AdamW) or momentum SGD, inside a LossScaleOptimizer for float16.
@@ -108,7 +110,7 @@ def create(config: TrainConfig, steps_per_epoch: int,
     optimizer.exclude_from_weight_decay(var_list=[v for v in variables if id(v) not in kernels])
   else:
     optimizer = keras.optimizers.Adam(learning_rate=lr)
-  if config.mixed_precision == "float16":
+  if mixed_precision == "float16":
     # float16 gradients underflow without loss scaling; bfloat16 has
     # float32's exponent range and needs none.
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

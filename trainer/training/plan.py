@@ -18,6 +18,8 @@ import dataclasses
 import logging
 from typing import Mapping, Optional
 
+import tensorflow as tf
+
 from trainer import environment
 from trainer import errors
 from trainer.cluster import distribution
@@ -26,6 +28,7 @@ from trainer.data import pipeline as data_lib
 from trainer.storage import api as storage
 from trainer.storage import jobdir
 from trainer.training import checkpoints
+from trainer.training import precision as precision_lib
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ class Plan:
   # run: the chief finishes alone, on the default strategy; others stop.
   finish_alone: bool
   env: Mapping[str, str]
+  # --mixed-precision resolved for this machine (auto: by the CPU's instruction set).
+  precision: precision_lib.Choice
 
   @property
   def nothing_to_do(self) -> bool:
@@ -64,6 +69,13 @@ def make(config: TrainConfig, injected_strategy: bool = False,
     TransientError: storage could not be reached (exit code 142).
   """
   env = environment.read() if env is None else env
+  # Before anything is read: bfloat16 on a CPU that cannot run it fails here, in
+  # a second, rather than in the first training step. Listing devices starts no
+  # TensorFlow context, so MultiWorkerMirroredStrategy can still configure it.
+  precision = precision_lib.choose(config.mixed_precision,
+                                   len(tf.config.list_physical_devices("GPU")),
+                                   precision_lib.cpu_flags(),
+                                   env.get(environment.ONEDNN_MAX_CPU_ISA))
   cluster = (distribution.Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
                                   source="injected strategy")
              if injected_strategy else distribution.cluster_from_env(env))
@@ -95,4 +107,4 @@ def make(config: TrainConfig, injected_strategy: bool = False,
         num_workers=1, worker_index=0, is_chief=True, tf_config=None,
         source=f"{cluster.source}; training complete, finishing alone")
   return Plan(cluster=cluster, paths=paths, source=source, steps_per_epoch=steps_per_epoch,
-              finish_alone=finish_alone, env=env)
+              finish_alone=finish_alone, env=env, precision=precision)

@@ -1,0 +1,131 @@
+"""bfloat16 against float32, as whole training processes, on each instruction set this CPU can emulate.
+
+  python bench/precision.py --cifar10-images DIR --validation         # the evidence for auto
+  python bench/precision.py --cifar10-images DIR --isa ALL,AVX512_CORE,AVX2 --rounds 3
+
+For each instruction-set cap (ONEDNN_MAX_CPU_ISA, inherited by the child;
+ALL: none), each round runs `python -m trainer.task` twice on the same data
+with the same seed, `--mixed-precision off` (float32) and then `bfloat16`,
+alternating so machine noise hits both, and reads from each run's
+metrics.json its steady training rate (images/s, compilation excluded) and
+its final accuracy, and from config.json what `--mixed-precision auto`
+would pick there (a third, auto, process is not needed: the choice depends
+on the CPU and the cap alone, trainer/training/precision.py). A cap where
+the trainer refuses bfloat16 (below AVX-512: oneDNN has no bfloat16
+convolution) is reported as refused.
+
+Prints, per cap: the rate ratio bfloat16 / float32 and the accuracy
+difference, as medians with min/max, next to auto's choice, with the CPU
+model and its vector extensions. The data are those of bench/end_to_end.py
+(real CIFAR-10 JPEGs when given, else photo crops or --data synthetic); --project-args adds
+trainer flags to both runs (the default preset otherwise).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (sets up sys.path and TF logging)
+import end_to_end  # noqa: E402  (the data, one definition)
+
+
+def train(data_args: list[str], extra: list[str], precision: str, seed: int,
+          isa: str) -> dict:
+  """One `python -m trainer.task` run; its rate, accuracy, wall time and auto's choice."""
+  job_dir = tempfile.mkdtemp(prefix="bench-precision-")
+  env = dict(os.environ)
+  env.pop("ONEDNN_MAX_CPU_ISA", None)
+  if isa != "ALL":
+    env["ONEDNN_MAX_CPU_ISA"] = isa
+  try:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "trainer.task", *data_args, "--job-dir", job_dir,
+                           "--seed", str(seed), "--mixed-precision", precision, *extra],
+                          cwd=common.REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode == 2 and "cannot run on this CPU" in done.stderr:
+      return {"refused": done.stderr.strip().splitlines()[-1]}
+    if done.returncode:
+      raise RuntimeError(f"trainer.task exited {done.returncode}:\n{done.stderr[-3000:]}")
+    with open(os.path.join(job_dir, "metrics.json")) as f:
+      metrics = json.load(f)
+    with open(os.path.join(job_dir, "config.json")) as f:
+      resolved = json.load(f)["resolved"]
+  finally:
+    shutil.rmtree(job_dir, ignore_errors=True)
+  return {"rate": metrics["train_images_per_sec"], "accuracy": metrics["test_accuracy"],
+          "wall_s": wall, "precision": resolved["compute_precision"]}
+
+
+def auto_choice(isa: str) -> str:
+  """What --mixed-precision auto picks on this CPU under `isa`, as the trainer decides it."""
+  from trainer.training import precision  # pylint: disable=import-outside-toplevel
+  choice = precision.choose("auto", 0, precision.cpu_flags(), None if isa == "ALL" else isa)
+  return f"{choice.name} ({choice.reason})"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--isa", default="ALL,AVX512_CORE,AVX2",
+                      help="comma-separated ONEDNN_MAX_CPU_ISA caps; ALL: none (default: "
+                           "ALL,AVX512_CORE,AVX2).")
+  parser.add_argument("--rounds", type=int, default=1, help="pairs per cap (default: 1).")
+  parser.add_argument("--input", choices=("folder", "tfds"), default="folder",
+                      help="the input path (default: folder).")
+  parser.add_argument("--cifar10-images", default=os.environ.get("CIFAR10_IMAGES"),
+                      help="real CIFAR-10 JPEGs, DIR/{train,test}/<class>/*.jpg (default: "
+                           "$CIFAR10_IMAGES); without them, bench/photos.py's crops.")
+  parser.add_argument("--validation", action="store_true",
+                      help="evaluate on 5,000 training images held out (bench/end_to_end.py).")
+  parser.add_argument("--data", choices=("photos", "synthetic"), default="photos",
+                      help="without real data: photos (bench/photos.py's crops, the default) or "
+                           "synthetic (trainer.synthetic's test data).")
+  parser.add_argument("--examples", type=int, default=50000,
+                      help="without real data: photo-crop training images (default: 50000).")
+  parser.add_argument("--test-examples", type=int, default=10000,
+                      help="without real data: photo-crop test images (default: 10000).")
+  parser.add_argument("--project-args", default="", help="extra trainer.task flags for both runs.")
+  parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "cnn-trainer-bench"))
+  args = parser.parse_args()
+  os.makedirs(args.work, exist_ok=True)
+  if args.cifar10_images:
+    inputs = end_to_end.jpeg_data(args.work, args.cifar10_images, args.validation)
+    what = "real CIFAR-10 JPEGs" + (", validation split (45,000 / 5,000)" if args.validation
+                                    else " (50,000 / 10,000)")
+  else:
+    inputs = end_to_end.write_data(args.work, args.data, args.examples, args.test_examples, 0.4, 0.08)
+    what = f"{args.data} ({args.examples} / {args.test_examples} images)"
+  extra = args.project_args.split()
+  print(f"machine: {common.machine()}")
+  print(f"cpu: {common.cpu()}")
+  print(f"data: {what}, {args.input} input path; trainer.task defaults {' '.join(extra)}")
+  for isa in args.isa.split(","):
+    rates, gains, lines = [], [], []
+    for r in range(args.rounds):
+      f32 = train(inputs[args.input], extra, "off", seed=42 + r, isa=isa)
+      b16 = train(inputs[args.input], extra, "bfloat16", seed=42 + r, isa=isa)
+      if "refused" in b16:
+        lines.append(f"  round {r + 1}: float32 {f32['rate']:.0f} images/s, accuracy "
+                     f"{f32['accuracy']:.4f}; bfloat16 refused: {b16['refused']}")
+        continue
+      rates.append(b16["rate"] / f32["rate"])
+      gains.append(b16["accuracy"] - f32["accuracy"])
+      lines.append(f"  round {r + 1}: float32 {f32['rate']:.0f} images/s, {f32['wall_s']:.0f} s, "
+                   f"accuracy {f32['accuracy']:.4f}; bfloat16 {b16['rate']:.0f} images/s, "
+                   f"{b16['wall_s']:.0f} s, accuracy {b16['accuracy']:.4f}")
+    print(f"{isa}: auto picks {auto_choice(isa)}")
+    print("\n".join(lines))
+    if rates:
+      print(f"{isa}: training rate bfloat16 / float32 {common.spread(rates)}")
+      print(f"{isa}: accuracy bfloat16 - float32 {common.spread(gains)}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  main()

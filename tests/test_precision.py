@@ -1,0 +1,96 @@
+"""--mixed-precision auto picks bfloat16 only where the CPU computes it natively, and says so."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from trainer import errors
+from trainer.training import precision
+
+# /proc/cpuinfo flag sets of the machines docs/performance.md measured or names.
+AVX2 = {"sse4_2", "avx", "avx2", "fma"}
+AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"}
+AVX512_BF16 = AVX512 | {"avx512_bf16"}          # AMD Zen 4 and 5, Intel Cooper Lake
+AMX = AVX512_BF16 | {"amx_bf16", "amx_tile", "amx_int8"}  # Intel Sapphire Rapids on
+
+
+@pytest.mark.parametrize("flags, cap, chosen", [
+    (AVX512_BF16, None, "bfloat16"),
+    (AMX, None, "bfloat16"),
+    (AMX, "ALL", "bfloat16"),
+    (AMX, "avx512_core_bf16", "bfloat16"),  # oneDNN takes the name in any case
+    (AVX512_BF16, "AVX512_CORE", "float32"),  # bfloat16 emulated: measured 2.2x slower
+    (AVX512_BF16, "AVX2", "float32"),         # no bfloat16 convolution at all
+    (AMX, "AVX512_CORE_VNNI", "float32"),
+    (AVX512, None, "float32"),
+    (AVX2, None, "float32"),
+    (set(), None, "float32"),                 # no /proc/cpuinfo: nothing known, nothing risked
+])
+def test_auto_is_bfloat16_exactly_where_onednn_may_use_native_bfloat16(flags, cap, chosen):
+  choice = precision.choose("auto", gpus=0, flags=flags, cap=cap)
+  assert choice.name == chosen
+  assert choice.reason.startswith("auto on a CPU")
+
+
+def test_auto_keeps_float32_on_gpus_and_explicit_choices_stand():
+  assert precision.choose("auto", gpus=1, flags=AMX, cap=None).name == "float32"
+  assert precision.choose("bfloat16", gpus=1, flags=AVX2, cap=None).name == "bfloat16"
+  assert precision.choose("off", gpus=0, flags=AMX, cap=None).name == "float32"
+  assert precision.choose("float16", gpus=0, flags=AVX512, cap=None).policy == "float16"
+  emulated = precision.choose("bfloat16", gpus=0, flags=AVX512, cap=None)
+  assert emulated.policy == "bfloat16" and "2.2x slower" in emulated.reason
+
+
+@pytest.mark.parametrize("flags, cap", [(AVX2, None), (AVX512_BF16, "AVX2"), (AMX, "AVX2_VNNI_2")])
+def test_bfloat16_below_avx512_is_refused_before_it_fails_in_onednn(flags, cap):
+  with pytest.raises(errors.ConfigError, match="--mixed-precision bfloat16 cannot run on this CPU"):
+    precision.choose("bfloat16", gpus=0, flags=flags, cap=cap)
+
+
+def test_an_unknown_isa_cap_is_refused_with_the_names_onednn_takes():
+  with pytest.raises(errors.ConfigError, match="ONEDNN_MAX_CPU_ISA='AVX3' is not an instruction set"):
+    precision.choose("auto", gpus=0, flags=AMX, cap="AVX3")
+
+
+def test_cpu_flags_come_from_the_flags_line(tmp_path):
+  cpuinfo = tmp_path / "cpuinfo"
+  cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512_bf16\n\n"
+                     "processor\t: 1\nflags\t\t: fpu\n")
+  assert precision.cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "avx512_bf16"}
+  assert precision.cpu_flags(str(tmp_path / "absent")) == frozenset()
+
+
+def _synthetic(tmp_path, isa):
+  env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "PYTHONPATH": REPO}
+  return subprocess.run([sys.executable, "-m", "trainer.synthetic", "--dataset", "mnist",
+                         "--data-dir", str(tmp_path / "data"), "--num-train", "256",
+                         "--num-test", "64"], env=env, capture_output=True, text=True,
+                        timeout=300, cwd=REPO), env
+
+
+def test_on_an_avx2_cpu_auto_trains_in_float32_records_why_and_bfloat16_exits_2(tmp_path):
+  """oneDNN capped at AVX2 is this machine's TensorFlow run as on an AVX2-only CPU."""
+  made, env = _synthetic(tmp_path, isa="AVX2")
+  assert made.returncode == 0, made.stderr[-2000:]
+  base = [sys.executable, "-m", "trainer.task", "--preset", "smoke", "--dataset", "mnist",
+          "--data-dir", str(tmp_path / "data"), "--batch-size", "32", "--train-split", "train",
+          "--eval-split", "test"]
+  refused = subprocess.run(base + ["--job-dir", str(tmp_path / "bf16"), "--mixed-precision",
+                                   "bfloat16"], env=env, capture_output=True, text=True, timeout=300)
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert "--mixed-precision bfloat16 cannot run on this CPU (AVX2)" in refused.stderr
+  assert not os.path.exists(tmp_path / "bf16" / "checkpoints")  # refused before any training
+
+  trained = subprocess.run(base + ["--job-dir", str(tmp_path / "auto")], env=env,
+                           capture_output=True, text=True, timeout=300)
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  with open(tmp_path / "auto" / "config.json") as f:
+    recorded = json.load(f)
+  assert recorded["mixed_precision"] == "auto"
+  assert recorded["resolved"]["compute_precision"] == "float32"
+  assert recorded["resolved"]["compute_precision_reason"] == (
+      "auto on a CPU without native bfloat16 (AVX2): float32")

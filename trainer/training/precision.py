@@ -1,0 +1,131 @@
+"""--mixed-precision: which numbers the model computes in, and `auto`'s choice by machine.
+
+Variables and the logits layer stay float32 whatever is chosen
+(trainer/models); the export always serves float32 (trainer/export.py).
+
+`auto` (the default) picks bfloat16 only where it was measured faster at
+equal accuracy, and float32 everywhere else (docs/performance.md, "Numerics",
+bench/precision.py):
+
+| where                                      | bfloat16 / float32, tutorial CNN training rate | auto     |
+|--------------------------------------------|------------------------------------------------|----------|
+| CPU with AVX512-BF16 (AMD Zen 5, 2 cores)  | 1.5-1.7x (8,000-8,700 vs 5,000-5,400 images/s) | bfloat16 |
+| the same, oneDNN capped at AVX512_CORE     | 0.45x (bfloat16 emulated)                      | float32  |
+| the same, oneDNN capped at AVX2            | fails: oneDNN has no AVX2 bfloat16 convolution | float32  |
+| CPU with AMX (Intel Sapphire Rapids on)    | not measured; AMX CPUs also have AVX512-BF16   | bfloat16 |
+| GPU                                        | not measured; this CNN is input-bound there    | float32  |
+
+What decides is the instruction set oneDNN (TensorFlow's CPU kernels) may
+use: the CPU's, lowered by ONEDNN_MAX_CPU_ISA when that is set (oneDNN's
+dispatcher control, `dnnl_cpu_isa_t`). Each level's bit mask contains the
+masks below it, so "at least AVX512_CORE_BF16" is a mask test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Optional
+
+from trainer import errors
+
+# oneDNN's dnnl_cpu_isa_t masks (oneDNN include/oneapi/dnnl/dnnl_types.h), by the
+# names ONEDNN_MAX_CPU_ISA takes; DEFAULT and ALL lift the cap.
+ISA_MASKS = {
+    "SSE41": 0x1, "AVX": 0x3, "AVX2": 0x7, "AVX2_VNNI": 0xF, "AVX2_VNNI_2": 0x1F,
+    "AVX512_CORE": 0x27, "AVX512_CORE_VNNI": 0x67, "AVX512_CORE_BF16": 0xE7,
+    "AVX10_1_512": 0x1EF, "AVX512_CORE_FP16": 0x1EF,
+    "AVX10_1_512_AMX": 0xFEF, "AVX512_CORE_AMX": 0xFEF,
+    "AVX10_1_512_AMX_FP16": 0x1FEF, "AVX512_CORE_AMX_FP16": 0x1FEF,
+}
+_UNCAPPED = ("", "ALL", "DEFAULT")
+_BF16 = ISA_MASKS["AVX512_CORE_BF16"]
+_AVX512 = ISA_MASKS["AVX512_CORE"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """The precision a run computes in, and why."""
+  policy: str  # "off" (float32), "bfloat16" or "float16": config.mixed_precision's values
+  reason: str
+
+  @property
+  def name(self) -> str:
+    return "float32" if self.policy == "off" else self.policy
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+  """The CPU's feature flags as Linux lists them; empty where there is no such file."""
+  try:
+    with open(path, encoding="utf-8", errors="replace") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+          return frozenset(value.split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+def isa_level(flags: Iterable[str], cap: Optional[str]) -> tuple[int, str]:
+  """(mask, name) of the instruction set oneDNN may use: the CPU's, lowered by `cap`.
+
+  Raises:
+    ConfigError: `cap` (ONEDNN_MAX_CPU_ISA) is not a level oneDNN knows.
+  """
+  flags = set(flags)
+  if {"amx_bf16", "amx_tile"} <= flags:
+    cpu = "AVX512_CORE_AMX"
+  elif "avx512_bf16" in flags:
+    cpu = "AVX512_CORE_BF16"
+  elif {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+    cpu = "AVX512_CORE"
+  elif "avx2" in flags:
+    cpu = "AVX2"
+  else:
+    cpu = "SSE41"
+  cap_name = (cap or "").strip().upper()
+  if cap_name in _UNCAPPED:
+    return ISA_MASKS[cpu], cpu
+  if cap_name not in ISA_MASKS:
+    raise errors.ConfigError(
+        f"ONEDNN_MAX_CPU_ISA={cap!r} is not an instruction set oneDNN knows: use one of "
+        f"{', '.join(ISA_MASKS)}, or unset it.")
+  mask = ISA_MASKS[cpu] & ISA_MASKS[cap_name]
+  name = cpu if mask == ISA_MASKS[cpu] else cap_name
+  return mask, name
+
+
+def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) -> Choice:
+  """Resolves --mixed-precision for this machine.
+
+  Args:
+    requested: config.mixed_precision: auto, off, bfloat16 or float16.
+    gpus: local GPUs TensorFlow sees.
+    flags: the CPU's feature flags (`cpu_flags()`).
+    cap: ONEDNN_MAX_CPU_ISA, or None.
+
+  Raises:
+    ConfigError: bfloat16 asked for on a CPU-only machine whose oneDNN has no
+      bfloat16 convolution (below AVX-512), where training would fail in its
+      first step with oneDNN's "could not create a primitive descriptor".
+  """
+  if gpus:
+    if requested == "auto":
+      return Choice("off", f"auto on {gpus} GPU(s): float32 (bfloat16 not measured on GPUs "
+                           "for these models; --mixed-precision bfloat16 to try it)")
+    return Choice(requested, f"--mixed-precision {requested}")
+  mask, isa = isa_level(flags, cap)
+  native = mask & _BF16 == _BF16
+  if requested == "bfloat16" and mask & _AVX512 != _AVX512:
+    raise errors.ConfigError(
+        f"--mixed-precision bfloat16 cannot run on this CPU ({isa}): TensorFlow's oneDNN "
+        "kernels have no bfloat16 convolution below AVX-512, so the first step would fail. "
+        "Use --mixed-precision auto (float32 here) or off.")
+  if requested != "auto":
+    slow = (" (bfloat16 is emulated without AVX512-BF16: measured 2.2x slower than float32)"
+            if requested == "bfloat16" and not native else "")
+    return Choice(requested, f"--mixed-precision {requested}{slow}")
+  if native:
+    return Choice("bfloat16", f"auto on a CPU with native bfloat16 ({isa}): bfloat16, "
+                              "measured 1.5-1.7x faster than float32 at equal accuracy")
+  return Choice("off", f"auto on a CPU without native bfloat16 ({isa}): float32")
