@@ -1,12 +1,13 @@
-"""What the JobSet controller does with the rendered manifests, by its rules.
+"""What the JobSet and Kueue controllers do with the rendered manifests, by their rules.
 
-The rules are tests/standins/jobset_rules.py (kubernetes-sigs/jobset v0.12.0),
-each a pure function naming the upstream file and function it follows, and the
-Job controller's of tests/standins/job_rules.py. The manifests are
-overlays/jobset and overlays/jobset-kueue as the real kustomize renders them
-(tests/test_kustomize.py), once per module. No process runs: a pod's end is an
-exit code handed to the Job controller's rules, a child Job's end a condition
-handed to JobSet's.
+The rules are tests/standins/jobset_rules.py (kubernetes-sigs/jobset v0.12.0) and
+tests/standins/kueue_rules.py (kubernetes-sigs/kueue v0.19.2), each a pure
+function naming the upstream file and function it follows, and the Job
+controller's of tests/standins/job_rules.py. The manifests are overlays/jobset,
+overlays/jobset-kueue, overlays/job-kueue and overlays/kueue as the real
+kustomize renders them (tests/test_kustomize.py), once per module. No process
+runs: a pod's end is an exit code handed to the Job controller's rules, a
+child Job's end a condition handed to JobSet's, time a number.
 """
 
 import copy
@@ -17,7 +18,8 @@ import pytest
 from conftest import REPO
 from standins import job_rules
 from standins import jobset_rules as jsr
-from test_kustomize import JOBSET, JOBSET_KUEUE, _docs, _one, render
+from standins import kueue_rules as kr
+from test_kustomize import JOB_KUEUE, JOBSET, JOBSET_KUEUE, KUEUE, _docs, _one, render
 from trainer import errors
 from trainer.cluster import distribution
 
@@ -34,9 +36,33 @@ def _jobset(overlay=JOBSET) -> dict:
   return copy.deepcopy(_one(list(_rendered(overlay)), "JobSet"))
 
 
+def _queued(overlay) -> dict:
+  (obj,) = [copy.deepcopy(d) for d in _rendered(overlay) if d["kind"] in ("Job", "JobSet")]
+  return obj
+
+
+def _kueue() -> tuple[dict, dict]:
+  """The example ClusterQueue and its flavors (overlays/kueue)."""
+  docs = copy.deepcopy(list(_rendered(KUEUE)))
+  flavors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ResourceFlavor"}
+  return _one(docs, "ClusterQueue"), flavors
+
+
 def _workers(jobset: dict) -> dict:
   (rjob,) = jobset["spec"]["replicatedJobs"]
   return rjob
+
+
+def _with_workers(obj: dict, n: int) -> dict:
+  """The rendered training with n workers, as the overlay's worker-count edit renders it
+  (completions, parallelism and TRAINER_NUM_WORKERS; tests/test_kustomize.py checks that edit)."""
+  obj = copy.deepcopy(obj)
+  spec = _workers(obj)["template"]["spec"] if obj["kind"] == "JobSet" else obj["spec"]
+  spec["completions"] = spec["parallelism"] = n
+  for var in spec["template"]["spec"]["containers"][0]["env"]:
+    if var["name"] == "TRAINER_NUM_WORKERS":
+      var["value"] = str(n)
+  return obj
 
 
 # ------------------------------------------------------------------ the two levels of failure
@@ -313,3 +339,168 @@ def test_a_subdomain_of_its_own_needs_trainer_service():
   assert distribution.cluster_from_env(env).tf_config["cluster"]["worker"] != hosts
   env["TRAINER_SERVICE"] = "workers"
   assert distribution.cluster_from_env(env).tf_config["cluster"]["worker"] == hosts
+
+
+# ------------------------------------------------------------------ Kueue: held until the whole training fits
+
+
+@pytest.mark.parametrize("overlay", [JOB_KUEUE, JOBSET_KUEUE])
+def test_a_queued_training_starts_suspended_and_runs_no_pod_until_admitted(overlay):
+  obj = _queued(overlay)
+  assert kr.should_be_suspended(obj) and obj["spec"]["suspend"] is True
+  assert kr.stays_suspended(admitted=False)
+  if obj["kind"] == "JobSet":
+    # The JobSet is the workload; its child Jobs are created suspended with it, not queued themselves.
+    (job,) = jsr.reconcile(obj, {}, [], UID)[1]["create"]
+    assert not kr.should_be_suspended(job, ancestor_managed=True) and job["spec"]["suspend"] is True
+    spec = job["spec"]
+  else:
+    spec = obj["spec"]
+  assert job_rules.pods_wanted(spec["suspend"], spec["completions"], 0, spec["parallelism"]) == 0
+  assert not kr.should_be_suspended(_queued(JOBSET))  # no queue name: Kueue leaves it alone
+
+
+@pytest.mark.parametrize("overlay", [JOB_KUEUE, JOBSET_KUEUE])
+def test_a_training_that_fits_is_admitted_whole(overlay):
+  cq, flavors = _kueue()
+  sets = kr.pod_sets(_queued(overlay))
+  assert [s["count"] for s in sets] == [2] and not kr.can_be_partially_admitted(sets)
+  assignment = kr.assign(cq, flavors, sets, usage={})
+  assert assignment["mode"] == "Fit" and assignment["counts"] == [2]
+  assert assignment["flavors"] == [{"cpu": "nvidia-l4", "memory": "nvidia-l4", "nvidia.com/gpu": "nvidia-l4"}]
+  # It takes the whole quota: 2 x (3 CPUs, 11Gi, 1 GPU).
+  assert assignment["usage"] == kr.nominal_quota(cq) == {
+      ("nvidia-l4", "cpu"): 6000, ("nvidia-l4", "memory"): 22 * 2 ** 30, ("nvidia-l4", "nvidia.com/gpu"): 2}
+
+
+@pytest.mark.parametrize("overlay", [JOB_KUEUE, JOBSET_KUEUE])
+def test_a_training_that_would_fit_only_in_part_stays_queued_holding_nothing(overlay):
+  """Three workers on a quota for two: never admitted, not even two of them (no minCount: the manifests
+  never ask for partial admission), so no pod is created and no GPU held."""
+  cq, flavors = _kueue()
+  obj = _with_workers(_queued(overlay), 3)
+  admitted, usage, waiting = kr.schedule(
+      cq, flavors, [{"name": "t", "created": 0, "pod_sets": kr.pod_sets(obj)}], usage={},
+      namespace_labels={"kubernetes.io/metadata.name": "cnn-trainer"})
+  assert admitted == [] and usage == {} and waiting["t"].startswith(kr.EXCEEDS_MAX_QUOTA)
+  assignment = kr.assign(cq, flavors, kr.pod_sets(obj), usage={})
+  assert assignment["mode"] == kr.EXCEEDS_MAX_QUOTA, assignment
+  assert kr.stays_suspended(admitted=False) and obj["spec"]["suspend"] is True
+  # What partial admission would have done with a Job that asked for it: 2 of 3 pods, fewer than
+  # TRAINER_NUM_WORKERS, a cluster the trainer could never assemble.
+  if obj["kind"] == "Job":
+    obj["metadata"].setdefault("annotations", {})[kr.JOB_MIN_PARALLELISM_ANNOTATION] = "1"
+    assert kr.assign(cq, flavors, kr.pod_sets(obj), usage={})["counts"] == [2]
+
+
+def test_two_trainings_that_each_fit_run_one_after_the_other():
+  cq, flavors = _kueue()
+  namespace = {"kubernetes.io/metadata.name": "cnn-trainer"}
+  first, second = ({"name": n, "created": t, "pod_sets": kr.pod_sets(_queued(JOBSET_KUEUE))}
+                   for n, t in (("a", 0), ("b", 1)))
+  admitted, usage, waiting = kr.schedule(cq, flavors, [second, first], usage={}, namespace_labels=namespace)
+  assert [w["name"] for w, _ in admitted] == ["a"]  # the older one first
+  assert waiting["b"].startswith(kr.WAITING_FOR_QUOTA) and "more needed" in waiting["b"]
+  # While "a" runs, "b" stays queued, whatever the cycles.
+  assert kr.schedule(cq, flavors, [second], usage, namespace)[0] == []
+  # "a" finishes: its quota is released, and "b" is admitted whole.
+  admitted, _, _ = kr.schedule(cq, flavors, [second], usage={}, namespace_labels=namespace)
+  assert [w["name"] for w, _ in admitted] == ["b"]
+
+
+def test_a_training_too_big_for_the_quota_blocks_others_only_under_strict_fifo():
+  """BestEffortFIFO (the default, and overlays/kueue's) tries the next workload when the head does not fit;
+  StrictFIFO would hold every later training behind a 3-worker one that can never be admitted."""
+  cq, flavors = _kueue()
+  namespace = {"kubernetes.io/metadata.name": "cnn-trainer"}
+  big = {"name": "big", "created": 0, "pod_sets": kr.pod_sets(_with_workers(_queued(JOBSET_KUEUE), 3))}
+  small = {"name": "small", "created": 1, "pod_sets": kr.pod_sets(_queued(JOBSET_KUEUE))}
+  assert "queueingStrategy" not in cq["spec"]
+  assert [w["name"] for w, _ in kr.schedule(cq, flavors, [big, small], {}, namespace)[0]] == ["small"]
+  cq["spec"]["queueingStrategy"] = "StrictFIFO"
+  assert kr.schedule(cq, flavors, [big, small], {}, namespace)[0] == []
+
+
+def test_a_workload_from_another_namespace_is_never_admitted():
+  cq, flavors = _kueue()
+  wl = {"name": "x", "created": 0, "pod_sets": kr.pod_sets(_queued(JOB_KUEUE))}
+  admitted, _, waiting = kr.schedule(cq, flavors, [wl], {}, {"kubernetes.io/metadata.name": "team-b"})
+  assert admitted == [] and waiting == {"x": kr.NAMESPACE_MISMATCH}
+
+
+# ------------------------------------------------------------------ waitForPodsReady
+
+
+def test_waitforpodsready_defaults_are_v0_19_2s():
+  config = kr.WaitForPodsReady.from_config(None)
+  assert (config.timeout_s, config.backoff_base_s, config.backoff_max_s, config.backoff_limit_count,
+          config.block_admission) == (1800, 60, 3600, None, False)
+  docs = open(f"{REPO}/docs/kubernetes.md", encoding="utf-8").read()
+  assert "default 30 min" in docs and "(default 60 s)" in docs and "(3600 s)" in docs
+  assert kr.WaitForPodsReady.from_config({"timeout": "5m", "requeuingStrategy": {
+      "backoffLimitCount": 2, "backoffBaseSeconds": 10}}) == kr.WaitForPodsReady(300, 10, 3600, 2)
+
+
+def test_the_requeue_back_off_doubles_from_its_base_up_to_its_maximum():
+  config = kr.WaitForPodsReady()
+  assert [kr.requeue_wait_s(n, config) for n in range(1, 9)] == [60, 120, 240, 480, 960, 1920, 3600, 3600]
+  # A base above the maximum: the first wait is the base itself, every later one the maximum.
+  odd = kr.WaitForPodsReady(backoff_base_s=5000, backoff_max_s=3600)
+  assert [kr.requeue_wait_s(n, odd) for n in (1, 2, 3)] == [5000, 3600, 3600]
+
+
+def test_pods_never_ready_are_evicted_at_the_timeout_and_requeued_after_the_back_off():
+  """Admitted, but a worker stays Pending (no GPU node): evicted at the timeout, its pods deleted and the
+  quota given back once they are gone, then requeued after 60 s, 120 s, 240 s, ... until backoffLimitCount
+  requeues are spent, and deactivated at the next timeout."""
+  config = kr.WaitForPodsReady(backoff_limit_count=3)
+  cq, flavors = _kueue()
+  namespace = {"kubernetes.io/metadata.name": "cnn-trainer"}
+  wl = {"name": "t", "created": 0.0, "evicted_at": None, "pod_sets": kr.pod_sets(_queued(JOBSET_KUEUE))}
+  now, count, timeline = 0.0, 0, []
+  while True:
+    ((admitted, _),), usage, _ = kr.schedule(cq, flavors, [wl], {}, namespace)
+    assert admitted is wl and usage == kr.nominal_quota(cq)
+    # One of the two pods Ready: the child Job is not ready, so neither is the workload.
+    job = jsr.construct_job(_queued(JOBSET_KUEUE), "workers", 0, 0, UID)
+    ready_jobs = int(jsr.job_ready(job, ready_pods=1, succeeded_pods=0))
+    assert not kr.jobset_pods_ready(_queued(JOBSET_KUEUE), [{"ready": ready_jobs, "succeeded": 0}])
+    now += kr.pods_ready_remaining_s(admitted_at=now, now=now, config=config)
+    outcome = kr.on_pods_ready_timeout(count, now, config)
+    assert not kr.quota_released(evicted=True, job_active_pods=1)  # held while a pod terminates
+    assert kr.quota_released(evicted=True, job_active_pods=0)
+    timeline.append((now, outcome["action"], outcome["requeue_at"]))
+    if outcome["action"] == "Deactivated":
+      break
+    count, wl["evicted_at"], now = outcome["count"], now, outcome["requeue_at"]
+  assert timeline == [(1800, "Evicted", 1860), (3660, "Evicted", 3780), (5580, "Evicted", 5820),
+                      (7620, "Deactivated", None)]
+  assert outcome["reason"] == kr.REQUEUING_LIMIT_EXCEEDED and count == 3
+
+
+def test_requeued_workloads_queue_by_their_eviction_time():
+  """requeuingStrategy.timestamp Eviction: a workload evicted by the timeout goes behind ones created
+  before its eviction, whatever its own creation time."""
+  order = kr.queue_order([{"name": "evicted", "created": 0, "evicted_at": 100},
+                          {"name": "newer", "created": 50}, {"name": "urgent", "created": 200, "priority": 1}])
+  assert [w["name"] for w in order] == ["urgent", "newer", "evicted"]
+
+
+# ------------------------------------------------------------------ the arithmetic underneath
+
+
+def test_quantities_and_requests_as_kueue_counts_them():
+  assert [kr.resource_value("cpu", q) for q in ("3", "500m", "1.5", "0.0001")] == [3000, 500, 1500, 1]
+  assert kr.resource_value("memory", "11Gi") == 11 * 2 ** 30 and kr.resource_value("memory", "1e3") == 1000
+  pod = {"containers": [{"resources": {"limits": {"nvidia.com/gpu": 1, "cpu": "4"}, "requests": {"cpu": "3"}}},
+                        {"resources": {"requests": {"cpu": "250m"}}}]}
+  assert kr.pod_requests(pod) == {"cpu": 3250, "nvidia.com/gpu": 1}  # a limit stands in for a missing request
+  pod["containers"][1]["resources"]["limits"] = {"cpu": "100m"}
+  assert kr.request_errors(pod) == ["containers[1]: ['cpu']: resource requests must not exceed limits"]
+
+
+def test_partial_admission_searches_like_kueue():
+  assert kr.pod_set_reducer_search([10], [2], lambda c: c[0] <= 6) == [6]
+  assert kr.pod_set_reducer_search([10, 4], [2, 0], lambda c: sum(c) <= 7) == [5, 2]
+  assert kr.pod_set_reducer_search([10], [8], lambda c: c[0] <= 6) is None
+  assert kr.pod_set_reducer_search([3], [None], lambda c: True) is None  # no minCount: all or nothing
