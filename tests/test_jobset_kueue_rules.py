@@ -123,7 +123,7 @@ def test_jobsets_webhook_refuses_what_it_refuses():
   js = _jobset()
   rules = js["spec"]["failurePolicy"]["rules"]
   rules.append({"name": "Crash", "action": "FailJobSet", "onJobFailureReasons": ["Evicted"]})
-  with pytest.raises(jsr.InvalidJobSet, match="not unique(.|\n)*'Evicted'"):
+  with pytest.raises(jsr.InvalidJobSet, match=r"reason 'Evicted'(.|\n)*indices \[2 3\] all have the same name 'Crash'"):
     jsr.validate(js)
   rules[-1] = {"name": "One", "action": "RestartJob"}  # needs the RestartJob gate, off in v0.12.0
   with pytest.raises(jsr.InvalidJobSet, match="RestartJob feature gate is disabled"):
@@ -437,8 +437,10 @@ def test_waitforpodsready_defaults_are_v0_19_2s():
           config.block_admission) == (1800, 60, 3600, None, False)
   docs = open(f"{REPO}/docs/kubernetes.md", encoding="utf-8").read()
   assert "default 30 min" in docs and "(default 60 s)" in docs and "(3600 s)" in docs
-  assert kr.WaitForPodsReady.from_config({"timeout": "5m", "requeuingStrategy": {
-      "backoffLimitCount": 2, "backoffBaseSeconds": 10}}) == kr.WaitForPodsReady(300, 10, 3600, 2)
+  assert kr.WaitForPodsReady.from_config({"timeout": "1h30m", "requeuingStrategy": {
+      "backoffLimitCount": 2, "backoffBaseSeconds": 10}}) == kr.WaitForPodsReady(5400, 10, 3600, 2)
+  with pytest.raises(NotImplementedError):
+    kr.WaitForPodsReady.from_config({"timeout": "500ms"})
 
 
 def test_the_requeue_back_off_doubles_from_its_base_up_to_its_maximum():

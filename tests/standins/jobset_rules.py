@@ -124,20 +124,23 @@ def webhook_errors(jobset: dict) -> list[str]:
   if any(r["action"] in (RESTART_JOB, RESTART_JOB_IGNORE_MAX) for r in rules):
     return errors + ["RestartJob and RestartJobAndIgnoreMaxRestarts failure policy actions are not "
                      "allowed when RestartJob feature gate is disabled"]
-  seen = set()
-  for rule in rules:
+  indices: dict[str, list[int]] = {}
+  for i, rule in enumerate(rules):
     name = rule["name"]
     if not 1 <= len(name) <= 128:
-      errors.append(f"invalid failure policy rule name of length {len(name)}")
+      errors.append(f"invalid failure policy rule name of length {len(name)}, the rule name must be at "
+                    "least 1 characters long and at most 128 characters long")
+    indices.setdefault(name, []).append(i)
     if not _RULE_NAME.match(name):
-      errors.append(f"invalid failure policy rule name '{name}'")
-    if name in seen:
-      errors.append(f"rule names are not unique: '{name}'")
-    seen.add(name)
+      errors.append(f"invalid failure policy rule name '{name}', a failure policy rule name must start "
+                    "with an alphabetic character, optionally followed by a string of alphanumeric "
+                    "characters or '_,:', and must end with an alphanumeric character or '_'")
     errors += [f"invalid replicatedJob name '{n}' in failure policy does not appear in .spec.ReplicatedJobs"
                for n in rule.get("targetReplicatedJobs", []) if n not in names]
     errors += [f"invalid job failure reason '{r}' in failure policy is not a recognized job failure reason"
                for r in rule.get("onJobFailureReasons", []) if r not in VALID_JOB_FAILURE_REASONS]
+  errors += [f"rule names are not unique, rules with indices [{' '.join(map(str, ix))}] all have the same "
+             f"name '{name}'" for name, ix in indices.items() if len(ix) > 1]
   return errors
 
 

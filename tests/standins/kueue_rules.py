@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from fractions import Fraction
 from typing import Callable, Optional
 
@@ -94,24 +95,23 @@ class WaitForPodsReady:
       raise NotImplementedError("requeuingStrategy.timestamp: only Eviction is simulated")
     if config.get("blockAdmission"):
       raise NotImplementedError("waitForPodsReady.blockAdmission is not simulated")
+    # A zero timeout takes the default; the back-off fields are pointers, so only an unset one does
+    # (cmp.Or). A backoffMaxSeconds of 0 leaves the back-off uncapped (pkg/util/wait/backoff.go, NewBackoff).
+    base, cap = strategy.get("backoffBaseSeconds"), strategy.get("backoffMaxSeconds")
     return cls(timeout_s=_duration_s(config.get("timeout")) or DEFAULT_WAIT_FOR_PODS_READY_TIMEOUT_S,
-               backoff_base_s=strategy.get("backoffBaseSeconds") or DEFAULT_BACKOFF_BASE_S,
-               backoff_max_s=strategy.get("backoffMaxSeconds") or DEFAULT_BACKOFF_MAX_S,
+               backoff_base_s=DEFAULT_BACKOFF_BASE_S if base is None else base,
+               backoff_max_s=DEFAULT_BACKOFF_MAX_S if cap is None else cap,
                backoff_limit_count=strategy.get("backoffLimitCount"))
 
 
-def _duration_s(text: Optional[str]) -> Optional[float]:
-  """A metav1.Duration's seconds; only h, m and s units ("30m", "1h30m", "90s")."""
+def _duration_s(text: Optional[str]) -> float:
+  """A metav1.Duration's seconds (Go's time.ParseDuration); only the h, m and s units are simulated."""
   if not text:
-    return None
-  total, number = 0.0, ""
-  for ch in text:
-    if ch.isdigit() or ch == ".":
-      number += ch
-    else:
-      total += float(number) * {"h": 3600, "m": 60, "s": 1}[ch]
-      number = ""
-  return total
+    return 0.0
+  parts = re.findall(r"(\d+(?:\.\d+)?)([a-zµ]+)", text)
+  if "".join(n + u for n, u in parts) != text or any(u not in ("h", "m", "s") for _, u in parts):
+    raise NotImplementedError(f"duration {text!r}: only h, m and s units are simulated")
+  return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
 # ------------------------------------------------------------------ which objects are queued
@@ -551,11 +551,11 @@ def requeue_wait_s(count: int, config: WaitForPodsReady) -> float:
   real wait adds up to REQUEUE_JITTER of it (wait.Jitter): it lies in
   [w, w * (1 + REQUEUE_JITTER)).
   """
-  duration = float(config.backoff_base_s)
-  wait = duration
+  cap = config.backoff_max_s or math.inf
+  duration = wait = float(config.backoff_base_s)
   for _ in range(count):
     wait = duration
-    duration = min(duration * 2, config.backoff_max_s)
+    duration = min(duration * 2, cap)
   return wait
 
 
