@@ -3,9 +3,12 @@
 What the JobSet and Kueue controllers will do with these objects is taken from
 their sources at the pinned tags (kubernetes-sigs/jobset v0.12.0,
 kubernetes-sigs/kueue v0.19.2, the same as tests/crds/); each rule below names the
-file it follows. A JobSet or Kueue simulator is not part of this: these tests check
-that the manifests say what docs/kubernetes.md promises, and that the trainer
-derives the cluster the JobSet controller will build.
+file it follows. These tests check that the manifests say what docs/kubernetes.md
+promises, and that the trainer derives the cluster the JobSet controller will
+build. The controllers' rules themselves, as pure functions, are the stand-ins
+tests/standins/jobset_rules.py and tests/standins/kueue_rules.py, which
+tests/test_jobset_kueue_rules.py applies to the same rendered manifests
+(restarts, admission, waitForPodsReady); neither runs processes.
 """
 
 import os

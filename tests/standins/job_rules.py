@@ -141,3 +141,51 @@ def past_active_deadline(deadline_s: Optional[float], started_at: float, now: fl
 def pod_name(job: str, index: int) -> str:
   """`JOB-INDEX-xxxxx` (indexed_job_utils.go, podGenerateNameWithIndex)."""
   return f"{job}-{index}-" + "".join(secrets.choice(_SUFFIX) for _ in range(5))
+
+
+def pod_hostname(job: str, index: int) -> str:
+  """An Indexed Job's pod's `spec.hostname`: `JOB-INDEX`, the same for every replacement.
+
+  Source: job_controller.go, manageJob (`template.Spec.Hostname =
+  fmt.Sprintf("%s-%d", job.Name, completionIndex)`). With `spec.subdomain`
+  and a headless Service of that name, the pod resolves as
+  `JOB-INDEX.SUBDOMAIN`. Docs: DOCS#completion-mode.
+  """
+  return f"{job}-{index}"
+
+
+def pods_wanted(suspended: bool, completions: int, succeeded: int, parallelism: int) -> int:
+  """How many pods the controller keeps running: none while the Job is suspended.
+
+  Source: job_controller.go, manageJob (a suspended Job's active pods are
+  deleted and none created; else min(completions - succeeded, parallelism),
+  at least 0). Docs: DOCS#suspending-a-job.
+  """
+  return 0 if suspended else max(min(completions - succeeded, parallelism), 0)
+
+
+# The Job's failure reasons (kubernetes/kubernetes staging/src/k8s.io/api/batch/v1/types.go).
+POD_FAILURE_POLICY, BACKOFF_LIMIT_EXCEEDED, DEADLINE_EXCEEDED = (
+    "PodFailurePolicy", "BackoffLimitExceeded", "DeadlineExceeded")
+
+
+def job_failed_reason(fail_job_message: Optional[str], counted_failures: int, backoff_limit: int,
+                      past_deadline: bool = False) -> Optional[tuple[str, str]]:
+  """The reason and message a Job without backoffLimitPerIndex fails with, if any.
+
+  Source: job_controller.go, syncJob, in its order: a FailJob rule first
+  (JobReasonPodFailurePolicy, with the message `match_pod_failure_policy`
+  gives, getFailJobMessage), then
+  `exceedsBackoffLimit := jobCtx.failed > *job.Spec.BackoffLimit` (failures
+  an Ignore rule matched are not in `failed`: nonIgnoredFailedPodsCount),
+  then pastActiveDeadline. The Failed condition itself is only set once the
+  Job's other pods are gone (delayTerminalCondition). Docs:
+  DOCS#pod-backoff-failure-policy.
+  """
+  if fail_job_message is not None:
+    return POD_FAILURE_POLICY, fail_job_message
+  if counted_failures > backoff_limit:
+    return BACKOFF_LIMIT_EXCEEDED, "Job has reached the specified backoff limit"
+  if past_deadline:
+    return DEADLINE_EXCEEDED, "Job was active longer than specified deadline"
+  return None
