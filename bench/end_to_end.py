@@ -203,9 +203,8 @@ def run_project(data_args: list[str], extra: list[str], seed: int,
           "metrics": metrics, "precision": precision}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--rounds", type=int, default=1, help="rounds per input path (default: 1).")
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+  """The data flags of the benchmarks that train on disk (this one, bench/precision.py)."""
   parser.add_argument("--examples", type=int, default=50000, help="training images (default: 50000).")
   parser.add_argument("--test-examples", type=int, default=10000, help="test images (default: 10000).")
   parser.add_argument("--data", choices=("photos", "synthetic"), default="photos",
@@ -215,16 +214,8 @@ def main():
                       help="with --data synthetic: the class square's strength (default: 0.4).")
   parser.add_argument("--tint", type=float, default=0.08,
                       help="with --data synthetic: the whole-image tint's strength (default: 0.08).")
-  parser.add_argument("--epochs", type=int, default=10, help="the tutorial's epochs (default: 10).")
-  parser.add_argument("--inputs", default="tfds,folder", help="input paths to run (default: tfds,folder).")
-  parser.add_argument("--project-args", default="", help="extra trainer.task flags, space-separated.")
   parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "cnn-trainer-bench"),
                       help="where the data are written once and reused.")
-  parser.add_argument("--quick", action="store_true", help="10,000 / 2,000 images, 1 round.")
-  parser.add_argument("--max-isa", choices=("AVX2", "AVX512_CORE", "AVX512_CORE_BF16"),
-                      help="cap oneDNN's kernels at this instruction set in both processes "
-                           "(ONEDNN_MAX_CPU_ISA): AVX2 runs an AVX-512 machine's TensorFlow "
-                           "kernels as on an AVX2-only CPU.")
   parser.add_argument("--cifar10-images", default=os.environ.get("CIFAR10_IMAGES"),
                       help="real CIFAR-10 as DIR/{train,test}/<class>/*.jpg (default: the "
                            "CIFAR10_IMAGES variable); when given, the default data.")
@@ -236,17 +227,12 @@ def main():
   parser.add_argument("--cifar10-data-dir",
                       help="a data_dir holding the real, prepared cifar10 (`tfds build cifar10`): "
                            "measure on it (and on a PNG folder written from it) instead.")
-  args = parser.parse_args()
-  if args.quick:
-    args.rounds, args.examples, args.test_examples = 1, 10000, 2000
-  os.makedirs(args.work, exist_ok=True)
-  if args.max_isa:
-    os.environ["ONEDNN_MAX_CPU_ISA"] = args.max_isa  # inherited by both children
 
-  print(f"machine: {common.machine()}")
-  print(f"cpu: {common.cpu()}")
-  if args.max_isa:
-    print(f"oneDNN capped at {args.max_isa} (ONEDNN_MAX_CPU_ISA) in both processes")
+
+def data_inputs(parser: argparse.ArgumentParser, args) -> tuple[dict[str, list[str]], str]:
+  """Each input path's trainer arguments for the data `add_data_arguments`' flags name,
+  written into --work once, and a line saying what they are."""
+  os.makedirs(args.work, exist_ok=True)
   if args.validation and not args.cifar10_images:
     parser.error("--validation needs real CIFAR-10 JPEGs: --cifar10-images DIR or CIFAR10_IMAGES")
   if args.cifar10_images:
@@ -265,6 +251,32 @@ def main():
     what = (f"{args.examples} / {args.test_examples} CIFAR-10-sized images, " +
             ("crops of real photographs (bench/photos.py)" if args.data == "photos" else
              f"trainer.synthetic with --signal {args.signal} --tint {args.tint}"))
+  return inputs, what
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--rounds", type=int, default=1, help="rounds per input path (default: 1).")
+  add_data_arguments(parser)
+  parser.add_argument("--epochs", type=int, default=10, help="the tutorial's epochs (default: 10).")
+  parser.add_argument("--inputs", default="tfds,folder", help="input paths to run (default: tfds,folder).")
+  parser.add_argument("--project-args", default="", help="extra trainer.task flags, space-separated.")
+  parser.add_argument("--quick", action="store_true", help="10,000 / 2,000 images, 1 round.")
+  parser.add_argument("--max-isa", choices=("AVX2", "AVX512_CORE", "AVX512_CORE_BF16"),
+                      help="cap oneDNN's kernels at this instruction set in both processes "
+                           "(ONEDNN_MAX_CPU_ISA): AVX2 runs an AVX-512 machine's TensorFlow "
+                           "kernels as on an AVX2-only CPU.")
+  args = parser.parse_args()
+  if args.quick:
+    args.rounds, args.examples, args.test_examples = 1, 10000, 2000
+  if args.max_isa:
+    os.environ["ONEDNN_MAX_CPU_ISA"] = args.max_isa  # inherited by both children
+
+  print(f"machine: {common.machine()}")
+  print(f"cpu: {common.cpu()}")
+  if args.max_isa:
+    print(f"oneDNN capped at {args.max_isa} (ONEDNN_MAX_CPU_ISA) in both processes")
+  inputs, what = data_inputs(parser, args)
   extra = args.project_args.split()
   print(f"data: {what}; tutorial: {args.epochs} epochs at batch 32; project: "
         f"trainer.task defaults {' '.join(extra)}")

@@ -78,29 +78,10 @@ def main():
   parser.add_argument("--rounds", type=int, default=1, help="pairs per cap (default: 1).")
   parser.add_argument("--input", choices=("folder", "tfds"), default="folder",
                       help="the input path (default: folder).")
-  parser.add_argument("--cifar10-images", default=os.environ.get("CIFAR10_IMAGES"),
-                      help="real CIFAR-10 JPEGs, DIR/{train,test}/<class>/*.jpg (default: "
-                           "$CIFAR10_IMAGES); without them, bench/photos.py's crops.")
-  parser.add_argument("--validation", action="store_true",
-                      help="evaluate on 5,000 training images held out (bench/end_to_end.py).")
-  parser.add_argument("--data", choices=("photos", "synthetic"), default="photos",
-                      help="without real data: photos (bench/photos.py's crops, the default) or "
-                           "synthetic (trainer.synthetic's test data).")
-  parser.add_argument("--examples", type=int, default=50000,
-                      help="without real data: photo-crop training images (default: 50000).")
-  parser.add_argument("--test-examples", type=int, default=10000,
-                      help="without real data: photo-crop test images (default: 10000).")
+  end_to_end.add_data_arguments(parser)
   parser.add_argument("--project-args", default="", help="extra trainer.task flags for both runs.")
-  parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "cnn-trainer-bench"))
   args = parser.parse_args()
-  os.makedirs(args.work, exist_ok=True)
-  if args.cifar10_images:
-    inputs = end_to_end.jpeg_data(args.work, args.cifar10_images, args.validation)
-    what = "real CIFAR-10 JPEGs" + (", validation split (45,000 / 5,000)" if args.validation
-                                    else " (50,000 / 10,000)")
-  else:
-    inputs = end_to_end.write_data(args.work, args.data, args.examples, args.test_examples, 0.4, 0.08)
-    what = f"{args.data} ({args.examples} / {args.test_examples} images)"
+  inputs, what = end_to_end.data_inputs(parser, args)
   extra = args.project_args.split()
   print(f"machine: {common.machine()}")
   print(f"cpu: {common.cpu()}")
