@@ -85,12 +85,12 @@ def run():
   """run(job, {index: [script for attempt 0, 1, ...]}) -> a started JobController."""
   controllers = []
 
-  def start(job, plan, time_scale=SCALE):
+  def start(job, plan, time_scale=SCALE, **cluster):
     def launch(pod):
       scripts = plan[pod.index]
       script = scripts[min(len(ctrl.pods(pod.index)) - 1, len(scripts) - 1)]
       return Worker(pod.name, [sys.executable, "-c", script], dict(os.environ))
-    ctrl = JobController(job, launch, time_scale=time_scale)
+    ctrl = JobController(job, launch, time_scale=time_scale, **cluster)
     controllers.append(ctrl)
     ctrl.start()
     return ctrl
@@ -474,3 +474,82 @@ def test_the_shipped_job_states_its_deadline_as_the_docs_do():
   deadline = job_yaml()["spec"]["activeDeadlineSeconds"]
   docs = open(os.path.join(REPO, "docs", "fault-tolerance.md"), encoding="utf-8").read()
   assert f"`activeDeadlineSeconds: {deadline}`" in docs and deadline >= 3600
+
+
+# ------------------------------------------------------------- a lost node
+# The control plane's timers (node monitor grace 40 s, unreachable toleration
+# 300 s, pod GC every 20 s, its quarantine 40 s) are scaled by time_scale;
+# grace periods are not.
+
+NODE_SCALE = 0.005  # 40 s -> 0.2 s, 300 s -> 1.5 s, 20 s -> 0.1 s
+
+
+def disruption(pod):
+  return [(c["type"], c["reason"]) for c in pod.conditions]
+
+
+def test_a_lost_nodes_pod_stays_terminating_and_its_index_waits_for_the_node_to_be_deleted(run):
+  ctrl = run(job_yaml(), {0: [sleeps(), exits(0)], 1: [exits(0)]}, time_scale=NODE_SCALE)
+  ready(ctrl, 0)
+  (lost,) = ctrl.pods(0)
+  assert lost.node == "node-0"
+  ctrl.lose_node("node-0")
+  node = ctrl.nodes["node-0"]
+  # NotReady and tainted after the node monitor grace period; deleted by the
+  # taint-eviction controller after the 300 s default toleration.
+  ctrl.wait_for(lambda: lost.deleted_at is not None, 10)
+  assert not node.ready and jc.UNREACHABLE in node.taints
+  assert lost.deleted_at - node.lost_at >= (40 + 300) * NODE_SCALE
+  assert disruption(lost) == [("DisruptionTarget", "DeletionByTaintManager")]
+  # No kubelet confirms: Terminating, not terminal, and podReplacementPolicy: Failed holds the index.
+  time.sleep(10 * 20 * NODE_SCALE)  # ten pod GC passes
+  assert (len(ctrl.pods(0)), lost.live, lost.phase, lost.exit_code) == (1, True, "Running", None)
+  assert ctrl.status["terminating"] == 1 and ctrl.status["completedIndexes"] == "1"
+  ctrl.delete_node("node-0")
+  assert ctrl.wait(20) == "Complete"
+  # Pod GC's gcOrphaned, after its quarantine: Failed, DisruptionTarget DeletionByPodGC (replacing
+  # the taint manager's), no exit code; k8s/job.yaml's DisruptionTarget rule ignores it.
+  assert (lost.force_deleted, lost.phase, lost.exit_code) == ("gcOrphaned", "Failed", None)
+  assert lost.finished_at - node.deleted_at >= 40 * NODE_SCALE
+  assert disruption(lost) == [("DisruptionTarget", "DeletionByPodGC")]
+  assert (lost.action, lost.counted, lost.ignored) == ("Ignore", 0, 1)
+  new = ctrl.pods(0)[1]
+  assert new.node == "node-0-1" and new.started_at >= lost.finished_at and new.action == "Succeeded"
+
+
+def test_an_out_of_service_taint_releases_a_lost_pod_and_without_a_disruption_rule_it_counts(run):
+  # A policy with no DisruptionTarget rule: the force-deleted pod has no exit code, so it counts.
+  ctrl = run(synthetic(completions=1), {0: [sleeps(), exits(0)]}, time_scale=NODE_SCALE)
+  ready(ctrl, 0)
+  (lost,) = ctrl.pods(0)
+  ctrl.lose_node(lost.node)
+  node = ctrl.nodes[lost.node]
+  ctrl.wait_for(lambda: not node.ready, 10)
+  assert lost.deleted_at is None  # within its 300 s toleration
+  ctrl.taint_out_of_service(lost.node)
+  assert ctrl.wait(20) == "Complete"
+  # The NoExecute taint evicts at once; pod GC's gcTerminating marks it Failed with no condition of its own.
+  assert lost.deleted_at - node.taints[jc.OUT_OF_SERVICE] < 40 * NODE_SCALE
+  assert disruption(lost) == [("DisruptionTarget", "DeletionByTaintManager")]
+  assert (lost.force_deleted, lost.phase, lost.exit_code) == ("gcTerminating", "Failed", None)
+  assert actions(ctrl, 0) == ["Count", "Succeeded"] and ctrl.counted == [1]
+
+
+def test_past_its_deadline_a_job_with_a_pod_on_a_lost_node_stays_failure_target_until_the_node_goes(run):
+  """job_controller.go: FailureTarget at the deadline; the Failed condition waits while any pod is
+  Terminating (enactJobFinished, delayTerminalCondition and jobCtx.terminating)."""
+  ctrl = run(synthetic(activeDeadlineSeconds=2), {0: [sleeps()], 1: [traps(143)]}, time_scale=0.01)
+  ready(ctrl, 0)
+  ready(ctrl, 1)
+  (lost,) = ctrl.pods(0)
+  ctrl.lose_node(lost.node)
+  ctrl.wait_for(lambda: ctrl.status["conditions"] and not ctrl.pods(1)[0].live, 10)
+  time.sleep(1.0)  # 5 pod GC passes; the 300 s toleration (3 s here) has not run out
+  assert conditions(ctrl) == [("FailureTarget", "DeadlineExceeded")]
+  assert lost.live and lost.deleted_at is not None and ctrl.status["terminating"] == 1
+  assert disruption(lost) == []  # deleted by the Job controller: no DisruptionTarget
+  ctrl.taint_out_of_service(lost.node)
+  assert ctrl.wait(10) == "Failed"
+  assert conditions(ctrl) == [("FailureTarget", "DeadlineExceeded"), ("Failed", "DeadlineExceeded")]
+  assert (lost.force_deleted, lost.action) == ("gcTerminating", "Terminated")
+  assert [len(ctrl.pods(i)) for i in (0, 1)] == [1, 1]  # nothing replaced

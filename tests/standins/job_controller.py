@@ -5,13 +5,25 @@ ends or is deleted (replacement, podFailurePolicy, backoffLimitPerIndex,
 maxFailedIndexes, per-index back-off, podReplacementPolicy: Failed, graceful
 deletion, eviction, activeDeadlineSeconds, the Job's terminal conditions), read from the Job manifest
 itself. Each rule is a small function naming its source in kubernetes/kubernetes
-`pkg/controller/job/` (1.31+) and its documentation.
+`pkg/controller/job/` (1.31+) and its documentation. Around it, what the rest
+of the control plane does to those pods (`standins.node_rules`): each pod is
+bound to a node (`place`); a lost node (`lose_node`) goes NotReady and
+unreachable-tainted after the node monitor grace period, its pods are deleted
+by taint eviction after their toleration (DisruptionTarget
+DeletionByTaintManager) and stay Terminating, holding their index, until the
+Node is deleted (`delete_node`) or tainted out-of-service
+(`taint_out_of_service`) and pod GC marks them Failed; a Job past its deadline
+stays FailureTarget, not Failed, while such a pod is Terminating.
 
-What is not: there is no API server, no scheduler and no kubelet. A pod is
-the process `launch(pod)` returns, created at once; pod IPs and hostnames
-stay as the launcher made them. Pods have one container and no
-init containers. Only the back-off delays before replacement pods are scaled
-(`time_scale`); grace periods are real seconds. A Job spec field that is not
+What is not: there is no API server and no real scheduler or kubelet. A pod is
+the process `launch(pod)` returns, started when it is bound; pod IPs and
+hostnames stay as the launcher made them, and a lost node's process is killed,
+not cut off. Pods have one container and no init containers. Node heartbeats,
+node leases, zone-wide eviction rate limits and the scheduler's filters are not
+modelled: a node is usable or not. Only the back-off delays before replacement
+pods and the control plane's timers (node monitor grace, tolerationSeconds, pod
+GC's period and quarantine) are scaled (`time_scale`); grace periods are real
+seconds. A Job spec field that is not
 simulated raises NotImplementedError, and one the API server would refuse
 raises InvalidJob, so the simulator is never kinder than the real controller;
 those checks live in `standins.job_spec` (`validate`, `InvalidJob` and
@@ -36,6 +48,8 @@ from standins.job_rules import (DISRUPTION_REASONS, backoff_delay, exit_code,  #
                                  format_indexes, index_failed, job_failure,
                                  match_pod_failure_policy, past_active_deadline,
                                  pending_indexes, pod_name)
+from standins import node_rules
+from standins.node_rules import OUT_OF_SERVICE, UNREACHABLE  # noqa: F401  (re-exported)
 
 
 # ------------------------------------------------------------- simulator
@@ -49,10 +63,16 @@ class Pod:
   uid: str
   labels: dict
   backoff_s: float  # the (unscaled) back-off waited before this pod was created
-  process: Any = None
-  started_at: float = 0.0
-  deleted_at: Optional[float] = None  # deletionTimestamp: SIGTERM was sent
+  process: Any = None  # None while Pending (no node yet): nothing runs
+  started_at: float = 0.0  # creationTimestamp
+  deleted_at: Optional[float] = None  # deletionTimestamp: Terminating
   killed: bool = False  # SIGKILL sent after the grace period
+  node: Optional[str] = None  # spec.nodeName: None while unscheduled
+  phase: str = "Pending"  # status.phase: Pending, Running, Succeeded, Failed
+  reason: Optional[str] = None  # status.reason: Evicted, Terminated (a node shutdown)
+  kill_at: Optional[float] = None  # when the grace period given with SIGTERM ends
+  unreachable: bool = False  # its node was lost: no kubelet reports on it any more
+  force_deleted: Optional[str] = None  # which pod GC pass removed it (gcOrphaned, ...)
   conditions: list = dataclasses.field(default_factory=list)
   exit_code: Optional[int] = None
   finished_at: Optional[float] = None
@@ -65,6 +85,23 @@ class Pod:
     return self.finished_at is None
 
 
+@dataclasses.dataclass
+class Node:
+  """A Node object and the machine behind it."""
+  name: str
+  ready: bool = True  # the Ready condition, as the node lifecycle controller keeps it
+  taints: dict = dataclasses.field(default_factory=dict)  # NoExecute taint key -> when added
+  lost_at: Optional[float] = None  # the machine stopped answering (lose_node)
+  deleted_at: Optional[float] = None  # the Node object was deleted
+  shutting_down: bool = False  # a graceful node shutdown began
+  power_off_at: Optional[float] = None  # when that shutdown's period ends and the machine stops
+
+  @property
+  def usable(self) -> bool:
+    """Whether the scheduler may bind a new pod here."""
+    return self.ready and self.deleted_at is None and not self.taints and not self.shutting_down
+
+
 class JobController:
   """Runs one Indexed Job's pods with the Job controller's rules.
 
@@ -74,12 +111,21 @@ class JobController:
       (a subprocess.Popen), e.g. tests/workers.Worker.
     time_scale: multiplies the back-off delays only (0.01 turns 10 s into
       0.1 s); `history` records the unscaled delays. Grace periods stay real.
+      Also the control plane's timers: the node monitor grace period, the
+      unreachable toleration, pod GC's period and quarantine (`node_rules`).
     uid: the Job's UID (label batch.kubernetes.io/controller-uid); a uuid4
       by default.
+    place: place(pod) -> the node name the scheduler binds the pod to. By
+      default `node-<index>`, or, once that node can take no pods (lost,
+      tainted, shutting down, deleted), the first usable `node-<index>-<n>`:
+      a replacement machine from the node pool.
+    schedulable: how many pods can be bound at once (free GPUs in the
+      cluster); None: no limit. A pod beyond it stays Pending.
   """
 
   def __init__(self, job_manifest: dict, launch: Callable[[Pod], Any],
-               time_scale: float = 1.0, uid: Optional[str] = None):
+               time_scale: float = 1.0, uid: Optional[str] = None,
+               place: Optional[Callable[[Pod], str]] = None, schedulable: Optional[int] = None):
     self.spec = job_manifest["spec"]
     validate(self.spec)
     self.name = job_manifest["metadata"]["name"]
@@ -88,6 +134,12 @@ class JobController:
     pod_spec = self.spec["template"]["spec"]
     self.container = pod_spec["containers"][0]["name"]
     self.grace_s = pod_spec.get("terminationGracePeriodSeconds", 30)
+    self.toleration_s = node_rules.unreachable_toleration_s(pod_spec)
+    self.place = place or self._default_place
+    self.schedulable = schedulable
+    self.nodes: dict[str, Node] = {}
+    self._quarantine: dict[str, float] = {}  # pod GC: deleted node -> when first seen missing
+    self._next_gc = 0.0
     self.completions = self.spec["completions"]
     self.parallelism = self.spec.get("parallelism", 1)
     self.history: list[Pod] = []
@@ -108,11 +160,15 @@ class JobController:
   def start(self) -> None:
     """Starts reconciling every 50 ms in a background thread."""
     self.started_at = time.time()
+    self._next_gc = self.started_at + node_rules.PODGC_PERIOD_S * self.time_scale
     self._thread.start()
 
   def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
     """The container dies of `sig` with no API call: an OOM kill is SIGKILL."""
-    os.kill(self._current(index).process.proc.pid, sig)
+    pod = self._current(index)
+    if pod.process is None:
+      raise LookupError(f"{pod.name} is Pending: no container runs")
+    os.kill(pod.process.proc.pid, sig)
 
   def delete_pod(self, index: int) -> None:
     """`kubectl delete pod`: SIGTERM, SIGKILL after the grace period; no DisruptionTarget."""
@@ -133,6 +189,99 @@ class JobController:
     with self._lock:
       for pod in [p for p in self.history if p.live and p.deleted_at is None]:
         self.evict(pod.index)
+
+  def lose_node(self, name: str) -> None:
+    """The machine is gone (power, network, kernel panic): its containers stop, unreported.
+
+    Nothing changes in the API by itself: the node lifecycle controller
+    marks the Node NotReady and taints it `node.kubernetes.io/unreachable`
+    after the node monitor grace period (40 s); the taint-eviction
+    controller deletes each pod after its toleration (300 s, the
+    DefaultTolerationSeconds admission plugin) with DisruptionTarget
+    DeletionByTaintManager; no kubelet confirms, so the pod stays
+    Terminating (not terminal) until `delete_node` or
+    `taint_out_of_service` lets pod GC force-delete it. All these timers are
+    multiplied by `time_scale`. Source: `standins.node_rules`;
+    pkg/controller/nodelifecycle/node_lifecycle_controller.go,
+    monitorNodeHealth (NotReady/Unknown after nodeMonitorGracePeriod, then
+    the NoExecute taint).
+    """
+    with self._lock:
+      self._lose(self.nodes[name], time.time())
+
+  def _lose(self, node: Node, now: float) -> None:
+    if node.lost_at is None:
+      node.lost_at = now
+    for pod in self._on(node.name):
+      pod.unreachable = True
+      if pod.process is not None:
+        _signal(pod.process.proc, signal.SIGKILL)
+
+  def delete_node(self, name: str) -> None:
+    """`kubectl delete node` (or the cloud provider removing the VM's Node): pod GC's gcOrphaned."""
+    with self._lock:
+      node = self.nodes[name]
+      if node.lost_at is None:
+        raise NotImplementedError("deleting a running node's Node object is not simulated; lose_node first")
+      node.deleted_at = time.time()
+
+  def taint_out_of_service(self, name: str) -> None:
+    """`kubectl taint node NAME node.kubernetes.io/out-of-service=nodeshutdown:NoExecute`.
+
+    NoExecute: the taint-eviction controller deletes every pod on it at once
+    (DeletionByTaintManager); pod GC's gcTerminating then force-deletes the
+    Terminating ones, once the node is NotReady.
+    """
+    with self._lock:
+      self.nodes[name].taints.setdefault(OUT_OF_SERVICE, time.time())
+
+  def kubelet_evict(self, index: int, cause: str = "emptyDir") -> None:
+    """The kubelet's eviction manager evicts index's pod: phase Failed, reason Evicted.
+
+    `cause`: "emptyDir" (an emptyDir past its sizeLimit), "podEphemeralStorage",
+    "containerEphemeralStorage" (no DisruptionTarget), or "pressure" (the node
+    past a hard eviction threshold: DisruptionTarget TerminationByKubelet).
+    SIGTERM, SIGKILL 1 s later; the exit code the container ends with goes
+    through podFailurePolicy. The pod is not deleted: it stays, Failed.
+    Source: `node_rules.kubelet_eviction`.
+    """
+    grace_s, condition = node_rules.kubelet_eviction(cause)
+    with self._lock:
+      pod = self._running(index)
+      if condition:
+        node_rules.update_condition(pod.conditions, condition)
+      pod.reason = "Evicted"
+      self._sigterm(pod, grace_s)
+
+  def shutdown_node(self, name: str, shutdown_grace_s: float, critical_s: float = 0) -> None:
+    """A graceful node shutdown (kubelet shutdownGracePeriod / shutdownGracePeriodCriticalPods).
+
+    Each pod gets SIGTERM and SIGKILL after min(its terminationGracePeriodSeconds,
+    shutdown_grace_s - critical_s) real seconds; it ends Failed, reason
+    Terminated, with DisruptionTarget TerminationByKubelet; the machine stops
+    once `shutdown_grace_s` has passed. With shutdown_grace_s 0 (the kubelet's
+    default: the feature is off) the machine simply goes down: `lose_node`.
+    Source: `node_rules.shutdown_grace`, `node_rules.shutdown_status`.
+    """
+    grace_s = node_rules.shutdown_grace(self.grace_s, shutdown_grace_s, critical_s)
+    if grace_s is None:
+      self.lose_node(name)
+      return
+    reason, condition = node_rules.shutdown_status()
+    with self._lock:
+      node = self.nodes[name]
+      node.shutting_down, node.power_off_at = True, time.time() + shutdown_grace_s
+      for pod in self._on(name):
+        node_rules.update_condition(pod.conditions, condition)
+        pod.reason = reason
+        self._sigterm(pod, grace_s)
+
+  def add_capacity(self, pods: int = 1) -> None:
+    """Room for `pods` more pods (a GPU node joined, another workload ended)."""
+    with self._lock:
+      if self.schedulable is None:
+        raise ValueError("capacity is unlimited (schedulable=None)")
+      self.schedulable += pods
 
   def delete(self, cascade: str = "background", timeout: float = 600) -> None:
     """`kubectl delete job`: pods are deleted gracefully, nothing is replaced.
@@ -175,6 +324,7 @@ class JobController:
     for pod in self.history:
       if pod.process is not None and pod.process.proc.poll() is None:
         _signal(pod.process.proc, signal.SIGKILL)
+      if pod.process is not None:
         pod.process.proc.wait(timeout=30)
 
   # ------------------------------------------------------- what tests read
@@ -207,9 +357,10 @@ class JobController:
     """The status and every pod, one line each, for failure messages."""
     with self._lock:
       lines = [f"status: {self.status}"] + [
-          f"  {p.name}: exit={p.exit_code} action={p.action} counted={p.counted} "
+          f"  {p.name}: node={p.node} phase={p.phase} reason={p.reason} terminating={p.deleted_at is not None} "
+          f"exit={p.exit_code} action={p.action} counted={p.counted} "
           f"ignored={p.ignored} backoff={p.backoff_s}s conditions={p.conditions}"
-          for p in self.history]
+          for p in self.history] + [f"  node {n}" for n in self.nodes.values()]
     return "\n".join(lines)
 
   # ------------------------------------------------------------ internals
@@ -221,9 +372,34 @@ class JobController:
     return pods[-1]
 
   def _delete(self, pod: Pod) -> None:
+    """A graceful delete: deletionTimestamp; the kubelet, if it can, sends SIGTERM."""
     if pod.live and pod.deleted_at is None:
       pod.deleted_at = time.time()
-      _signal(pod.process.proc, signal.SIGTERM, group=False)
+      if pod.process is not None and not pod.unreachable and pod.kill_at is None:
+        self._sigterm(pod, self.grace_s)
+
+  def _sigterm(self, pod: Pod, grace_s: float) -> None:
+    """The kubelet stops the container: SIGTERM, SIGKILL once `grace_s` (real seconds) pass."""
+    now = time.time()
+    if pod.kill_at is None or now + grace_s < pod.kill_at:
+      pod.kill_at = now + grace_s
+    _signal(pod.process.proc, signal.SIGTERM, group=False)
+
+  def _running(self, index: int) -> Pod:
+    pod = self._current(index)
+    if pod.process is None or pod.unreachable:
+      raise LookupError(f"{pod.name} has no container a kubelet can reach\n{self.describe()}")
+    return pod
+
+  def _on(self, node: str) -> list[Pod]:
+    return [p for p in self.history if p.live and p.node == node]
+
+  def _default_place(self, pod: Pod) -> str:
+    name, n = f"node-{pod.index}", 0
+    while name in self.nodes and not self.nodes[name].usable:
+      n += 1
+      name = f"node-{pod.index}-{n}"
+    return name
 
   def _terminal(self) -> Optional[str]:
     done = [c["type"] for c in self.conditions if c["type"] in ("Complete", "Failed")]
@@ -239,15 +415,19 @@ class JobController:
 
   def _reconcile(self) -> None:
     now = time.time()
+    self._control_plane(now)
     for pod in self.history:
-      if pod.live and pod.process.proc.poll() is not None:
+      if not pod.live or pod.process is None or pod.unreachable:
+        continue
+      if pod.process.proc.poll() is not None:
         pod.finished_at = now
         pod.exit_code = exit_code(pod.process.proc.returncode)
+        pod.phase = "Succeeded" if pod.exit_code == 0 and pod.reason is None else "Failed"
         self._finished(pod)
-      elif pod.live and not pod.killed and pod.deleted_at is not None \
-          and now >= pod.deleted_at + self.grace_s:
+      elif not pod.killed and pod.kill_at is not None and now >= pod.kill_at:
         pod.killed = True
         _signal(pod.process.proc, signal.SIGKILL)
+    self._schedule(now)
     live = [p for p in self.history if p.live]
     if self.deleted or self._terminal():
       return
@@ -268,10 +448,68 @@ class JobController:
     for index in pending_indexes(self.completions, self.completed | self.failed, held,
                                  self.parallelism - len(live)):
       self._create(index, now)
+    self._schedule(now)
+
+  def _control_plane(self, now: float) -> None:
+    """The node lifecycle, taint-eviction and pod GC controllers (`standins.node_rules`)."""
+    scale = self.time_scale
+    for node in self.nodes.values():
+      if node.power_off_at is not None and now >= node.power_off_at:
+        self._lose(node, now)  # the shutdown period is over: the machine stops
+      if node.lost_at is not None and node.ready \
+          and now >= node.lost_at + node_rules.NODE_MONITOR_GRACE_S * scale:
+        node.ready = False
+        node.taints.setdefault(UNREACHABLE, now)
+      for pod in self._on(node.name):
+        if pod.deleted_at is not None or node.deleted_at is not None:
+          continue
+        if OUT_OF_SERVICE in node.taints or (
+            UNREACHABLE in node.taints and self.toleration_s is not None
+            and now >= node.taints[UNREACHABLE] + self.toleration_s * scale):
+          node_rules.update_condition(pod.conditions, node_rules.taint_eviction_condition())
+          self._delete(pod)
+    if now < self._next_gc:
+      return
+    self._next_gc = now + node_rules.PODGC_PERIOD_S * scale
+    for name, node in self.nodes.items():  # gcOrphaned's quarantine
+      if node.deleted_at is not None and name not in self._quarantine:
+        self._quarantine[name] = now
+    for pod in [p for p in self.history if p.live]:
+      node = self.nodes.get(pod.node) if pod.node else None
+      gone = node is not None and node.deleted_at is not None
+      if gone and now < self._quarantine[pod.node] + node_rules.PODGC_QUARANTINE_S * scale:
+        continue
+      verdict = node_rules.podgc_collects(
+          terminating=pod.deleted_at is not None, scheduled=pod.node is not None,
+          node_exists=not gone, node_ready=node is None or node.ready,
+          out_of_service=node is not None and OUT_OF_SERVICE in node.taints)
+      if verdict:
+        pod.force_deleted, condition = verdict
+        if condition:
+          node_rules.update_condition(pod.conditions, condition)
+        pod.phase, pod.finished_at = "Failed", now
+        if pod.deleted_at is None:
+          pod.deleted_at = now
+        self._finished(pod)
+
+  def _schedule(self, now: float) -> None:
+    """Binds Pending pods, oldest first, while there is room; the kubelet starts them."""
+    for pod in self.history:
+      if not pod.live or pod.node is not None or pod.deleted_at is not None:
+        continue
+      bound = sum(p.live and p.node is not None for p in self.history)
+      if self.schedulable is not None and bound >= self.schedulable:
+        return
+      pod.node = self.place(pod)
+      self.nodes.setdefault(pod.node, Node(pod.node))
+      if not self.nodes[pod.node].usable:
+        raise NotImplementedError(f"place() chose {pod.node}, which takes no pods\n{self.describe()}")
+      pod.phase = "Running"
+      pod.process = self.launch(pod)
 
   def _finished(self, pod: Pod) -> None:
     i = pod.index
-    if pod.exit_code == 0:
+    if pod.phase == "Succeeded":
       pod.action = "Succeeded"
       self.completed.add(i)
     elif self.deleted or self.conditions:
@@ -306,8 +544,7 @@ class JobController:
               "batch.kubernetes.io/job-name": self.name, "job-name": self.name,
               "batch.kubernetes.io/job-completion-index": str(index)}
     pod = Pod(index, pod_name(self.name, index), str(uuid.uuid4()), labels, delay, started_at=now)
-    self.history.append(pod)
-    pod.process = self.launch(pod)
+    self.history.append(pod)  # Pending; _schedule binds and starts it where there is room
 
 
 def _signal(proc, sig: int, group: bool = True) -> None:

@@ -30,19 +30,22 @@ def exit_code(returncode: int) -> int:
   return 128 - returncode if returncode < 0 else returncode
 
 
-def match_pod_failure_policy(policy: Optional[dict], container: str, code: int,
+def match_pod_failure_policy(policy: Optional[dict], container: str, code: Optional[int],
                              conditions: list[dict]) -> tuple[str, Optional[str]]:
   """The action for a failed pod, and FailJob's message: first matching rule wins.
 
   Source: pod_failure_policy.go, matchPodFailurePolicy, matchOnExitCodes
   (exit code 0 never matches; containerName optional; In/NotIn) and
   matchOnPodConditions (type and status). No match counts the failure.
+  `code` None: no container terminated (a pod force-deleted by pod GC while
+  its node was unreachable): matchOnExitCodes finds no terminated
+  container, so no onExitCodes rule matches.
   Docs: DOCS#pod-failure-policy.
   """
   for i, rule in enumerate((policy or {}).get("rules", [])):
     if "onExitCodes" in rule:
       req = rule["onExitCodes"]
-      matched = (code != 0 and req.get("containerName") in (None, container)
+      matched = (code not in (0, None) and req.get("containerName") in (None, container)
                  and (code in req["values"]) == (req["operator"] == "In"))
       why = f"Container {container} for pod {{pod}} failed with exit code {code}"
     else:
