@@ -53,6 +53,11 @@ def ignores_sigterm() -> str:
                    "print('ready', file=sys.stderr, flush=True); time.sleep(60)")
 
 
+def runs_for(seconds: float) -> str:
+  """Prints "ready", then exits 0 after `seconds`."""
+  return _READY + f"print('ready', file=sys.stderr, flush=True); time.sleep({seconds})"
+
+
 def kills_itself(sig: int) -> str:
   return f"import os; os.kill(os.getpid(), {int(sig)})"
 
@@ -553,3 +558,39 @@ def test_past_its_deadline_a_job_with_a_pod_on_a_lost_node_stays_failure_target_
   assert conditions(ctrl) == [("FailureTarget", "DeadlineExceeded"), ("Failed", "DeadlineExceeded")]
   assert (lost.force_deleted, lost.action) == ("gcTerminating", "Terminated")
   assert [len(ctrl.pods(i)) for i in (0, 1)] == [1, 1]  # nothing replaced
+
+
+# ------------------------------------------------------------- Pending pods
+
+
+def test_a_pod_that_does_not_fit_stays_pending_without_failing_and_starts_when_room_frees(run):
+  # Room for one pod (one free GPU): index 0 runs, 1 and 2 wait, created but unbound.
+  plan = {0: [runs_for(1.0)], 1: [runs_for(0.3)], 2: [exits(0)]}
+  ctrl = run(synthetic(completions=3), plan, schedulable=1)
+  ready(ctrl, 0)
+  time.sleep(0.5)
+  waiting = [ctrl.pods(i)[0] for i in (1, 2)]
+  assert [(p.phase, p.node, p.process) for p in waiting] == [("Pending", None, None)] * 2
+  assert ctrl.status["active"] == 3 and ctrl.status["conditions"] == []  # Pending is active
+  ctrl.add_capacity(1)
+  ctrl.wait_for(lambda: waiting[0].phase != "Pending", 5)
+  assert waiting[1].phase == "Pending"  # still no room for it
+  assert ctrl.wait(20) == "Complete"
+  assert [len(ctrl.pods(i)) for i in range(3)] == [1, 1, 1]  # nothing failed, nothing replaced
+  # Index 2 started only once index 1 or 0 had finished.
+  assert waiting[1].process.proc.returncode == 0
+  first_free = min(ctrl.pods(0)[0].finished_at, waiting[0].finished_at)
+  assert waiting[1].finished_at >= first_free
+
+
+def test_past_its_deadline_a_pending_pod_is_deleted_without_a_process_and_the_job_fails(run):
+  ctrl = run(synthetic(activeDeadlineSeconds=2), {0: [traps(143)], 1: [exits(0)]}, schedulable=1)
+  ready(ctrl, 0)
+  assert ctrl.wait(20) == "Failed"
+  assert conditions(ctrl) == [("FailureTarget", "DeadlineExceeded"), ("Failed", "DeadlineExceeded")]
+  (pending,) = ctrl.pods(1)
+  # Never bound, never run; deleted, then removed by pod GC's gcUnscheduledTerminating.
+  assert (pending.node, pending.process, pending.exit_code) == (None, None, None)
+  assert (pending.force_deleted, pending.phase, pending.action) == (
+      "gcUnscheduledTerminating", "Failed", "Terminated")
+  assert ctrl.pods(0)[0].exit_code == 143 and ctrl.counted == [0, 0]

@@ -13,7 +13,11 @@ by taint eviction after their toleration (DisruptionTarget
 DeletionByTaintManager) and stay Terminating, holding their index, until the
 Node is deleted (`delete_node`) or tainted out-of-service
 (`taint_out_of_service`) and pod GC marks them Failed; a Job past its deadline
-stays FailureTarget, not Failed, while such a pod is Terminating.
+stays FailureTarget, not Failed, while such a pod is Terminating. Room for
+pods is limited (`schedulable`, `add_capacity`): a pod that does not fit is
+created Pending, counts as active, has no process and never fails on its own
+(no scheduler gives up); past activeDeadlineSeconds it is deleted and pod GC's
+gcUnscheduledTerminating removes it.
 
 What is not: there is no API server and no real scheduler or kubelet. A pod is
 the process `launch(pod)` returns, started when it is bound; pod IPs and
