@@ -594,3 +594,31 @@ def test_past_its_deadline_a_pending_pod_is_deleted_without_a_process_and_the_jo
   assert (pending.force_deleted, pending.phase, pending.action) == (
       "gcUnscheduledTerminating", "Failed", "Terminated")
   assert ctrl.pods(0)[0].exit_code == 143 and ctrl.counted == [0, 0]
+
+
+# ------------------------------------------------------ kubelet evictions
+
+
+@pytest.mark.parametrize("cause, script, ends, action, condition", [
+    # An emptyDir past its sizeLimit (k8s/job.yaml's /tmp: 2Gi): no DisruptionTarget, 1 s grace.
+    # A process that does not exit within that second dies of SIGKILL: 137, counted.
+    ("emptyDir", ignores_sigterm(), 137, "Count", []),
+    # The same eviction of a process that exits 143 within the second: Ignored, as any 143.
+    ("emptyDir", traps(143, after=0.2), 143, "Ignore", []),
+    # Node pressure past a hard threshold: DisruptionTarget TerminationByKubelet: Ignored whatever the exit.
+    ("pressure", ignores_sigterm(), 137, "Ignore", [("DisruptionTarget", "TerminationByKubelet")]),
+])
+def test_a_kubelet_eviction_gives_one_second_and_k8s_job_yaml_counts_it_only_without_disruption_target(
+    run, cause, script, ends, action, condition):
+  ctrl = run(job_yaml(), {0: [script, exits(0)], 1: [exits(0)]})  # the pod's own grace: 120 s
+  ready(ctrl, 0)
+  began = time.time()
+  ctrl.kubelet_evict(0, cause)
+  assert ctrl.wait(20) == "Complete"
+  evicted = ctrl.pods(0)[0]
+  assert (evicted.phase, evicted.reason, evicted.exit_code, evicted.action) == ("Failed", "Evicted", ends, action)
+  assert disruption(evicted) == condition
+  assert evicted.deleted_at is None  # the kubelet does not delete it: it stays, Failed
+  if ends == 137:
+    assert 1.0 <= evicted.finished_at - began < 1.0 + 2  # SIGKILL at the 1 s eviction grace, not 120 s
+  assert ctrl.counted[0] == (action == "Count") and actions(ctrl, 0)[1] == "Succeeded"

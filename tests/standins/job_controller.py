@@ -17,7 +17,10 @@ stays FailureTarget, not Failed, while such a pod is Terminating. Room for
 pods is limited (`schedulable`, `add_capacity`): a pod that does not fit is
 created Pending, counts as active, has no process and never fails on its own
 (no scheduler gives up); past activeDeadlineSeconds it is deleted and pod GC's
-gcUnscheduledTerminating removes it.
+gcUnscheduledTerminating removes it. The kubelet's evictions
+(`kubelet_evict`): 1 s of grace; DisruptionTarget for node pressure, none for
+local storage (emptyDir sizeLimit, ephemeral-storage limits); the pod ends
+Failed, reason Evicted, with the exit code its process ends with.
 
 What is not: there is no API server and no real scheduler or kubelet. A pod is
 the process `launch(pod)` returns, started when it is bound; pod IPs and
