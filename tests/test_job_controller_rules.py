@@ -622,3 +622,38 @@ def test_a_kubelet_eviction_gives_one_second_and_k8s_job_yaml_counts_it_only_wit
   if ends == 137:
     assert 1.0 <= evicted.finished_at - began < 1.0 + 2  # SIGKILL at the 1 s eviction grace, not 120 s
   assert ctrl.counted[0] == (action == "Count") and actions(ctrl, 0)[1] == "Succeeded"
+
+
+# --------------------------------------------------- graceful node shutdown
+
+
+def test_a_graceful_node_shutdown_kills_at_the_shutdown_grace_not_the_pods_own(run):
+  # k8s/job.yaml's 120 s grace; the kubelet's shutdownGracePeriod 2 s, 1 s of it for critical pods.
+  ctrl = run(job_yaml(), {0: [traps(143, after=3), exits(0)], 1: [exits(0)]})
+  ready(ctrl, 0)
+  began = time.time()
+  ctrl.shutdown_node("node-0", shutdown_grace_s=2, critical_s=1)
+  assert ctrl.wait(20) == "Complete"
+  stopped, new = ctrl.pods(0)
+  assert (stopped.exit_code, stopped.killed) == (137, True)  # needed 3 s, had 2 - 1 = 1 s
+  assert 1.0 <= stopped.finished_at - began < 1.0 + 2
+  assert (stopped.phase, stopped.reason) == ("Failed", "Terminated")
+  assert disruption(stopped) == [("DisruptionTarget", "TerminationByKubelet")]
+  assert (stopped.action, ctrl.counted) == ("Ignore", [0, 0])
+  assert new.node == "node-0-1"  # the node shutting down takes no pods
+
+
+def test_a_shutdown_grace_period_of_zero_is_no_graceful_shutdown_but_a_lost_node():
+  assert jc.node_rules.shutdown_grace(120, 30, 10) == 20
+  assert jc.node_rules.shutdown_grace(5, 30, 10) == 5  # the pod's own grace where shorter
+  assert jc.node_rules.shutdown_grace(120, 0, 0) is None  # the kubelet's default: the feature is off
+  assert jc.node_rules.shutdown_grace(120, 10, 20) is None  # critical longer than the whole: no groups
+
+
+def test_a_node_shut_down_without_a_shutdown_grace_period_is_lost(run):
+  ctrl = run(job_yaml(), {0: [sleeps()], 1: [exits(0)]}, time_scale=NODE_SCALE)
+  ready(ctrl, 0)
+  (pod,) = ctrl.pods(0)
+  ctrl.shutdown_node("node-0", shutdown_grace_s=0)
+  ctrl.wait_for(lambda: not ctrl.nodes["node-0"].ready, 10)
+  assert pod.unreachable and pod.live and pod.reason is None and pod.exit_code is None

@@ -20,7 +20,12 @@ created Pending, counts as active, has no process and never fails on its own
 gcUnscheduledTerminating removes it. The kubelet's evictions
 (`kubelet_evict`): 1 s of grace; DisruptionTarget for node pressure, none for
 local storage (emptyDir sizeLimit, ephemeral-storage limits); the pod ends
-Failed, reason Evicted, with the exit code its process ends with.
+Failed, reason Evicted, with the exit code its process ends with. A graceful
+node shutdown (`shutdown_node`): SIGKILL after min(the pod's grace,
+shutdownGracePeriod - shutdownGracePeriodCriticalPods), phase Failed, reason
+Terminated, DisruptionTarget TerminationByKubelet; with shutdownGracePeriod 0
+the node is simply lost. Pod priorities are not simulated: every pod is in
+the non-critical group.
 
 What is not: there is no API server and no real scheduler or kubelet. A pod is
 the process `launch(pod)` returns, started when it is bound; pod IPs and
