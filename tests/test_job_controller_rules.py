@@ -22,6 +22,7 @@ import yaml
 from conftest import REPO
 from k8s_harness import IndexedJob
 from standins import job_controller as jc
+from standins import pid1
 from standins.job_controller import InvalidJob
 from standins.job_controller import JobController
 from standins.job_spec import api_errors
@@ -87,14 +88,22 @@ def synthetic(rules=(), completions=2, parallelism=None, per_index=3, max_failed
 
 @pytest.fixture
 def run():
-  """run(job, {index: [script for attempt 0, 1, ...]}) -> a started JobController."""
+  """run(job, {index: [script for attempt 0, 1, ...]}) -> a started JobController.
+
+  pid_namespace=True runs each script as PID 1 of its own PID namespace, as a
+  container's main process runs (standins/pid1.py); it needs root, and skips
+  saying so otherwise (a failure under CI=true: tests/no_skips_in_ci.py).
+  """
   controllers = []
 
-  def start(job, plan, time_scale=SCALE, **cluster):
+  def start(job, plan, time_scale=SCALE, pid_namespace=False, **cluster):
+    if pid_namespace and not pid1.available():
+      pytest.skip("needs root (CAP_SYS_ADMIN) to create PID namespaces")
     def launch(pod):
       scripts = plan[pod.index]
       script = scripts[min(len(ctrl.pods(pod.index)) - 1, len(scripts) - 1)]
-      return Worker(pod.name, [sys.executable, "-c", script], dict(os.environ))
+      command = [sys.executable, "-c", script]
+      return Worker(pod.name, pid1.argv(command) if pid_namespace else command, dict(os.environ))
     ctrl = JobController(job, launch, time_scale=time_scale, **cluster)
     controllers.append(ctrl)
     ctrl.start()
@@ -657,3 +666,37 @@ def test_a_node_shut_down_without_a_shutdown_grace_period_is_lost(run):
   ctrl.shutdown_node("node-0", shutdown_grace_s=0)
   ctrl.wait_for(lambda: not ctrl.nodes["node-0"].ready, 10)
   assert pod.unreachable and pod.live and pod.reason is None and pod.exit_code is None
+
+
+# ----------------------------------------------------------------- PID 1
+
+
+def test_as_pid_1_a_process_without_a_sigterm_handler_runs_until_sigkill_and_is_counted(run):
+  """A container's main process is PID 1 of its PID namespace: the kernel drops a signal it has
+  no handler for (pid_namespaces(7)). So SIGTERM does nothing to a handler-less sleeper; it dies
+  of the SIGKILL at the grace period, 137, which k8s/job.yaml counts. One with a handler gets the
+  SIGTERM and its own exit code, 143, Ignored."""
+  ctrl = run(job_yaml(grace=1), {0: [sleeps(), exits(0)], 1: [traps(143), exits(0)]}, pid_namespace=True)
+  ready(ctrl, 0)
+  ready(ctrl, 1)
+  ctrl.delete_pod(0)
+  ctrl.delete_pod(1)
+  assert ctrl.wait(20) == "Complete"
+  silent, handled = ctrl.pods(0)[0], ctrl.pods(1)[0]
+  assert (silent.exit_code, silent.killed, silent.action) == (137, True, "Count")
+  assert silent.finished_at - silent.deleted_at >= 1.0  # the whole grace period
+  assert (handled.exit_code, handled.killed, handled.action) == (143, False, "Ignore")
+  assert ctrl.counted == [1, 0]
+
+
+def test_as_an_ordinary_child_a_process_without_a_sigterm_handler_dies_of_it_at_once(run):
+  """The same sleeper as an ordinary child process (no PID namespace, no root needed): SIGTERM's
+  default action kills it at once, 143, Ignored by k8s/job.yaml. This cannot show what a container
+  does; the PID 1 test above does, where root is available."""
+  ctrl = run(job_yaml(grace=1), {0: [sleeps(), exits(0)], 1: [exits(0)]})
+  ready(ctrl, 0)
+  ctrl.delete_pod(0)
+  assert ctrl.wait(20) == "Complete"
+  first = ctrl.pods(0)[0]
+  assert (first.exit_code, first.killed, first.action) == (143, False, "Ignore")
+  assert first.finished_at - first.deleted_at < 1.0

@@ -30,7 +30,14 @@ the non-critical group.
 What is not: there is no API server and no real scheduler or kubelet. A pod is
 the process `launch(pod)` returns, started when it is bound; pod IPs and
 hostnames stay as the launcher made them, and a lost node's process is killed,
-not cut off. Pods have one container and no init containers. Node heartbeats,
+not cut off. A pod's process is what `launch` starts: an ordinary child
+process dies of a SIGTERM it has no handler for, where a container's main
+process, PID 1 of its PID namespace, ignores it until the SIGKILL; launchers
+that need the latter run the command through `standins/pid1.py` (root only;
+tests/test_job_controller_rules.py's `run(..., pid_namespace=True)`). The
+trainer's launcher (tests/k8s_harness.py) does not: the trainer handles
+SIGTERM, so it would change nothing there. Pods have one container and no
+init containers. Node heartbeats,
 node leases, zone-wide eviction rate limits and the scheduler's filters are not
 modelled: a node is usable or not. Only the back-off delays before replacement
 pods and the control plane's timers (node monitor grace, tolerationSeconds, pod
