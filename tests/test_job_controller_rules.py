@@ -598,11 +598,24 @@ def test_past_its_deadline_a_pending_pod_is_deleted_without_a_process_and_the_jo
   assert ctrl.wait(20) == "Failed"
   assert conditions(ctrl) == [("FailureTarget", "DeadlineExceeded"), ("Failed", "DeadlineExceeded")]
   (pending,) = ctrl.pods(1)
-  # Never bound, never run; deleted, then removed by pod GC's gcUnscheduledTerminating.
+  # Never bound, never run; deleted with grace period 0, gone at once (no kubelet to wait for).
   assert (pending.node, pending.process, pending.exit_code) == (None, None, None)
-  assert (pending.force_deleted, pending.phase, pending.action) == (
-      "gcUnscheduledTerminating", "Failed", "Terminated")
+  assert (pending.phase, pending.action, pending.finished_at) == ("Pending", "Terminated", pending.deleted_at)
   assert ctrl.pods(0)[0].exit_code == 143 and ctrl.counted == [0, 0]
+
+
+def test_a_pending_pod_deleted_while_the_job_runs_is_failed_by_pod_gc_and_k8s_job_yaml_counts_it(run):
+  # `kubectl delete pod` of a Pending worker: the Job's finalizer keeps it, Terminating, until pod
+  # GC's gcUnscheduledTerminating marks it Failed: no exit code, no DisruptionTarget: counted.
+  ctrl = run(job_yaml(), {0: [sleeps()], 1: [exits(0)]}, schedulable=1)
+  ready(ctrl, 0)
+  ctrl.delete_pod(1)
+  ctrl.wait_for(lambda: len(ctrl.pods(1)) == 2, 10)
+  deleted = ctrl.pods(1)[0]
+  assert (deleted.force_deleted, deleted.phase, deleted.exit_code, deleted.conditions) == (
+      "gcUnscheduledTerminating", "Failed", None, [])
+  assert (deleted.action, ctrl.counted) == ("Count", [0, 1])
+  assert ctrl.pods(1)[1].phase == "Pending"  # its replacement waits for room as it did
 
 
 # ------------------------------------------------------ kubelet evictions
@@ -700,3 +713,11 @@ def test_as_an_ordinary_child_a_process_without_a_sigterm_handler_dies_of_it_at_
   first = ctrl.pods(0)[0]
   assert (first.exit_code, first.killed, first.action) == (143, False, "Ignore")
   assert first.finished_at - first.deleted_at < 1.0
+
+
+def test_the_unreachable_toleration_is_300_s_unless_the_pod_states_its_own():
+  rule = jc.node_rules.unreachable_toleration_s
+  assert rule(job_yaml()["spec"]["template"]["spec"]) == 300  # k8s/job.yaml tolerates only nvidia.com/gpu
+  own = {"key": jc.UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}
+  assert rule({"tolerations": [own]}) == 30
+  assert rule({"tolerations": [{"operator": "Exists"}]}) is None  # tolerates every taint, forever

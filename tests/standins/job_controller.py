@@ -16,8 +16,9 @@ Node is deleted (`delete_node`) or tainted out-of-service
 stays FailureTarget, not Failed, while such a pod is Terminating. Room for
 pods is limited (`schedulable`, `add_capacity`): a pod that does not fit is
 created Pending, counts as active, has no process and never fails on its own
-(no scheduler gives up); past activeDeadlineSeconds it is deleted and pod GC's
-gcUnscheduledTerminating removes it. The kubelet's evictions
+(no scheduler gives up); past activeDeadlineSeconds it is deleted and gone at
+once; deleted while the Job runs on, it stays Terminating until pod GC's
+gcUnscheduledTerminating marks it Failed, and the pod failure policy applies. The kubelet's evictions
 (`kubelet_evict`): 1 s of grace; DisruptionTarget for node pressure, none for
 local storage (emptyDir sizeLimit, ephemeral-storage limits); the pod ends
 Failed, reason Evicted, with the exit code its process ends with. A graceful
@@ -222,8 +223,10 @@ class JobController:
     `taint_out_of_service` lets pod GC force-delete it. All these timers are
     multiplied by `time_scale`. Source: `standins.node_rules`;
     pkg/controller/nodelifecycle/node_lifecycle_controller.go,
-    monitorNodeHealth (NotReady/Unknown after nodeMonitorGracePeriod, then
-    the NoExecute taint).
+    monitorNodeHealth (Ready Unknown once no heartbeat came for
+    nodeMonitorGracePeriod) and doNoExecuteTaintingPass (Ready Unknown:
+    the `node.kubernetes.io/unreachable` NoExecute taint; its zone rate
+    limiter is not simulated).
     """
     with self._lock:
       self._lose(self.nodes[name], time.time())
@@ -394,7 +397,10 @@ class JobController:
     """A graceful delete: deletionTimestamp; the kubelet, if it can, sends SIGTERM."""
     if pod.live and pod.deleted_at is None:
       pod.deleted_at = time.time()
-      if pod.process is not None and not pod.unreachable and pod.kill_at is None:
+      if node_rules.gone_at_once(pod.node is not None, bool(self.deleted or self.conditions)):
+        pod.finished_at = pod.deleted_at
+        self._finished(pod)
+      elif pod.process is not None and not pod.unreachable and pod.kill_at is None:
         self._sigterm(pod, self.grace_s)
 
   def _sigterm(self, pod: Pod, grace_s: float) -> None:

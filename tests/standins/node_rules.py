@@ -50,15 +50,15 @@ def update_condition(conditions: list, condition: dict) -> None:
 def unreachable_toleration_s(pod_spec: dict) -> Optional[float]:
   """Seconds a pod stays bound to a node tainted unreachable (NoExecute), or None: forever.
 
-  Source: plugin/pkg/admission/defaulttolerationseconds/admission.go: a pod
-  with no toleration for `node.kubernetes.io/unreachable` (NoExecute) gets
-  one of 300 s; a pod's own toleration wins, and one without
-  tolerationSeconds tolerates the taint forever
-  (pkg/controller/tainteviction/taint_eviction.go, getMinTolerationTime).
+  Source: plugin/pkg/admission/defaulttolerationseconds/admission.go, Admit:
+  a pod with no toleration whose key is `node.kubernetes.io/unreachable` or
+  empty and whose effect is NoExecute or empty gets one of 300 s; a pod's
+  own such toleration is left alone, and one without tolerationSeconds
+  tolerates the taint forever (pkg/controller/tainteviction/taint_eviction.go,
+  getMinTolerationTime). k8s/job.yaml tolerates only nvidia.com/gpu, so 300 s.
   """
   for t in pod_spec.get("tolerations", []):
-    if t.get("effect") in (None, "", "NoExecute") and (
-        t.get("key") == UNREACHABLE or (t.get("operator") == "Exists" and not t.get("key"))):
+    if t.get("key") in (None, "", UNREACHABLE) and t.get("effect") in (None, "", "NoExecute"):
       return t.get("tolerationSeconds")
   return DEFAULT_UNREACHABLE_TOLERATION_S
 
@@ -95,6 +95,21 @@ def podgc_collects(terminating: bool, scheduled: bool, node_exists: bool, node_r
   if terminating and not scheduled:
     return "gcUnscheduledTerminating", None
   return None
+
+
+def gone_at_once(scheduled: bool, job_finishing: bool) -> bool:
+  """Whether a deleted pod disappears at once, with no kubelet and no pod GC involved.
+
+  Source: pkg/registry/core/pod/strategy.go, CheckGracefulDelete (a pod not
+  bound to a node is deleted with grace period 0) and
+  pkg/controller/job/job_controller.go, canRemoveFinalizer (the Job's
+  tracking finalizer, which keeps the object, is removed from every pod once
+  the Job has a FailureTarget or SuccessCriteriaMet condition or is being
+  deleted). An unscheduled pod deleted while the Job runs on keeps its
+  finalizer (it is not Failed) and stays Terminating until pod GC's
+  gcUnscheduledTerminating marks it Failed: `podgc_collects`.
+  """
+  return not scheduled and job_finishing
 
 
 def kubelet_eviction(cause: str) -> tuple[float, Optional[dict]]:
