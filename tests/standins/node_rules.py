@@ -125,14 +125,14 @@ def kubelet_eviction(cause: str) -> tuple[float, Optional[dict]]:
   synchronize (node pressure past a hard threshold) passes 1 s too and a
   DisruptionTarget with reason TerminationByKubelet; a soft threshold uses
   --eviction-max-pod-grace-period instead (not simulated). evictPod then
-  sets phase Failed, reason `Evicted` (eviction/types.go, Reason); the
+  sets phase Failed, reason `Evicted` (eviction/helpers.go, Reason); the
   container's exit code is whatever it ends with after SIGTERM and, 1 s
   later, SIGKILL.
   """
   if cause in LOCAL_STORAGE_EVICTIONS:
     return IMMEDIATE_EVICTION_GRACE_S, None
   if cause == PRESSURE_EVICTION:
-    return IMMEDIATE_EVICTION_GRACE_S, disruption("TerminationByKubelet", "The node was low on resource")
+    return IMMEDIATE_EVICTION_GRACE_S, disruption("TerminationByKubelet", "The node was low on resource: ...")
   raise ValueError(f"{cause!r} is none of {LOCAL_STORAGE_EVICTIONS + (PRESSURE_EVICTION,)}")
 
 
