@@ -130,6 +130,80 @@ def _conditions(status):
 # ------------------------------------------------------------------ faults
 
 
+def test_an_eviction_stays_in_the_child_job_a_crash_restarts_the_jobset_and_a_second_jobset_waits(
+    jobsets, kueue, tmp_path, monkeypatch):
+  """overlays/jobset-kueue, one run for three promises of docs/kubernetes.md:
+
+  b. worker 1 is evicted mid-epoch 2 (DisruptionTarget, SIGTERM, 143): the child Job's
+     podFailurePolicy ignores it and replaces the pod; the JobSet does not restart.
+  a. worker 1 is then OOM-killed in epoch 3 (SIGKILL, 137): counted, over the child Job's
+     backoffLimit 0, so the Job fails (BackoffLimitExceeded, after the chief's pod is
+     deleted); the JobSet's Crash rule restarts it (restarts 1 of maxRestarts 3): the
+     old Job is deleted in the foreground and recreated, with restart-attempt 1, only
+     once its pods are gone; attempt 1 resumes from the newest checkpoint and completes.
+  c. a second JobSet on the same LocalQueue (the ClusterQueue's quota fits one
+     training) is created meanwhile: held suspended with no pod at all until the first
+     finishes, then admitted; it is a rerun of the same training (the same JOB_DIR),
+     so it completes at once and leaves the first's export untouched.
+  """
+  fault = str(tmp_path / "fault")
+  monkeypatch.setenv("PYTHONPATH", signal_on_log(
+      fault, f"epoch 3/{EPOCHS} step ", signal.SIGKILL, who=1, in_call=True)["PYTHONPATH"])
+  first = jobsets.submit(JOBSET_KUEUE, kueue=kueue)
+  second = jobsets.submit(JOBSET_KUEUE, name="cnn-trainer-rerun", kueue=kueue)
+  _pod(first, 1).wait_for(f"epoch 2/{EPOCHS} step ", timeout=300)
+  first.child(WORKERS, 0).controller.evict(1)
+  assert first.wait(JOB_TIMEOUT_S) == "Completed", first.describe()
+  assert fired(fault)
+
+  # b. The eviction: replaced inside the child Job of attempt 0, nothing counted.
+  old = first.child(WORKERS, 0, attempt=0)
+  evicted, killed = old.controller.pods(1)
+  assert (evicted.exit_code, evicted.action) == (errors.EXIT_PREEMPTED, "Ignore")
+  assert [c["type"] for c in evicted.conditions] == ["DisruptionTarget"]
+  assert (killed.exit_code, killed.action) == (137, "Count")
+  assert killed.labels[jsr.RESTARTS_KEY] == "0"  # the replacement was attempt 0's: no JobSet restart
+
+  # a. The crash: the child Job failed, the JobSet restarted once, by its Crash rule.
+  assert old.controller.counted == [0, 1]
+  assert [(c["type"], c["reason"]) for c in old.controller.status["conditions"]] == [
+      ("FailureTarget", "BackoffLimitExceeded"), ("Failed", "BackoffLimitExceeded")]
+  assert all(p.action != "Succeeded" for p in old.controller.pods(0))  # the chief's pod was stopped too
+  restarting = [s for _, s in first.statuses if any(c["type"] == "Restarting" for c in s["conditions"])]
+  assert _conditions(restarting[0])[-1] == ("Restarting", "True", "FailurePolicy_Crash")
+  assert (first.status["restarts"], first.status["restartsCountTowardsMax"]) == (1, 1)
+  assert _conditions(first.status) == [("Completed", "True", "AllJobsCompleted"),
+                                       ("Restarting", "False", "JobSetCompleted")]
+  assert [(j.name, j.attempt) for j in first.jobs] == [("cnn-trainer-workers-0", 0), ("cnn-trainer-workers-0", 1)]
+  new = first.child(WORKERS, 0, attempt=1)
+  assert old.gone_at <= new.created_at  # foreground deletion, then recreation
+  assert max(p.finished_at for p in old.pods()) <= min(p.started_at for p in new.pods())  # no overlap
+  assert _outcomes(new, 0) == _outcomes(new, 1) == [(0, "Succeeded")]
+  for pod in old.pods() + new.pods():
+    assert pod.labels[jsr.JOBSET_UID_KEY] == first.uid  # TRAINER_JOB_UID: the same in both attempts
+    assert pod.labels[jsr.RESTARTS_KEY] == str(0 if pod in old.pods() else 1)
+  metrics = _assert_one_complete_export(jobsets.settings)
+  resumed = metrics["resumed_from"]
+  # Attempt 1 resumed from the newest checkpoint there was when its chief started, one no
+  # older than epoch 2's end: the crash lost at most the steps of epoch 3 before it.
+  start = jobsets.checkpoint_at_start[new.controller.pods(0)[0].name]
+  assert resumed["checkpoint"].endswith(start) and resumed["global_step"] >= 2 * SPE
+  assert metrics["steps_trained"] == EPOCHS * SPE - resumed["global_step"]
+
+  # c. The second JobSet: queued while the first held the quota, no pod before it finished.
+  assert second.wait(JOB_TIMEOUT_S) == "Completed", second.describe()
+  held, waited = kueue.workload(first), kueue.workload(second)
+  assert waited["waited"] and waited["waited"][0].startswith(kr.WAITING_FOR_QUOTA)
+  assert waited["admitted_at"] >= held["finished_at"]
+  (job,) = second.jobs
+  assert job.created_at < held["finished_at"] <= job.resumed_at  # created suspended by JobSet, resumed
+  assert min(p.started_at for p in second.pods()) >= held["finished_at"]
+  assert second.status.get("restarts", 0) == 0 and _outcomes(job, 0) == _outcomes(job, 1) == [(0, "Succeeded")]
+  assert _assert_one_complete_export(jobsets.settings) == metrics  # the rerun changed nothing
+  second.wait_for(lambda: waited["finished_at"] is not None, 5)  # Kueue's next pass
+  assert all(v == 0 for v in kueue.usage.values())  # both finished: the quota is free again
+
+
 def test_bad_input_fails_the_jobset_at_once_without_a_restart(jobsets, tmp_path):
   """overlays/jobset: a missing data dir is exit 2, the child Job's FailJob rule, and the
   JobSet's BadInput rule (FailJobSet): Failed, no restart, nothing trained."""

@@ -259,7 +259,8 @@ class KueueStandIn:
   """
 
   def __init__(self, cluster_queue: dict, flavors: dict, local_queue: dict, namespace_labels: dict):
-    self.cluster_queue = kr.validate_cluster_queue(cluster_queue)
+    kr.validate_cluster_queue(cluster_queue)
+    self.cluster_queue = cluster_queue
     if local_queue["spec"]["clusterQueue"] != cluster_queue["metadata"]["name"]:
       raise NotImplementedError("a LocalQueue of another ClusterQueue is not simulated")
     self.flavors, self.local_queue, self.namespace_labels = flavors, local_queue, namespace_labels
@@ -298,7 +299,12 @@ class KueueStandIn:
   def _run(self) -> None:
     while not self._stop.wait(0.05):
       with self._lock:
-        self._reconcile()
+        try:
+          self._reconcile()
+        except BaseException as e:  # surfaced by every JobSet's wait/wait_for
+          for wl in self.workloads:
+            wl["controller"].error = e
+          return
 
   def _reconcile(self) -> None:
     now = time.time()
