@@ -163,6 +163,10 @@ def test_an_eviction_stays_in_the_child_job_a_crash_restarts_the_jobset_and_a_se
   assert [c["type"] for c in evicted.conditions] == ["DisruptionTarget"]
   assert (killed.exit_code, killed.action) == (137, "Count")
   assert killed.labels[jsr.RESTARTS_KEY] == "0"  # the replacement was attempt 0's: no JobSet restart
+  assert all(s.get("restarts", 0) == 0 for t, s in first.statuses if t < killed.finished_at)
+  # The chief stopped at the same step (143, no DisruptionTarget of its own) and was replaced too.
+  chief = old.controller.pods(0)[0]
+  assert (chief.exit_code, chief.action, chief.conditions) == (errors.EXIT_PREEMPTED, "Ignore", [])
 
   # a. The crash: the child Job failed, the JobSet restarted once, by its Crash rule.
   assert old.controller.counted == [0, 1]
