@@ -5,7 +5,8 @@ restart would let the old attempt's pods overlap the new attempt's. JobSet delet
 the foreground (jobset_controller.go, deleteJobs: DeletePropagationForeground), so a Job and its
 name stay until its pods are gone and no pod of a name ever overlaps its predecessor; across child
 Jobs, `Recreate` recreates each Job as soon as its own predecessor is gone, `BlockingRecreate`
-(overlays/jobset's) only once every Job of the old attempt is.
+(overlays/jobset's) only once every Job of the old attempt is. And a crash loop, too long for
+real trainings, spending maxRestarts.
 """
 
 import copy
@@ -76,3 +77,24 @@ def test_a_restart_never_overlaps_a_pod_with_its_predecessor_and_blockingrecreat
     assert min(p.started_at for p in new_0.pods() + new_1.pods()) >= last_old_pod
   else:  # Recreate: Job 0's new pods run while Job 1's old ones are still terminating
     assert min(p.started_at for p in new_0.pods()) < last_old_pod
+
+
+def test_a_crash_loop_spends_max_restarts_then_fails_the_jobset():
+  """overlays/jobset as rendered: every attempt's worker 0 crashes (exit 1, counted). Attempts 0-3
+  each restart the JobSet (rule Crash, maxRestarts 3); attempt 3's failure fails it, ReachedMaxRestarts."""
+  def launcher(child):
+    return lambda pod: Worker(pod.name, [sys.executable, "-c", exits(1) if pod.index == 0 else traps(143)],
+                              dict(os.environ))
+
+  controller = JobSetController(_jobset(), launcher, time_scale=0.01)
+  controller.start()
+  try:
+    assert controller.wait(60) == "Failed", controller.describe()
+  finally:
+    controller.stop()
+  assert [j.attempt for j in controller.jobs] == [0, 1, 2, 3]
+  assert (controller.status["restarts"], controller.status["restartsCountTowardsMax"]) == (3, 3)
+  failed = [c for c in controller.status["conditions"] if c["type"] == "Failed"]
+  assert [(c["status"], c["reason"]) for c in failed] == [("True", "ReachedMaxRestarts")]
+  for job in controller.jobs:
+    assert [(p.exit_code, p.action) for p in job.controller.pods(0)] == [(1, "Count")]
