@@ -251,6 +251,22 @@ def test_an_ignore_rule_for_an_exit_code_recreates_the_index_uncounted(run):
   assert (ctrl.counted, ctrl.ignored) == ([0], [2])
 
 
+def test_the_job_wide_backoff_limit_fails_the_job_at_its_first_counted_failure(run):
+  """JobSet's child Jobs (overlays/jobset): backoffLimit 0 and no backoffLimitPerIndex. An ignored
+  failure is replaced after the Job's back-off; the first counted one fails the whole Job,
+  BackoffLimitExceeded (job_rules.job_failed_reason), once its other pod is gone."""
+  rule = {"action": "Ignore", "onExitCodes": {"containerName": "main", "operator": "In", "values": [143]}}
+  job = synthetic([rule], max_failed=None, backoffLimit=0)
+  del job["spec"]["backoffLimitPerIndex"]
+  ctrl = run(job, {0: [traps(143)], 1: [exits(143), kills_itself(signal.SIGKILL)]})
+  assert ctrl.wait(20) == "Failed"
+  assert actions(ctrl, 1) == ["Ignore", "Count"] and [p.exit_code for p in ctrl.pods(1)] == [143, 137]
+  assert [p.backoff_s for p in ctrl.pods(1)] == [0, 10]  # one failure of the Job's since no success
+  assert actions(ctrl, 0) == ["Terminated"] and ctrl.counted == [0, 1]
+  assert conditions(ctrl) == [("FailureTarget", "BackoffLimitExceeded"), ("Failed", "BackoffLimitExceeded")]
+  assert ctrl.status["failedIndexes"] == ""  # no index fails: the Job does
+
+
 # ----------------------------------------------------- replacement, back-off
 
 

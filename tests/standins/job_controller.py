@@ -1,8 +1,8 @@
 """The batch/v1 Job controller, for Indexed Jobs, run against local processes.
 
 What is simulated: what the controller does when one of an Indexed Job's pods
-ends or is deleted (replacement, podFailurePolicy, backoffLimitPerIndex,
-maxFailedIndexes, per-index back-off, podReplacementPolicy: Failed, graceful
+ends or is deleted (replacement, podFailurePolicy, backoffLimitPerIndex or the
+job-wide backoffLimit of JobSet's child Jobs, maxFailedIndexes, per-index back-off, podReplacementPolicy: Failed, graceful
 deletion, eviction, activeDeadlineSeconds, the Job's terminal conditions), read from the Job manifest
 itself. Each rule is a small function naming its source in kubernetes/kubernetes
 `pkg/controller/job/` (1.31+) and its documentation. Around it, what the rest
@@ -65,7 +65,7 @@ from standins.job_spec import UNLIMITED  # noqa: F401  (re-exported for callers)
 from standins.job_spec import validate
 
 from standins.job_rules import (DISRUPTION_REASONS, backoff_delay, exit_code,  # noqa: F401
-                                 format_indexes, index_failed, job_failure,
+                                 format_indexes, index_failed, job_failed_reason, job_failure,
                                  match_pod_failure_policy, past_active_deadline,
                                  pending_indexes, pod_name)
 from standins import node_rules
@@ -73,6 +73,8 @@ from standins.node_rules import OUT_OF_SERVICE, UNREACHABLE  # noqa: F401  (re-e
 
 
 # ------------------------------------------------------------- simulator
+
+DEFAULT_BACKOFF_LIMIT = 6  # batch/v1 types.go: backoffLimit's default without backoffLimitPerIndex
 
 
 @dataclasses.dataclass
@@ -548,6 +550,10 @@ class JobController:
         self.counted[i] += 1
       if pod.action == "FailJob":
         self._condition("FailureTarget", "PodFailurePolicy", message.format(pod=f"default/{pod.name}"))
+      elif "backoffLimitPerIndex" not in self.spec:  # the job-wide backoffLimit (JobSet's child Jobs)
+        failure = job_failed_reason(None, sum(self.counted), self.spec.get("backoffLimit", DEFAULT_BACKOFF_LIMIT))
+        if failure:
+          self._condition("FailureTarget", *failure)
       elif index_failed(pod.action, self.counted[i], self.spec["backoffLimitPerIndex"]):
         self.failed.add(i)
     pod.counted, pod.ignored = self.counted[i], self.ignored[i]
@@ -560,8 +566,16 @@ class JobController:
         self._condition("FailureTarget", *failure)
 
   def _create(self, index: int, now: float) -> None:
-    failures = [p for p in self.history if p.index == index and p.action not in (None, "Succeeded")]
-    delay = backoff_delay(self.counted[index] + self.ignored[index]) if failures else 0
+    if "backoffLimitPerIndex" in self.spec:
+      failures = [p for p in self.history if p.index == index and p.action not in (None, "Succeeded")]
+      delay = backoff_delay(self.counted[index] + self.ignored[index]) if failures else 0
+    else:
+      # Job-wide: the Job's failed pods since its last succeeded one, ignored ones included
+      # (backoff_utils.go, newBackoffRecord's failuresAfterLastSuccess, and getRemainingTime).
+      ended = sorted((p for p in self.history if p.action is not None), key=lambda p: p.finished_at)
+      succeeded = [i for i, p in enumerate(ended) if p.action == "Succeeded"]
+      failures = ended[succeeded[-1] + 1:] if succeeded else ended
+      delay = backoff_delay(len(failures))
     if failures and now < failures[-1].finished_at + delay * self.time_scale:
       return
     labels = {**self.spec["template"].get("metadata", {}).get("labels", {}),

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 UNLIMITED = 2147483647  # backoffLimit's default when backoffLimitPerIndex is set
 # Spec fields simulated; others are refused unless they hold their default.
-_SIMULATED = {"completionMode", "completions", "parallelism", "backoffLimitPerIndex",
+_SIMULATED = {"completionMode", "completions", "parallelism", "backoffLimitPerIndex", "backoffLimit",
               "maxFailedIndexes", "podReplacementPolicy", "podFailurePolicy", "template",
               "activeDeadlineSeconds"}
-_DEFAULTS_ONLY = {"backoffLimit": UNLIMITED, "suspend": False, "manualSelector": False}
+_DEFAULTS_ONLY = {"suspend": False, "manualSelector": False}
 
 
 class InvalidJob(ValueError):
@@ -148,7 +148,9 @@ def validate(spec: dict) -> None:
   InvalidJob lists every error `api_errors` finds, as the API server's 422
   does. Then NotImplementedError for a field or value the simulator does not
   simulate; docs #pod-failure-policy and #backoff-limit-per-index
-  (backoffLimit defaults to unlimited with backoffLimitPerIndex).
+  (backoffLimit defaults to unlimited with backoffLimitPerIndex). Either
+  backoffLimitPerIndex or the job-wide backoffLimit (JobSet's child Jobs,
+  overlays/jobset) is simulated, not both.
   """
   errors = api_errors(spec)
   if errors:
@@ -158,8 +160,8 @@ def validate(spec: dict) -> None:
       raise NotImplementedError(f"Job spec field {field!r} is not simulated")
   if spec.get("completionMode") != "Indexed":
     raise NotImplementedError("completionMode: only Indexed is simulated")
-  if "backoffLimitPerIndex" not in spec:
-    raise NotImplementedError("backoffLimitPerIndex: the job-wide backoffLimit is not simulated")
+  if "backoffLimitPerIndex" in spec and spec.get("backoffLimit", UNLIMITED) != UNLIMITED:
+    raise NotImplementedError("backoffLimit together with backoffLimitPerIndex is not simulated")
   pod = spec["template"]["spec"]
   if len(pod["containers"]) != 1 or pod.get("initContainers"):
     raise NotImplementedError("only pods with one container and no init containers are simulated")
