@@ -185,7 +185,7 @@ def test_exit_143_is_ignored_and_the_index_recreated_without_counting(run):
   assert [p.backoff_s for p in ctrl.pods(0)] == [0, 10]
   assert conditions(ctrl) == [("SuccessCriteriaMet", "CompletionsReached"), ("Complete", "CompletionsReached")]
   assert ctrl.status | {"conditions": None} == {
-      "active": 0, "terminating": 0, "succeeded": 2, "failed": 1, "completedIndexes": "0,1",
+      "active": 0, "ready": 0, "terminating": 0, "succeeded": 2, "failed": 1, "completedIndexes": "0,1",
       "failedIndexes": "", "conditions": None}
 
 

@@ -26,7 +26,10 @@ node shutdown (`shutdown_node`): SIGKILL after min(the pod's grace,
 shutdownGracePeriod - shutdownGracePeriodCriticalPods), phase Failed, reason
 Terminated, DisruptionTarget TerminationByKubelet; with shutdownGracePeriod 0
 the node is simply lost. Pod priorities are not simulated: every pod is in
-the non-critical group.
+the non-critical group. Suspension (`suspend`, `resume`: spec.suspend, as
+JobSet sets it on its child Jobs when Kueue evicts a JobSet): the Job's active
+pods are deleted gracefully and never counted (`uncounted`), the Suspended
+condition is True while it lasts, and resuming creates the missing pods again.
 
 What is not: there is no API server and no real scheduler or kubelet. A pod is
 the process `launch(pod)` returns, started when it is bound; pod IPs and
@@ -98,8 +101,9 @@ class Pod:
   conditions: list = dataclasses.field(default_factory=list)
   exit_code: Optional[int] = None
   finished_at: Optional[float] = None
-  action: Optional[str] = None  # Succeeded, Count, Ignore, FailIndex, FailJob, or Terminated
+  action: Optional[str] = None  # Succeeded, Count, Ignore, FailIndex, FailJob, Terminated, or Suspended (uncounted)
   counted: int = 0  # the index's counted failures after this pod
+  uncounted: bool = False  # deleted by a suspension: its tracking finalizer was removed first
   ignored: int = 0  # the index's ignored failures after this pod
 
   @property
@@ -172,7 +176,9 @@ class JobController:
     self.conditions: list[dict] = []
     self.deleted = False  # the Job object is gone (kubectl delete job)
     self.deadline_s = self.spec.get("activeDeadlineSeconds")  # real seconds, not scaled
-    self.started_at = 0.0  # status.startTime: set by start()
+    self.started_at = 0.0  # status.startTime: set by start() and by resume()
+    self.suspended = False  # spec.suspend (set after creation: a Job created suspended gets no controller)
+    self.suspend_condition: Optional[dict] = None  # the Suspended condition, once it was ever True
     self._lock = threading.RLock()
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True, name=f"job {self.name}")
@@ -307,6 +313,58 @@ class JobController:
         raise ValueError("capacity is unlimited (schedulable=None)")
       self.schedulable += pods
 
+  def suspend(self) -> None:
+    """spec.suspend = true on a running Job (JobSet's suspendJobs): its active pods go, uncounted.
+
+    Source: kubernetes/kubernetes pkg/controller/job/job_controller.go (1.31+),
+    manageJob: a suspended Job's active pods (activePodsForRemoval: all of
+    them) are deleted through deleteJobPods, which removes each pod's
+    batch.kubernetes.io/job-tracking finalizer *before* the DELETE, so
+    trackJobStatusAndRemoveFinalizers never sees them again: a pod that then
+    ends Failed (SIGTERM, exit 143) is in neither status.failed nor the
+    back-off record (getNewFinishedPods reads only pods with the finalizer),
+    and no podFailurePolicy applies. Deleted without a finalizer, a Pending
+    (unbound) pod is gone at once (pkg/registry/core/pod/strategy.go,
+    CheckGracefulDelete: grace 0 for a pod with no node); a running one gets
+    SIGTERM and SIGKILL after its terminationGracePeriodSeconds, holding its
+    node (GPU) until it ends. syncJob then sets the condition Suspended True,
+    reason JobSuspended, message "Job suspended" (ensureJobConditionStatus);
+    status.active drops at once (FilterActivePods skips pods being deleted),
+    the deleted pods count as terminating. pastActiveDeadline is not checked
+    while suspended. Docs: DOCS#suspending-a-job.
+    """
+    with self._lock:
+      if self.deleted or self.conditions:
+        raise NotImplementedError("suspending a finishing, finished or deleted Job is not simulated")
+      if self.suspended:
+        return
+      self.suspended = True
+      now = time.time()
+      self.suspend_condition = {"type": "Suspended", "status": "True", "reason": "JobSuspended",
+                                "message": "Job suspended", "lastTransitionTime": now}
+      for pod in [p for p in self.history if p.live and p.deleted_at is None]:
+        pod.uncounted, pod.deleted_at = True, now
+        if pod.node is None:
+          pod.finished_at = now
+          self._finished(pod)
+        elif pod.process is not None and not pod.unreachable and pod.kill_at is None:
+          self._sigterm(pod, self.grace_s)
+
+  def resume(self) -> None:
+    """spec.suspend = false again (JobSet's resumeJobsIfNecessary): the missing pods are created.
+
+    Source: job_controller.go, syncJob: the Suspended condition turns False,
+    reason JobResumed, message "Job resumed", and status.startTime is reset
+    to now (activeDeadlineSeconds counts from the resumption).
+    """
+    with self._lock:
+      if not self.suspended:
+        return
+      self.suspended = False
+      self.started_at = now = time.time()
+      self.suspend_condition = {"type": "Suspended", "status": "False", "reason": "JobResumed",
+                                "message": "Job resumed", "lastTransitionTime": now}
+
   def delete(self, cascade: str = "background", timeout: float = 600) -> None:
     """`kubectl delete job`: pods are deleted gracefully, nothing is replaced.
 
@@ -366,16 +424,28 @@ class JobController:
 
   @property
   def status(self) -> dict:
-    """Job.status: active, terminating, succeeded, failed, indexes, conditions."""
+    """Job.status: active, ready, terminating, succeeded, failed, indexes, conditions.
+
+    `ready`: active pods whose container runs (job_controller.go, countReadyPods
+    over the active pods: podutil.IsPodReady). The trainer's container has no
+    readinessProbe (k8s/job.yaml), so the kubelet reports it Ready once its
+    container has started: here, once it is bound and its process launched.
+    A Pending pod is never Ready. Pods a suspension deleted are in neither
+    `failed` nor `succeeded` (`suspend`).
+    """
     with self._lock:
       live = [p for p in self.history if p.live]
+      conditions = [dict(c) for c in self.conditions]
+      if self.suspend_condition:
+        conditions.append(dict(self.suspend_condition))
       return {"active": sum(p.deleted_at is None for p in live),
+              "ready": sum(p.deleted_at is None and p.process is not None and not p.unreachable for p in live),
               "terminating": sum(p.deleted_at is not None for p in live),
               "succeeded": sum(p.action == "Succeeded" for p in self.history),
-              "failed": sum(not p.live and p.action != "Succeeded" for p in self.history),
+              "failed": sum(not p.live and p.action not in ("Succeeded", "Suspended") for p in self.history),
               "completedIndexes": format_indexes(self.completed),
               "failedIndexes": format_indexes(self.failed),
-              "conditions": [dict(c) for c in self.conditions]}
+              "conditions": conditions}
 
   def describe(self) -> str:
     """The status and every pod, one line each, for failure messages."""
@@ -456,7 +526,7 @@ class JobController:
         _signal(pod.process.proc, signal.SIGKILL)
     self._schedule(now)
     live = [p for p in self.history if p.live]
-    if self.deleted or self._terminal():
+    if self.deleted or self._terminal() or self.suspended:
       return
     if not self.conditions and past_active_deadline(self.deadline_s, self.started_at, now):
       self._condition("FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline")
@@ -536,7 +606,9 @@ class JobController:
 
   def _finished(self, pod: Pod) -> None:
     i = pod.index
-    if pod.phase == "Succeeded":
+    if pod.uncounted:
+      pod.action = "Suspended"  # its finalizer was removed before the delete: never counted (suspend)
+    elif pod.phase == "Succeeded":
       pod.action = "Succeeded"
       self.completed.add(i)
     elif self.deleted or self.conditions:
@@ -567,12 +639,12 @@ class JobController:
 
   def _create(self, index: int, now: float) -> None:
     if "backoffLimitPerIndex" in self.spec:
-      failures = [p for p in self.history if p.index == index and p.action not in (None, "Succeeded")]
+      failures = [p for p in self.history if p.index == index and p.action not in (None, "Succeeded", "Suspended")]
       delay = backoff_delay(self.counted[index] + self.ignored[index]) if failures else 0
     else:
       # Job-wide: the Job's failed pods since its last succeeded one, ignored ones included
       # (backoff_utils.go, newBackoffRecord's failuresAfterLastSuccess, and getRemainingTime).
-      ended = sorted((p for p in self.history if p.action is not None), key=lambda p: p.finished_at)
+      ended = sorted((p for p in self.history if p.action not in (None, "Suspended")), key=lambda p: p.finished_at)
       succeeded = [i for i, p in enumerate(ended) if p.action == "Succeeded"]
       failures = ended[succeeded[-1] + 1:] if succeeded else ended
       delay = backoff_delay(len(failures))
