@@ -13,14 +13,16 @@ import copy
 import functools
 import os
 import sys
+import time
 
 import pytest
 
 from conftest import REPO
 from standins import jobset_rules as jsr
-from standins.jobset_controller import JobSetController
+from standins import kueue_rules as kr
+from standins.jobset_controller import JobSetController, KueueStandIn
 from test_job_controller_rules import exits, traps
-from test_kustomize import JOBSET, _docs, _one, render
+from test_kustomize import JOBSET, JOBSET_KUEUE, KUEUE, _docs, _one, render
 from workers import Worker
 
 
@@ -98,3 +100,144 @@ def test_a_crash_loop_spends_max_restarts_then_fails_the_jobset():
   assert [(c["status"], c["reason"]) for c in failed] == [("True", "ReachedMaxRestarts")]
   for job in controller.jobs:
     assert [(p.exit_code, p.action) for p in job.controller.pods(0)] == [(1, "Count")]
+
+
+# ---------------------------------------------------------------- Kueue's waitForPodsReady
+
+GPU = ("nvidia-l4", "nvidia.com/gpu")  # overlays/kueue's flavor and the resource a worker asks one of
+
+
+def _gpus(kueue) -> list[int]:
+  """The ClusterQueue's GPU usage, each value it took in turn."""
+  return [usage.get(GPU, 0) for _, usage in kueue.usage_history]
+
+
+def _kueue(config, time_scale):
+  """overlays/kueue's ClusterQueue (2 GPUs), ResourceFlavor and LocalQueue, with `config` for waitForPodsReady."""
+  docs = _docs(render(REPO, KUEUE))
+  flavors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ResourceFlavor"}
+  return KueueStandIn(_one(docs, "ClusterQueue"), flavors, _one(docs, "LocalQueue"),
+                      {"kubernetes.io/metadata.name": _jobset_kueue()["metadata"]["namespace"]},
+                      wait_for_pods_ready=config, time_scale=time_scale)
+
+
+@functools.lru_cache(maxsize=None)
+def _jobset_kueue() -> dict:
+  return _one(_docs(render(REPO, JOBSET_KUEUE)), "JobSet")
+
+
+def _waits_for_peer(up_dir: str, index: int) -> str:
+  """A worker that, like the trainer's MultiWorkerMirroredStrategy start-up, waits for both workers,
+  then succeeds; on SIGTERM it shuts down in 0.5 s (exit 143)."""
+  return ("import os, signal, sys, time; "
+          "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(143))); "
+          f"open(os.path.join({up_dir!r}, 'up-{index}'), 'w').close(); "
+          f"[time.sleep(0.05) for _ in iter(lambda: all(os.path.exists(os.path.join({up_dir!r}, f'up-{{i}}')) "
+          "for i in range(2)), True)]; sys.exit(0)")
+
+
+def _history(workload) -> list[tuple[str, str, str]]:
+  return [(kind, status, reason) for _, kind, status, reason in workload["history"]]
+
+
+def test_a_worker_left_pending_gets_the_jobset_evicted_and_requeued_until_both_run(tmp_path):
+  """overlays/jobset-kueue on a shared cluster with a GPU free for only one pod (schedulable=1),
+  though the ClusterQueue's quota (2 GPUs) admits both: worker 0 runs and waits for worker 1,
+  which stays Pending. waitForPodsReady (timeout 60 s, back-off base 60 s, scaled by 0.02):
+  no PodsReady within the timeout, so Kueue evicts the workload (PodsReadyTimeout) and suspends the
+  JobSet; JobSet suspends its Job; the Job controller deletes worker 0 (SIGTERM) and worker 1
+  (Pending: gone at once) without counting either; Kueue releases the quota as soon as the Job has
+  no active pod, before worker 0 has even ended; the workload is requeued after the 60 s back-off.
+  A second GPU frees up meanwhile: admitted again, both workers run, PodsReady, and it completes,
+  with no failure, restart or new Job anywhere."""
+  scale = 0.02
+  config = kr.WaitForPodsReady(timeout_s=60, backoff_base_s=60, backoff_max_s=3600)
+  kueue = _kueue(config, scale)
+
+  def launcher(child):
+    return lambda pod: Worker(pod.name, [sys.executable, "-c", _waits_for_peer(str(tmp_path), pod.index)],
+                              dict(os.environ))
+
+  controller = JobSetController(_jobset_kueue(), launcher, time_scale=0.01, schedulable=1)
+  workload = kueue.submit(controller)
+  try:
+    kueue.wait_for(lambda: workload["assignment"] is None and workload["requeue_state"], 20)
+    controller.add_capacity(1)  # a second GPU frees up while the workload waits out its back-off
+    assert controller.wait(20) == "Completed", kueue.describe()
+    kueue.wait_for(lambda: workload["finished_at"], 5)
+  finally:
+    kueue.stop()
+    controller.stop()
+
+  evicted_at = next(t for t, kind, status, _ in workload["history"] if (kind, status) == ("Evicted", "True"))
+  released_at = kueue.usage_history[2][0]
+  first, again = workload["admissions"]
+  assert _history(workload) == [
+      ("QuotaReserved", "True", "QuotaReserved"), ("Admitted", "True", "Admitted"),
+      ("PodsReady", "False", "WaitForStart"),
+      ("Evicted", "True", kr.PODS_READY_TIMEOUT),
+      ("Requeued", "False", kr.PODS_READY_TIMEOUT), ("QuotaReserved", "False", "Pending"),
+      ("Admitted", "False", "NoReservation"),
+      ("Requeued", "True", "BackoffFinished"),
+      ("QuotaReserved", "True", "QuotaReserved"), ("Admitted", "True", "Admitted"),
+      ("Evicted", "False", "QuotaReserved"), ("PodsReady", "True", "Started"),
+      ("Finished", "True", "Succeeded")], kueue.describe()
+  assert evicted_at - first >= config.timeout_s * scale
+  assert workload["requeue_state"] == {"count": 1, "requeue_at": None}
+  assert again - evicted_at >= kr.requeue_wait_s(1, config) * scale
+  assert _gpus(kueue) == [0, 2, 0, 2, 0]  # admitted, released on eviction, admitted, released when finished
+
+  # One Job throughout: suspended and resumed, never restarted or recreated.
+  assert (controller.status.get("restarts", 0), [j.attempt for j in controller.jobs]) == (0, [0])
+  job = controller.child("workers", 0).controller
+  (w0_hung, w0), (w1_pending, w1) = job.pods(0), job.pods(1)
+  # Worker 0 ran until the eviction; worker 1 never got a node, so never had a process.
+  assert w0_hung.deleted_at - first >= config.timeout_s * scale
+  assert (w0_hung.exit_code, w0_hung.action, w0_hung.conditions, w0_hung.counted) == (143, "Suspended", [], 0)
+  assert (w1_pending.node, w1_pending.process, w1_pending.action, w1_pending.counted) == (None, None, "Suspended", 0)
+  # The quota went back once the Job had no active pod, while worker 0 still ran out its grace.
+  assert w0_hung.deleted_at <= released_at < w0_hung.finished_at
+  assert w0.started_at >= again and w1.started_at >= again
+  assert [(p.exit_code, p.action) for p in (w0, w1)] == [(0, "Succeeded")] * 2
+  status = job.status
+  assert (status["failed"], status["succeeded"]) == (0, 2)
+  assert [(c["type"], c["reason"]) for c in status["conditions"]] == [
+      ("SuccessCriteriaMet", "CompletionsReached"), ("Complete", "CompletionsReached"),
+      ("Suspended", "JobResumed")]
+
+
+def test_with_no_gpu_ever_free_the_workload_is_deactivated_after_backofflimitcount_requeues():
+  """The same JobSet with no room for any pod (schedulable=0) and backoffLimitCount 2 (timeout and
+  back-off base 60 s, scaled by 0.01): evicted at each timeout and requeued after 60 s, then 120 s;
+  the third timeout exceeds the limit: deactivated (spec.active false, Evicted
+  DeactivatedDueToRequeuingLimitExceeded), never admitted again, holding no quota and no pod."""
+  scale = 0.01
+  config = kr.WaitForPodsReady(timeout_s=60, backoff_base_s=60, backoff_max_s=3600, backoff_limit_count=2)
+  kueue = _kueue(config, scale)
+  controller = JobSetController(_jobset_kueue(), lambda child: None, time_scale=0.01, schedulable=0)
+  workload = kueue.submit(controller)
+  try:
+    kueue.wait_for(lambda: not workload["active"] and workload["assignment"] is None, 20)
+    time.sleep(0.5)  # ten of Kueue's passes: nothing more happens
+  finally:
+    kueue.stop()
+    controller.stop()
+
+  assert len(workload["admissions"]) == 3
+  evictions = [t for t, kind, status, _ in workload["history"] if (kind, status) == ("Evicted", "True")]
+  reasons = [r for _, kind, status, r in workload["history"] if (kind, status) == ("Evicted", "True")]
+  assert reasons == [kr.PODS_READY_TIMEOUT] * 2 + ["DeactivatedDueTo" + kr.REQUEUING_LIMIT_EXCEEDED]
+  for admitted, evicted in zip(workload["admissions"], evictions):
+    assert evicted - admitted >= config.timeout_s * scale
+  for count, (evicted, readmitted) in enumerate(zip(evictions, workload["admissions"][1:]), start=1):
+    assert readmitted - evicted >= kr.requeue_wait_s(count, config) * scale  # 60 s, then 120 s
+  assert workload["requeue_state"] is None and workload["finished_at"] is None
+  assert _history(workload)[-4:] == [
+      ("Evicted", "True", "DeactivatedDueTo" + kr.REQUEUING_LIMIT_EXCEEDED),
+      ("Requeued", "False", "DeactivatedDueTo" + kr.REQUEUING_LIMIT_EXCEEDED),
+      ("QuotaReserved", "False", "Pending"), ("Admitted", "False", "NoReservation")]
+  assert _gpus(kueue) == [0, 2, 0, 2, 0, 2, 0]
+  assert controller.jobset["spec"]["suspend"] is True
+  job = controller.child("workers", 0).controller
+  assert all(p.process is None and not p.live and p.action == "Suspended" for p in job.history)
+  assert len(job.history) == 6 and job.status["failed"] == 0

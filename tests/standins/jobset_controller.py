@@ -22,11 +22,23 @@ does what it returns:
   of that name in any state; BlockingRecreate: no Job of an earlier attempt at
   all) recreates it: under either restartStrategy no pod of the new attempt
   starts before every pod of its Job's old attempt has ended.
-* resume: the JobSet was unsuspended (Kueue admitted it): the Job's pods start.
+* resume: the JobSet was unsuspended (Kueue admitted it): the Job's pods
+  start; a Job suspended before resumes its JobController (JobController.resume:
+  the missing pods are created again).
+* suspend: the JobSet was suspended again while it runs (`suspend`: Kueue's
+  stopJob on an eviction). jobset_controller.go, suspendJobs, sets
+  spec.suspend on every active child Job; the Job controller deletes their
+  active pods gracefully without counting them (JobController.suspend). The
+  Jobs are neither deleted nor restarted: no restart is counted.
+
+`replicated_jobs_status` is `status.replicatedJobsStatus` (ready, succeeded,
+failed, active, suspended per replicatedJob: calculateReplicatedJobStatuses),
+what Kueue reads for PodsReady and IsActive. Room for pods (`schedulable`,
+`add_capacity`) is the JobController's, for a JobSet of one child Job.
 
 What is not: the headless Service (the pods' names resolve through the test's
-PodNetwork), events, metrics, `status.replicatedJobsStatus`, a JobSet suspended
-again while it runs (Kueue's eviction: NotImplementedError), and whatever
+PodNetwork), events, metrics, the JobSet's own Suspended condition, capacity
+shared between child Jobs (NotImplementedError), and whatever
 jobset_rules.validate refuses.
 
 `KueueStandIn` is Kueue v0.19.2 for JobSets on one ClusterQueue
@@ -40,9 +52,24 @@ finished JobSet's workload is Finished (reconciler.go step 3, jobs/jobset
 Finished: Completed or Failed True), which removes its usage from the cache
 and requeues the workloads waiting for quota (core/workload_controller.go,
 WorkloadReconciler.Update: cache.DeleteWorkload,
-QueueAssociatedInadmissibleWorkloadsAfter). Not: waitForPodsReady at run time
-(no PodsReady is measured; kueue_rules' functions cover it without
-processes), preemption, cohorts, the flavor's node selector injected into the
+QueueAssociatedInadmissibleWorkloadsAfter). And waitForPodsReady
+(`wait_for_pods_ready`, on by default as in v0.19.2; its timeout and back-off
+multiplied by `time_scale`): the PodsReady condition from the JobSet's
+replicatedJobsStatus (jobs/jobset PodsReady: ready + succeeded Jobs equal the
+replicas; a Job is ready once its ready + succeeded pods reach its
+parallelism), an admitted workload not PodsReady within the timeout of its
+admission is evicted (Evicted True, reason PodsReadyTimeout;
+core/workload_controller.go, reconcileNotReadyTimeout), requeueState.count
++1 and requeueAt after the back-off (workload.go, UpdateRequeueState), its
+JobSet suspended (jobframework/reconciler.go step 6, stopJob: JobSet.Suspend),
+the quota released once the JobSet has no active Job (step 6: !IsActive, then
+UnsetQuotaReservationWithCondition; Requeued False), queued again once
+requeueAt passes (Requeued True, BackoffFinished), and, past
+backoffLimitCount, deactivated (triggerDeactivation, then spec.active false
+and Evicted reason DeactivatedDueToRequeuingLimitExceeded): never admitted
+again. Every condition change is in the workload's `history`, every usage
+in `usage_history`. Not: the recoveryTimeout (a workload once PodsReady is
+never evicted), preemption, cohorts, the flavor's node selector injected into the
 pods (the manifests already carry it), and a LocalQueue other than the one
 given (NotImplementedError).
 """
@@ -113,8 +140,11 @@ class JobSetController:
   """
 
   def __init__(self, jobset: dict, launcher: Callable[[dict], Callable[[Any], Any]],
-               time_scale: float = 1.0, uid: Optional[str] = None):
+               time_scale: float = 1.0, uid: Optional[str] = None, schedulable: Optional[int] = None):
     self.jobset = jsr.validate(copy.deepcopy(jobset))
+    if schedulable is not None and sum(r.get("replicas", 1) for r in self.jobset["spec"]["replicatedJobs"]) != 1:
+      raise NotImplementedError("room for pods shared between child Jobs is not simulated")
+    self.schedulable = schedulable  # JobController's: how many pods can be bound at once
     self.name = self.jobset["metadata"]["name"]
     self.uid = uid or str(uuid.uuid4())
     self.launcher, self.time_scale = launcher, time_scale
@@ -136,6 +166,21 @@ class JobSetController:
     """spec.suspend = false, as Kueue's startJob sets it on admission."""
     with self._lock:
       self.jobset["spec"]["suspend"] = False
+
+  def suspend(self) -> None:
+    """spec.suspend = true while it runs, as Kueue's stopJob sets it (jobs/jobset, JobSet.Suspend)."""
+    with self._lock:
+      self.jobset["spec"]["suspend"] = True
+
+  def add_capacity(self, pods: int = 1) -> None:
+    """Room for `pods` more pods (JobController.add_capacity), now and for Jobs created later."""
+    with self._lock:
+      if self.schedulable is None:
+        raise ValueError("capacity is unlimited (schedulable=None)")
+      self.schedulable += pods
+      for job in self.jobs:
+        if job.controller:
+          job.controller.add_capacity(pods)
 
   def wait(self, timeout: float) -> str:
     """Blocks until the JobSet is Completed or Failed, and returns which."""
@@ -172,6 +217,35 @@ class JobSetController:
     if not jobs:
       raise LookupError(f"no child Job {name} (attempt {attempt})\n{self.describe()}")
     return jobs[-1]
+
+  def replicated_jobs_status(self) -> list[dict]:
+    """status.replicatedJobsStatus: per replicatedJob, how many of its current Jobs are each.
+
+    Source: kubernetes-sigs/jobset v0.12.0, jobset_controller.go,
+    calculateReplicatedJobStatuses: over the active Jobs (not finished, of
+    the current restart attempt) `ready` counts those whose succeeded +
+    status.ready pods reach min(parallelism, completions)
+    (jobset_rules.job_ready), `active` those with status.active > 0 (pods not
+    being deleted: a suspended Job's terminating pods are not active),
+    `suspended` those with spec.suspend; `succeeded` and `failed` count the
+    finished Jobs.
+    """
+    with self._lock:
+      restarts = self.status.get("restarts", 0)
+      out = {r["name"]: dict(name=r["name"], ready=0, succeeded=0, failed=0, active=0, suspended=0)
+             for r in self.jobset["spec"]["replicatedJobs"]}
+      for job in self.jobs:
+        if job.gone_at is not None or job.deleted_at is not None or job.attempt != restarts:
+          continue
+        counts = out[job.manifest["metadata"]["labels"][jsr.REPLICATED_JOB_NAME_KEY]]
+        if job.finished:
+          counts["succeeded" if job.finished[0] == "Complete" else "failed"] += 1
+          continue
+        st = job.controller.status if job.controller else {"ready": 0, "succeeded": 0, "active": 0}
+        counts["ready"] += jsr.job_ready(job.manifest, st["ready"], st["succeeded"])
+        counts["active"] += st["active"] > 0
+        counts["suspended"] += bool(job.manifest["spec"].get("suspend", False))
+      return list(out.values())
 
   def pods(self) -> list:
     """Every pod of every child Job, in creation order."""
@@ -235,14 +309,20 @@ class JobSetController:
         self._start(job, now)
     for name in todo["resume"]:
       by_name[name].manifest["spec"]["suspend"] = False
-      self._start(by_name[name], now)
-    if any(by_name[n].controller for n in todo["suspend"]):
-      raise NotImplementedError("suspending a running JobSet (Kueue's eviction) is not simulated")
+      if by_name[name].controller:  # suspended while it ran: resumeJob
+        by_name[name].resumed_at = now
+        by_name[name].controller.resume()
+      else:
+        self._start(by_name[name], now)
+    for name in todo["suspend"]:  # suspendJobs
+      by_name[name].manifest["spec"]["suspend"] = True
+      if by_name[name].controller:
+        by_name[name].controller.suspend()
 
   def _start(self, job: ChildJob, now: float) -> None:
     job.resumed_at = now
-    job.controller = JobController(job.manifest, self.launcher(job.manifest),
-                                   time_scale=self.time_scale, uid=str(uuid.uuid4()))
+    job.controller = JobController(job.manifest, self.launcher(job.manifest), time_scale=self.time_scale,
+                                   uid=str(uuid.uuid4()), schedulable=self.schedulable)
     job.controller.start()
 
 
@@ -256,17 +336,28 @@ class KueueStandIn:
     cluster_queue, flavors: the ClusterQueue and its ResourceFlavors by name (overlays/kueue).
     local_queue: the LocalQueue (overlays/kueue); JobSets must name it.
     namespace_labels: the labels of the JobSets' namespace.
+    wait_for_pods_ready: Kueue's configuration (kueue_rules.WaitForPodsReady: v0.19.2's
+      defaults unless given); None turns it off.
+    time_scale: multiplies its timeout and requeue back-offs (0.001: 30 min -> 1.8 s);
+      the workloads' requeueState records the unscaled count.
   """
 
-  def __init__(self, cluster_queue: dict, flavors: dict, local_queue: dict, namespace_labels: dict):
+  def __init__(self, cluster_queue: dict, flavors: dict, local_queue: dict, namespace_labels: dict,
+               wait_for_pods_ready: Optional[kr.WaitForPodsReady] = kr.WaitForPodsReady(),
+               time_scale: float = 1.0):
     kr.validate_cluster_queue(cluster_queue)
     self.cluster_queue = cluster_queue
     if local_queue["spec"]["clusterQueue"] != cluster_queue["metadata"]["name"]:
       raise NotImplementedError("a LocalQueue of another ClusterQueue is not simulated")
     self.flavors, self.local_queue, self.namespace_labels = flavors, local_queue, namespace_labels
+    self.config, self.time_scale = wait_for_pods_ready, time_scale
     self.usage: dict = {}
-    # Each: name, created, uid, pod_sets, controller, admitted_at, finished_at, assignment,
-    # waiting (why it is pending now) and waited (every reason it was pending, in order).
+    self.usage_history: list[tuple[float, dict]] = [(time.time(), {})]  # every usage, with when
+    # Each: name, created, uid, pod_sets, controller, admitted_at (the Admitted condition's time
+    # while it holds quota, else None), finished_at, assignment, waiting (why it is pending now),
+    # waited (every reason it was pending, in order), conditions ({type: condition}), history
+    # (every condition set: (when, type, status, reason)), requeue_state ({count, requeue_at} or
+    # None), active (spec.active), evicted_at (for the queue order), admissions (their times).
     self.workloads: list[dict] = []
     self._lock = threading.RLock()
     self._stop = threading.Event()
@@ -283,7 +374,9 @@ class KueueStandIn:
     with self._lock:
       workload = {"name": f"jobset-{controller.name}", "created": time.time(), "uid": controller.uid,
                   "pod_sets": kr.pod_sets(obj), "controller": controller, "admitted_at": None,
-                  "finished_at": None, "waiting": None, "waited": [], "assignment": None}
+                  "finished_at": None, "waiting": None, "waited": [], "assignment": None,
+                  "conditions": {}, "history": [], "requeue_state": None, "active": True,
+                  "evicted_at": None, "admissions": []}
       self.workloads.append(workload)
     controller.start()
     return workload
@@ -291,6 +384,25 @@ class KueueStandIn:
   def workload(self, controller: JobSetController) -> dict:
     (wl,) = [w for w in self.workloads if w["controller"] is controller]
     return wl
+
+  def wait_for(self, condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+      with self._lock:
+        if condition():
+          return
+      time.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout} s\n{self.describe()}")
+
+  def describe(self) -> str:
+    with self._lock:
+      lines = [f"usage: {self.usage}"]
+      for wl in self.workloads:
+        lines.append(f"workload {wl['name']}: active={wl['active']} admitted_at={wl['admitted_at']} "
+                     f"requeue_state={wl['requeue_state']} waiting={wl['waiting']}")
+        lines += [f"  {t:.2f} {ty}={st} {reason}" for t, ty, st, reason in wl["history"]]
+        lines += ["  " + line for line in wl["controller"].describe().splitlines()]
+    return "\n".join(lines)
 
   def stop(self) -> None:
     self._stop.set()
@@ -306,23 +418,108 @@ class KueueStandIn:
             wl["controller"].error = e
           return
 
+  @staticmethod
+  def _condition(wl: dict, kind: str, status: str, reason: str, now: float) -> None:
+    """apimeta.SetStatusCondition: a change of status or reason is recorded in the history."""
+    old = wl["conditions"].get(kind)
+    if old and (old["status"], old["reason"]) == (status, reason):
+      return
+    wl["conditions"][kind] = {"type": kind, "status": status, "reason": reason, "lastTransitionTime": now}
+    wl["history"].append((now, kind, status, reason))
+
+  @staticmethod
+  def _is(wl: dict, kind: str) -> bool:
+    return wl["conditions"].get(kind, {}).get("status") == "True"
+
+  def _use(self, usage: dict, now: float) -> None:
+    if usage != self.usage:
+      self.usage = usage
+      self.usage_history.append((now, dict(usage)))
+
+  def _release(self, wl: dict, now: float) -> None:
+    usage = dict(self.usage)
+    for key, amount in wl["assignment"]["usage"].items():
+      usage[key] -= amount
+    self._use(usage, now)
+    wl["assignment"] = None
+
   def _reconcile(self) -> None:
     now = time.time()
     for wl in self.workloads:
-      if wl["admitted_at"] is not None and wl["finished_at"] is None and jsr.finished(wl["controller"].status):
+      if wl["assignment"] is None or wl["finished_at"] is not None:
+        continue
+      controller = wl["controller"]
+      if jsr.finished(controller.status):
         wl["finished_at"] = now
-        for key, amount in wl["assignment"]["usage"].items():
-          self.usage[key] -= amount
-    pending = [w for w in self.workloads if w["admitted_at"] is None]
+        self._condition(wl, "Finished", "True", "Succeeded" if controller.status["terminalState"] == "Completed"
+                        else "Failed", now)
+        self._release(wl, now)
+        continue
+      statuses = controller.replicated_jobs_status()
+      if not self._is(wl, "Evicted"):
+        self._pods_ready(wl, controller, statuses, now)
+      if self._is(wl, "Evicted") and kr.quota_released(True, sum(s["active"] for s in statuses)):
+        # reconciler.go step 6: the job is no longer active; clear the admission.
+        evicted = wl["conditions"]["Evicted"]["reason"]
+        self._release(wl, now)
+        wl["admitted_at"] = None
+        self._condition(wl, "Requeued", "False", evicted, now)  # setRequeued: only for preemption
+        self._condition(wl, "QuotaReserved", "False", "Pending", now)
+        self._condition(wl, "Admitted", "False", "NoReservation", now)
+        self._condition(wl, "PodsReady", "False", "WaitForStart", now)  # generatePodsReadyCondition
+    pending = []
+    for wl in self.workloads:
+      if wl["assignment"] is not None or wl["finished_at"] is not None or not wl["active"]:
+        continue
+      state = wl["requeue_state"]
+      if state and state["requeue_at"] is not None:
+        if now < state["requeue_at"]:
+          continue  # workload_controller.go, Reconcile: "Waiting for backoff to finish"
+        state["requeue_at"] = None
+        self._condition(wl, "Requeued", "True", "BackoffFinished", now)
+      pending.append(wl)
     if not pending:
       return
-    admitted, self.usage, waiting = kr.schedule(self.cluster_queue, self.flavors, pending, self.usage,
-                                                self.namespace_labels)
+    admitted, usage, waiting = kr.schedule(self.cluster_queue, self.flavors, pending, self.usage,
+                                           self.namespace_labels)
+    self._use(usage, now)
     for wl in pending:
       wl["waiting"] = waiting.get(wl["name"])
       if wl["waiting"] and wl["waiting"] not in wl["waited"]:
         wl["waited"].append(wl["waiting"])
     for wl, assignment in admitted:
       wl["admitted_at"], wl["assignment"] = now, assignment
+      wl["admissions"].append(now)
+      self._condition(wl, "QuotaReserved", "True", "QuotaReserved", now)
+      self._condition(wl, "Admitted", "True", "Admitted", now)
+      if "Evicted" in wl["conditions"]:  # workload.go, SetQuotaReservation: resetActiveCondition
+        self._condition(wl, "Evicted", "False", "QuotaReserved", now)
       if not kr.stays_suspended(admitted=True):
         wl["controller"].resume()
+
+  def _pods_ready(self, wl: dict, controller: JobSetController, statuses: list, now: float) -> None:
+    """PodsReady (reconciler.go step 5) and the waitForPodsReady timeout (module docstring)."""
+    if self.config is None:
+      return
+    if kr.jobset_pods_ready(controller.jobset, statuses):
+      self._condition(wl, "PodsReady", "True", "Started", now)
+      return
+    if self._is(wl, "PodsReady"):
+      return  # recoveryTimeout (WaitForRecovery) is not simulated
+    self._condition(wl, "PodsReady", "False", "WaitForStart", now)
+    if now - wl["admitted_at"] < self.config.timeout_s * self.time_scale:  # admittedNotReadyWorkload
+      return
+    count = (wl["requeue_state"] or {}).get("count", 0)
+    verdict = kr.on_pods_ready_timeout(count, now, self.config)
+    if verdict["action"] == "Deactivated":
+      # triggerDeactivation, then Reconcile: spec.active false and the eviction (reason with cause).
+      self._condition(wl, "DeactivationTarget", "True", verdict["reason"], now)
+      wl["active"], wl["requeue_state"] = False, None
+      del wl["conditions"]["DeactivationTarget"]
+      self._condition(wl, "Evicted", "True", f"DeactivatedDueTo{verdict['reason']}", now)
+    else:
+      wl["requeue_state"] = {"count": verdict["count"],
+                             "requeue_at": now + (verdict["requeue_at"] - now) * self.time_scale}
+      wl["evicted_at"] = now
+      self._condition(wl, "Evicted", "True", verdict["reason"], now)
+    controller.suspend()  # reconciler.go step 6, stopJob
