@@ -7,6 +7,13 @@ name stay until its pods are gone and no pod of a name ever overlaps its predece
 Jobs, `Recreate` recreates each Job as soon as its own predecessor is gone, `BlockingRecreate`
 (overlays/jobset's) only once every Job of the old attempt is. And a crash loop, too long for
 real trainings, spending maxRestarts.
+
+And Kueue's waitForPodsReady at run time (standins.jobset_controller.KueueStandIn over
+overlays/jobset-kueue and overlays/kueue, its configuration given to the stand-in with its timeout
+and back-offs scaled): a worker left Pending on a shared cluster gets the workload evicted
+(PodsReadyTimeout), the JobSet suspended, its pods deleted uncounted, the quota released and the
+workload requeued after the back-off, then admitted again and completed once a GPU frees up; with
+none ever free, deactivated after backoffLimitCount requeues.
 """
 
 import copy

@@ -586,6 +586,10 @@ def quota_released(evicted: bool, job_active_pods: int) -> bool:
   Source: pkg/controller/jobframework/reconciler.go, ReconcileGenericJob step 6:
   the job is stopped, and the quota reservation is unset only when
   `!job.IsActive()` (a Job's status.active is 0; a JobSet's replicatedJobs
-  have no active Job: jobs/job and jobs/jobset IsActive).
+  have no active Job: jobs/job and jobs/jobset IsActive). A Job's
+  status.active leaves out pods being deleted (kubernetes
+  pkg/controller/job/job_controller.go, syncJob: controller.FilterActivePods),
+  so the quota goes back once the stopped job's pods are marked deleted, not
+  once they have ended: a pod in its grace period still holds its node.
   """
   return evicted and job_active_pods == 0
