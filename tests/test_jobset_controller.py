@@ -134,10 +134,11 @@ def _jobset_kueue() -> dict:
 
 
 def _waits_for_peer(up_dir: str, index: int) -> str:
-  """A worker that, like the trainer's MultiWorkerMirroredStrategy start-up, waits for both workers,
-  then succeeds; on SIGTERM it shuts down in 0.5 s (exit 143)."""
+  """A worker that, like the trainer in MultiWorkerMirroredStrategy's start-up, waits for both
+  workers, then succeeds; a SIGTERM meanwhile does nothing (TensorFlow's handler swallows it there:
+  docs/fault-tolerance.md), so only the grace period's SIGKILL ends it (137)."""
   return ("import os, signal, sys, time; "
-          "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(143))); "
+          "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
           f"open(os.path.join({up_dir!r}, 'up-{index}'), 'w').close(); "
           f"[time.sleep(0.05) for _ in iter(lambda: all(os.path.exists(os.path.join({up_dir!r}, f'up-{{i}}')) "
           "for i in range(2)), True)]; sys.exit(0)")
@@ -150,10 +151,11 @@ def _history(workload) -> list[tuple[str, str, str]]:
 def test_a_worker_left_pending_gets_the_jobset_evicted_and_requeued_until_both_run(tmp_path):
   """overlays/jobset-kueue on a shared cluster with a GPU free for only one pod (schedulable=1),
   though the ClusterQueue's quota (2 GPUs) admits both: worker 0 runs and waits for worker 1,
-  which stays Pending. waitForPodsReady (timeout 60 s, back-off base 60 s, scaled by 0.02):
+  which stays Pending; like the trainer's chief there, it ignores SIGTERM (grace period cut to 1 s
+  here, 120 s in the manifests). waitForPodsReady (timeout 60 s, back-off base 60 s, scaled by 0.02):
   no PodsReady within the timeout, so Kueue evicts the workload (PodsReadyTimeout) and suspends the
-  JobSet; JobSet suspends its Job; the Job controller deletes worker 0 (SIGTERM) and worker 1
-  (Pending: gone at once) without counting either; Kueue releases the quota as soon as the Job has
+  JobSet; JobSet suspends its Job; the Job controller deletes worker 0 (SIGTERM, then SIGKILL at the
+  grace period: 137) and worker 1 (Pending: gone at once) without counting either; Kueue releases the quota as soon as the Job has
   no active pod, before worker 0 has even ended; the workload is requeued after the 60 s back-off.
   A second GPU frees up meanwhile: admitted again, both workers run, PodsReady, and it completes,
   with no failure, restart or new Job anywhere."""
@@ -165,7 +167,9 @@ def test_a_worker_left_pending_gets_the_jobset_evicted_and_requeued_until_both_r
     return lambda pod: Worker(pod.name, [sys.executable, "-c", _waits_for_peer(str(tmp_path), pod.index)],
                               dict(os.environ))
 
-  controller = JobSetController(_jobset_kueue(), launcher, time_scale=0.01, schedulable=1)
+  jobset = copy.deepcopy(_jobset_kueue())
+  jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+  controller = JobSetController(jobset, launcher, time_scale=0.01, schedulable=1)
   workload = kueue.submit(controller)
   try:
     kueue.wait_for(lambda: workload["assignment"] is None and workload["requeue_state"], 20)
@@ -200,10 +204,12 @@ def test_a_worker_left_pending_gets_the_jobset_evicted_and_requeued_until_both_r
   (w0_hung, w0), (w1_pending, w1) = job.pods(0), job.pods(1)
   # Worker 0 ran until the eviction; worker 1 never got a node, so never had a process.
   assert w0_hung.deleted_at - first >= config.timeout_s * scale
-  assert (w0_hung.exit_code, w0_hung.action, w0_hung.conditions, w0_hung.counted) == (143, "Suspended", [], 0)
+  assert (w0_hung.exit_code, w0_hung.killed, w0_hung.action, w0_hung.conditions, w0_hung.counted) == (
+      137, True, "Suspended", [], 0)
   assert (w1_pending.node, w1_pending.process, w1_pending.action, w1_pending.counted) == (None, None, "Suspended", 0)
   # The quota went back once the Job had no active pod, while worker 0 still ran out its grace.
   assert w0_hung.deleted_at <= released_at < w0_hung.finished_at
+  assert w0_hung.finished_at - w0_hung.deleted_at >= 1  # the SIGKILL at the grace period
   assert w0.started_at >= again and w1.started_at >= again
   assert [(p.exit_code, p.action) for p in (w0, w1)] == [(0, "Succeeded")] * 2
   status = job.status
