@@ -209,3 +209,51 @@ def test_an_abort_naming_only_this_worker_names_no_one_rather_than_itself():
 def test_a_lost_peer_message_says_what_to_do():
   assert _lost(_RESET).endswith("Restart all workers; training resumes from the last checkpoint.")
   assert "(Collective ops is aborted by: recvmsg:Connection reset by peer)" in _lost(_RESET)
+
+
+def test_the_chief_waits_for_every_other_task_s_host_and_only_for_them():
+  """wait_for_peers: the hosts of every task but the chief's own; localhost resolves at once."""
+  config = {"cluster": {"chief": ["chief-0.svc:2222"], "worker": ["w-0.svc:2222", "[::1]:2223"]},
+            "task": {"type": "chief", "index": 0}}
+  cluster = distribution.Cluster(num_workers=3, worker_index=0, is_chief=True, tf_config=config,
+                                 source="test")
+  assert distribution._peer_hosts(cluster) == [("worker 0", "w-0.svc"), ("worker 1", "::1")]
+  local = {"cluster": {"worker": ["localhost:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 0}}
+  distribution.wait_for_peers(distribution.Cluster(num_workers=2, worker_index=0, is_chief=True,
+                                                   tf_config=local, source="test"))
+
+
+def test_a_chief_waiting_for_a_pending_worker_exits_143_on_sigterm(tfds_dir, tmp_path):
+  """Worker 1's pod is Pending (no GPU free), so its name resolves to nothing. The chief waits
+  for it in Python, where a SIGTERM (Kueue's waitForPodsReady eviction, a deleted Job) ends it at
+  once with 143 and frees its GPU; inside MultiWorkerMirroredStrategy's own join TensorFlow's
+  C++ handler would swallow the signal until the grace period's SIGKILL (137)."""
+  import os  # pylint: disable=import-outside-toplevel
+  import signal  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from conftest import REPO  # pylint: disable=import-outside-toplevel
+  from ports import free_port  # pylint: disable=import-outside-toplevel
+  job = tmp_path / "job"
+  tf_config = {"cluster": {"worker": [f"localhost:{free_port()}",
+                                      "cnn-trainer-1.cnn-trainer-workers.invalid:2222"]},  # RFC 2606: never resolves
+               "task": {"type": "worker", "index": 0}}
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "trainer.task", "--preset", "smoke", "--data-dir", tfds_dir,
+       "--job-dir", str(job)], cwd=REPO, env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 120
+    while not (job / "lock.json").exists():  # the chief holds the job dir: start-up is done
+      assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+      time.sleep(0.1)
+    # Long enough that a chief without the wait would be inside the strategy's join by now.
+    time.sleep(3)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)  # not the Job's 120 s grace period
+  finally:
+    proc.kill()
+  assert proc.returncode == 143, err[-3000:]
+  assert not (job / "lock.json").exists()  # released for the rerun

@@ -195,6 +195,52 @@ def wait_for_chief(cluster: Cluster, poll_s: float = 1.0, log_every_s: float = 3
       time.sleep(poll_s)
 
 
+def _peer_hosts(cluster: Cluster) -> list[tuple[str, str]]:
+  """(task, host) of every other task in the cluster spec, e.g. ("worker 1", "trainer-1.svc")."""
+  me = (cluster.tf_config["task"]["type"], cluster.tf_config["task"]["index"])
+  peers = []
+  for kind, addresses in cluster.tf_config["cluster"].items():
+    for index, address in enumerate(addresses):
+      if (kind, index) != me:
+        peers.append((f"{kind} {index}", address.rpartition(":")[0].strip("[]")))
+  return peers
+
+
+def wait_for_peers(cluster: Cluster, poll_s: float = 1.0, log_every_s: float = 30.0) -> None:
+  """On the chief, returns once every other worker's host name resolves.
+
+  A worker whose pod is still Pending (no GPU free on a shared cluster) has no
+  IP, so its name is in no DNS record (the headless Service publishes a pod's
+  address once it has one, Ready or not: publishNotReadyAddresses). Waiting
+  for it inside MultiWorkerMirroredStrategy's start-up would leave SIGTERM to
+  TensorFlow's C++ handler, which swallows it (`wait_for_chief`): an eviction
+  by Kueue's waitForPodsReady, or a `kubectl delete`, would then hold the
+  chief's GPU until the grace period's SIGKILL. Here, in Python, SIGTERM ends
+  the chief at once (exit 143). Once every name resolves, the workers are
+  starting, and the strategy's own join is short.
+  """
+  if not cluster.is_multi_worker or not cluster.is_chief:
+    return
+  started = last_log = time.monotonic()
+  waiting = _peer_hosts(cluster)
+  while waiting:
+    unresolved = []
+    for task, host in waiting:
+      try:
+        socket.getaddrinfo(host, None)
+      except OSError as e:  # socket.gaierror: no address (yet)
+        unresolved.append((task, host, e))
+    waiting = [(task, host) for task, host, _ in unresolved]
+    if not waiting:
+      return
+    if time.monotonic() - last_log >= log_every_s:
+      log.info("Waiting for %s to get an address (%.0f s so far; a Pending pod has none): %s.",
+               ", ".join(f"{task} ({host})" for task, host, _ in unresolved),
+               time.monotonic() - started, unresolved[0][2])
+      last_log = time.monotonic()
+    time.sleep(poll_s)
+
+
 def create_strategy(cluster: Cluster, collective_timeout_s: float) -> tf.distribute.Strategy:
   """Creates the strategy the cluster calls for, and logs the choice and why.
 
