@@ -276,3 +276,19 @@ def test_an_incomplete_version_is_never_reused_as_this_state(tmp_path):
   version, _ = export.export(model, MNIST, "tutorial", [str(job), str(other)], run_info=run_info)
   assert version == 2
   assert os.listdir(other) == ["2"]
+
+
+def test_the_export_serves_the_pixel_range_the_model_was_trained_with(tmp_path):
+  """A model trained on [-1, 1] pixels (preset cifar10-best) is served on [-1, 1]: the copy
+  for serving reads the range off the trained model, not a default."""
+  keras.utils.set_random_seed(3)
+  model = model_lib.create_model("tutorial", CIFAR.image_shape, 10, pixel_range="symmetric")
+  _, (path,) = export.export(model, CIFAR, "tutorial", [str(tmp_path / "cifar10")])
+  images = _images(CIFAR)
+  served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(images))
+  expected = tf.nn.softmax(model(images, training=False)).numpy()
+  np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+  # The same weights on [0, 1] pixels answer differently: the check above can fail.
+  unit = model_lib.create_model("tutorial", CIFAR.image_shape, 10, pixel_range="unit")
+  unit.set_weights(model.get_weights())
+  assert np.abs(tf.nn.softmax(unit(images, training=False)).numpy() - expected).max() > 1e-3

@@ -151,3 +151,25 @@ def test_resnet20_refuses_xla_over_several_cpu_replicas():
   with pytest.raises(errors.ConfigError, match=r"--jit-compile on cannot compile --model resnet20 "
                                                r"over 2 CPU replicas.*--jit-compile auto or off"):
     steps.build(model, None, strategy, config, 10, None, None, None)
+
+
+@pytest.mark.parametrize("pixel_range, lowest, highest", [("unit", 0.0, 1.0), ("symmetric", -1.0, 1.0)])
+def test_the_first_layer_maps_pixels_to_the_configured_range_without_parameters(pixel_range, lowest, highest):
+  model = model_lib.create_model("tutorial", (32, 32, 3), 10, pixel_range=pixel_range)
+  rescale = keras.Model(model.input, model.get_layer("rescale").output)
+  pixels = np.array([0, 255], dtype=np.uint8).reshape(1, 1, 2, 1).repeat(3, axis=-1).repeat(32, axis=1)
+  pixels = np.pad(pixels, [(0, 0), (0, 0), (0, 30), (0, 0)])
+  out = rescale(pixels).numpy()
+  np.testing.assert_allclose(out[0, 0, :2, 0], [lowest, highest], atol=1e-6)
+  assert model.count_params() == 122_570  # the same model: scaling adds no parameter
+  assert model_lib.pixel_range_of(model) == pixel_range
+
+
+def test_resnet20_standardises_the_same_whatever_the_pixel_range():
+  """Its per-channel standardisation is restated in the rescaled units."""
+  images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+  outputs = []
+  for pixel_range in ("unit", "symmetric"):
+    model = model_lib.create_model("resnet20", (32, 32, 3), 10, pixel_range=pixel_range)
+    outputs.append(keras.Model(model.input, model.get_layer("normalize").output)(images).numpy())
+  np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)

@@ -38,7 +38,7 @@ def runs(tfds_dir, tmp_path_factory):
   plain = make_config(tfds_dir, str(root / "cifar10"), epochs=1, profile_steps=PROFILE_STEPS)
   best = make_config(tfds_dir, str(root / "cifar10-best"), epochs=1, augment=True,
                      learning_rate=1e-3, warmup_epochs=0.5, label_smoothing=0.1,
-                     weight_decay=0.05)
+                     weight_decay=0.05, pixel_range="symmetric")
   train.run(best)
   best = dataclasses.replace(best, epochs=2)  # a rerun resumes it for one more epoch
   metrics = {"cifar10-best": train.run(best), "cifar10": train.run(plain)}
@@ -121,7 +121,8 @@ def test_one_session_per_job_dir_with_its_config_and_final_metrics(tensorboard, 
         "batch_size": 128, "learning_rate": config.learning_rate,
         "lr_schedule": config.lr_schedule, "warmup_epochs": config.warmup_epochs,
         "label_smoothing": config.label_smoothing, "weight_decay": config.weight_decay,
-        "augment": config.augment, "mixed_precision": config.mixed_precision,
+        "augment": config.augment, "pixel_range": config.pixel_range,
+        "mixed_precision": config.mixed_precision,
         "effective_learning_rate": pytest.approx(config.effective_learning_rate()),
         # auto resolved for this machine, as config.json records it
         "compute_precision": _recorded(root, name)["resolved"]["compute_precision"],
@@ -133,6 +134,8 @@ def test_one_session_per_job_dir_with_its_config_and_final_metrics(tensorboard, 
           _last_scalar(tensorboard, f"{name}/logs/train", tag))
   assert groups["cifar10-best"]["hparams"]["epochs"] == 2
   assert groups["cifar10"]["hparams"]["augment"] is False
+  assert (groups["cifar10"]["hparams"]["pixel_range"], groups["cifar10-best"]["hparams"]["pixel_range"]) \
+      == ("unit", "symmetric")
   # The session's own folder holds one events file: the resume replaced the first one.
   logs = os.path.join(root, "cifar10-best", "logs")
   assert len([f for f in os.listdir(logs) if f.startswith("events.out.tfevents")]) == 1

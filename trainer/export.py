@@ -85,7 +85,10 @@ def serving_model(trained: keras.Model, architecture: str, info: DatasetInfo) ->
   unchanged; the copy serves in float32 on any CPU or GPU and carries no
   distributed-variable wrappers into the SavedModel.
   """
-  copy = model_lib.create_model(architecture, info.image_shape, info.num_classes, "off")
+  # The pixel range is read off the trained model itself, so that serving
+  # cannot scale pixels differently from training.
+  copy = model_lib.create_model(architecture, info.image_shape, info.num_classes, "off",
+                                model_lib.pixel_range_of(trained))
   copy.set_weights(trained.get_weights())
   return copy
 

@@ -96,7 +96,8 @@ def _basic_block(x, filters: int, stride: int, name: str, policy: str):
 
 
 def resnet20(image_shape: tuple[int, int, int], num_classes: int,
-             dtype_policy: Optional[str] = None) -> keras.Model:
+             dtype_policy: Optional[str] = None, pixel_scale: float = 1.0 / 255,
+             pixel_offset: float = 0.0) -> keras.Model:
   """ResNet-20 for CIFAR-sized images (He et al. 2015, "Deep Residual Learning
   for Image Recognition", sec. 4.2): 6n+2 layers with n = 3.
 
@@ -114,6 +115,10 @@ def resnet20(image_shape: tuple[int, int, int], num_classes: int,
     num_classes: width of the logits layer.
     dtype_policy: a Keras dtype policy for the hidden layers, e.g.
       "mixed_bfloat16"; the logits are float32, as in `tutorial_cnn`.
+    pixel_scale, pixel_offset: the first layer's x * scale + offset on the
+      uint8 pixels (models.PIXEL_RANGES). The per-channel standardisation
+      after it is stated in the same units, so its output, and what the
+      network learns, do not depend on them.
 
   Returns:
     A Keras model mapping uint8 images to float32 logits.
@@ -122,8 +127,11 @@ def resnet20(image_shape: tuple[int, int, int], num_classes: int,
   channels = image_shape[-1]
   mean = CIFAR10_MEAN if channels == 3 else (sum(CIFAR10_MEAN) / 3,) * channels
   std = CIFAR10_STD if channels == 3 else (sum(CIFAR10_STD) / 3,) * channels
+  # CIFAR10_MEAN and _STD are of pixels / 255: restated in the rescaled units.
+  mean = tuple(m * 255 * pixel_scale + pixel_offset for m in mean)
+  std = tuple(s * 255 * pixel_scale for s in std)
   inputs = keras.Input(shape=image_shape, dtype="uint8", name="images")
-  x = layers.Rescaling(1.0 / 255, dtype=policy, name="rescale")(inputs)
+  x = layers.Rescaling(pixel_scale, offset=pixel_offset, dtype=policy, name="rescale")(inputs)
   x = layers.Normalization(mean=mean, variance=[s * s for s in std], dtype=policy,
                            name="normalize")(x)
   x = _conv_bn(x, 16, 1, "stem", policy)

@@ -33,7 +33,7 @@ Value = Union[bool, int, float, str]
 # config.json (paths, logging, retries) does not belong in the comparison.
 CONFIG_HPARAMS = ("dataset", "model", "optimizer", "momentum", "epochs", "batch_size",
                   "learning_rate", "lr_schedule", "warmup_epochs", "label_smoothing",
-                  "weight_decay", "augment", "mixed_precision")
+                  "weight_decay", "augment", "pixel_range", "mixed_precision")
 # Resolved at run time, from the config and the cluster (config.json's "resolved").
 RESOLVED = {
     "effective_learning_rate": "Peak learning rate after --lr-scaling to the global batch.",

@@ -98,7 +98,8 @@ class Loop:
 
     with strategy.scope():
       self.model = model_lib.create_model(config.model, self.info.image_shape,
-                                          self.info.num_classes, plan.precision.policy)
+                                          self.info.num_classes, plan.precision.policy,
+                                          config.pixel_range)
       self.optimizer = optimizer_lib.create(config, plan.steps_per_epoch,
                                             self.model.trainable_variables, plan.precision.policy)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
