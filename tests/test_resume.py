@@ -196,6 +196,29 @@ def test_more_epochs_train_on_into_export_version_2(trained_job, tmp_path, caplo
   assert _metrics(config.job_dir)["export"]["version"] == 2
 
 
+def test_resuming_with_another_pixel_range_is_refused_with_exit_2_and_changes_nothing(
+    trained_job, tmp_path, capsys):
+  """The weights fit whatever --pixel-range says (the range is a layer without weights), so the
+  run that wrote the checkpoints is asked: its config.json. Resuming [0, 1] weights on [-1, 1]
+  pixels would train on, and export, a model that sees other inputs than it learned."""
+  config, _ = _copy_job(trained_job, tmp_path)
+  assert config.pixel_range == "unit"
+  before = {name: open(os.path.join(config.job_dir, name), "rb").read()
+            for name in ("config.json", "metrics.json")}
+  checkpoints = sorted(os.listdir(os.path.join(config.job_dir, "checkpoints")))
+  flags = ["--data-dir", config.data_dir, "--job-dir", config.job_dir, "--epochs", str(config.epochs + 1),
+           "--batch-size", str(config.batch_size), "--learning-rate", str(config.learning_rate),
+           "--warmup-epochs", str(config.warmup_epochs), "--mixed-precision", config.mixed_precision]
+  code = task.main([*flags, "--pixel-range", "symmetric"])
+  assert code == errors.EXIT_USAGE
+  last = capsys.readouterr().err.strip().splitlines()[-1]
+  assert "--pixel-range unit" in last and "--pixel-range symmetric" in last and "--job-dir" in last, last
+  assert sorted(os.listdir(os.path.join(config.job_dir, "checkpoints"))) == checkpoints
+  for name, data in before.items():
+    assert open(os.path.join(config.job_dir, name), "rb").read() == data
+  assert sorted(os.listdir(os.path.join(config.job_dir, "export", "cifar10"))) == ["1"]
+
+
 def test_rerun_after_a_crash_between_export_and_metrics_publishes_no_duplicate(
     trained_job, tmp_path, caplog):
   """The crash's leftovers: version 1 in the job dir, no metrics.json, and a publish

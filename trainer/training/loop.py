@@ -197,6 +197,7 @@ class Loop:
     latest = self.checkpoints.restore()
     if not latest:
       return
+    self._check_pixel_range(latest)
     epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
     self.resumed_from = {"checkpoint": latest, "epoch": epoch, "step": step,
                          "global_step": self._global_step()}
@@ -207,6 +208,29 @@ class Loop:
       log.info("Resuming from checkpoint %s at epoch %d/%d, step %d/%d (global step %d).",
                latest, epoch + 1, self.config.epochs, step, self.steps_per_epoch,
                self._global_step())
+
+  def _check_pixel_range(self, checkpoint: str) -> None:
+    """Refuses to resume weights trained on pixels scaled otherwise (--pixel-range).
+
+    The checkpoint restores whatever the range: the weights have the same
+    shapes, and the range is the model's first layer, which has none. So the
+    job directory's config.json, which the run that wrote the checkpoint
+    recorded, is what tells. A config.json without the field predates it: its
+    runs trained on [0, 1] ("unit").
+
+    Raises:
+      ConfigError: the ranges differ; nothing in the job directory is changed.
+    """
+    recorded = storage.read_json(self.paths.config)
+    if not recorded:
+      return
+    trained = recorded.get("pixel_range", "unit")
+    if trained != self.config.pixel_range:
+      raise errors.ConfigError(
+          f"{checkpoint} was trained with --pixel-range {trained} (recorded in "
+          f"{self.paths.config}), and this run asks for --pixel-range {self.config.pixel_range}: "
+          f"the weights would see pixels scaled differently. Rerun with --pixel-range {trained} "
+          "to resume, or use a new --job-dir to train afresh.")
 
   def _train(self, epoch: int, step: int):
     config = self.config
