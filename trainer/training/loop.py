@@ -221,8 +221,13 @@ class Loop:
     Raises:
       ConfigError: the ranges differ; nothing in the job directory is changed.
     """
-    recorded = storage.read_json(self.paths.config)
-    if not recorded:
+    try:
+      recorded = storage.read_json(self.paths.config)
+    except ValueError as e:  # not JSON: written by hand, or by something else
+      log.warning("Could not read %s (%s): resuming without checking --pixel-range.",
+                  self.paths.config, e)
+      return
+    if not isinstance(recorded, dict):
       return
     trained = recorded.get("pixel_range", "unit")
     if trained != self.config.pixel_range:
