@@ -390,13 +390,7 @@ class JobController:
 
   def wait_for(self, condition: Callable[[], bool], timeout: float) -> None:
     """Blocks until condition() holds; raises TimeoutError with the history."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-      with self._lock:
-        if condition():
-          return
-      time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout} s\n{self.describe()}")
+    poll_until(self._lock, condition, timeout, self.describe)
 
   def stop(self) -> None:
     """Test teardown: SIGKILL every pod left, stop reconciling."""
@@ -656,6 +650,21 @@ class JobController:
               "batch.kubernetes.io/job-completion-index": str(index)}
     pod = Pod(index, pod_name(self.name, index), str(uuid.uuid4()), labels, delay, started_at=now)
     self.history.append(pod)  # Pending; _schedule binds and starts it where there is room
+
+
+def poll_until(lock, condition: Callable[[], bool], timeout: float, describe: Callable[[], str],
+               error: Callable[[], Optional[BaseException]] = lambda: None) -> None:
+  """The stand-ins' wait: every 20 ms, under `lock`, raises error() if it is set and returns
+  once condition() holds; past `timeout` s, TimeoutError with describe()."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    with lock:
+      if error():
+        raise error()
+      if condition():
+        return
+    time.sleep(0.02)
+  raise TimeoutError(f"timed out after {timeout} s\n{describe()}")
 
 
 def _signal(proc, sig: int, group: bool = True) -> None:

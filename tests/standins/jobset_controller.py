@@ -85,7 +85,7 @@ from typing import Any, Callable, Optional
 
 from standins import jobset_rules as jsr
 from standins import kueue_rules as kr
-from standins.job_controller import JobController
+from standins.job_controller import JobController, poll_until
 
 
 @dataclasses.dataclass
@@ -188,15 +188,7 @@ class JobSetController:
     return self.status["terminalState"]
 
   def wait_for(self, condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-      with self._lock:
-        if self.error:
-          raise self.error
-        if condition():
-          return
-      time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout} s\n{self.describe()}")
+    poll_until(self._lock, condition, timeout, self.describe, lambda: self.error)
 
   def stop(self) -> None:
     """Test teardown: stop reconciling, SIGKILL every pod left."""
@@ -386,13 +378,7 @@ class KueueStandIn:
     return wl
 
   def wait_for(self, condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-      with self._lock:
-        if condition():
-          return
-      time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout} s\n{self.describe()}")
+    poll_until(self._lock, condition, timeout, self.describe)
 
   def describe(self) -> str:
     with self._lock:
