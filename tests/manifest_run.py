@@ -5,8 +5,9 @@ environment and DNS names, each pod in its own network namespace) under the
 Job controller's rules (tests/standins/job_controller.py), with only the
 ConfigMap's bucket paths pointed at local folders, and no extra flags.
 Training it to the end costs two pods several seconds of both CPU cores; the
-tests that start from a finished job (test_multiworker's "trains as
-written", test_job_scenarios' rerun and chief-alone scenarios) share it.
+tests that start from a finished job (test_job_scenarios' "trains as
+written", rerun and chief-alone scenarios, in one module so that one
+pytest-xdist worker runs them all: pytest.ini) share it.
 
 Those tests may change JOB_DIR and PUBLISH_DIR: `finished_manifest_job` puts
 both back, from a copy taken when the run ended, before each test, at the same

@@ -20,16 +20,20 @@ import shutil
 import signal
 import types
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from conftest import ACCURACY_BAR, NUM_TRAIN, REPO
+from conftest import ACCURACY_BAR, NUM_TEST, NUM_TRAIN, REPO
 from faults import fired, pause_on_log, release, signal_on_log
 from k8s_harness import IndexedJob, PodNetwork, netns_available
 from standins.gcs_emulator import FaultProxy, Rule
 from standins.job_controller import JobController
-from workers import lost_peer
+from workers import lost_peer, weights_fingerprint
 from trainer import config as config_lib
 from trainer import errors
+from trainer import models as model_lib
+from trainer.data import pipeline as data
 from trainer.storage import gcs
 
 pytestmark = pytest.mark.skipif(
@@ -106,6 +110,58 @@ def _assert_one_complete_export(settings, publish_dir=None, epochs=EPOCHS):
     assert os.path.isfile(os.path.join(base, "1", "saved_model.pb"))
     assert os.listdir(os.path.join(base, "1", "variables"))
   return metrics
+
+
+# ------------------------------------------------------- the manifest as written
+
+
+def _evaluate_alone(job_dir, data_dir):
+  """Test loss and accuracy of the final checkpoint, evaluated by one process in the
+  precision the run computed in (config.json: --mixed-precision auto's choice)."""
+  config = config_lib.preset("cifar10", data_dir=data_dir)
+  source = data.load(config)
+  with open(os.path.join(job_dir, "config.json")) as f:
+    computed = json.load(f)["resolved"]["compute_precision"]
+  model = model_lib.create_model("tutorial", source.info.image_shape, source.info.num_classes,
+                                 "off" if computed == "float32" else computed)
+  tf.train.Checkpoint(model=model).restore(
+      tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints"))).expect_partial()
+  losses, correct = [], 0
+  for images, labels in data.eval_dataset(source, config):
+    logits = model(images, training=False)
+    losses.append(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits).numpy())
+    correct += int(np.sum(np.argmax(logits, -1) == labels.numpy()))
+  losses = np.concatenate(losses)
+  return float(losses.mean()), correct / len(losses)
+
+
+def test_manifest_trains_as_written(finished_manifest_job, tfds_dir):
+  """The manifest as written (tests/manifest_run.py: its pods, no extra flags) ends Complete, one pod per index.
+
+  The run is the one the two scenarios below start from.
+  """
+  job, settings, controller = (finished_manifest_job.job, finished_manifest_job.settings,
+                               finished_manifest_job.controller)
+  assert int(job.env(0)["TRAINER_NUM_WORKERS"]) == job.completions == job.job["spec"]["parallelism"]
+  for i in range(job.completions):  # one pod per index, and it exited 0
+    assert [(p.exit_code, p.action) for p in controller.pods(i)] == [(0, "Succeeded")], controller.describe()
+  pods = [controller.pods(i)[0].process for i in range(job.completions)]
+  assert "cluster from Kubernetes Indexed Job" in pods[1].log
+  assert "cnn-trainer-1.cnn-trainer-workers:2222" in pods[1].log
+  assert len({weights_fingerprint(p.log) for p in pods}) == 1
+  metrics = json.load(open(os.path.join(settings["JOB_DIR"], "metrics.json")))
+  assert metrics["test_accuracy"] >= ACCURACY_BAR
+  assert os.path.isfile(os.path.join(settings["PUBLISH_DIR"], "cifar10", "1", "saved_model.pb"))
+  # Sharded evaluation over the workers gives what one process gives: the same sums, to
+  # float32's rounding. Where --mixed-precision auto chose bfloat16, activations keep 8
+  # significant bits and oneDNN rounds them differently for the workers' half-size batches:
+  # the loss then agrees to about 2^-8 (4.3e-3 relative, measured), and a prediction that
+  # close to a class boundary may flip (none did here).
+  loss, accuracy = _evaluate_alone(settings["JOB_DIR"], tfds_dir)
+  bfloat16 = json.load(open(os.path.join(settings["JOB_DIR"], "config.json")))["resolved"][
+      "compute_precision"] == "bfloat16"
+  assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=2 / NUM_TEST if bfloat16 else 1e-9)
+  assert metrics["test_loss"] == pytest.approx(loss, rel=2e-2 if bfloat16 else 1e-4)
 
 
 # ------------------------------------------------------- pods that die

@@ -19,7 +19,6 @@ import signal
 import time
 import types
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -27,10 +26,8 @@ from conftest import ACCURACY_BAR, NUM_TEST, NUM_TRAIN, REPO, latest_checkpoint
 from faults import fired, signal_on_log
 from k8s_harness import IndexedJob, PodNetwork, netns_available
 from trainer import config as config_lib
-from trainer.data import pipeline as data
 from trainer import errors
-from trainer import models as model_lib
-from workers import lost_peer, start_cluster, stop_all
+from workers import lost_peer, start_cluster, stop_all, weights_fingerprint
 
 # A dead peer must fail the others within these bounds (seconds). A killed
 # process resets its connections (measured: under 1 s); a vanished node is
@@ -46,30 +43,6 @@ EPOCHS = config_lib.preset("cifar10").epochs  # the manifest trains the preset's
 
 needs_netns = pytest.mark.skipif(
     not netns_available(), reason="needs root and iproute2 to create network namespaces")
-
-
-def _fingerprint(log: str) -> str:
-  return re.search(r"Final weights fingerprint \(sha256\): (\w+)", log).group(1)
-
-
-def _evaluate_alone(job_dir, data_dir):
-  """Test loss and accuracy of the final checkpoint, evaluated by one process in the
-  precision the run computed in (config.json: --mixed-precision auto's choice)."""
-  config = config_lib.preset("cifar10", data_dir=data_dir)
-  source = data.load(config)
-  with open(os.path.join(job_dir, "config.json")) as f:
-    computed = json.load(f)["resolved"]["compute_precision"]
-  model = model_lib.create_model("tutorial", source.info.image_shape, source.info.num_classes,
-                                 "off" if computed == "float32" else computed)
-  tf.train.Checkpoint(model=model).restore(
-      tf.train.latest_checkpoint(os.path.join(job_dir, "checkpoints"))).expect_partial()
-  losses, correct = [], 0
-  for images, labels in data.eval_dataset(source, config):
-    logits = model(images, training=False)
-    losses.append(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits).numpy())
-    correct += int(np.sum(np.argmax(logits, -1) == labels.numpy()))
-  losses = np.concatenate(losses)
-  return float(losses.mean()), correct / len(losses)
 
 
 # The tutorial CNN trains to the accuracy bar, and is profiled: the chief alone
@@ -95,7 +68,7 @@ def test_chief_and_two_workers_train_in_sync_and_only_the_chief_writes(tfds_dir,
   assert codes == [0, 0, 0], "\n".join(w.log[-3000:] for w in workers)
   assert "3 workers (this is worker 0, the chief), 3 replicas" in workers[0].log
   assert "each of 3 workers reads its own shard" in workers[0].log
-  assert len({_fingerprint(w.log) for w in workers}) == 1, "replicas diverged"
+  assert len({weights_fingerprint(w.log) for w in workers}) == 1, "replicas diverged"
   metrics = json.load(open(os.path.join(job_dirs[0], "metrics.json")))
   assert metrics["workers"] == 3 and metrics["replicas"] == 3
   assert metrics["test_accuracy"] >= accuracy_bar and metrics["test_examples"] == NUM_TEST
@@ -157,7 +130,7 @@ def test_loopback_killed_worker_fails_its_peer_with_129_and_the_rerun_resumes(lo
   assert codes == [0, 0], "\n".join(w.log[-3000:] for w in workers)
   # Every worker restored epoch 1's checkpoint: the chief records where it resumed and
   # what it trained, and the other worker's weights ended identical to the chief's.
-  assert len({_fingerprint(w.log) for w in workers}) == 1
+  assert len({weights_fingerprint(w.log) for w in workers}) == 1
   metrics = json.load(open(os.path.join(loopback.job_dir, "metrics.json")))
   assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{LOOPBACK_SPE}")
   assert (metrics["resumed_from"]["epoch"], metrics["resumed_from"]["step"]) == (1, 0)
@@ -180,7 +153,7 @@ def test_loopback_sigterm_stops_every_worker_with_143_at_one_step_and_the_rerun_
   workers = loopback.start()
   codes = [w.wait(600) for w in workers]
   assert codes == [0, 0], "\n".join(w.log[-3000:] for w in workers)
-  assert len({_fingerprint(w.log) for w in workers}) == 1
+  assert len({weights_fingerprint(w.log) for w in workers}) == 1
   metrics = json.load(open(os.path.join(loopback.job_dir, "metrics.json")))
   assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{LOOPBACK_SPE + step}")
   assert (metrics["resumed_from"]["epoch"], metrics["resumed_from"]["step"]) == (1, step)
@@ -207,33 +180,6 @@ def manifest(tfds_dir, tmp_path):
   yield types.SimpleNamespace(job=job, start=start, settings=settings, network=network)
   stop_all(started)
   network.close()
-
-
-@needs_netns
-def test_manifest_trains_as_written(finished_manifest_job, tfds_dir):
-  """The run shared with test_job_scenarios (tests/manifest_run.py): the manifest's pods, no extra flags."""
-  job, settings, controller = (finished_manifest_job.job, finished_manifest_job.settings,
-                               finished_manifest_job.controller)
-  assert int(job.env(0)["TRAINER_NUM_WORKERS"]) == job.completions == job.job["spec"]["parallelism"]
-  for i in range(job.completions):  # one pod per index, and it exited 0
-    assert [(p.exit_code, p.action) for p in controller.pods(i)] == [(0, "Succeeded")], controller.describe()
-  pods = [controller.pods(i)[0].process for i in range(job.completions)]
-  assert "cluster from Kubernetes Indexed Job" in pods[1].log
-  assert "cnn-trainer-1.cnn-trainer-workers:2222" in pods[1].log
-  assert len({_fingerprint(p.log) for p in pods}) == 1
-  metrics = json.load(open(os.path.join(settings["JOB_DIR"], "metrics.json")))
-  assert metrics["test_accuracy"] >= ACCURACY_BAR
-  assert os.path.isfile(os.path.join(settings["PUBLISH_DIR"], "cifar10", "1", "saved_model.pb"))
-  # Sharded evaluation over the workers gives what one process gives: the same sums, to
-  # float32's rounding. Where --mixed-precision auto chose bfloat16, activations keep 8
-  # significant bits and oneDNN rounds them differently for the workers' half-size batches:
-  # the loss then agrees to about 2^-8 (4.3e-3 relative, measured), and a prediction that
-  # close to a class boundary may flip (none did here).
-  loss, accuracy = _evaluate_alone(settings["JOB_DIR"], tfds_dir)
-  bfloat16 = json.load(open(os.path.join(settings["JOB_DIR"], "config.json")))["resolved"][
-      "compute_precision"] == "bfloat16"
-  assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=2 / NUM_TEST if bfloat16 else 1e-9)
-  assert metrics["test_loss"] == pytest.approx(loss, rel=2e-2 if bfloat16 else 1e-4)
 
 
 @needs_netns

@@ -75,6 +75,11 @@ class Worker:
       self.proc.wait(timeout=30)
 
 
+def weights_fingerprint(log: str) -> str:
+  """The sha256 of the final weights a worker logs: equal on every replica that stayed in sync."""
+  return re.search(r"Final weights fingerprint \(sha256\): (\w+)", log).group(1)
+
+
 def lost_peer(log: str) -> Optional[str]:
   """Whom a worker's exit-129 message names: 'worker 1', or 'another worker' where
   TensorFlow's error named no task but the worker's own (trainer/cluster/distribution.py)."""
