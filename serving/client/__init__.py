@@ -57,6 +57,7 @@ The package, one concern per module:
   results.py         PredictResult, and the checks every prediction passes
   rest.py            the REST transport and its response parsing (no TensorFlow)
   grpc_transport.py  the gRPC transport (imports grpc and TensorFlow lazily)
+  protos.py          the command line's TensorFlow protos without TensorFlow's runtime
   tensors.py         TensorProto <-> numpy, bounded
   images.py          local files, decoded and fitted with Pillow
   predict_client.py  PredictClient, with retries

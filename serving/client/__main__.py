@@ -2,6 +2,10 @@
 
 import sys
 
+from serving.client import protos
 from serving.client.cli import main
 
+# A process of its own: TensorFlow's generated protos without its runtime
+# (about 0.1 s of CPU instead of 3.5 s per start; serving/client/protos.py).
+protos.use_protos_only()
 sys.exit(main())

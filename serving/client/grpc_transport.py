@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from serving.client import protos
 from serving.client.errors import MalformedResponse, StatusError, first_line
 from serving.client.metadata import OUTPUTS, parse_version
 from serving.client.results import MAX_CLASSES, Outputs, check_outputs
@@ -27,9 +28,10 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 def quiet_stderr():
   """Sends file descriptor 2 to /dev/null for the duration.
 
-  The serving protos import TensorFlow, whose C++ start-up lines (CPU
-  features, no CUDA) are written before its logging is initialised and
-  ignore TF_CPP_MIN_LOG_LEVEL; on a client's stderr they are noise. Python
+  The serving protos import TensorFlow (in a library user's process; the
+  command line loads only its protos: serving/client/protos.py), whose C++
+  start-up lines (CPU features, no CUDA) are written before its logging is
+  initialised and ignore TF_CPP_MIN_LOG_LEVEL; on a client's stderr they are noise. Python
   exceptions are unaffected: they propagate after the descriptor is restored.
   """
   sys.stderr.flush()
@@ -44,16 +46,37 @@ def quiet_stderr():
     os.close(devnull)
 
 
+def _import_protos():
+  with quiet_stderr():
+    import grpc  # pylint: disable=import-outside-toplevel
+    from google.protobuf import message  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import get_model_metadata_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+  return grpc, message, get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+
+
+def import_protos():
+  """grpc, protobuf's `message`, and PredictionService's protos and stub.
+
+  Under the command line's empty `tensorflow` package (serving/client/protos.py)
+  a proto module that needs TensorFlow's runtime fails to import; then the
+  package is forgotten and the protos are imported again, with TensorFlow.
+  """
+  try:
+    return _import_protos()
+  except ImportError:
+    if not protos.active():
+      raise
+    protos.restore()
+    return _import_protos()
+
+
 class GrpcTransport:
   """TF Serving's gRPC tensorflow.serving.PredictionService."""
 
   def __init__(self, target: str, timeout_s: float):
-    with quiet_stderr():
-      import grpc  # pylint: disable=import-outside-toplevel
-      from google.protobuf import message  # pylint: disable=import-outside-toplevel
-      from tensorflow_serving.apis import get_model_metadata_pb2  # pylint: disable=import-outside-toplevel
-      from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
-      from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+    grpc, message, get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc = import_protos()
     self._grpc = grpc
     self._decode_error = message.DecodeError
     self._metadata_pb2 = get_model_metadata_pb2
