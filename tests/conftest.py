@@ -54,25 +54,26 @@ ACCURACY_BAR = 0.7
 # stand-in, a trained run) are made once. xdist hands modules out in the order
 # they are collected, and a worker takes the next when it runs dry; so that the
 # two finish together, the longest modules go first (seconds of one run of the
-# suite, --durations=0, 2026-12-06, 2-core AMD EPYC Zen 5; the order only
+# suite, --junitxml, 2026-12-06, 2-core AMD EPYC Zen 5; the order only
 # balances the two workers, it changes no result). The rest keep their order.
 LONGEST_MODULES_FIRST = (
-    "test_job_scenarios.py",  # 210 s
-    "test_multiworker.py",  # 188 s
-    "test_resume.py",  # 100 s
-    "test_presets.py",  # 88 s
-    "test_kustomize.py",  # 71 s
-    "test_client.py",  # 69 s
-    "test_client_robustness.py",  # 67 s
-    "test_container.py",  # 57 s
-    "test_bench.py",  # 55 s
-    "test_jobset_scenarios.py",  # 52 s
-    "test_jobset_kueue.py",  # 51 s
-    "test_rollout.py",  # 50 s
-    "test_joblock.py",  # 41 s
-    "test_tensorboard_plugins.py",  # 40 s
-    "test_gcs.py",  # 40 s
-    "test_train.py",  # 37 s
+    "test_job_scenarios.py",  # 257 s
+    "test_multiworker.py",  # 186 s
+    "test_resume.py",  # 97 s
+    "test_presets.py",  # 80 s
+    "test_bench.py",  # 54 s
+    "test_jobset_scenarios.py",  # 49 s
+    "test_container.py",  # 48 s
+    "test_rollout.py",  # 43 s
+    "test_client.py",  # 39 s
+    "test_kustomize.py",  # 38 s
+    "test_gcs.py",  # 36 s
+    "test_job_controller_rules.py",  # 33 s
+    "test_export.py",  # 29 s
+    "test_data.py",  # 23 s
+    "test_tfserving_rules.py",  # 23 s
+    "test_client_robustness.py",  # 21 s
+    "test_train.py",  # 21 s
 )
 
 

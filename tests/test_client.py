@@ -64,8 +64,11 @@ def _seeded_model(info, seed, architecture="tutorial"):
       for w in keras_model.get_weights()])
   if architecture == "resnet20":
     images = _images(info, 64, seed=seed)
+    # One compiled pass, called 60 times: eagerly, the 60 passes took 8 s of the
+    # module's set-up on 2 cores; as a graph, under 2 s.
+    update_statistics = tf.function(lambda batch: keras_model(batch, training=True))
     for _ in range(60):  # momentum 0.9: 0.9^60 of the initial statistics remain, 0.2%
-      keras_model(images, training=True)
+      update_statistics(images)
   logits = keras_model.get_layer("logits")
   kernel, bias = logits.get_weights()
   logits.set_weights([kernel * (LOGITS_SCALE if architecture == "tutorial" else RESNET_LOGITS_SCALE),
