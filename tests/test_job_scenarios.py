@@ -304,18 +304,51 @@ def _published(bucket):
   return sorted({n.split("/")[2] for n in names}), names
 
 
-def test_a_transient_storage_failure_at_preflight_is_retried(cluster, gcs_publish):
-  """GCS answers 503 to the chief's preflight: exit 142, counted, retried after the back-off."""
+def test_a_transient_preflight_failure_is_retried_and_a_second_training_fails_naming_the_holder(
+    cluster, gcs_publish, tmp_path, monkeypatch):
+  """One Job, two storage events (each was a Job of its own).
+
+  GCS answers 503 to the chief's preflight: exit 142, counted, retried after the
+  back-off. Then a second Job on the same JOB_DIR: its chief waits for the lock
+  and exits 2 (FailJob), naming the holder, while the first Job's chief is
+  stopped right after its first log line in epoch 2 (tests/faults.py), so that it
+  holds the lock however slowly the second starts. The first Job then completes,
+  with nothing counted but the 503.
+  """
+  fault = str(tmp_path / "fault")
+  monkeypatch.setenv("PYTHONPATH", pause_on_log(fault, f"epoch 2/{EPOCHS} step ", who=0)["PYTHONPATH"])
   outage = Rule("status", status=503)
   gcs_publish.proxy.rules.append(outage)
-  job = cluster.submit(PUBLISH_DIR=gcs_publish.publish_dir)
-  job.wait_for(lambda: bool(job.pods(0)) and job.pods(0)[0].exit_code is not None, 120)
+  first = cluster.submit(PUBLISH_DIR=gcs_publish.publish_dir)
+  first.wait_for(lambda: bool(first.pods(0)) and first.pods(0)[0].exit_code is not None, 120)
   gcs_publish.proxy.rules.remove(outage)  # GCS recovers
-  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
-  assert _outcomes(job, 0) == [(errors.EXIT_TRANSIENT, "Count"), (0, "Succeeded")]
-  assert _outcomes(job, 1) == [(0, "Succeeded")]
+  first.wait_for(lambda: fired(fault), 300)  # it acts once: the second Job's chief runs on
+  other = PodNetwork([IndexedJob(os.path.join(REPO, "k8s", "job.yaml")).hostnames(i) for i in (0, 1)])
+  try:
+    # The same JOB_DIR; its PUBLISH_DIR stays local: the fault proxy to GCS listens on
+    # the first Job's bridge, which this second network cannot reach.
+    job = IndexedJob(os.path.join(REPO, "k8s", "job.yaml"), cluster.settings)
+    second = JobController(job.job, job.launcher(other, str(tmp_path / "second"),
+                                                 ["--job-lock-wait-s", "2"]),
+                           time_scale=TIME_SCALE, uid=job.uid)
+    second.start()
+    try:
+      assert second.wait(120) == "Failed", second.describe()
+    finally:
+      second.stop()
+    assert _outcomes(second, 0) == [(errors.EXIT_USAGE, "FailJob")]
+    message = _log(second, 0).strip().splitlines()[-1]
+    assert message.startswith("error: the job dir is in use by another training:")
+    assert first.uid in message and "--cascade=foreground" in message
+  finally:
+    other.close()
+    release(fault)
+  assert first.wait(JOB_TIMEOUT_S) == "Complete", first.describe()
+  assert _outcomes(first, 0) == [(errors.EXIT_TRANSIENT, "Count"), (0, "Succeeded")]
+  assert _outcomes(first, 1) == [(0, "Succeeded")]
+  assert first.counted == [1, 0]  # the 503 only: the lock's contention cost the first Job nothing
   # The error a user reads: one log line that names the cause and says the Job retries.
-  shown = [line for line in _log(job, 0, 0).splitlines() if " ERROR " in line]
+  shown = [line for line in _log(first, 0, 0).splitlines() if " ERROR " in line]
   assert any("GCS could not be reached" in line and "the Job retries" in line
              for line in shown), shown
   _assert_one_complete_export(cluster.settings, publish_dir="gcs")
@@ -349,36 +382,3 @@ def test_a_rerun_of_a_finished_job_trains_and_publishes_nothing(cluster, finishe
   assert "Nothing to do on this worker" in _log(rerun, 1)
   # metrics.json as the first run left it: nothing trained, evaluated or exported again.
   assert _assert_one_complete_export(settings, epochs=MANIFEST_EPOCHS) == before
-
-
-def test_a_second_training_on_the_same_job_dir_fails_naming_the_holder(cluster, tmp_path, monkeypatch):
-  """Two Jobs, one JOB_DIR: the second chief waits for the lock, then exits 2 (FailJob).
-
-  The first Job's chief stops right after its first log line in epoch 2 (tests/faults.py)
-  until the second Job has failed, so it holds the lock however slowly the second starts.
-  """
-  fault = str(tmp_path / "fault")
-  monkeypatch.setenv("PYTHONPATH", pause_on_log(fault, f"epoch 2/{EPOCHS} step ", who=0)["PYTHONPATH"])
-  first = cluster.submit()
-  first.wait_for(lambda: fired(fault), 300)  # it acts once: the second Job's chief runs on
-  other = PodNetwork([IndexedJob(os.path.join(REPO, "k8s", "job.yaml")).hostnames(i) for i in (0, 1)])
-  try:
-    job = IndexedJob(os.path.join(REPO, "k8s", "job.yaml"), cluster.settings)
-    second = JobController(job.job, job.launcher(other, str(tmp_path / "second"),
-                                                 ["--job-lock-wait-s", "2"]),
-                           time_scale=TIME_SCALE, uid=job.uid)
-    second.start()
-    try:
-      assert second.wait(120) == "Failed", second.describe()
-    finally:
-      second.stop()
-    assert _outcomes(second, 0) == [(errors.EXIT_USAGE, "FailJob")]
-    message = _log(second, 0).strip().splitlines()[-1]
-    assert message.startswith("error: the job dir is in use by another training:")
-    assert first.uid in message and "--cascade=foreground" in message
-  finally:
-    other.close()
-    release(fault)
-  assert first.wait(JOB_TIMEOUT_S) == "Complete", first.describe()
-  assert first.counted == [0, 0]
-  _assert_one_complete_export(cluster.settings)
