@@ -64,8 +64,9 @@ def _seeded_model(info, seed, architecture="tutorial"):
       for w in keras_model.get_weights()])
   if architecture == "resnet20":
     images = _images(info, 64, seed=seed)
-    # One compiled pass, called 60 times: eagerly, the 60 passes took 8 s of the
-    # module's set-up on 2 cores; as a graph, under 2 s.
+    # One compiled pass, called 60 times: eagerly, the 60 passes took 10.7-13.1 s
+    # of the module's set-up on an idle 2-core AMD EPYC; as a graph, tracing
+    # included, 3.2-3.5 s.
     update_statistics = tf.function(lambda batch: keras_model(batch, training=True))
     for _ in range(60):  # momentum 0.9: 0.9^60 of the initial statistics remain, 0.2%
       update_statistics(images)
