@@ -19,11 +19,13 @@ import os
 # message substring, the process (`who`: every one, or the worker whose
 # JOB_COMPLETION_INDEX, for a Kubernetes pod, or TF_CONFIG task index, for a
 # loopback cluster, it is) and what it does: send itself `sig`, or with no
-# `sig` stop until the release file exists. Each rule acts once (its marker
-# file), so the rerun (the same command, the same environment) runs on. With
-# `in_call`, a thread sends the signal once the main thread is inside
-# TensorFlow's execution of the next call: its innermost Python frame has been
-# tensorflow/python/eager/execute.py's quick_execute, waiting in C++, for 20 ms.
+# `sig` stop until the release file exists; or, instead of a message, a folder
+# (`rename_into`): the process sends itself `sig` as it renames a path into it.
+# Each rule acts once (its marker file), so the rerun (the same command, the
+# same environment) runs on. With `in_call`, a thread sends the signal once the
+# main thread is inside TensorFlow's execution of the next call: its innermost
+# Python frame has been tensorflow/python/eager/execute.py's quick_execute,
+# waiting in C++, for 20 ms.
 _SITECUSTOMIZE = """
 import json, logging, os, sys, threading, time
 
@@ -57,7 +59,8 @@ def _signal_inside_the_next_call(sig, main):
 def _handle_then_act(self, record):
   _handle(self, record)
   for rule in _RULES:
-    if (rule["text"] in record.getMessage() and rule["who"] in (None, _index())
+    if (not rule.get("rename_into") and rule["text"] in record.getMessage()
+        and rule["who"] in (None, _index())
         and not os.path.exists(rule["marker"])):
       open(rule["marker"], "w").close()
       for stream in (sys.stdout, sys.stderr):
@@ -72,6 +75,21 @@ def _handle_then_act(self, record):
         time.sleep(0.05)
 
 logging.Logger.handle = _handle_then_act
+
+def _signal_on_rename(event, args):
+  # CPython raises "os.rename" for os.rename and os.replace alike.
+  if event != "os.rename":
+    return
+  for rule in _RULES:
+    if (rule.get("rename_into") and os.fspath(args[1]).startswith(rule["rename_into"])
+        and rule["who"] in (None, _index()) and not os.path.exists(rule["marker"])):
+      open(rule["marker"], "w").close()
+      for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+      os.kill(os.getpid(), rule["sig"])
+
+if any(rule.get("rename_into") for rule in _RULES):
+  sys.addaudithook(_signal_on_rename)
 """
 
 
@@ -97,6 +115,17 @@ def signal_on_log(directory: str, text: str, sig: int, who: int | None = None,
     tells afterwards whether the signal was sent.
   """
   return _add_rule(directory, text, int(sig), who, in_call)
+
+
+def signal_on_rename(directory: str, into: str, sig: int, who: int | None = None) -> dict[str, str]:
+  """Like `signal_on_log`, but the process signals itself at its first rename of a path
+  into the folder `into` (an audit hook: os.rename or os.replace), before the rename.
+
+  For a point that a log line cannot catch in time: the export publishes a staged
+  version by one rename into JOB_DIR/export/ (trainer/storage/local.py) ~0.3 s after
+  its last log line, less than a loaded machine may take to act on that line.
+  """
+  return _add_rule(directory, "", int(sig), who, rename_into=os.path.join(into, ""))
 
 
 def pause_on_log(directory: str, text: str, who: int | None = None) -> dict[str, str]:
@@ -128,11 +157,11 @@ def _rules(directory: str) -> list[dict]:
 
 
 def _add_rule(directory: str, text: str, sig: int | None, who: int | None,
-              in_call: bool = False) -> dict[str, str]:
+              in_call: bool = False, rename_into: str | None = None) -> dict[str, str]:
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "sitecustomize.py"), "w", encoding="utf-8") as f:
     f.write(_SITECUSTOMIZE)
-  rule = {"text": text, "sig": sig, "who": who, "in_call": in_call,
+  rule = {"text": text, "sig": sig, "who": who, "in_call": in_call, "rename_into": rename_into,
           "marker": os.path.join(directory, f"fired-{len(_rules(directory))}"),
           "release": os.path.join(directory, "released")}
   with open(os.path.join(directory, "rules.jsonl"), "a", encoding="utf-8") as f:

@@ -25,7 +25,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ACCURACY_BAR, NUM_TEST, NUM_TRAIN, REPO
-from faults import fired, pause_on_log, release, signal_on_log
+from faults import fired, pause_on_log, release, signal_on_log, signal_on_rename
 from k8s_harness import IndexedJob, PodNetwork, netns_available
 from standins.gcs_emulator import FaultProxy, Rule
 from standins.job_controller import JobController
@@ -167,73 +167,46 @@ def test_manifest_trains_as_written(finished_manifest_job, tfds_dir):
 # ------------------------------------------------------- pods that die
 
 
-def test_a_worker_then_the_chief_killed_mid_epoch(cluster, tmp_path, monkeypatch):
-  """OOM kill (SIGKILL, 137, counted) of one pod; its peer loses it (129, ignored); both resume.
+def test_a_worker_then_the_chief_killed_mid_epoch_then_the_chief_killed_during_the_export(
+    cluster, tmp_path, monkeypatch):
+  """OOM kill (SIGKILL, 137, counted) of one pod; its peer loses it (129, ignored); both
+  resume. Then the chief dies in its export: worker 1, waiting at the barrier instead of
+  Succeeding, loses it, and the chief, whose checkpoint holds every epoch, exports alone
+  while worker 1 has nothing to do.
 
-  One Job, both ways round (each was a Job of its own): worker 1 dies in the training call
-  after its first log line of epoch 2, and after both resumed, the chief in the call after
-  its first of epoch 3 (tests/faults.py, in_call): always before that epoch's checkpoint,
-  however loaded the machine, and inside a call, as an OOM kill lands.
+  One Job, three faults (each was a Job of its own; the two mid-epoch kills were already
+  one): worker 1 dies in the training call after its first log line of epoch 2, and after
+  both resumed, the chief in the call after its first of epoch 3 (tests/faults.py,
+  in_call): always before that epoch's checkpoint, however loaded the machine, and inside
+  a call, as an OOM kill lands. After both resumed again and trained to the end, the chief
+  SIGKILLs itself as it renames its staged export into JOB_DIR/export/, i.e. with
+  version 1 copied but not yet published (faults.signal_on_rename: the export takes
+  ~0.3 s, less than a loaded machine may take to act on a log line).
   """
   fault = str(tmp_path / "fault")
   signal_on_log(fault, f"epoch 2/{EPOCHS} step ", signal.SIGKILL, who=1, in_call=True)
-  monkeypatch.setenv("PYTHONPATH", signal_on_log(
-      fault, f"epoch 3/{EPOCHS} step ", signal.SIGKILL, who=0, in_call=True)["PYTHONPATH"])
+  signal_on_log(fault, f"epoch 3/{EPOCHS} step ", signal.SIGKILL, who=0, in_call=True)
+  monkeypatch.setenv("PYTHONPATH", signal_on_rename(
+      fault, os.path.join(cluster.settings["JOB_DIR"], "export"), signal.SIGKILL, who=0)["PYTHONPATH"])
   job = cluster.submit()
   assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
   assert fired(fault)
   lost = (errors.EXIT_PEER_LOST, "Ignore")
-  assert _outcomes(job, 1) == [(137, "Count"), lost, (0, "Succeeded")]
-  assert _outcomes(job, 0) == [lost, (137, "Count"), (0, "Succeeded")]
-  assert job.counted == [1, 1]
+  assert _outcomes(job, 1) == [(137, "Count"), lost, lost, (0, "Succeeded")]
+  assert _outcomes(job, 0) == [lost, (137, "Count"), (137, "Count"), (0, "Succeeded")]
+  assert job.counted == [2, 1]
   assert lost_peer(_log(job, 0, 0)) in ("worker 1", "another worker")  # never itself
   assert lost_peer(_log(job, 1, 1)) in ("worker 0", "another worker")
-  for i in (0, 1):  # the killed attempt records nothing but its log
+  for i in (0, 1):  # the attempts killed mid-epoch record nothing but their logs
     assert f"at epoch 2/{EPOCHS}, step 0/{SPE}" in _log(job, i, 1)  # from epoch 1's checkpoint
-  metrics = _assert_one_complete_export(cluster.settings)
-  # The last attempt resumed from epoch 2's checkpoint. The chief records it; worker 1 ran the
-  # same steps, or the collectives of the two would not have matched and the Job not completed.
-  assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{2 * SPE}")
-  assert (metrics["resumed_from"]["epoch"], metrics["resumed_from"]["step"]) == (2, 0)
-  assert metrics["steps_trained"] == (EPOCHS - 2) * SPE
-
-
-# The pod's Python runs this first (as sitecustomize, on PYTHONPATH): index 0
-# SIGKILLs itself the first time it renames its staged export into
-# JOB_DIR/export/, i.e. with version 1 copied but not yet published. A fault
-# at an exact point, not a kill sent on a log line: the export takes ~0.3 s
-# here, less than a loaded CI machine may take to see the line and send the
-# kill (the chief then passed the barrier, and worker 1 Succeeded).
-_KILL_THE_CHIEF_AT_PUBLISH = """
-import os, signal, sys
-
-def _kill_at_publish(event, args):
-  if (event == "os.rename" and os.environ.get("JOB_COMPLETION_INDEX") == "0"
-      and os.fspath(args[1]).startswith({export!r}) and not os.path.exists({marker!r})):
-    open({marker!r}, "w").close()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-sys.addaudithook(_kill_at_publish)
-"""
-
-
-def test_the_chief_killed_during_the_export_after_worker_1_finished_training(
-    cluster, tmp_path, monkeypatch):
-  """Worker 1 waits at the barrier instead of Succeeding, so both are recreated; then the
-  chief, whose checkpoint holds every epoch, exports alone and worker 1 has nothing to do."""
-  fault, marker = tmp_path / "fault", str(tmp_path / "chief-killed")
-  fault.mkdir()
-  (fault / "sitecustomize.py").write_text(_KILL_THE_CHIEF_AT_PUBLISH.format(
-      export=os.path.join(cluster.settings["JOB_DIR"], "export") + os.sep, marker=marker))
-  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-      p for p in (str(fault), os.environ.get("PYTHONPATH")) if p))
-  job = cluster.submit()
-  assert job.wait(JOB_TIMEOUT_S) == "Complete", job.describe()
-  assert os.path.exists(marker), "the chief was never killed at its publish"
-  assert "Final weights fingerprint" in _log(job, 0, attempt=0)  # it died in the export
-  assert _outcomes(job, 0) == [(137, "Count"), (0, "Succeeded")]
-  assert "Waiting until every worker has finished" in _log(job, 1, attempt=0)
-  assert _outcomes(job, 1) == [(errors.EXIT_PEER_LOST, "Ignore"), (0, "Succeeded")]
+  # The third attempts resumed from epoch 2's checkpoint and trained to the end: the
+  # chief's died in its export, after the final fingerprint; worker 1 ran the same steps,
+  # or the collectives of the two would not have matched.
+  for i in (0, 1):
+    assert f"ckpt-{2 * SPE} at epoch 3/{EPOCHS}, step 0/{SPE}" in _log(job, i, 2)
+    assert "Final weights fingerprint" in _log(job, i, 2)
+  assert weights_fingerprint(_log(job, 0, 2)) == weights_fingerprint(_log(job, 1, 2))
+  assert "Waiting until every worker has finished" in _log(job, 1, 2)
   assert "Nothing to do on this worker" in _log(job, 1)
   metrics = _assert_one_complete_export(cluster.settings)
   assert metrics["finished_alone"] and metrics["steps_trained"] == 0
