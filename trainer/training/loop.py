@@ -268,6 +268,13 @@ class Loop:
           self._train_images += n * self.global_batch
         first_call = False
         step += n
+        if epoch == config.epochs - 1 and step == self.steps_per_epoch:
+          # The last training call has returned, before its step is logged: a SIGTERM from
+          # here on lets the final evaluation and the export finish (trainer/training/
+          # preemption.py), and says so. Set only after the epoch's evaluation, a SIGTERM
+          # that came between the last step's log line and it was announced as a stop
+          # at the next training call, which never comes.
+          self.sigterm.finishing = True
         self.progress.advance(n)
         global_step += n
         self.profile.after_call(global_step)
