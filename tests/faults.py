@@ -56,15 +56,19 @@ def _signal_inside_the_next_call(sig, main):
     time.sleep(0.001)
   os.kill(os.getpid(), sig)
 
+def _claim(rule):
+  # Whether `rule` acts in this process now: its worker, not yet acted; marks it if so.
+  if rule["who"] not in (None, _index()) or os.path.exists(rule["marker"]):
+    return False
+  open(rule["marker"], "w").close()
+  for stream in (sys.stdout, sys.stderr):
+    stream.flush()
+  return True
+
 def _handle_then_act(self, record):
   _handle(self, record)
   for rule in _RULES:
-    if (not rule.get("rename_into") and rule["text"] in record.getMessage()
-        and rule["who"] in (None, _index())
-        and not os.path.exists(rule["marker"])):
-      open(rule["marker"], "w").close()
-      for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+    if not rule.get("rename_into") and rule["text"] in record.getMessage() and _claim(rule):
       if rule["sig"] is not None and rule["in_call"]:
         threading.Thread(target=_signal_inside_the_next_call,
                          args=(rule["sig"], threading.get_ident()), daemon=True).start()
@@ -82,10 +86,7 @@ def _signal_on_rename(event, args):
     return
   for rule in _RULES:
     if (rule.get("rename_into") and os.fspath(args[1]).startswith(rule["rename_into"])
-        and rule["who"] in (None, _index()) and not os.path.exists(rule["marker"])):
-      open(rule["marker"], "w").close()
-      for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        and _claim(rule)):
       os.kill(os.getpid(), rule["sig"])
 
 if any(rule.get("rename_into") for rule in _RULES):

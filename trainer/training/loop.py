@@ -269,11 +269,10 @@ class Loop:
         first_call = False
         step += n
         if epoch == config.epochs - 1 and step == self.steps_per_epoch:
-          # The last training call has returned, before its step is logged: a SIGTERM from
-          # here on lets the final evaluation and the export finish (trainer/training/
-          # preemption.py), and says so. Set only after the epoch's evaluation, a SIGTERM
-          # that came between the last step's log line and it was announced as a stop
-          # at the next training call, which never comes.
+          # The run's last training call has returned: no call follows to carry a stop
+          # flag, so a SIGTERM from here on lets the final evaluation and the export
+          # finish (trainer/training/preemption.py). Set before this step is logged, so
+          # that a SIGTERM sent on that line is announced as what it does.
           self.sigterm.finishing = True
         self.progress.advance(n)
         global_step += n
