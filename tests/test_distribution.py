@@ -174,7 +174,7 @@ def test_batch_must_divide_over_replicas():
 
 # ------------------------------------------- naming the lost peer from TensorFlow's text
 # Texts TensorFlow 2.21 raised on worker 0 of two (an Indexed Job's TF_CONFIG: both are
-# "worker") when worker 1 was SIGKILLed mid-step, recorded from the loopback kill test.
+# "worker") when worker 1 was SIGKILLed mid-step, recorded from the loopback kill (tests/test_multiworker.py).
 _RESET = ("Collective ops is aborted by: recvmsg:Connection reset by peer\n"
           "Additional GRPC error information from remote target /job:worker/replica:0/task:1 "
           "while calling /tensorflow.WorkerService/RecvBuf:")

@@ -84,80 +84,83 @@ def test_chief_and_two_workers_train_in_sync_and_only_the_chief_writes(tfds_dir,
 
 # Worker 1 signals itself right after logging epoch 2's first logged step
 # (tests/faults.py): global step 35, epoch 2's step 4, 27 steps before the
-# epoch's checkpoint.
-LOOPBACK_EPOCHS = 2
+# epoch's checkpoint; and, in the rerun, inside the call after epoch 3's first
+# (global step 65, epoch 3's step 3).
+LOOPBACK_EPOCHS = 3
 LOOPBACK_SPE = SPE
 EARLY_STEP = 5 - LOOPBACK_SPE % 5  # --log-every-steps 5
 EARLY_IN_EPOCH_2 = f"epoch 2/{LOOPBACK_EPOCHS} step {EARLY_STEP}/{LOOPBACK_SPE}"
+IN_EPOCH_3 = f"epoch 3/{LOOPBACK_EPOCHS} step "
 
 
 @pytest.fixture
 def loopback(tfds_dir, tmp_path):
   """Starts 2-worker clusters on 127.0.0.1 that share one job dir, as a rerun would.
 
-  `start(sig)`: worker 1 sends itself `sig` right after it logs EARLY_IN_EPOCH_2
-  (once: `fired` tells whether it did), a SIGKILL inside the next training call
-  (tests/faults.py); `start()`: nothing is injected.
+  `start(env)`: a cluster with `env` added (faults.signal_on_log's, on the folder
+  `fault`; each rule acts once, so a later start runs on); `start()`: nothing added.
   """
   job_dir, fault = str(tmp_path / "job"), str(tmp_path / "fault")
   args = lambda i: ["--data-dir", tfds_dir, "--job-dir", job_dir,
                     "--epochs", str(LOOPBACK_EPOCHS), *MID_EPOCH_LOGGING]
   started = []
 
-  def start(sig=None):
-    env = signal_on_log(fault, EARLY_IN_EPOCH_2, sig, who=1,
-                        in_call=sig == signal.SIGKILL) if sig else None
+  def start(env=None):
     workers = start_cluster(2, args, str(tmp_path), extra_env=env)
     started.extend(workers)
     return workers
 
-  yield types.SimpleNamespace(start=start, job_dir=job_dir, fired=lambda: fired(fault))
+  yield types.SimpleNamespace(start=start, job_dir=job_dir, fault=fault)
   stop_all(started)
 
 
-def test_loopback_killed_worker_fails_its_peer_with_129_and_the_rerun_resumes(loopback):
-  workers = loopback.start(signal.SIGKILL)
+def test_loopback_sigterm_stops_every_worker_with_143_at_one_step_then_a_killed_worker_fails_its_peer_with_129(
+    loopback):
+  """SIGTERM to worker 1 early in epoch 2 (worker 0 is not told): both save at one step and
+  exit 143, and the rerun resumes there on both. Then worker 1 dies (SIGKILL) inside a
+  training call early in epoch 3: worker 0 fails with 129 within the bound, naming it, and
+  the third run resumes from epoch 2's checkpoint, retraining the lost steps, to identical
+  weights on both.
+
+  One cluster for what were two (a kill mid-epoch 2 from scratch, and a SIGTERM and its
+  rerun): the kill now lands in the SIGTERM's rerun. Its rule is added after the first run,
+  so only the rerun's processes read it (the sitecustomize reads its rules at start-up).
+  """
+  fault, job_dir, spe = loopback.fault, loopback.job_dir, LOOPBACK_SPE
+  workers = loopback.start(signal_on_log(fault, EARLY_IN_EPOCH_2, signal.SIGTERM, who=1))
+  codes = [w.wait(300) for w in workers]
+  assert codes == [errors.EXIT_PREEMPTED] * 2, "\n".join(w.log[-3000:] for w in workers)
+  assert fired(fault, EARLY_IN_EPOCH_2)
+  stops = {re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{spe}", w.log).group(1)
+           for w in workers}
+  assert len(stops) == 1, f"the workers stopped at different steps: {stops}"
+  step = int(stops.pop())
+  assert EARLY_STEP <= step < spe
+  assert latest_checkpoint(job_dir) == f"ckpt-{spe + step}"
+
+  # The rerun: the same command on every worker, as a restart would, and one more rule.
+  workers = loopback.start(signal_on_log(fault, IN_EPOCH_3, signal.SIGKILL, who=1, in_call=True))
   assert workers[1].wait(300) == -signal.SIGKILL, workers[1].log[-3000:]
-  assert loopback.fired() and EARLY_IN_EPOCH_2 in workers[1].log
+  assert fired(fault, IN_EPOCH_3) and IN_EPOCH_3 in workers[1].log
   killed_at = workers[1].exited_at  # seen by its log reader, just after the kill
   assert workers[0].wait(PEER_KILLED_BOUND_S + 30) == errors.EXIT_PEER_LOST, workers[0].log[-3000:]
   assert workers[0].exited_at - killed_at < PEER_KILLED_BOUND_S
   assert lost_peer(workers[0].log) in ("worker 1", "another worker")  # never itself
-  assert latest_checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE}"  # epoch 1's: the kill came mid-epoch 2
-
-  workers = loopback.start()  # the same command on every worker, as a restart would
-  codes = [w.wait(600) for w in workers]
-  assert codes == [0, 0], "\n".join(w.log[-3000:] for w in workers)
-  # Every worker restored epoch 1's checkpoint: the chief records where it resumed and
-  # what it trained, and the other worker's weights ended identical to the chief's.
-  assert len({weights_fingerprint(w.log) for w in workers}) == 1
-  metrics = json.load(open(os.path.join(loopback.job_dir, "metrics.json")))
-  assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{LOOPBACK_SPE}")
-  assert (metrics["resumed_from"]["epoch"], metrics["resumed_from"]["step"]) == (1, 0)
-  assert metrics["steps_trained"] == (LOOPBACK_EPOCHS - 1) * LOOPBACK_SPE  # epoch 1 not again
-  assert metrics["global_step"] == LOOPBACK_EPOCHS * LOOPBACK_SPE and metrics["workers"] == 2
-
-
-def test_loopback_sigterm_stops_every_worker_with_143_at_one_step_and_the_rerun_resumes(loopback):
-  workers = loopback.start(signal.SIGTERM)  # one worker preempted; the other was not told
-  codes = [w.wait(300) for w in workers]
-  assert codes == [errors.EXIT_PREEMPTED] * 2, "\n".join(w.log[-3000:] for w in workers)
-  assert loopback.fired()
-  stops = {re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{LOOPBACK_SPE}", w.log).group(1)
-           for w in workers}
-  assert len(stops) == 1, f"the workers stopped at different steps: {stops}"
-  step = int(stops.pop())
-  assert EARLY_STEP <= step < LOOPBACK_SPE
-  assert latest_checkpoint(loopback.job_dir) == f"ckpt-{LOOPBACK_SPE + step}"
+  for w in workers:  # both resumed at the step the SIGTERM saved, nothing trained twice or skipped
+    assert f"ckpt-{spe + step} at epoch 2/{LOOPBACK_EPOCHS}, step {step}/{spe}" in w.log, w.log[-3000:]
+  assert latest_checkpoint(job_dir) == f"ckpt-{2 * spe}"  # epoch 2's: the kill came mid-epoch 3
 
   workers = loopback.start()
   codes = [w.wait(600) for w in workers]
   assert codes == [0, 0], "\n".join(w.log[-3000:] for w in workers)
+  # Every worker restored epoch 2's checkpoint: the chief records where it resumed and
+  # what it trained, and the other worker's weights ended identical to the chief's.
   assert len({weights_fingerprint(w.log) for w in workers}) == 1
-  metrics = json.load(open(os.path.join(loopback.job_dir, "metrics.json")))
-  assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{LOOPBACK_SPE + step}")
-  assert (metrics["resumed_from"]["epoch"], metrics["resumed_from"]["step"]) == (1, step)
-  assert metrics["global_step"] == LOOPBACK_EPOCHS * LOOPBACK_SPE  # nothing trained twice or skipped
+  metrics = json.load(open(os.path.join(job_dir, "metrics.json")))
+  assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{2 * spe}")
+  assert (metrics["resumed_from"]["epoch"], metrics["resumed_from"]["step"]) == (2, 0)
+  assert metrics["steps_trained"] == spe  # epoch 3's lost steps again, nothing before
+  assert metrics["global_step"] == LOOPBACK_EPOCHS * spe and metrics["workers"] == 2
 
 
 # ------------------------------------------------------------ the manifest

@@ -40,7 +40,7 @@ SPE = NUM_TRAIN // BATCH  # 31 steps per epoch
 # 35 is epoch 2's step 4, 27 steps before the epoch's checkpoint. The process
 # signals itself right after this line.
 EARLY_STEP = 5 - SPE % 5
-EARLY_IN_EPOCH_2 = f"epoch 2/2 step {EARLY_STEP}/{SPE}"
+EARLY_IN_EPOCH_2 = f"epoch 2/3 step {EARLY_STEP}/{SPE}"  # of a 3-epoch run
 
 
 def _args(tfds_dir, job_dir, epochs=2):
@@ -71,40 +71,24 @@ def _metrics(job_dir):
     return json.load(f)
 
 
-def test_kill_mid_epoch_resumes_from_the_epoch_checkpoint_and_retrains_the_lost_steps(
+def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step_then_a_kill_resumes_from_the_epoch_checkpoint(
     tfds_dir, tmp_path):
+  """SIGTERM early in epoch 2: the run saves and exits 143, and the rerun resumes at that
+  step. The rerun is then killed (SIGKILL) early in epoch 3, and the third run resumes from
+  epoch 2's checkpoint and retrains the steps lost with the kill.
+
+  One job dir for what were two runs and their reruns (a kill mid-epoch 2 from scratch; a
+  SIGTERM). The kill's rule is added after the first run: only later processes read it.
+  """
   job_dir = str(tmp_path / "job")
   fault = str(tmp_path / "fault")
-  run = _trainer(_args(tfds_dir, job_dir), signal_on_log(fault, EARLY_IN_EPOCH_2, signal.SIGKILL))
-  try:
-    assert run.wait(300) == -signal.SIGKILL, run.log[-3000:]
-  finally:
-    run.kill()
-  assert fired(fault) and EARLY_IN_EPOCH_2 in run.log
-  assert latest_checkpoint(job_dir) == f"ckpt-{SPE}"  # epoch 1's; the kill came mid-epoch 2
-  assert not os.path.exists(os.path.join(job_dir, "metrics.json"))
-
-  rerun = _trainer(_args(tfds_dir, job_dir))
-  assert rerun.wait(300) == 0, rerun.log[-3000:]
-  metrics = _metrics(job_dir)
-  assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{SPE}")
-  assert {k: metrics["resumed_from"][k] for k in ("epoch", "step", "global_step")} == {
-      "epoch": 1, "step": 0, "global_step": SPE}
-  # Epoch 1 was not trained again; the steps lost with the kill were.
-  assert metrics["steps_trained"] == SPE
-  assert metrics["global_step"] == 2 * SPE
-  assert os.listdir(os.path.join(job_dir, "export", "cifar10")) == ["1"]
-
-
-def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step(tfds_dir, tmp_path):
-  job_dir = str(tmp_path / "job")
-  fault = str(tmp_path / "fault")
-  run = _trainer(_args(tfds_dir, job_dir), signal_on_log(fault, EARLY_IN_EPOCH_2, signal.SIGTERM))
+  args = _args(tfds_dir, job_dir, epochs=3)
+  run = _trainer(args, signal_on_log(fault, EARLY_IN_EPOCH_2, signal.SIGTERM))
   try:
     assert run.wait(300) == errors.EXIT_PREEMPTED, run.log[-3000:]
   finally:
     run.kill()
-  assert fired(fault)
+  assert fired(fault, EARLY_IN_EPOCH_2)
   assert "SIGTERM received: saving a checkpoint after the current training call" in run.log
   step = int(re.search(rf"stopped on SIGTERM at epoch 2, step (\d+)/{SPE}", run.log).group(1))
   assert EARLY_STEP <= step < SPE
@@ -114,13 +98,28 @@ def test_sigterm_mid_epoch_saves_exits_143_and_the_rerun_resumes_at_that_step(tf
   logged = [s for s, _ in _scalars(os.path.join(job_dir, "logs", "train"), "loss")]
   assert max(logged) == (SPE + step) // 5 * 5, (logged[-3:], step)
 
-  rerun = _trainer(_args(tfds_dir, job_dir))
-  assert rerun.wait(300) == 0, rerun.log[-3000:]
+  in_epoch_3 = "epoch 3/3 step "
+  rerun = _trainer(args, signal_on_log(fault, in_epoch_3, signal.SIGKILL))
+  try:
+    assert rerun.wait(300) == -signal.SIGKILL, rerun.log[-3000:]
+  finally:
+    rerun.kill()
+  assert fired(fault, in_epoch_3) and in_epoch_3 in rerun.log
+  # It resumed where the SIGTERM saved: no step trained twice, none skipped.
+  assert f"ckpt-{SPE + step} at epoch 2/3, step {step}/{SPE}" in rerun.log, rerun.log[-3000:]
+  assert latest_checkpoint(job_dir) == f"ckpt-{2 * SPE}"  # epoch 2's; the kill came mid-epoch 3
+  assert not os.path.exists(os.path.join(job_dir, "metrics.json"))
+
+  third = _trainer(args)
+  assert third.wait(300) == 0, third.log[-3000:]
   metrics = _metrics(job_dir)
-  assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{SPE + step}")
-  assert (metrics["resumed_from"]["epoch"], metrics["resumed_from"]["step"]) == (1, step)
-  assert metrics["steps_trained"] == SPE - step
-  assert metrics["global_step"] == 2 * SPE  # no step trained twice, none skipped
+  assert metrics["resumed_from"]["checkpoint"].endswith(f"ckpt-{2 * SPE}")
+  assert {k: metrics["resumed_from"][k] for k in ("epoch", "step", "global_step")} == {
+      "epoch": 2, "step": 0, "global_step": 2 * SPE}
+  # Epochs 1 and 2 were not trained again; the steps lost with the kill were.
+  assert metrics["steps_trained"] == SPE
+  assert metrics["global_step"] == 3 * SPE
+  assert os.listdir(os.path.join(job_dir, "export", "cifar10")) == ["1"]
 
 
 def test_sigterm_watch_records_the_signal_and_restores_the_previous_handler(caplog):
