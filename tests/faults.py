@@ -20,7 +20,8 @@ import os
 # JOB_COMPLETION_INDEX, for a Kubernetes pod, or TF_CONFIG task index, for a
 # loopback cluster, it is) and what it does: send itself `sig`, or with no
 # `sig` stop until the release file exists; or, instead of a message, a folder
-# (`rename_into`): the process sends itself `sig` as it renames a path into it.
+# (`rename_into`): the process sends itself `sig` as it renames a path into it; or a
+# module (`import_of`): it sends itself `sig` as it starts importing that module.
 # Each rule acts once (its marker file), so the rerun (the same command, the
 # same environment) runs on. With `in_call`, a thread sends the signal once the
 # main thread is inside TensorFlow's execution of the next call: its innermost
@@ -68,7 +69,8 @@ def _claim(rule):
 def _handle_then_act(self, record):
   _handle(self, record)
   for rule in _RULES:
-    if not rule.get("rename_into") and rule["text"] in record.getMessage() and _claim(rule):
+    if (not rule.get("rename_into") and not rule.get("import_of")
+        and rule["text"] in record.getMessage() and _claim(rule)):
       if rule["sig"] is not None and rule["in_call"]:
         threading.Thread(target=_signal_inside_the_next_call,
                          args=(rule["sig"], threading.get_ident()), daemon=True).start()
@@ -80,17 +82,17 @@ def _handle_then_act(self, record):
 
 logging.Logger.handle = _handle_then_act
 
-def _signal_on_rename(event, args):
-  # CPython raises "os.rename" for os.rename and os.replace alike.
-  if event != "os.rename":
-    return
+def _signal_on_audit(event, args):
+  # CPython raises "os.rename" for os.rename and os.replace alike, and "import" as it
+  # starts loading a module that is not loaded yet.
   for rule in _RULES:
-    if (rule.get("rename_into") and os.fspath(args[1]).startswith(rule["rename_into"])
-        and _claim(rule)):
+    if ((event == "os.rename" and rule.get("rename_into")
+         and os.fspath(args[1]).startswith(rule["rename_into"]))
+        or (event == "import" and rule.get("import_of") == args[0])) and _claim(rule):
       os.kill(os.getpid(), rule["sig"])
 
-if any(rule.get("rename_into") for rule in _RULES):
-  sys.addaudithook(_signal_on_rename)
+if any(rule.get("rename_into") or rule.get("import_of") for rule in _RULES):
+  sys.addaudithook(_signal_on_audit)
 """
 
 
@@ -129,6 +131,16 @@ def signal_on_rename(directory: str, into: str, sig: int, who: int | None = None
   return _add_rule(directory, "", int(sig), who, rename_into=os.path.join(into, ""))
 
 
+def signal_on_import(directory: str, module: str, sig: int) -> dict[str, str]:
+  """Like `signal_on_log`, but the process signals itself as it starts importing `module`
+  (an audit hook: CPython's "import" event, raised for a module not loaded yet).
+
+  For points of a start-up that logs nothing: inside TensorFlow's import, say, which
+  takes seconds on one machine and a fraction of that on another.
+  """
+  return _add_rule(directory, "", int(sig), None, import_of=module)
+
+
 def pause_on_log(directory: str, text: str, who: int | None = None) -> dict[str, str]:
   """Like `signal_on_log`, but the process stops (for up to 600 s) until `release(directory)`.
 
@@ -158,11 +170,13 @@ def _rules(directory: str) -> list[dict]:
 
 
 def _add_rule(directory: str, text: str, sig: int | None, who: int | None,
-              in_call: bool = False, rename_into: str | None = None) -> dict[str, str]:
+              in_call: bool = False, rename_into: str | None = None,
+              import_of: str | None = None) -> dict[str, str]:
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "sitecustomize.py"), "w", encoding="utf-8") as f:
     f.write(_SITECUSTOMIZE)
   rule = {"text": text, "sig": sig, "who": who, "in_call": in_call, "rename_into": rename_into,
+          "import_of": import_of,
           "marker": os.path.join(directory, f"fired-{len(_rules(directory))}"),
           "release": os.path.join(directory, "released")}
   with open(os.path.join(directory, "rules.jsonl"), "a", encoding="utf-8") as f:
