@@ -134,10 +134,24 @@ def test_sigterm_watch_records_the_signal_and_restores_the_previous_handler(capl
   assert signal.getsignal(signal.SIGTERM) is previous
 
 
-@pytest.mark.parametrize("phase", ["final evaluation", "export"])
-def test_sigterm_after_the_last_step_finishes_the_export_and_exits_0(
+def test_a_sigterm_in_the_last_call_of_a_cluster_says_a_peer_told_first_still_stops_it(caplog):
+  """A peer's earlier SIGTERM reaches the last call through its all-reduced stop flag."""
+  with preemption.SigtermWatch(peers=True) as watch:
+    watch.in_last_call = True
+    os.kill(os.getpid(), signal.SIGTERM)
+  assert ("SIGTERM received during the last training call: finishing it, the final evaluation "
+          "and the export first (unless another worker was told before the call started: then "
+          "every worker saves a checkpoint and exits with code 143).") in caplog.text
+
+
+@pytest.mark.parametrize("phase", ["last training call", "final evaluation", "export"])
+def test_sigterm_from_the_last_training_call_on_finishes_the_export_and_exits_0(
     phase, tfds_dir, tmp_path, monkeypatch, caplog):
-  """A real SIGTERM, sent to this process at the start of the phase; the CLI's exit code."""
+  """A real SIGTERM, sent to this process at the start of the phase; the CLI's exit code.
+
+  In the last training call it comes once the call has its stop flag (the argument is
+  built), as a signal landing while the call runs would.
+  """
   def sigterm_first(original):
     def wrapper(*args, **kwargs):
       if phase == "export" or kwargs.get("final"):
@@ -145,7 +159,21 @@ def test_sigterm_after_the_last_step_finishes_the_export_and_exits_0(
       return original(*args, **kwargs)
     return wrapper
 
-  if phase == "export":
+  def sigterm_in_the_last_call(build):
+    def build_then_wrap(*args, **kwargs):
+      steps = build(*args, **kwargs)
+      trained = [0]
+      def train_steps(iterator, n, stop_flag):
+        trained[0] += int(n)
+        if trained[0] == SPE:  # the run's last call (one epoch)
+          os.kill(os.getpid(), signal.SIGTERM)
+        return steps.train_steps(iterator, n, stop_flag)
+      return dataclasses.replace(steps, train_steps=train_steps)
+    return build_then_wrap
+
+  if phase == "last training call":
+    monkeypatch.setattr(loop.steps_lib, "build", sigterm_in_the_last_call(loop.steps_lib.build))
+  elif phase == "export":
     monkeypatch.setattr(loop.export_lib, "export", sigterm_first(loop.export_lib.export))
   else:
     monkeypatch.setattr(loop.Loop, "evaluate_and_report",
@@ -154,10 +182,17 @@ def test_sigterm_after_the_last_step_finishes_the_export_and_exits_0(
   job_dir = str(tmp_path / "job")
   code = task.main(_args(tfds_dir, job_dir, epochs=1))
   assert code == 0
-  assert "SIGTERM received after training: finishing the final evaluation and the export" in caplog.text
+  if phase == "last training call":
+    # One process: no peer's flag can stop it, so no hedge.
+    assert ("SIGTERM received during the last training call: finishing it, the final evaluation "
+            "and the export first.") in caplog.text
+  else:
+    assert "SIGTERM received after training: finishing the final evaluation and the export" in caplog.text
+  assert "saving a checkpoint after the current training call" not in caplog.text
   assert "normal exit (code 0)" in caplog.text
   assert os.path.isfile(os.path.join(job_dir, "export", "cifar10", "1", "saved_model.pb"))
   assert _metrics(job_dir)["export"]["version"] == 1
+  assert _metrics(job_dir)["global_step"] == SPE  # every step trained
 
 
 def test_a_checkpoint_of_another_model_is_refused_with_exit_2(tfds_dir, tmp_path, capsys):

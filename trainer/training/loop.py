@@ -81,7 +81,7 @@ class Loop:
     self.steps_per_epoch = plan.steps_per_epoch
     self.precision = plan.precision
     self.global_batch = config.batch_size
-    self.sigterm = preemption.SigtermWatch()
+    self.sigterm = preemption.SigtermWatch(peers=plan.cluster.num_workers > 1)
     self._train_seconds = 0.0  # steady-state training time (first call excluded)
     self._train_images = 0
     self._last_eval: Optional[dict[str, Any]] = None
@@ -255,7 +255,10 @@ class Loop:
         n = min(config.steps_per_execution, self.steps_per_epoch - step, to_log)
         n = self.profile.before_call(global_step, n)  # --profile-steps: calls end at its edges
         t0 = time.time()
-        stop = self.steps.train_steps(iterator, tf.constant(n), tf.constant(float(self.sigterm.received)))
+        stop_flag = tf.constant(float(self.sigterm.received))
+        # From here a SIGTERM cannot stop the last call (its flag is read), so it says so.
+        self.sigterm.in_last_call = epoch == config.epochs - 1 and step + n == self.steps_per_epoch
+        stop = self.steps.train_steps(iterator, tf.constant(n), stop_flag)
         if float(stop) > 0:  # float() waits for the call to finish
           path = self._save()
           where = path if self.cluster.is_chief else "by the chief in the job directory"
