@@ -200,9 +200,9 @@ _RACERS = 4
 def races(preconditions, tmp_path_factory):
   """Runs every race in one batch of racers: {(race, backend): (winner pids, final record)}.
 
-  One batch because each racer imports TensorFlow (through trainer.storage.api),
-  seconds of CPU on a small machine. Each race starts when every racer is
-  ready for it, so they all hit the lock within a millisecond or so.
+  One batch, so that each racer starts (and loads the google libraries) once.
+  Each race starts when every racer is ready for it, so they all hit the lock
+  within a millisecond or so.
   """
   root = tmp_path_factory.mktemp("races")
   with pytest.MonkeyPatch.context() as mp:

@@ -99,16 +99,19 @@ def test_environment_reads_only_the_honoured_variables():
   assert env.job_uid == "u-1" and env.job_name == "" and env.worker_index is None
 
 
-def test_gcs_modules_load_no_google_library_at_import():
-  """The google libraries load on first GCS use: a local-only run never pays for them.
+def test_storage_modules_load_no_google_library_and_no_tensorflow_at_import():
+  """The google libraries load on first GCS use: a local-only run never pays for them. And
+  TensorFlow loads on first use of tf.io.gfile (storage.api's readers): a process that only
+  locks a job dir or publishes a copy never pays for it.
 
   The bare `google.cloud` namespace does not count: google-cloud-aiplatform's
   *-nspkg.pth (the test extra) creates it in every interpreter at start-up.
   """
   code = ("import sys\n"
-          "from trainer.storage import api, gcs, gcs_publish, lockstore, versions\n"
-          "print(sorted(m for m in sys.modules if m.startswith('google.cloud.')))\n")
+          "from trainer.storage import api, gcs, gcs_publish, joblock, lockstore, versions\n"
+          "print(sorted(m for m in sys.modules if m.startswith('google.cloud.')))\n"
+          "print('tensorflow' in sys.modules)\n")
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                         timeout=60)
   assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.strip() == "[]"
+  assert proc.stdout.split() == ["[]", "False"]
