@@ -105,3 +105,19 @@ def test_model_graph(tensorboard):
   graph = requests.get(f"{tensorboard}/data/plugin/graphs/graph", params={"run": "logs/train"},
                        timeout=10).text
   assert "Conv2D" in graph
+
+
+def test_a_picture_is_the_pixels_matplotlib_would_save_as_png():
+  """The Agg buffer read directly (trainer/telemetry/reporting.py) is the PNG's content."""
+  from trainer.telemetry import reporting  # pylint: disable=import-outside-toplevel
+  fig = reporting._figure(3, 2)  # pylint: disable=protected-access
+  ax = fig.subplots()
+  ax.imshow(np.arange(12).reshape(3, 4), cmap="Blues")
+  ax.set_title("true / predicted")
+  fig.tight_layout()
+  drawn = reporting._figure_to_rgba(fig)  # pylint: disable=protected-access
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
+  saved = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGBA"))[np.newaxis]
+  assert drawn.shape == saved.shape == (1, 200, 300, 4) and drawn.dtype == np.uint8
+  assert np.array_equal(drawn, saved)
