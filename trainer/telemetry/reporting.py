@@ -69,8 +69,8 @@ def predictions_image(images: np.ndarray, labels: np.ndarray, predictions: np.nd
 
   The images are laid into one mosaic and drawn on one axes, each title above
   its cell: a subplot per image drew the same picture in 0.43 s of CPU on 2
-  cores (an AMD EPYC Zen 5), the mosaic 0.12 s (0.08 s read from the canvas), and every finished run
-  draws one.
+  cores (an AMD EPYC Zen 5), the mosaic 0.12 s (0.08 s read from the canvas),
+  and every finished run draws one.
 
   Args:
     images: uint8 [N, H, W, C], C in {1, 3}.

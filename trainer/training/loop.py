@@ -254,10 +254,11 @@ class Loop:
         to_log = config.log_every_steps - global_step % config.log_every_steps
         n = min(config.steps_per_execution, self.steps_per_epoch - step, to_log)
         n = self.profile.before_call(global_step, n)  # --profile-steps: calls end at its edges
+        last_call = epoch == config.epochs - 1 and step + n == self.steps_per_epoch
         t0 = time.time()
         stop_flag = tf.constant(float(self.sigterm.received))
         # From here a SIGTERM cannot stop the last call (its flag is read), so it says so.
-        self.sigterm.in_last_call = epoch == config.epochs - 1 and step + n == self.steps_per_epoch
+        self.sigterm.in_last_call = last_call
         stop = self.steps.train_steps(iterator, tf.constant(n), stop_flag)
         if float(stop) > 0:  # float() waits for the call to finish
           path = self._save()
@@ -271,7 +272,7 @@ class Loop:
           self._train_images += n * self.global_batch
         first_call = False
         step += n
-        if epoch == config.epochs - 1 and step == self.steps_per_epoch:
+        if last_call:
           # The run's last training call has returned: no call follows to carry a stop
           # flag, so a SIGTERM from here on lets the final evaluation and the export
           # finish (trainer/training/preemption.py). Set before this step is logged, so
