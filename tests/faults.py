@@ -22,8 +22,9 @@ import os
 # `sig` stop until the release file exists; or, instead of a message, a folder
 # (`rename_into`): the process sends itself `sig` as it renames a path into it; or a
 # module (`import_of`): it sends itself `sig` as it starts importing that module.
-# Each rule acts once (its marker file), so the rerun (the same command, the
-# same environment) runs on. With `in_call`, a thread sends the signal once the
+# Each rule names what triggers it (`on`: log, rename or import) and acts
+# once (its marker file), so the rerun (the same command, the same
+# environment) runs on. With `in_call`, a thread sends the signal once the
 # main thread is inside TensorFlow's execution of the next call: its innermost
 # Python frame has been tensorflow/python/eager/execute.py's quick_execute,
 # waiting in C++, for 20 ms.
@@ -69,8 +70,7 @@ def _claim(rule):
 def _handle_then_act(self, record):
   _handle(self, record)
   for rule in _RULES:
-    if (not rule.get("rename_into") and not rule.get("import_of")
-        and rule["text"] in record.getMessage() and _claim(rule)):
+    if rule["on"] == "log" and rule["text"] in record.getMessage() and _claim(rule):
       if rule["sig"] is not None and rule["in_call"]:
         threading.Thread(target=_signal_inside_the_next_call,
                          args=(rule["sig"], threading.get_ident()), daemon=True).start()
@@ -86,12 +86,13 @@ def _signal_on_audit(event, args):
   # CPython raises "os.rename" for os.rename and os.replace alike, and "import" as it
   # starts loading a module that is not loaded yet.
   for rule in _RULES:
-    if ((event == "os.rename" and rule.get("rename_into")
-         and os.fspath(args[1]).startswith(rule["rename_into"]))
-        or (event == "import" and rule.get("import_of") == args[0])) and _claim(rule):
+    renamed_into = (event == "os.rename" and rule["on"] == "rename"
+                    and os.fspath(args[1]).startswith(rule["rename_into"]))
+    imported = event == "import" and rule["on"] == "import" and rule["import_of"] == args[0]
+    if (renamed_into or imported) and _claim(rule):
       os.kill(os.getpid(), rule["sig"])
 
-if any(rule.get("rename_into") or rule.get("import_of") for rule in _RULES):
+if any(rule["on"] != "log" for rule in _RULES):
   sys.addaudithook(_signal_on_audit)
 """
 
@@ -175,8 +176,9 @@ def _add_rule(directory: str, text: str, sig: int | None, who: int | None,
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "sitecustomize.py"), "w", encoding="utf-8") as f:
     f.write(_SITECUSTOMIZE)
-  rule = {"text": text, "sig": sig, "who": who, "in_call": in_call, "rename_into": rename_into,
-          "import_of": import_of,
+  on = "rename" if rename_into else "import" if import_of else "log"  # what triggers it
+  rule = {"on": on, "text": text, "sig": sig, "who": who, "in_call": in_call,
+          "rename_into": rename_into, "import_of": import_of,
           "marker": os.path.join(directory, f"fired-{len(_rules(directory))}"),
           "release": os.path.join(directory, "released")}
   with open(os.path.join(directory, "rules.jsonl"), "a", encoding="utf-8") as f:
