@@ -11,8 +11,10 @@ metrics.json its steady training rate (images/s, compilation excluded) and
 its final accuracy, and from config.json what `--mixed-precision auto`
 would pick there (a third, auto, process is not needed: the choice depends
 on the CPU and the cap alone, trainer/training/precision.py). A cap where
-the trainer refuses bfloat16 (below AVX-512: oneDNN has no bfloat16
-convolution) is reported as refused.
+the trainer refuses bfloat16 (an AVX-512 CPU capped below AVX-512, where
+TensorFlow still sends bfloat16 convolutions to oneDNN, which has none there)
+is reported as refused; on a CPU without AVX-512, bfloat16 runs in
+TensorFlow's own kernels and is measured like any other.
 
 Prints, per cap: the rate ratio bfloat16 / float32 and the accuracy
 difference, as medians with min/max, next to auto's choice, with the CPU

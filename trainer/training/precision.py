@@ -12,6 +12,7 @@ bench/precision.py):
 | CPU with AVX512-BF16 (AMD Zen 5, 2 cores)  | 1.5-1.7x (8,000-8,700 vs 5,000-5,400 images/s) | bfloat16 |
 | the same, oneDNN capped at AVX512_CORE     | 0.45x (bfloat16 emulated)                      | float32  |
 | the same, oneDNN capped at AVX2            | fails: oneDNN has no AVX2 bfloat16 convolution | float32  |
+| CPU with AVX2 only (AMD Zen 3, 2 cores)    | 0.14x (TensorFlow's own kernels, not oneDNN)   | float32  |
 | CPU with AMX (Intel Sapphire Rapids on)    | not measured; AMX CPUs also have AVX512-BF16   | bfloat16 |
 | GPU                                        | not measured; this CNN is input-bound there    | float32  |
 
@@ -19,6 +20,15 @@ What decides is the instruction set oneDNN (TensorFlow's CPU kernels) may
 use: the CPU's, lowered by ONEDNN_MAX_CPU_ISA when that is set (oneDNN's
 dispatcher control, `dnnl_cpu_isa_t`). Each level's bit mask contains the
 masks below it, so "at least AVX512_CORE_BF16" is a mask test.
+
+Whether a bfloat16 op reaches oneDNN at all is TensorFlow's choice, by the CPU
+alone: its oneDNN graph rewrite takes bfloat16 ops only where
+IsBF16SupportedByOneDNNOnThisCPU() holds (tensorflow/core/util/util.cc: the CPU
+has AVX512F or AVX_NE_CONVERT; tensorflow/core/graph/mkl_graph_util.h logs
+"Falling back to default implementation" otherwise). So on an AVX-512 CPU with
+oneDNN capped below AVX-512 the op goes to oneDNN, which cannot run it, while
+on a CPU without AVX-512 it runs in TensorFlow's own (Eigen) kernel: slowly,
+but it runs.
 """
 
 from __future__ import annotations
@@ -40,6 +50,9 @@ ISA_MASKS = {
 _UNCAPPED = ("", "ALL", "DEFAULT")
 _BF16 = ISA_MASKS["AVX512_CORE_BF16"]
 _AVX512 = ISA_MASKS["AVX512_CORE"]
+# The CPU flags (Linux's names) for which TensorFlow sends bfloat16 ops to oneDNN:
+# IsBF16SupportedByOneDNNOnThisCPU() in tensorflow/core/util/util.cc.
+_ONEDNN_TAKES_BF16 = ("avx512f", "avx_ne_convert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,25 +118,33 @@ def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) 
     cap: ONEDNN_MAX_CPU_ISA, or None.
 
   Raises:
-    ConfigError: bfloat16 asked for on a CPU-only machine whose oneDNN has no
-      bfloat16 convolution (below AVX-512), where training would fail in its
-      first step with oneDNN's "could not create a primitive descriptor".
+    ConfigError: bfloat16 asked for on a CPU-only machine where TensorFlow hands
+      bfloat16 convolutions to oneDNN but oneDNN may not use AVX-512 (capped
+      below it), where training would fail in its first step with oneDNN's
+      "could not create a primitive descriptor".
   """
   if gpus:
     if requested == "auto":
       return Choice("off", f"auto on {gpus} GPU(s): float32 (bfloat16 not measured on GPUs "
                            "for these models; --mixed-precision bfloat16 to try it)")
     return Choice(requested, f"--mixed-precision {requested}")
+  flags = frozenset(flags)
   mask, isa = isa_level(flags, cap)
   native = mask & _BF16 == _BF16
-  if requested == "bfloat16" and mask & _AVX512 != _AVX512:
+  to_onednn = any(flag in flags for flag in _ONEDNN_TAKES_BF16)
+  if requested == "bfloat16" and to_onednn and mask & _AVX512 != _AVX512:
     raise errors.ConfigError(
-        f"--mixed-precision bfloat16 cannot run on this CPU ({isa}): TensorFlow's oneDNN "
-        "kernels have no bfloat16 convolution below AVX-512, so the first step would fail. "
-        "Use --mixed-precision auto (float32 here) or off.")
+        f"--mixed-precision bfloat16 cannot run on this CPU with oneDNN at {isa}: TensorFlow "
+        "sends bfloat16 convolutions to oneDNN on this CPU, and oneDNN has none below AVX-512, "
+        "so the first step would fail. Lift ONEDNN_MAX_CPU_ISA to AVX512_CORE or above (or "
+        "unset it), or use --mixed-precision auto (float32 here) or off.")
   if requested != "auto":
-    slow = (" (bfloat16 is emulated without AVX512-BF16: measured 2.2x slower than float32)"
-            if requested == "bfloat16" and not native else "")
+    slow = ""
+    if requested == "bfloat16" and not to_onednn:
+      slow = (" (no AVX-512 here: TensorFlow's own kernels emulate bfloat16, measured 7x "
+              "slower than float32)")
+    elif requested == "bfloat16" and not native:
+      slow = " (bfloat16 is emulated without AVX512-BF16: measured 2.2x slower than float32)"
     return Choice(requested, f"--mixed-precision {requested}{slow}")
   if native:
     return Choice("bfloat16", f"auto on a CPU with native bfloat16 ({isa}): bfloat16, "
