@@ -121,6 +121,31 @@ VALIDATION_EXAMPLES = 5000  # held out of the 50,000 training images by --valida
 VALIDATION_SEED = 0
 
 
+def _splits_only(work: str, images: str) -> str:
+  """`images`, or where it holds folders besides train/ and test/, a folder of links to those two.
+
+  The tutorial's loader, tfds.ImageFolder, takes every folder in the root as a
+  split and the union of their subfolders as classes, so a git clone of the
+  images (its .git holds folders) would give it more than 10 classes; the
+  trainer reads train/ and test/ only. Both get the same folder.
+  """
+  images = os.path.abspath(images)
+  others = sorted(n for n in os.listdir(images)
+                  if n not in ("train", "test") and os.path.isdir(os.path.join(images, n)))
+  if not others:
+    return images
+  folder = os.path.join(work, "cifar10-jpeg-splits")
+  os.makedirs(folder, exist_ok=True)
+  for split in ("train", "test"):
+    link = os.path.join(folder, split)
+    if os.path.islink(link) and os.readlink(link) != os.path.join(images, split):
+      os.remove(link)
+    if not os.path.islink(link):
+      os.symlink(os.path.join(images, split), link)
+  print(f"{images} also holds {', '.join(others)}: reading its train/ and test/ through {folder}")
+  return folder
+
+
 def jpeg_data(work: str, images: str, validation: bool,
               held_out: int = VALIDATION_EXAMPLES) -> dict[str, list[str]]:
   """Real CIFAR-10 JPEGs in `images` (train/test/<class>/*.jpg): both input paths' arguments.
@@ -131,7 +156,7 @@ def jpeg_data(work: str, images: str, validation: bool,
   """
   from trainer.data import synthetic  # pylint: disable=import-outside-toplevel
   import tutorial  # pylint: disable=import-outside-toplevel
-  folder = os.path.abspath(images)
+  folder = _splits_only(work, images)
   if validation:
     folder = os.path.join(work, f"cifar10-jpeg-validation-{held_out}")
     if not os.path.exists(folder + ".done"):

@@ -79,3 +79,29 @@ def test_precision_bench_compares_both_precisions_and_reports_a_refusal(tmp_path
                      r"--mixed-precision bfloat16 cannot run on this CPU with oneDNN at AVX2", out), out
   else:
     assert re.search(r"round 1: float32 \d+ images/s, \d+ s, accuracy [\d.]+; bfloat16 \d+ images/s", out), out
+
+
+def test_a_git_clone_of_the_jpegs_gives_the_tutorial_ten_classes(tmp_path):
+  """The images as `git clone` leaves them (a .git folder beside train/ and test/): both
+  programs read only the two splits, so the prepared `cifar10` has the 10 classes."""
+  sys.path.insert(0, os.path.join(REPO, "bench"))
+  import end_to_end  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from trainer.data import synthetic  # pylint: disable=import-outside-toplevel
+  images = tmp_path / "CIFAR-10-images"
+  names = list(synthetic.CLASS_NAMES["cifar10"])
+  synthetic.store_image_folder(str(images), {"train": synthetic.make_arrays(40, (32, 32, 3), 10, seed=0),
+                                             "test": synthetic.make_arrays(20, (32, 32, 3), 10, seed=1)},
+                               names)
+  for sub in ("objects/00", "objects/ff", "refs/heads", "hooks", "info", "logs/refs"):
+    (images / ".git" / sub).mkdir(parents=True)
+  (images / "README.md").write_text("# CIFAR-10 images\n")
+  inputs = end_to_end.jpeg_data(str(tmp_path / "work"), str(images), False)
+
+  folder = inputs["folder"][1][len("folder:"):]
+  assert sorted(os.listdir(folder)) == ["test", "train"]
+  assert os.path.realpath(os.path.join(folder, "train")) == str(images / "train")
+  data_dir = inputs["tfds"][inputs["tfds"].index("--data-dir") + 1]
+  builder = tfds.builder("cifar10", data_dir=data_dir)
+  assert builder.info.features["label"].names == sorted(names)
+  assert (builder.info.splits["train"].num_examples, builder.info.splits["test"].num_examples) == (40, 20)
