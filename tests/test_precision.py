@@ -51,8 +51,10 @@ def test_auto_keeps_float32_on_gpus_and_explicit_choices_stand():
 ])
 def test_bfloat16_is_refused_where_tensorflow_sends_it_to_onednn_below_avx512(flags, cap):
   with pytest.raises(errors.ConfigError, match="--mixed-precision bfloat16 cannot run on this CPU "
-                                               "with oneDNN at AVX"):
+                                               "with oneDNN at AVX") as refused:
     precision.choose("bfloat16", gpus=0, flags=flags, cap=cap)
+  # Lifting the cap is the way out only where the CPU itself has AVX-512.
+  assert ("Lift ONEDNN_MAX_CPU_ISA" in str(refused.value)) == ("avx512f" in flags)
 
 
 @pytest.mark.parametrize("cap", [None, "AVX2", "AVX"])

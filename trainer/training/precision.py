@@ -133,11 +133,13 @@ def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) 
   native = mask & _BF16 == _BF16
   to_onednn = any(flag in flags for flag in _ONEDNN_TAKES_BF16)
   if requested == "bfloat16" and to_onednn and mask & _AVX512 != _AVX512:
+    capped = isa_level(flags, None)[0] & _AVX512 == _AVX512  # the CPU itself has AVX-512
+    fix = ("Lift ONEDNN_MAX_CPU_ISA to AVX512_CORE or above (or unset it), or use" if capped
+           else "Use")
     raise errors.ConfigError(
         f"--mixed-precision bfloat16 cannot run on this CPU with oneDNN at {isa}: TensorFlow "
         "sends bfloat16 convolutions to oneDNN on this CPU, and oneDNN has none below AVX-512, "
-        "so the first step would fail. Lift ONEDNN_MAX_CPU_ISA to AVX512_CORE or above (or "
-        "unset it), or use --mixed-precision auto (float32 here) or off.")
+        f"so the first step would fail. {fix} --mixed-precision auto (float32 here) or off.")
   if requested != "auto":
     slow = ""
     if requested == "bfloat16" and not to_onednn:
