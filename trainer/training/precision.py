@@ -55,6 +55,11 @@ _AVX512 = ISA_MASKS["AVX512_CORE"]
 _ONEDNN_TAKES_BF16 = ("avx512f", "avx_ne_convert")
 
 
+def onednn_takes_bfloat16(flags: Iterable[str]) -> bool:
+  """Whether TensorFlow sends bfloat16 ops to oneDNN on a CPU with these flags, whatever the cap."""
+  return not set(flags).isdisjoint(_ONEDNN_TAKES_BF16)
+
+
 @dataclasses.dataclass(frozen=True)
 class Choice:
   """The precision a run computes in, and why."""
@@ -131,7 +136,7 @@ def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) 
   flags = frozenset(flags)
   mask, isa = isa_level(flags, cap)
   native = mask & _BF16 == _BF16
-  to_onednn = any(flag in flags for flag in _ONEDNN_TAKES_BF16)
+  to_onednn = onednn_takes_bfloat16(flags)
   if requested == "bfloat16" and to_onednn and mask & _AVX512 != _AVX512:
     capped = isa_level(flags, None)[0] & _AVX512 == _AVX512  # the CPU itself has AVX-512
     fix = ("Lift ONEDNN_MAX_CPU_ISA to AVX512_CORE or above (or unset it), or use" if capped
