@@ -201,6 +201,75 @@ def test_folder_of_jpegs_and_pngs_mixing_grey_and_colour_is_rgb(tmp_path):
   assert sorted(int(image.mean()) for image in images[0]) == [100, 200]  # grey, as RGB
 
 
+def _jpegs(tmp_path):
+  """JPEG files of the kinds cameras, scanners and converters write, as {name: path}."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  pixels = rng.integers(0, 256, (20, 24, 3), np.uint8)
+  rgb, grey = Image.fromarray(pixels), Image.fromarray(pixels[..., 0])
+  exif = Image.Exif()
+  exif[0x010E] = "x" * 8000  # ImageDescription: an APP1 segment larger than the bytes read
+  saves = {
+      "baseline": (rgb, {}), "grey": (grey, {}), "cmyk": (rgb.convert("CMYK"), {}),
+      "progressive": (rgb, {"progressive": True}), "optimized": (rgb, {"optimize": True}),
+      "subsampled 4:2:0": (rgb, {"subsampling": 2}), "comment": (grey, {"comment": b"scanned"}),
+      "restart markers": (rgb, {"restart_marker_blocks": 1}), "icc profile": (rgb, {"icc_profile": b"\0" * 3000}),
+      "large exif (Pillow reads it)": (rgb, {"exif": exif}),
+  }
+  paths = {}
+  for name, (image, kwargs) in saves.items():
+    paths[name] = str(tmp_path / f"{name}.jpg")
+    image.save(paths[name], quality=90, **kwargs)
+  return paths
+
+
+def test_jpeg_headers_read_from_their_first_bytes_agree_with_pillow(tmp_path):
+  """Size and grey-or-colour of each kind of JPEG, as Pillow's open reports them (the scan of
+  a folder reads JPEG frame headers itself, 5x as fast on real CIFAR-10's 60,000 files)."""
+  from PIL import Image
+  from trainer.data import folders
+  for name, path in _jpegs(tmp_path).items():
+    with Image.open(path) as image:
+      assert folders._header(path) == ((image.size[1], image.size[0]), image.mode == "L"), name
+    with open(path, "rb") as f:
+      frame = folders._jpeg_frame(f.read(folders._HEAD_BYTES))
+    # Read from the first bytes, except past a segment longer than those: Pillow then.
+    assert (frame is None) == (name == "large exif (Pillow reads it)"), name
+
+
+@pytest.mark.parametrize("change", [
+    lambda sof: sof[:4] + b"\x0c" + sof[5:],  # 12-bit samples
+    lambda sof: sof[:9] + b"\x02" + sof[10:],  # two components
+], ids=["12-bit", "2 components"])
+def test_a_jpeg_frame_that_pillow_refuses_is_named_by_the_scan(tmp_path, change):
+  """Pillow cannot open these (JpegImagePlugin.SOF raises; Image.open reports it as below),
+  so neither can the trainer: the scan refuses them before any worker starts."""
+  from PIL import Image
+  dataset = _folder(tmp_path, {s: {"a": [OK], "b": [OK]} for s in ("train", "test")})
+  path = tmp_path / "train" / "b" / "odd.jpg"
+  Image.new("RGB", (32, 32), 50).save(path)
+  raw = path.read_bytes()
+  sof = raw.index(b"\xff\xc0")
+  path.write_bytes(raw[:sof] + change(raw[sof:sof + 10]) + raw[sof + 10:])
+  with pytest.raises(errors.DataError,
+                     match=r"corrupt or unreadable image .*train/b/odd\.jpg: cannot identify image file"):
+    data.load(_config(dataset=dataset))
+
+
+def test_a_jpeg_cut_after_its_frame_header_is_named_when_its_worker_decodes_it(tmp_path):
+  """The scan reads headers only, so the file passes it; its first read names it."""
+  from PIL import Image
+  dataset = _folder(tmp_path, {s: {"a": [OK], "b": [OK]} for s in ("train", "test")})
+  path = tmp_path / "train" / "b" / "cut.jpg"
+  Image.new("RGB", (32, 32), 50).save(path)
+  raw = path.read_bytes()
+  path.write_bytes(raw[:raw.index(b"\xff\xda")])  # everything up to the scan: no pixels
+  source = data.load(_config(dataset=dataset))
+  assert source.info.image_shape == (32, 32, 3)
+  with pytest.raises(errors.DataError, match=r"corrupt or unreadable image .*train/b/cut\.jpg"):
+    source.read(True, None, 0)
+
+
 @pytest.mark.parametrize("layout, message", [
     ({"train": {"a": [], "b": []}, "test": {"a": [OK], "b": [OK]}},
      r"no \.png or \.jpg images under train/<label>/"),
