@@ -12,7 +12,8 @@ its final accuracy, and from config.json what `--mixed-precision auto`
 would pick there (a third, auto, process is not needed: the choice depends
 on the CPU and the cap alone, trainer/training/precision.py). A cap where
 the trainer refuses bfloat16 (an AVX-512 CPU capped below AVX-512, where
-TensorFlow still sends bfloat16 convolutions to oneDNN, which has none there)
+TensorFlow still sends bfloat16 convolutions to oneDNN, which has none there
+but at AVX2_VNNI_2)
 is reported as refused; on a CPU without AVX-512, bfloat16 runs in
 TensorFlow's own kernels and is measured like any other.
 

@@ -16,6 +16,9 @@ AVX2 = {"sse4_2", "avx", "avx2", "fma"}
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"}
 AVX512_BF16 = AVX512 | {"avx512_bf16"}          # AMD Zen 4 and 5, Intel Cooper Lake
 AMX = AVX512_BF16 | {"amx_bf16", "amx_tile", "amx_int8"}  # Intel Sapphire Rapids on
+# AVX-VNNI-INT8 and AVX-NE-CONVERT: oneDNN's AVX2_VNNI_2 level, which has bfloat16
+# kernels (Intel Sierra Forest, Arrow Lake, Lunar Lake without AVX-512; Granite Rapids with it).
+VNNI_2 = {"avx_vnni", "avx_vnni_int8", "avx_ne_convert"}
 
 
 @pytest.mark.parametrize("flags, cap, chosen", [
@@ -45,16 +48,42 @@ def test_auto_keeps_float32_on_gpus_and_explicit_choices_stand():
   assert emulated.policy == "bfloat16" and "2.2x slower" in emulated.reason
 
 
-@pytest.mark.parametrize("flags, cap", [
-    (AVX512_BF16, "AVX2"), (AMX, "AVX2_VNNI_2"), (AVX512, "AVX"),
-    (AVX2 | {"avx_ne_convert"}, None),  # TensorFlow sends bfloat16 to oneDNN there too
+LIFT_TO_AVX512 = "Lift ONEDNN_MAX_CPU_ISA to AVX512_CORE (or unset it), or use --mixed-precision auto"
+USE_AUTO = ". Use --mixed-precision auto"
+
+
+@pytest.mark.parametrize("flags, cap, advice", [
+    (AVX512_BF16, "AVX2", LIFT_TO_AVX512),
+    (AMX, "AVX2_VNNI_2", LIFT_TO_AVX512),  # Sapphire Rapids: no AVX-VNNI-INT8, no AVX-NE-CONVERT
+    (AVX512, "AVX", LIFT_TO_AVX512),
+    # TensorFlow sends bfloat16 to oneDNN on AVX-NE-CONVERT too; without AVX-VNNI-INT8
+    # the CPU has no level with bfloat16 kernels.
+    (AVX2 | {"avx_ne_convert"}, None, USE_AUTO),
+    (AVX2 | VNNI_2, "AVX2_VNNI", "Lift ONEDNN_MAX_CPU_ISA to AVX2_VNNI_2 (or unset it)"),
+    # AVX512_CORE's mask (0x27) does not hold AVX2_VNNI_2's (0x1F): that cap leaves none.
+    (AVX2 | VNNI_2, "AVX512_CORE", "Lift ONEDNN_MAX_CPU_ISA to AVX2_VNNI_2 (or unset it)"),
+    (AMX | VNNI_2, "AVX2", "Lift ONEDNN_MAX_CPU_ISA to AVX512_CORE or AVX2_VNNI_2 (or unset it)"),
 ])
-def test_bfloat16_is_refused_where_tensorflow_sends_it_to_onednn_below_avx512(flags, cap):
+def test_bfloat16_is_refused_where_tensorflow_sends_it_to_onednn_and_onednn_has_no_kernel(
+    flags, cap, advice):
+  """oneDNN's bfloat16 kernels are at AVX512_CORE and AVX2_VNNI_2 only (its
+  platform::has_data_type_support); lifting the cap helps only where the CPU has one."""
   with pytest.raises(errors.ConfigError, match="--mixed-precision bfloat16 cannot run on this CPU "
                                                "with oneDNN at AVX") as refused:
     precision.choose("bfloat16", gpus=0, flags=flags, cap=cap)
-  # Lifting the cap is the way out only where the CPU itself has AVX-512.
-  assert ("Lift ONEDNN_MAX_CPU_ISA" in str(refused.value)) == ("avx512f" in flags)
+  assert advice in str(refused.value)
+
+
+@pytest.mark.parametrize("flags, cap", [
+    (AVX2 | VNNI_2, None), (AVX2 | VNNI_2, "AVX2_VNNI_2"), (AMX | VNNI_2, "AVX2_VNNI_2"),
+])
+def test_bfloat16_runs_on_onednns_avx2_vnni_2_kernels_and_says_their_speed_is_unmeasured(flags, cap):
+  choice = precision.choose("bfloat16", gpus=0, flags=flags, cap=cap)
+  assert choice.policy == "bfloat16"
+  assert choice.reason == ("--mixed-precision bfloat16 (oneDNN's AVX2_VNNI_2 bfloat16 kernels: "
+                           "speed not measured)")
+  # auto takes bfloat16 only where it was measured faster: not here.
+  assert precision.choose("auto", gpus=0, flags=flags, cap=cap).name == "float32"
 
 
 @pytest.mark.parametrize("cap", [None, "AVX2", "AVX"])

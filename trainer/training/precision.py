@@ -13,6 +13,7 @@ bench/precision.py):
 | the same, oneDNN capped at AVX512_CORE     | 0.45x (bfloat16 emulated)                      | float32  |
 | the same, oneDNN capped at AVX2            | fails: oneDNN has no AVX2 bfloat16 convolution | float32  |
 | CPU with AVX2 only (AMD Zen 3, 2 cores)    | 0.14x (TensorFlow's own kernels, not oneDNN)   | float32  |
+| CPU with AVX2_VNNI_2, no AVX-512           | not measured (oneDNN's AVX2_VNNI_2 kernels)    | float32  |
 | CPU with AMX (Intel Sapphire Rapids on)    | not measured; AMX CPUs also have AVX512-BF16   | bfloat16 |
 | GPU                                        | not measured; this CNN is input-bound there    | float32  |
 
@@ -25,10 +26,12 @@ Whether a bfloat16 op reaches oneDNN at all is TensorFlow's choice, by the CPU
 alone: its oneDNN graph rewrite takes bfloat16 ops only where
 IsBF16SupportedByOneDNNOnThisCPU() holds (tensorflow/core/util/util.cc: the CPU
 has AVX512F or AVX_NE_CONVERT; tensorflow/core/graph/mkl_graph_util.h logs
-"Falling back to default implementation" otherwise). So on an AVX-512 CPU with
-oneDNN capped below AVX-512 the op goes to oneDNN, which cannot run it, while
-on a CPU without AVX-512 it runs in TensorFlow's own (Eigen) kernel: slowly,
-but it runs.
+"Falling back to default implementation" otherwise). oneDNN has bfloat16
+kernels at AVX512_CORE and at AVX2_VNNI_2 (AVX-VNNI-INT8 and AVX-NE-CONVERT,
+without AVX-512) only. So on an AVX-512 CPU with oneDNN capped below AVX-512 the
+op goes to oneDNN, which cannot run it, while on a CPU without AVX-512 nor
+AVX-NE-CONVERT it runs in TensorFlow's own (Eigen) kernel: slowly, but it runs.
+A CPU with AVX2_VNNI_2 runs it in oneDNN (not measured: no such CPU here).
 """
 
 from __future__ import annotations
@@ -49,15 +52,47 @@ ISA_MASKS = {
 }
 _UNCAPPED = ("", "ALL", "DEFAULT")
 _BF16 = ISA_MASKS["AVX512_CORE_BF16"]
-_AVX512 = ISA_MASKS["AVX512_CORE"]
 # The CPU flags (Linux's names) for which TensorFlow sends bfloat16 ops to oneDNN:
 # IsBF16SupportedByOneDNNOnThisCPU() in tensorflow/core/util/util.cc.
 _ONEDNN_TAKES_BF16 = ("avx512f", "avx_ne_convert")
+# The levels at which oneDNN has bfloat16 kernels, with the CPU flags each needs:
+# platform::has_data_type_support(bf16) in oneDNN's src/cpu/platform.cpp (v3.7.3,
+# the one TensorFlow 2.21 links) is mayiuse(avx512_core) || mayiuse(avx2_vnni_2), and
+# mayiuse (src/cpu/x64/cpu_isa_traits.hpp) needs both the CPU's features and the
+# level's whole mask inside ONEDNN_MAX_CPU_ISA's (AVX2_VNNI_2, 0x1F, is not inside
+# AVX512_CORE's 0x27: a cap at an AVX-512 level leaves oneDNN no AVX2_VNNI_2 kernel).
+_BF16_KERNELS = {
+    "AVX512_CORE": frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"}),
+    "AVX2_VNNI_2": frozenset({"avx2", "avx_vnni", "avx_vnni_int8", "avx_ne_convert"}),
+}
 
 
 def onednn_takes_bfloat16(flags: Iterable[str]) -> bool:
   """Whether TensorFlow sends bfloat16 ops to oneDNN on a CPU with these flags, whatever the cap."""
   return not set(flags).isdisjoint(_ONEDNN_TAKES_BF16)
+
+
+def onednn_bfloat16_levels(flags: Iterable[str], cap: Optional[str]) -> tuple[str, ...]:
+  """The levels with bfloat16 kernels (`_BF16_KERNELS`) oneDNN may use here, under `cap`.
+
+  Raises:
+    ConfigError: `cap` is not a level oneDNN knows.
+  """
+  flags = set(flags)
+  cap_mask = _cap_mask(cap)
+  return tuple(level for level, needs in _BF16_KERNELS.items()
+               if needs <= flags and cap_mask & ISA_MASKS[level] == ISA_MASKS[level])
+
+
+def _cap_mask(cap: Optional[str]) -> int:
+  cap_name = (cap or "").strip().upper()
+  if cap_name in _UNCAPPED:
+    return ~0
+  if cap_name not in ISA_MASKS:
+    raise errors.ConfigError(
+        f"ONEDNN_MAX_CPU_ISA={cap!r} is not an instruction set oneDNN knows: use one of "
+        f"{', '.join(ISA_MASKS)}, or unset it.")
+  return ISA_MASKS[cap_name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,15 +136,8 @@ def isa_level(flags: Iterable[str], cap: Optional[str]) -> tuple[int, str]:
     cpu = "AVX2"
   else:
     cpu = "SSE41"
-  cap_name = (cap or "").strip().upper()
-  if cap_name in _UNCAPPED:
-    return ISA_MASKS[cpu], cpu
-  if cap_name not in ISA_MASKS:
-    raise errors.ConfigError(
-        f"ONEDNN_MAX_CPU_ISA={cap!r} is not an instruction set oneDNN knows: use one of "
-        f"{', '.join(ISA_MASKS)}, or unset it.")
-  mask = ISA_MASKS[cpu] & ISA_MASKS[cap_name]
-  name = cpu if mask == ISA_MASKS[cpu] else cap_name
+  mask = ISA_MASKS[cpu] & _cap_mask(cap)
+  name = cpu if mask == ISA_MASKS[cpu] else (cap or "").strip().upper()
   return mask, name
 
 
@@ -124,9 +152,10 @@ def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) 
 
   Raises:
     ConfigError: bfloat16 asked for on a CPU-only machine where TensorFlow hands
-      bfloat16 convolutions to oneDNN but oneDNN may not use AVX-512 (capped
-      below it), where training would fail in its first step with oneDNN's
-      "could not create a primitive descriptor".
+      bfloat16 convolutions to oneDNN but oneDNN may use neither of its levels
+      with bfloat16 kernels (AVX512_CORE, AVX2_VNNI_2: the CPU lacks them or
+      ONEDNN_MAX_CPU_ISA excludes them), where training would fail in its first
+      step with oneDNN's "could not create a primitive descriptor".
   """
   if gpus:
     if requested == "auto":
@@ -137,19 +166,23 @@ def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) 
   mask, isa = isa_level(flags, cap)
   native = mask & _BF16 == _BF16
   to_onednn = onednn_takes_bfloat16(flags)
-  if requested == "bfloat16" and to_onednn and mask & _AVX512 != _AVX512:
-    capped = isa_level(flags, None)[0] & _AVX512 == _AVX512  # the CPU itself has AVX-512
-    fix = ("Lift ONEDNN_MAX_CPU_ISA to AVX512_CORE or above (or unset it), or use" if capped
+  kernels = onednn_bfloat16_levels(flags, cap)
+  if requested == "bfloat16" and to_onednn and not kernels:
+    possible = onednn_bfloat16_levels(flags, None)  # the CPU's own, uncapped
+    fix = (f"Lift ONEDNN_MAX_CPU_ISA to {' or '.join(possible)} (or unset it), or use" if possible
            else "Use")
     raise errors.ConfigError(
         f"--mixed-precision bfloat16 cannot run on this CPU with oneDNN at {isa}: TensorFlow "
-        "sends bfloat16 convolutions to oneDNN on this CPU, and oneDNN has none below AVX-512, "
-        f"so the first step would fail. {fix} --mixed-precision auto (float32 here) or off.")
+        "sends bfloat16 convolutions to oneDNN on this CPU, and oneDNN has them only at "
+        "AVX512_CORE and AVX2_VNNI_2, so the first step would fail. "
+        f"{fix} --mixed-precision auto (float32 here) or off.")
   if requested != "auto":
     slow = ""
     if requested == "bfloat16" and not to_onednn:
       slow = (" (no AVX-512 here: TensorFlow's own kernels emulate bfloat16, measured 7x "
               "slower than float32)")
+    elif requested == "bfloat16" and "AVX512_CORE" not in kernels:
+      slow = " (oneDNN's AVX2_VNNI_2 bfloat16 kernels: speed not measured)"
     elif requested == "bfloat16" and not native:
       slow = " (bfloat16 is emulated without AVX512-BF16: measured 2.2x slower than float32)"
     return Choice(requested, f"--mixed-precision {requested}{slow}")
