@@ -84,8 +84,13 @@ def onednn_bfloat16_levels(flags: Iterable[str], cap: Optional[str]) -> tuple[st
                if needs <= flags and cap_mask & ISA_MASKS[level] == ISA_MASKS[level])
 
 
+def _cap_name(cap: Optional[str]) -> str:
+  """ONEDNN_MAX_CPU_ISA as oneDNN reads it: any case, surrounding blanks ignored."""
+  return (cap or "").strip().upper()
+
+
 def _cap_mask(cap: Optional[str]) -> int:
-  cap_name = (cap or "").strip().upper()
+  cap_name = _cap_name(cap)
   if cap_name in _UNCAPPED:
     return ~0
   if cap_name not in ISA_MASKS:
@@ -137,7 +142,7 @@ def isa_level(flags: Iterable[str], cap: Optional[str]) -> tuple[int, str]:
   else:
     cpu = "SSE41"
   mask = ISA_MASKS[cpu] & _cap_mask(cap)
-  name = cpu if mask == ISA_MASKS[cpu] else (cap or "").strip().upper()
+  name = cpu if mask == ISA_MASKS[cpu] else _cap_name(cap)
   return mask, name
 
 
