@@ -227,12 +227,12 @@ def test_jpeg_headers_read_from_their_first_bytes_agree_with_pillow(tmp_path):
   """Size and grey-or-colour of each kind of JPEG, as Pillow's open reports them (the scan of
   a folder reads JPEG frame headers itself, 5x as fast on real CIFAR-10's 60,000 files)."""
   from PIL import Image
-  from trainer.data import folders
+  from trainer.data import image_files
   for name, path in _jpegs(tmp_path).items():
     with Image.open(path) as image:
-      assert folders._header(path) == ((image.size[1], image.size[0]), image.mode == "L"), name
+      assert image_files.header(path) == ((image.size[1], image.size[0]), image.mode == "L"), name
     with open(path, "rb") as f:
-      frame = folders._jpeg_frame(f.read(folders._HEAD_BYTES))
+      frame = image_files.jpeg_frame(f.read(image_files.HEAD_BYTES))
     # Read from the first bytes, except past a segment longer than those: Pillow then.
     assert (frame is None) == (name == "large exif (Pillow reads it)"), name
 

@@ -43,13 +43,13 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-import struct
 from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from trainer import errors
+from trainer.data import image_files
 
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # as tfds.ImageFolder reads them
@@ -63,15 +63,6 @@ _DECODE_BATCH = 256
 # latency, not the GIL. Local headers are read serially: 60,000 take 0.33 s,
 # and threads made it slower (GIL contention), measured on 2 cores.
 _REMOTE_THREADS = 64
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_GREY_MODES = ("1", "L", "I", "I;16", "F")  # Pillow's single-channel modes
-# Bytes read for a header: a PNG's IHDR ends at byte 26; a JPEG's frame
-# header follows its APPn, DQT and DHT segments, within the first 1-2 KiB of
-# a camera-less file (a larger EXIF segment falls back to Pillow).
-_HEAD_BYTES = 4096
-# Start-of-frame markers, SOF0-SOF15 less DHT (C4), JPG (C8) and DAC (CC):
-# Pillow's JpegImagePlugin MARKER table maps these to its SOF handler.
-_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def share(items, num_workers: int, worker_index: int):
@@ -146,11 +137,11 @@ def scan(root: str, what: str) -> Folder:
     labels[split] = np.array([k for _, k in pairs], np.int64)
 
   every = files["train"] + files["test"]
-  if _is_remote(root):
+  if image_files.is_remote(root):
     with concurrent.futures.ThreadPoolExecutor(_REMOTE_THREADS) as pool:
-      headers = list(pool.map(_header, every))
+      headers = list(pool.map(image_files.header, every))
   else:
-    headers = [_header(p) for p in every]
+    headers = [image_files.header(p) for p in every]
   first = headers[0][0]
   odd = next((i for i, (size, _) in enumerate(headers) if size != first), None)
   odd_size = ""
@@ -161,97 +152,6 @@ def scan(root: str, what: str) -> Folder:
   return Folder(root=root, class_names=class_names, files=files, labels=labels,
                 channels=1 if all(grey for _, grey in headers) else 3,
                 size=None if odd_size else first, odd_size=odd_size)
-
-
-def _is_remote(path: str) -> bool:
-  return "://" in path
-
-
-def _open(path: str, buffered: bool = True):
-  # Plain open() for local files: tf.io.gfile.GFile costs 1.2-2.5x more per
-  # small file (60,000 PNGs decoded by Pillow: 2.8-5.6 s against 2.1-2.3 s).
-  # Unbuffered, a header read reads the header, not the first 8 KiB.
-  if _is_remote(path):
-    return tf.io.gfile.GFile(path, "rb")
-  return open(path, "rb", buffering=-1 if buffered else 0)
-
-
-def _unreadable(path: str, e: Exception) -> errors.DataError:
-  return errors.DataError(f"corrupt or unreadable image {path}: {e}. Remove or replace the file.")
-
-
-def _jpeg_frame(head: bytes) -> Optional[tuple[int, int, int]]:
-  """(height, width, components) from a JPEG's start-of-frame segment, if `head` holds it.
-
-  Walks the marker segments from SOI as Pillow's JpegImageFile._open does
-  (ITU-T T.81, B.1.1: 0xFF, a marker byte, a big-endian length that counts
-  itself) up to the first SOFn, whose payload is the sample precision (1
-  byte), height, width (2 each) and the number of components (1): Pillow's
-  mode is "L" for one (JpegImagePlugin.SOF). None where `head` ends first (a
-  large EXIF segment), a height of 0 (defined later by a DNL segment), what
-  Pillow refuses (not 8 bits; not 1, 3 or 4 components) or anything else
-  unexpected: the caller then asks Pillow, which names what is wrong.
-  """
-  i = 2  # after SOI (0xFFD8)
-  while i + 4 <= len(head):
-    if head[i] != 0xFF:
-      return None
-    marker = head[i + 1]
-    if marker == 0xFF:  # fill byte before a marker
-      i += 1
-      continue
-    if marker < 0xC0 or marker in (0xD9, 0xDA):  # no marker, EOI, or a scan before any frame
-      return None
-    if 0xD0 <= marker <= 0xD8:  # RSTn, SOI: no length
-      i += 2
-      continue
-    (length,) = struct.unpack(">H", head[i + 2:i + 4])
-    if marker in _JPEG_SOF_MARKERS:
-      if length < 8 or i + 10 > len(head):
-        return None
-      bits, height, width, components = struct.unpack(">BHHB", head[i + 4:i + 10])
-      # What Pillow opens: 8-bit samples in 1, 3 or 4 components (L, RGB, CMYK).
-      ok = bits == 8 and height and width and components in (1, 3, 4)
-      return (height, width, components) if ok else None
-    if length < 2:
-      return None
-    i += 2 + length
-  return None
-
-
-def _header(path: str) -> tuple[tuple[int, int], bool]:
-  """((height, width), greyscale?) of one image, from its first bytes."""
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
-  try:
-    with _open(path, buffered=False) as f:
-      head = f.read(_HEAD_BYTES)
-    # A PNG's first chunk is IHDR: width, height (big-endian uint32), bit
-    # depth, colour type; type 0 is grey without alpha, Pillow's grey modes.
-    # PNG and JPEG headers are parsed here because Pillow's open takes longer:
-    # 2.5x for PNGs (0.9 s for 60,000), for the 60,000 JPEGs of real CIFAR-10
-    # 4.6-5.4 s against 0.9-1.1 s (AMD EPYC Zen 3).
-    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-      width, height, _, colour = struct.unpack(">IIBB", head[16:26])
-      return (height, width), colour == 0
-    frame = _jpeg_frame(head) if head[:2] == b"\xff\xd8" else None
-    if frame is not None:
-      height, width, components = frame
-      return (height, width), components == 1
-    with _open(path) as f, Image.open(f) as img:  # reads the header only
-      return (img.size[1], img.size[0]), img.mode in _GREY_MODES
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError, tf.errors.OpError) as e:
-    raise _unreadable(path, e) from None
-
-
-def _name_bad_file(paths) -> None:
-  """Raises DataError naming the first of `paths` that Pillow cannot fully decode."""
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
-  for path in paths:
-    try:
-      with _open(path) as f, Image.open(f) as img:
-        img.load()  # a full decode: truncated files fail here
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, tf.errors.OpError) as e:
-      raise _unreadable(path, e) from None
 
 
 def resize(image: tf.Tensor, image_size: Optional[int]) -> tf.Tensor:
@@ -328,7 +228,7 @@ def decode_files(paths: list[str], labels: np.ndarray, channels: int,
   except tf.errors.OpError as e:
     # tf.data says what failed, not where: batches arrive in order, so the
     # culprit is at or after `done`. Pillow names it.
-    _name_bad_file(paths[done:])
+    image_files.name_bad_file(paths[done:])
     raise errors.DataError(
         f"cannot decode one of the images {paths[done]} ... {paths[-1]}: {e.message}. "
         "Remove or replace it.") from None
