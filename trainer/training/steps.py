@@ -107,10 +107,23 @@ def build(model: keras.Model, optimizer: keras.optimizers.Optimizer,
 
   @tf.function
   def evaluate():
-    # Iterating a distributed dataset handles workers whose shards end at
-    # different steps: the short ones feed empty batches.
-    for images, labels in eval_data:
-      strategy.run(replica_eval_step, args=(images, labels))
+    # One pass, one batch at a time, as tf.distribute's DistributedDataset.reduce
+    # makes it (tensorflow/python/distribute/input_lib.py): a while loop on
+    # get_next_as_optional, which under MultiWorkerMirroredStrategy lets a worker
+    # whose shard ends first feed empty batches until every worker's has ended.
+    # Not `for batch in eval_data`: under the default strategy eval_data is a plain
+    # tf.data.Dataset, and AutoGraph turns that loop into Dataset.reduce, whose
+    # body (the model) runs as a tf.data function at about half the speed: 4,700
+    # against 7,900-9,300 images/s for the tutorial CNN at batch 64 on 2 AMD EPYC
+    # Zen 3 cores.
+    iterator = iter(eval_data)
+
+    def body(batch):
+      strategy.run(replica_eval_step, args=batch.get_value())
+      return [iterator.get_next_as_optional()]
+
+    tf.while_loop(lambda batch: batch.has_value(), body, [iterator.get_next_as_optional()],
+                  parallel_iterations=1)
 
   @tf.function
   def barrier():
