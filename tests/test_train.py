@@ -10,6 +10,11 @@ import tensorflow as tf
 
 from conftest import ACCURACY_BAR, EPOCHS_TO_LEARN, NUM_TEST, make_config
 from trainer import config as config_lib
+from trainer import models as model_lib
+from trainer.data import pipeline as data
+from trainer.data import synthetic
+from trainer.training import metrics as metrics_lib
+from trainer.training import steps as steps_lib
 from trainer.training import train
 
 
@@ -42,6 +47,35 @@ def test_mirrored_strategy_over_two_cpus_learns(tfds_dir, tmp_path):
   assert metrics["replicas"] == 2
   assert metrics["test_examples"] == NUM_TEST  # eval split across replicas, counted once
   assert metrics["test_accuracy"] >= ACCURACY_BAR, metrics
+
+
+@pytest.mark.parametrize("devices", [None, ["/cpu:0", "/cpu:1"]], ids=["one-replica", "two-replicas"])
+def test_one_evaluation_pass_scores_every_eval_image_once_as_the_model_does(devices):
+  """150 images at global batch 64, through the run's own eval pipeline: the last batch is
+  partial, and over two replicas (32 each) the second replica's last step has no images.
+  The sums must equal the model's own scores of all 150, each counted once."""
+  strategy = tf.distribute.MirroredStrategy(devices) if devices else tf.distribute.get_strategy()
+  images, labels = synthetic.make_arrays(150, (32, 32, 3), seed=3)
+  info = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], 150, 150)
+  source = data.ArraySource(info, (images, labels), (images, labels))
+  config = config_lib.preset("cifar10", batch_size=64)
+  with strategy.scope():
+    model = model_lib.create_model("tutorial", (32, 32, 3), 10)
+    sums = metrics_lib.Sums(10, confusion=True)
+  eval_data = strategy.distribute_datasets_from_function(
+      lambda ctx: data.eval_dataset(source, config, ctx))
+  steps_lib.build(model, None, strategy, config, 10, None, sums, eval_data).evaluate()
+  got = sums.read_and_reset()
+
+  logits = model(images, training=False).numpy()
+  predictions = logits.argmax(axis=-1)
+  losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits).numpy()
+  assert got["count"] == 150
+  assert got["loss"] == pytest.approx(losses.mean(), rel=1e-5)
+  assert got["accuracy"] == pytest.approx((predictions == labels).mean(), abs=1e-9)
+  expected = np.zeros((10, 10))
+  np.add.at(expected, (labels, predictions), 1)
+  np.testing.assert_array_equal(got["confusion"], expected)
 
 
 def test_image_folder_learns(image_folder, tmp_path):
