@@ -2,11 +2,14 @@
 
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from trainer import config as config_lib
+from trainer import errors
 from trainer import task
 
 
@@ -86,6 +89,24 @@ def test_exit_codes_reach_the_shell(tfds_dir, tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith("error: unknown dataset 'nope_not_a_dataset'")
   # argparse's own usage errors are exit code 2 as well.
   assert run_cli(["--no-such-flag"]).returncode == 2
+
+
+def test_a_local_folder_that_is_not_there_fails_before_tensorflow_loads(tmp_path):
+  """The scan's own message, seconds sooner: TensorFlow is never imported."""
+  missing = tmp_path / "no-such-folder"
+  result = subprocess.run(
+      [sys.executable, "-c", "import sys; from trainer import task; "
+       f"code = task.main(['--dataset', 'folder:{missing}', '--job-dir', '{tmp_path / 'job'}']); "
+       "print(code, 'tensorflow' in sys.modules)"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.stdout.split() == ["2", "False"], result.stdout + result.stderr
+  assert result.stderr.strip() == f"error: --dataset folder:{missing}: no such directory."
+  assert not os.path.exists(tmp_path / "job")
+  # In a run's code path, the folder scan says the same.
+  from trainer.data import folders  # pylint: disable=import-outside-toplevel
+  with pytest.raises(errors.DataError) as raised:
+    folders.scan(str(missing), f"--dataset folder:{missing}")
+  assert result.stderr.strip() == f"error: {raised.value}"
 
 
 # Points of start-up, each reached whatever the machine's speed (tests/faults.py): a

@@ -145,9 +145,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, previous)
 
 
+def _check_local_folder(config: config_lib.TrainConfig) -> None:
+  """A local --dataset folder:PATH that is no directory fails here, before TensorFlow's
+  import (seconds), with the folder scan's message (trainer/data/folders.py); a remote one
+  (gs://) is the scan's to check, through TensorFlow's file systems."""
+  if config.dataset.startswith("folder:"):
+    root = config.dataset[len("folder:"):]
+    if "://" not in root and not os.path.isdir(root):
+      raise errors.DataError(f"--dataset {config.dataset}: no such directory.")
+
+
 def _main(argv: Optional[Sequence[str]]) -> int:
   try:
     config = parse_config(argv)
+    _check_local_folder(config)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return e.exit_code
