@@ -23,6 +23,10 @@ from typing import Any, Optional, Tuple
 from trainer import errors
 
 
+# --dataset folder:PATH names an image folder; anything else a TFDS dataset.
+FOLDER_PREFIX = "folder:"
+
+
 def _field(default: Any, help: str, **kwargs) -> Any:  # pylint: disable=redefined-builtin
   """A dataclass field that carries its command-line help."""
   return dataclasses.field(default=default, metadata={"help": help, **kwargs})
@@ -180,12 +184,19 @@ class TrainConfig:
       "Seconds a cross-worker collective may wait before the worker gives "
       "up and exits (a lost peer); must exceed the slowest step.")
 
+  def folder_root(self) -> Optional[str]:
+    """PATH of --dataset folder:PATH (local or gs://), or None for a TFDS dataset."""
+    if self.dataset.startswith(FOLDER_PREFIX):
+      return self.dataset[len(FOLDER_PREFIX):]
+    return None
+
   def resolved_model_name(self) -> str:
     """The name used under export/ and by TF Serving."""
     if self.model_name:
       return self.model_name
-    if self.dataset.startswith("folder:"):
-      path = self.dataset[len("folder:"):].rstrip("/")
+    root = self.folder_root()
+    if root is not None:
+      path = root.rstrip("/")
       return path.rsplit("/", 1)[-1] or "images"
     return self.dataset.split("/")[0].split(":")[0]
 
@@ -264,8 +275,8 @@ class TrainConfig:
     self.profile_window()
     need(self.collective_timeout_s > 0, "collective-timeout-s", self.collective_timeout_s, "> 0")
     need(bool(self.dataset), "dataset", self.dataset, "a TFDS name or folder:PATH")
-    if self.dataset.startswith("folder:"):
-      need(len(self.dataset) > len("folder:"), "dataset", self.dataset, "folder:PATH with a PATH")
+    if self.folder_root() is not None:
+      need(bool(self.folder_root()), "dataset", self.dataset, "folder:PATH with a PATH")
     name = self.resolved_model_name()
     need(name.replace("-", "").replace("_", "").replace(".", "").isalnum(), "model-name", name,
          "letters, digits, '-', '_' or '.' (it becomes a directory and a TF Serving model name)")

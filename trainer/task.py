@@ -149,10 +149,11 @@ def _check_local_folder(config: config_lib.TrainConfig) -> None:
   """A local --dataset folder:PATH that is no directory fails here, before TensorFlow's
   import (seconds), with the folder scan's message (trainer/data/folders.py); a remote one
   (gs://) is the scan's to check, through TensorFlow's file systems."""
-  if config.dataset.startswith("folder:"):
-    root = config.dataset[len("folder:"):]
-    if "://" not in root and not os.path.isdir(root):
-      raise errors.DataError(f"--dataset {config.dataset}: no such directory.")
+  root = config.folder_root()
+  # "://": a remote path, as trainer.data.image_files.is_remote reads it (that module
+  # imports TensorFlow).
+  if root is not None and "://" not in root and not os.path.isdir(root):
+    raise errors.DataError(f"--dataset {config.dataset}: no such directory.")
 
 
 def _main(argv: Optional[Sequence[str]]) -> int:

@@ -25,6 +25,10 @@ HEAD_BYTES = 4096
 # Start-of-frame markers, SOF0-SOF15 less DHT (C4), JPG (C8) and DAC (CC):
 # Pillow's JpegImagePlugin MARKER table maps these to its SOF handler.
 _JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# What reading or decoding a file that is not a readable image raises: Pillow's
+# UnidentifiedImageError (an OSError), its SyntaxError and ValueError for broken
+# headers, and TensorFlow's file systems' errors for gs://.
+_UNREADABLE_ERRORS = (OSError, SyntaxError, ValueError, tf.errors.OpError)
 
 
 def is_remote(path: str) -> bool:
@@ -85,7 +89,7 @@ def jpeg_frame(head: bytes) -> Optional[tuple[int, int, int]]:
 
 def header(path: str) -> tuple[tuple[int, int], bool]:
   """((height, width), greyscale?) of one image, from its first bytes."""
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
   try:
     with open_file(path, buffered=False) as f:
       head = f.read(HEAD_BYTES)
@@ -103,16 +107,16 @@ def header(path: str) -> tuple[tuple[int, int], bool]:
       return (height, width), components == 1
     with open_file(path) as f, Image.open(f) as img:  # reads the header only
       return (img.size[1], img.size[0]), img.mode in _GREY_MODES
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError, tf.errors.OpError) as e:
+  except _UNREADABLE_ERRORS as e:
     raise unreadable(path, e) from None
 
 
 def name_bad_file(paths) -> None:
   """Raises DataError naming the first of `paths` that Pillow cannot fully decode."""
-  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
   for path in paths:
     try:
       with open_file(path) as f, Image.open(f) as img:
         img.load()  # a full decode: truncated files fail here
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, tf.errors.OpError) as e:
+    except _UNREADABLE_ERRORS as e:
       raise unreadable(path, e) from None

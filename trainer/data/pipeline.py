@@ -35,7 +35,6 @@ from trainer.config import TrainConfig
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
-FOLDER_PREFIX = "folder:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +132,7 @@ def load(config: TrainConfig) -> Source:
     DataError: unknown dataset, missing or unprepared data, an image folder
       with no images, mismatched labels, a corrupt or odd-sized image.
   """
-  if config.dataset.startswith(FOLDER_PREFIX):
+  if config.folder_root() is not None:
     return _load_folder(config)
   return _load_tfds(config)
 
@@ -209,7 +208,7 @@ def _image_shape(shape, image_size: Optional[int], what: str) -> tuple[int, int,
 
 def _load_folder(config: TrainConfig) -> folders.FolderSource:
   """Checks PATH/{train,test}/<label>/*.png|jpg and every image's header."""
-  root = config.dataset[len(FOLDER_PREFIX):]
+  root = config.folder_root()
   folder = folders.scan(root, f"--dataset {config.dataset}")
   if folder.odd_size and not config.image_size:
     raise errors.DataError(folder.odd_size)
