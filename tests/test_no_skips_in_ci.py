@@ -26,7 +26,10 @@ def test_known_bug():
 
 def _pytest(tmp_path, ci):
   (tmp_path / "test_sample.py").write_text(_TESTS)
-  env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "tests"), "CI": ci}
+  # Without PYTEST_ADDOPTS: the options a user gives the suite (plugins from their
+  # own path, -n) are not this sample run's, which is given all it needs.
+  env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},
+         "PYTHONPATH": os.path.join(REPO, "tests"), "CI": ci}
   return subprocess.run(
       [sys.executable, "-m", "pytest", "-p", "no_skips_in_ci", "-p", "no:cacheprovider", "-q",
        "-rA", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

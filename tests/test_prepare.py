@@ -117,6 +117,14 @@ def test_missing_folder_exits_2(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == f"error: folder:{tmp_path}/nope: no such directory."
 
 
+@pytest.mark.parametrize("source", ["cifar10", "folder:", "/data/flowers"])
+def test_a_source_that_is_no_folder_path_exits_2_naming_the_form(tmp_path, capsys, source):
+  assert prepare.main([source, "--data-dir", str(tmp_path)]) == 2
+  assert capsys.readouterr().err.strip() == (
+      f"error: {source!r}: trainer.prepare takes folder:PATH.")
+  assert os.listdir(tmp_path) == []  # nothing written
+
+
 def test_an_existing_dataset_is_never_overwritten(prepared, capsys):
   root, data_dir, _ = prepared
   before = sorted(os.listdir(os.path.join(data_dir, "flowers", prepared_lib.VERSION)))

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from trainer import environment
 from trainer import errors
+from trainer.config import FOLDER_PREFIX
 from trainer.data.prepared import MIN_SHARDS, VERSION, prepare
 
 
@@ -45,11 +46,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.getLogger("absl").setLevel(logging.ERROR)
   environment.quiet_tensorflow_logs()  # before TensorFlow loads
   try:
-    if not args.source.startswith("folder:") or args.source == "folder:":
+    root = args.source[len(FOLDER_PREFIX):] if args.source.startswith(FOLDER_PREFIX) else ""
+    if not root:
       raise errors.ConfigError(f"{args.source!r}: trainer.prepare takes folder:PATH.")
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     tfds.disable_progress_bar()  # its bar says "Downloading", which this is not
-    prepared = prepare(args.source[len("folder:"):], args.data_dir, args.name, args.num_shards)
+    prepared = prepare(root, args.data_dir, args.name, args.num_shards)
   except errors.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return e.exit_code
