@@ -85,6 +85,56 @@ def test_the_readme_names_only_real_flags():
   assert named and named <= flags, named - flags
 
 
+def _flag_table_defaults(text: str) -> dict:
+  """{flag: its default cell} of the `| flag | default | meaning |` tables' rows.
+
+  A row of two flags has a cell each ("`--train-split` / `--eval-split` | `train` / `test`"),
+  or one, the first's ("`--augment` / `--no-augment` | off").
+  """
+  table = {}
+  for flags_cell, default_cell in re.findall(r"^\| (`--[^|]*) \| ([^|]*) \|", text, re.M):
+    flags = re.findall(r"`(--[a-z][a-z0-9-]*)`", flags_cell)
+    cells = [c.strip() for c in default_cell.split(" / ")]
+    table.update(zip(flags, cells) if len(cells) == len(flags) else [(flags[0], default_cell.strip())])
+  return table
+
+
+def _as_value(cell: str, default):
+  """What a default cell says, in the type of the config's default; None if it describes one in words."""
+  if cell == "unset":
+    return None, True
+  if default is None:
+    return None, False  # unset, described by what it means: `runs/MODEL_NAME`, "dataset name"
+  if isinstance(default, bool):
+    return {"off": False, "on": True}.get(cell), cell in ("off", "on")
+  literal = re.fullmatch(r"`([^`]+)`|(-?[\d.]+(?:e-?\d+)?)", cell)
+  if not literal:
+    return None, False  # words, not a value
+  text = literal.group(1) or literal.group(2)
+  if isinstance(default, (int, float)) and not isinstance(default, bool):
+    try:
+      return type(default)(float(text)) if isinstance(default, int) else float(text), True
+    except ValueError:
+      return None, False
+  return text, True
+
+
+def test_every_documented_default_is_the_configs():
+  """README's table of the main flags and docs/flags.md state each default the code has."""
+  defaults = {f"--{f.name.replace('_', '-')}": f.default for f in config_lib.fields()}
+  checked = 0
+  for page, text in (("README.md", _section(README, "## Presets and the main flags")),
+                     ("docs/flags.md", FLAGS_DOC)):
+    for flag, cell in _flag_table_defaults(text).items():
+      if flag not in defaults:
+        continue  # --preset: not a field
+      value, literal = _as_value(cell, defaults[flag])
+      if literal:
+        checked += 1
+        assert value == defaults[flag], f"{page}: {flag} documented as {cell}, the config's is {defaults[flag]!r}"
+  assert checked >= 20, checked  # the tables were read
+
+
 def test_every_rerun_recipe_deletes_the_old_pods_first():
   """A background delete lets the old pods drain beside the new ones (docs/kubernetes.md, "Running again")."""
   recipe = "kubectl delete job cnn-trainer --cascade=foreground && kubectl apply -f k8s/job.yaml"
