@@ -132,7 +132,7 @@ def test_resnet20_batchnorm_statistics_are_the_global_batchs_on_every_replica():
   copies = [v.numpy() for v in bn.moving_mean.value.values]
   assert len(copies) == 2
   np.testing.assert_array_equal(copies[0], copies[1])
-  stem = keras.Model(model.inputs, model.get_layer("stem_conv").output)
+  stem = keras.Model(model.input, model.get_layer("stem_conv").output)
   whole_batch_mean = stem(images).numpy().mean(axis=(0, 1, 2))
   # Momentum 0.9 from 0: one update moves the moving mean 10% of the way.
   np.testing.assert_allclose(copies[0], 0.1 * whole_batch_mean, rtol=1e-4, atol=1e-6)
