@@ -173,3 +173,27 @@ def test_resnet20_standardises_the_same_whatever_the_pixel_range():
     model = model_lib.create_model("resnet20", (32, 32, 3), 10, pixel_range=pixel_range)
     outputs.append(keras.Model(model.input, model.get_layer("normalize").output)(images).numpy())
   np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+
+
+def test_resnet20_compiles_with_xla_on_one_replica():
+  """One replica has nothing to all-reduce: under the default strategy (a single-process run)
+  --jit-compile on compiles ResNet-20's forward and backward pass, and its steps train. (It
+  raised RuntimeError: the default strategy has no worker_devices.)"""
+  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer.training import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+  from trainer.training import steps  # pylint: disable=import-outside-toplevel
+  strategy = tf.distribute.get_strategy()
+  config = config_lib.preset("cifar10-resnet20", jit_compile="on", batch_size=8)
+  model = model_lib.create_model("resnet20", (8, 8, 3), 10)
+  optimizer = keras.optimizers.SGD(0.1)
+  sums = metrics_lib.Sums(10, confusion=False)
+  compiled = steps.build(model, optimizer, strategy, config, 10, sums, None, None)
+  assert compiled.xla
+  rng = np.random.default_rng(0)
+  batches = tf.data.Dataset.from_tensors((rng.integers(0, 256, (8, 8, 8, 3), np.uint8),
+                                          rng.integers(0, 10, (8,), np.int64))).repeat()
+  before = [w.numpy() for w in model.trainable_weights]
+  assert int(compiled.train_steps(iter(batches), tf.constant(2), tf.constant(0.0))) == 0
+  assert int(optimizer.iterations.numpy()) == 2
+  assert all(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+  assert float(sums.count.numpy()) == 16

@@ -44,10 +44,10 @@ def _cross_replica_forward(model: keras.Model, strategy: tf.distribute.Strategy)
   """Whether the forward pass all-reduces (synchronised BatchNorm) across several non-GPU
   replicas, where TensorFlow would need a merge_call inside the nested XLA function (it
   raises RuntimeError); on GPUs it compiles the all-reduce into the XLA computation."""
+  if strategy.num_replicas_in_sync == 1:
+    return False  # nothing to all-reduce; and the default strategy has no worker_devices
   synchronised = any(getattr(layer, "synchronized", False) for layer in model.layers)
-  devices = strategy.extended.worker_devices
-  return (synchronised and strategy.num_replicas_in_sync > 1
-          and not all("GPU" in d.upper() for d in devices))
+  return synchronised and not all("GPU" in d.upper() for d in strategy.extended.worker_devices)
 
 
 def build(model: keras.Model, optimizer: keras.optimizers.Optimizer,
