@@ -310,6 +310,54 @@ def test_two_workers_folder_shares_are_disjoint_and_cover_every_file_once(image_
   assert "each of 2 workers reads its own shard (by file)" in data.describe(source, config, 2)
 
 
+def _labels_of(source, train):
+  return np.array([int(label) for _, label in source.read(train, None, 0)])
+
+
+def test_folder_splits_slice_as_tfds_splits_do_each_slice_holding_every_class(image_folder):
+  """--train-split and --eval-split take TFDS's grammar for a folder too (they were ignored: a
+  smoke run of a folder read it whole); a slice is drawn across the labels, not label by label."""
+  config = _config(dataset=f"folder:{image_folder}", train_split="train[:10%]",
+                   eval_split="test[-50:]")
+  source = data.load(config)
+  assert (source.info.num_train_examples, source.info.num_eval_examples) == (80, 50)
+  train, test = _labels_of(source, True), _labels_of(source, False)
+  assert len(train) == 80 and len(test) == 50
+  assert set(train) == set(test) == {0, 1, 2, 3}  # in label order, train[:10%] would be shape_0 only
+  smoke = data.load(config_lib.preset("smoke", dataset=f"folder:{image_folder}")).info
+  assert (smoke.num_train_examples, smoke.num_eval_examples) == (80, 20)
+
+
+def test_folder_slices_are_fixed_disjoint_and_together_the_whole_split(image_folder, tmp_path):
+  """train[:90%] and train[90%:] part the same files on every load, worker and seed: a
+  validation split that never leaks into training."""
+  def digests(spec, root=image_folder, seed=0):
+    source = data.load(_config(dataset=f"folder:{root}", train_split=spec, seed=seed))
+    return _digests(source.read(True, None, seed))
+
+  head, tail, whole = digests("train[:90%]"), digests("train[90%:]"), digests("train")
+  assert (len(head), len(tail)) == (720, 80)
+  assert not set(head) & set(tail) and sorted(head + tail) == whole
+  assert digests("train[:90%]", seed=7) == head  # not drawn with --seed
+  moved = shutil.copytree(image_folder, str(tmp_path / "elsewhere"))
+  assert digests("train[90%:]", root=moved) == tail  # nor with the folder's own path
+  config = _config(dataset=f"folder:{image_folder}", train_split="train[:90%]")
+  source = data.load(config)
+  assert source.num_files("train[:90%]") == 720
+  assert "each of 2 workers reads its own shard (by file)" in data.describe(source, config, 2)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"eval_split": "validation"},
+     r"--eval-split 'validation' is not a split of folder:.*: it has test, train \(Unknown split"),
+    ({"train_split": "train[:abc]"}, r"--train-split 'train\[:abc\]' is not a split of folder:"),
+    ({"eval_split": "test[10:5]"}, r"--eval-split 'test\[10:5\]' of folder:.* has no examples\.$"),
+])
+def test_a_folder_split_that_selects_nothing_is_named(image_folder, flags, message):
+  with pytest.raises(errors.DataError, match=message):
+    data.load(_config(dataset=f"folder:{image_folder}", **flags))
+
+
 def _pillow_pixels(path, channels=3):
   from PIL import Image
   with Image.open(path) as image:

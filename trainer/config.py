@@ -49,8 +49,10 @@ class TrainConfig:
       None,
       "Directory (local or gs://) holding prepared TFDS data, read with "
       "download=False. Unset: TFDS downloads to its default cache.")
-  train_split: str = _field("train", "TFDS split to train on (slicing like train[:90%] works).")
-  eval_split: str = _field("test", "TFDS split to evaluate on.")
+  train_split: str = _field(
+      "train", "Split to train on: of the TFDS dataset, or a folder's train or test (slicing "
+      "like train[:90%] works for both).")
+  eval_split: str = _field("test", "Split to evaluate on (as --train-split).")
   image_size: Optional[int] = _field(
       None,
       "Resize images to SIZE x SIZE. Unset: keep the dataset's size, which "

@@ -7,7 +7,9 @@ Every worker, at start-up:
 2. reads every file's header (size, grey or colour; a few bytes each), so
    every worker agrees on the image shape and a folder of odd sizes fails
    alike on all of them;
-3. when its input pipeline first reads a split, decodes its own share of
+3. selects the files of --train-split and --eval-split (`select`: `train`,
+   `test`, or TFDS's slicing of them, such as `train[:90%]`);
+4. when its input pipeline first reads a split, decodes its own share of
    the files, `files[pipeline::num_pipelines]` (by file), exactly once, in
    parallel inside tf.data, and keeps the pixels in memory when the share
    fits (--cache, --cache-limit-mb). Every later epoch reads them from
@@ -15,7 +17,7 @@ Every worker, at start-up:
    decoded once only to find bad files by name, then streamed from its
    files, decoding in the pipeline.
 
-Steps 1 and 2 run in `data.load`, before the cluster assembles, and run no
+Steps 1 to 3 run in `data.load`, before the cluster assembles, and run no
 TensorFlow op: MultiWorkerMirroredStrategy must be created before any op
 runs. So a file that is not an image, or of an odd size, fails before the
 cluster starts; a file whose header is intact but whose pixels are not
@@ -42,11 +44,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import os
 from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from trainer import errors
 from trainer.data import image_files
@@ -72,6 +76,50 @@ def share(items, num_workers: int, worker_index: int):
   with files listed in label order, each share holds every class.
   """
   return items[worker_index::num_workers]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """The files and labels a split spec (--train-split, --eval-split) selects from a Folder."""
+  spec: str
+  files: list[str]
+  labels: np.ndarray  # int64 class index per file
+
+
+def select(folder: "Folder", spec: str) -> Split:
+  """The files and labels of split `spec`: train, test, or TFDS's slicing of them.
+
+  The grammar is TFDS's own (`tfds.core.ReadInstruction.from_spec`), so
+  `--train-split` and `--eval-split` read alike for a folder and for a TFDS
+  dataset: `train[:10%]`, `train[-5000:]`, `train[:90%]`, `test[:500]`,
+  `train+test`. A slice is taken from the split's files in a fixed
+  pseudo-random order, that of a hash of each file's path under the split
+  folder, rather than in label order (where `train[:10%]` would be one
+  class): every worker, machine and --seed selects the same files, and
+  `train[:90%]` and `train[90%:]` are disjoint and hold every file between
+  them. The selected files keep the label order a whole split has.
+
+  Raises:
+    ValueError: TFDS's message: no such split, or a slice it cannot read.
+  """
+  infos = {split: tfds.core.SplitInfo(name=split, shard_lengths=[len(folder.files[split])],
+                                      num_bytes=0)
+           for split in SPLITS}
+  files, labels = [], []
+  for part in tfds.core.ReadInstruction.from_spec(spec).to_absolute(infos):
+    indices = range(len(folder.files[part.splitname]))
+    if part.from_ is not None or part.to is not None:
+      indices = sorted(_slice_order(folder, part.splitname)[part.from_:part.to])
+    files += [folder.files[part.splitname][i] for i in indices]
+    labels.append(folder.labels[part.splitname][list(indices)])
+  return Split(spec, files, np.concatenate(labels).astype(np.int64))
+
+
+def _slice_order(folder: "Folder", split: str) -> list[int]:
+  """Indices of `split`'s files in the order slices are taken from (see `select`)."""
+  prefix = len(folder.root.rstrip("/")) + len(split) + 2  # ROOT/split/
+  keys = [hashlib.sha256(path[prefix:].encode()).digest() for path in folder.files[split]]
+  return sorted(range(len(keys)), key=keys.__getitem__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,14 +304,18 @@ class FolderSource:
   """
 
   def __init__(self, folder: Folder, info: Any, image_size: Optional[int],
-               fits: Callable[[int], bool] = lambda examples: True):
+               fits: Callable[[int], bool] = lambda examples: True,
+               train: Optional[Split] = None, evaluate: Optional[Split] = None):
     """
     Args:
       info: the trainer's DatasetInfo (image_shape, class names, counts).
       fits: whether a share of that many examples may be kept in memory.
+      train, evaluate: what to train and evaluate on (`select`); unset, the
+        whole train/ and test/ folders.
     """
     self.info = info
     self.folder = folder
+    self._splits = {True: train or select(folder, "train"), False: evaluate or select(folder, "test")}
     self._shape = tuple(info.image_shape)
     self._image_size = image_size
     self._fits = fits
@@ -272,8 +324,8 @@ class FolderSource:
     self._read = {}
 
   def num_files(self, split: str) -> int:
-    """Files of `split` ("train" or "test"): the trainer shards by file."""
-    return len(self.folder.files.get(split, ()))
+    """Files of `split`, the train or the eval split given: the trainer shards by file."""
+    return next((len(s.files) for s in self._splits.values() if s.spec == split), 0)
 
   def holds_decoded(self, train: bool,
                     input_context: Optional[tf.distribute.InputContext]) -> bool:
@@ -314,10 +366,9 @@ class FolderSource:
 
   def _share(self, train: bool, input_context: Optional[tf.distribute.InputContext]):
     """(paths, labels) of this input pipeline's share, by file."""
-    split = "train" if train else "test"
+    split = self._splits[train]
     num_pipelines, pipeline = _pipeline(input_context)
-    return (share(self.folder.files[split], num_pipelines, pipeline),
-            share(self.folder.labels[split], num_pipelines, pipeline))
+    return share(split.files, num_pipelines, pipeline), share(split.labels, num_pipelines, pipeline)
 
 
 def _pipeline(input_context: Optional[tf.distribute.InputContext]) -> tuple[int, int]:

@@ -214,11 +214,23 @@ def _load_folder(config: TrainConfig) -> folders.FolderSource:
     raise errors.DataError(folder.odd_size)
   height, width = folder.size or (None, None)
   shape = _image_shape((height, width, folder.channels), config.image_size, f"folder:{root}")
+  splits = {}
+  for flag, spec in (("train-split", config.train_split), ("eval-split", config.eval_split)):
+    try:
+      splits[flag] = folders.select(folder, spec)
+    except ValueError as e:
+      raise errors.DataError(
+          f"--{flag} {spec!r} is not a split of folder:{root}: it has "
+          f"{', '.join(sorted(folders.SPLITS))} ({e}).") from None
+    if not splits[flag].files:
+      raise errors.DataError(f"--{flag} {spec!r} of folder:{root} has no examples.")
   info = DatasetInfo(
       name=config.resolved_model_name(), image_shape=shape, class_names=folder.class_names,
-      num_train_examples=len(folder.files["train"]), num_eval_examples=len(folder.files["test"]))
+      num_train_examples=len(splits["train-split"].files),
+      num_eval_examples=len(splits["eval-split"].files))
   return folders.FolderSource(folder, info, config.image_size,
-                              lambda examples: _should_cache(config, info, examples))
+                              lambda examples: _should_cache(config, info, examples),
+                              splits["train-split"], splits["eval-split"])
 
 
 # --------------------------------------------------------------------------
