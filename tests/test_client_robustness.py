@@ -295,6 +295,30 @@ def test_decompression_bomb_is_bad_input_exit_2(side, hostile_rest, tmp_path):
                    f"{bomb} has {side * side} pixels", "decompression bomb")
 
 
+def _closed_port() -> int:
+  """A port on 127.0.0.1 that nothing listens on: the server is down."""
+  import socket  # pylint: disable=import-outside-toplevel
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("transport", ["--rest", "--grpc"])
+def test_a_bad_file_is_named_before_the_server_is_asked_anything(transport, image, tmp_path):
+  """Exit 2 naming the file, not 69 after three attempts at a server that is down."""
+  port = _closed_port()
+  server = f"http://127.0.0.1:{port}" if transport == "--rest" else f"127.0.0.1:{port}"
+  text = tmp_path / "notes.txt"
+  text.write_text("not an image")
+  bomb = tmp_path / "bomb.png"
+  bomb.write_bytes(_png_header(20_000, 20_000))
+  for bad, message in ((str(tmp_path / "missing.png"), "missing.png: no such file"),
+                       (str(tmp_path), "is a directory, not an image file"),
+                       (str(text), "notes.txt is not an image (Pillow cannot decode it)"),
+                       (str(bomb), "has 400000000 pixels")):
+    assert_one_error(run_client(transport, server, "--model", "cifar10", image, bad), 2, message)
+
+
 # ------------------------------------------------------------ hostile gRPC
 
 

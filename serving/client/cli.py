@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from serving.client.errors import EXIT_INPUT, EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE, ClientError, InputError
-from serving.client.images import load_encoded, load_pixels
+from serving.client.images import check_image, load_encoded, load_pixels
 from serving.client.metadata import DEFAULT_SIGNATURE, ENCODED_SIGNATURE
 from serving.client.predict_client import (DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_S, DEFAULT_TIMEOUT_S,
                                            PredictClient)
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, out=sys.stdout) -> None:
   """Classifies `args.files` and prints the results."""
+  for path in args.files:
+    check_image(path)  # a bad file is the user's to fix, whatever the server's state
   kwargs = dict(version=args.version, label=args.label, timeout_s=args.timeout,
                 backoff_s=args.retry_backoff_s)
   client = (PredictClient.rest(args.rest, args.model, **kwargs) if args.rest

@@ -23,7 +23,16 @@ SERVER_DECODABLE = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 
 
-def open_image(path: str):
+def check_image(path: str) -> None:
+  """InputError for a missing, unreadable or non-image file, or a decompression bomb, from its
+  header alone (Pillow decodes no pixels until asked). The command line runs it on every file
+  before it asks the server anything: a bad file is named as such, exit code 2, even when the
+  server is down. Pixels that are corrupt behind a sound header fail later, in `open_image`.
+  """
+  open_image(path, decode=False).close()
+
+
+def open_image(path: str, decode: bool = True):
   """Decodes `path` with Pillow; InputError for a missing, unreadable or non-image file.
 
   Images over Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS,
@@ -39,8 +48,9 @@ def open_image(path: str):
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("error", Image.DecompressionBombWarning)
-      image = Image.open(path)
-      image.load()
+      image = Image.open(path)  # reads the header; refuses a bomb by its size
+      if decode:
+        image.load()
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     pixels = re.search(r"\((\d+) pixels\)", str(e))  # Pillow's message names the count
     raise InputError(
