@@ -610,8 +610,36 @@ print(type(modules[0]).__name__, not protos.active(), int(tf.constant(2) + 1))
 """
 
 
+_STATUS_REFUSED_UNDER_THE_EMPTY_PACKAGE = """
+import importlib.abc, sys
+from serving.client import grpc_transport, protos
+
+class NeedsTheRuntime(importlib.abc.MetaPathFinder):
+  # ModelService's protos import error_codes_pb2, which PredictionService's do not.
+  def find_spec(self, name, path, target=None):
+    if name == "tensorflow.core.protobuf.error_codes_pb2" and protos.active():
+      raise ImportError("needs tensorflow.python")
+    return None
+
+sys.meta_path.insert(0, NeedsTheRuntime())
+assert protos.use_protos_only()
+transport = grpc_transport.GrpcTransport(sys.argv[1], 30)
+assert protos.active()  # PredictionService's protos came without the runtime
+status = transport.status("cifar10")
+print(status["model_version_status"][0]["state"], not protos.active())
+"""
+
+
 def test_a_proto_that_needs_the_runtime_falls_back_to_importing_tensorflow():
   proc = subprocess.run([sys.executable, "-c", _REFUSED_UNDER_THE_EMPTY_PACKAGE], cwd=REPO,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.split() == ["module", "True", "3"]
+
+
+def test_model_status_over_grpc_falls_back_to_importing_tensorflow_too(server):
+  """GetModelStatus (serving.rollout's wait for a version) imports more protos than Predict."""
+  proc = subprocess.run([sys.executable, "-c", _STATUS_REFUSED_UNDER_THE_EMPTY_PACKAGE,
+                         server.grpc_target], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == ["AVAILABLE", "True"]

@@ -56,20 +56,32 @@ def _import_protos():
   return grpc, message, get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 
-def import_protos():
-  """grpc, protobuf's `message`, and PredictionService's protos and stub.
+def _import_status_protos():
+  with quiet_stderr():
+    from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=import-outside-toplevel
+    from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+  return get_model_status_pb2, model_service_pb2_grpc
+
+
+def _with_runtime_fallback(load):
+  """load() of proto modules, falling back to TensorFlow's runtime if a module needs it.
 
   Under the command line's empty `tensorflow` package (serving/client/protos.py)
   a proto module that needs TensorFlow's runtime fails to import; then the
   package is forgotten and the protos are imported again, with TensorFlow.
   """
   try:
-    return _import_protos()
+    return load()
   except ImportError:
     if not protos.active():
       raise
     protos.restore()
-    return _import_protos()
+    return load()
+
+
+def import_protos():
+  """grpc, protobuf's `message`, and PredictionService's protos and stub (`_with_runtime_fallback`)."""
+  return _with_runtime_fallback(_import_protos)
 
 
 class GrpcTransport:
@@ -146,9 +158,9 @@ class GrpcTransport:
     """
     from google.protobuf import json_format  # pylint: disable=import-outside-toplevel
     if self.model_stub is None:
-      with quiet_stderr():
-        from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=import-outside-toplevel
-        from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=import-outside-toplevel
+      # ModelService's protos need more of TensorFlow's (error_codes_pb2) than
+      # PredictionService's: the same fallback.
+      get_model_status_pb2, model_service_pb2_grpc = _with_runtime_fallback(_import_status_protos)
       self._status_pb2 = get_model_status_pb2
       self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
     request = self._status_pb2.GetModelStatusRequest()
