@@ -32,9 +32,10 @@ def _bad_folder(tmp_path, kind):
       os.makedirs(tmp_path / split / label)
   if kind == "empty":
     return f"folder:{tmp_path}"
-  for split, labels in (("train", "ab"), ("test", "ab" if kind == "corrupt" else "a")):
+  side = 16 if kind == "small" else 32
+  for split, labels in (("train", "ab"), ("test", "a" if kind == "labels" else "ab")):
     for label in labels:
-      Image.new("RGB", (32, 32)).save(tmp_path / split / label / "0.png")
+      Image.new("RGB", (side, side)).save(tmp_path / split / label / "0.png")
   if kind == "corrupt":
     (tmp_path / "train" / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
   return f"folder:{tmp_path}"
@@ -47,7 +48,8 @@ def _a_file(root):
 
 @pytest.mark.parametrize("case", [
     "unknown dataset", "empty folder", "mismatched labels", "corrupt image", "epochs 0",
-    "batch -1", "unwritable job dir", "data dir without dataset", "malformed TF_CONFIG"])
+    "batch -1", "unwritable job dir", "data dir without dataset", "malformed TF_CONFIG",
+    "image size 17", "16-pixel images"])
 def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, capsys, monkeypatch):
   job_dir = str(tmp_path / "job")
   args = ["--data-dir", tfds_dir, "--job-dir", job_dir, "--epochs", "1"]
@@ -66,6 +68,13 @@ def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, c
       "data dir without dataset": (["--data-dir", str(tmp_path)],
                                    rf"does not hold dataset 'cifar10'.*tfds build cifar10 --data_dir {tmp_path}.*leave --data-dir out"),
       "malformed TF_CONFIG": ([], r"malformed TF_CONFIG \(TF_CONFIG\): not JSON"),
+      # The tutorial CNN needs 18 pixels a side (config.MIN_IMAGE_SIZE); 16 and 17
+      # were taken and failed in Keras with a traceback and exit 1.
+      "image size 17": (["--image-size", "17"],
+                        r"--image-size 17 is invalid: it must be >= 18 pixels for --model tutorial"),
+      "16-pixel images": (lambda: ["--dataset", _bad_folder(tmp_path / "d", "small")],
+                          r"has 16x16 images, smaller than the 18 pixels a side --model tutorial "
+                          r"takes: pass --image-size 32"),
   }[case]
   if case == "malformed TF_CONFIG":
     monkeypatch.setenv("TF_CONFIG", "{cluster: nope")

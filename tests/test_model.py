@@ -197,3 +197,16 @@ def test_resnet20_compiles_with_xla_on_one_replica():
   assert int(optimizer.iterations.numpy()) == 2
   assert all(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
   assert float(sums.count.numpy()) == 16
+
+
+@pytest.mark.parametrize("architecture", MODELS)
+def test_the_smallest_image_side_config_allows_is_each_models_own(architecture):
+  """config.MIN_IMAGE_SIZE is what the model takes: it builds and classifies images of that
+  side, and the tutorial CNN, whose convolutions do not pad, refuses one pixel less."""
+  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  side = config_lib.MIN_IMAGE_SIZE[architecture]
+  model = model_lib.create_model(architecture, (side, side, 3), 10)
+  assert model(np.zeros((2, side, side, 3), np.uint8)).shape == (2, 10)
+  if architecture == "tutorial":
+    with pytest.raises(ValueError, match="output size would be zero or negative"):
+      model_lib.create_model(architecture, (side - 1, side - 1, 3), 10)

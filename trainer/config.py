@@ -23,6 +23,13 @@ from typing import Any, Optional, Tuple
 from trainer import errors
 
 
+# Smallest image side, in pixels, each --model takes. The tutorial CNN's three
+# unpadded 3x3 convolutions and two 2x2 poolings: 18 -> 16 -> 8 -> 6 -> 3 -> 1;
+# at 17 or less the last convolution gets 2x2 and Keras refuses the model.
+# ResNet-20 pads its convolutions and pools globally, so any side would do; 16
+# leaves its last stage 4x4 and is the floor --image-size has always had.
+MIN_IMAGE_SIZE = {"tutorial": 18, "resnet20": 16}
+
 # --dataset folder:PATH names an image folder; anything else a TFDS dataset.
 FOLDER_PREFIX = "folder:"
 
@@ -55,8 +62,8 @@ class TrainConfig:
   eval_split: str = _field("test", "Split to evaluate on (as --train-split).")
   image_size: Optional[int] = _field(
       None,
-      "Resize images to SIZE x SIZE. Unset: keep the dataset's size, which "
-      "must then be fixed.")
+      "Resize images to SIZE x SIZE, at least 18 for --model tutorial and 16 for resnet20. "
+      "Unset: keep the dataset's size, which must then be fixed and that large.")
   augment: bool = _field(False, "Random horizontal flip and 4-pixel-padded crop while training (CIFAR-like data).")
   shuffle_buffer: int = _field(16384, "Shuffle buffer, in examples.")
   cache: str = _field(
@@ -186,6 +193,10 @@ class TrainConfig:
       "Seconds a cross-worker collective may wait before the worker gives "
       "up and exits (a lost peer); must exceed the slowest step.")
 
+  def min_image_size(self) -> int:
+    """The smallest image side --model takes (MIN_IMAGE_SIZE), in pixels."""
+    return MIN_IMAGE_SIZE[self.model]
+
   def folder_root(self) -> Optional[str]:
     """PATH of --dataset folder:PATH (local or gs://), or None for a TFDS dataset."""
     if self.dataset.startswith(FOLDER_PREFIX):
@@ -268,8 +279,9 @@ class TrainConfig:
            f"(it is {self.lr_schedule})")
     need(self.shuffle_buffer >= 1, "shuffle-buffer", self.shuffle_buffer, ">= 1")
     need(self.cache_limit_mb >= 0, "cache-limit-mb", self.cache_limit_mb, ">= 0")
-    need(self.image_size is None or self.image_size >= 16, "image-size", self.image_size,
-         ">= 16 pixels (the tutorial CNN's three 3x3 convolutions and two poolings need it)")
+    need(self.image_size is None or self.image_size >= self.min_image_size(), "image-size",
+         self.image_size, f">= {self.min_image_size()} pixels for --model {self.model} "
+         "(config.MIN_IMAGE_SIZE)")
     need(self.steps_per_execution >= 1, "steps-per-execution", self.steps_per_execution, ">= 1")
     need(self.keep_checkpoints >= 1, "keep-checkpoints", self.keep_checkpoints, ">= 1")
     need(self.job_lock_wait_s >= 0, "job-lock-wait-s", self.job_lock_wait_s, ">= 0")

@@ -185,7 +185,7 @@ def _load_tfds(config: TrainConfig) -> TfdsSource:
     if counts[flag] == 0:
       raise errors.DataError(f"--{flag} {split!r} of {name!r} has no examples.")
 
-  shape = _image_shape(features["image"].shape, config.image_size, name)
+  shape = _image_shape(features["image"].shape, config, name)
   info = DatasetInfo(
       name=config.resolved_model_name(), image_shape=shape,
       class_names=tuple(features["label"].names),
@@ -193,7 +193,8 @@ def _load_tfds(config: TrainConfig) -> TfdsSource:
   return TfdsSource(builder, info, config.train_split, config.eval_split, config.image_size)
 
 
-def _image_shape(shape, image_size: Optional[int], what: str) -> tuple[int, int, int]:
+def _image_shape(shape, config: TrainConfig, what: str) -> tuple[int, int, int]:
+  image_size = config.image_size
   h, w, c = shape
   if c not in (1, 3):
     raise errors.DataError(f"{what} has {c}-channel images; the trainer takes 1 (grey) or 3 (RGB).")
@@ -201,8 +202,11 @@ def _image_shape(shape, image_size: Optional[int], what: str) -> tuple[int, int,
     return (image_size, image_size, c)
   if h is None or w is None:
     raise errors.DataError(f"{what} has images of varying size: pass --image-size N to resize them.")
-  if min(h, w) < 16:
-    raise errors.DataError(f"{what} has {h}x{w} images; pass --image-size 32 (or more) to upscale them.")
+  if min(h, w) < config.min_image_size():
+    raise errors.DataError(
+        f"{what} has {h}x{w} images, smaller than the {config.min_image_size()} pixels a side "
+        f"--model {config.model} takes: pass --image-size 32 (or at least "
+        f"{config.min_image_size()}) to upscale them.")
   return (h, w, c)
 
 
@@ -213,7 +217,7 @@ def _load_folder(config: TrainConfig) -> folders.FolderSource:
   if folder.odd_size and not config.image_size:
     raise errors.DataError(folder.odd_size)
   height, width = folder.size or (None, None)
-  shape = _image_shape((height, width, folder.channels), config.image_size, f"folder:{root}")
+  shape = _image_shape((height, width, folder.channels), config, f"folder:{root}")
   splits = {}
   for flag, spec in (("train-split", config.train_split), ("eval-split", config.eval_split)):
     try:
