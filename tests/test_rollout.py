@@ -379,6 +379,49 @@ def test_rollback_refuses_a_version_that_is_not_loaded_and_usage_errors_exit_2(c
   assert c.config() == before
 
 
+def test_bad_data_exits_2_before_models_config_or_the_server_is_touched(cluster, tfds_dir, tmp_path):
+  """The data are loaded before any step (they were loaded once canary had moved to the candidate)."""
+  c = cluster({1: "trained"}, protocol="rest")
+  c.publish(2, "trained")
+  before, served = c.config(), c.served()
+  for data_dir, split, message in (
+      (tfds_dir, "validation", "--data .*: --eval-split 'validation' is not a split of 'cifar10'"),
+      (str(tmp_path / "nothing"), "test", "does not hold dataset 'cifar10'")):
+    code, _, err = c.run("promote", "--candidate", "2", tfds_dir=data_dir, split=split)
+    assert code == EXIT_USAGE and re.search(message, err), (code, err)
+  assert c.config() == before and c.served() == served  # canary never moved
+  assert c.records_written() == []  # nothing was tried, so nothing to record
+
+
+def test_a_folders_held_out_split_slices_as_trainings_do(image_folder):
+  """--split selects from an image folder as trainer.task's --eval-split does (it had to be test)."""
+  from serving.rollout import data as data_lib  # pylint: disable=import-outside-toplevel
+  split = data_lib.load(f"folder:{image_folder}", "ignored", "test[:50%]", None, 32)
+  assert split.size == 100 and split.description["images"] == 100
+
+
+def test_waiting_on_a_server_that_cannot_be_reached_says_so_once_per_outage():
+  """A wrong --server was a silent wait of --timeout-s (300 s by default)."""
+  from serving.client import ServerUnavailable  # pylint: disable=import-outside-toplevel
+  from serving.rollout.server import wait_for  # pylint: disable=import-outside-toplevel
+  answers = iter(["down", "down", None, "down", "up"])
+  said, now = [], [0.0]
+
+  def check():
+    answer = next(answers)
+    if answer == "down":
+      raise ServerUnavailable("connection refused", "UNAVAILABLE")
+    return answer
+
+  def sleep(seconds):
+    now[0] += seconds
+
+  assert wait_for(check, "version 2 AVAILABLE", 60, 1, lambda: now[0], sleep, said.append) == "up"
+  assert len(said) == 2  # the first outage, and the second after an answer
+  assert said[0].startswith("the server cannot be reached (connection refused")
+  assert "waiting for version 2 AVAILABLE, up to --timeout-s 60 s" in said[0]
+
+
 # ------------------------------------------------- the property: never a worse stable
 
 

@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="A TFDS data_dir holding --dataset prepared (local or gs://), or "
                               "folder:PATH for PATH/{train,test}/<label>/*.png.")
     command.add_argument("--dataset", help="TFDS dataset name (default: --model).")
-    command.add_argument("--split", default="test", help="The held-out split (default: test).")
+    command.add_argument("--split", default="test",
+                         help="The held-out split, TFDS slicing allowed, also of an image "
+                              "folder's train/ and test/ (default: test).")
     command.add_argument("--image-size", type=_number(int, 16),
                          help="Resize images as training did with --image-size.")
     command.add_argument("--batch-size", type=_number(int, 1, evaluation_lib.MAX_BATCH),
@@ -171,13 +173,16 @@ def _resolve(candidate, view: served_config.ModelView, base_path: str, wait_s: f
 
 
 def _measure(server: TfServing, model: str, split_args, stream) -> tuple[steps.Measure, dict]:
-  """The measurement the steps call once canary names the candidate, and the data's description."""
+  """The measurement the steps call once canary names the candidate, and the data's description.
+
+  The data are loaded here, before any step: a bad --data or --split fails (exit 2)
+  before models.config or the server is touched, not after canary has moved.
+  """
   from serving.rollout import data as data_lib  # pylint: disable=import-outside-toplevel
-  described: dict = {}
+  split = data_lib.load(*split_args)
+  described = dict(split.description)
 
   def measure(candidate: int, baseline: int) -> evaluation_lib.Evaluation:
-    split = data_lib.load(*split_args)
-    described.update(split.description)
     clients = {label: server.client(model, label, attempts=3)
                for label in (served_config.CANARY, served_config.STABLE)}
     try:

@@ -37,8 +37,8 @@ def load(data: str, dataset: str, split: str, image_size: Optional[int], batch: 
 
   Args:
     data: a TFDS data_dir (local or gs://) holding `dataset` prepared, or
-      folder:PATH for PATH/{train,test}/<label>/*.png|jpg (`split` names the
-      subfolder: test).
+      folder:PATH for PATH/{train,test}/<label>/*.png|jpg (`split` selects
+      from its train/ and test/ as trainer.task's --eval-split does).
     dataset: the TFDS name, e.g. cifar10 (ignored for folder:PATH).
     split: the held-out split, TFDS slicing allowed (test, test[:50%]).
   """
@@ -46,8 +46,6 @@ def load(data: str, dataset: str, split: str, image_size: Optional[int], batch: 
   from trainer import errors as trainer_errors  # pylint: disable=import-outside-toplevel
   from trainer.data import pipeline  # pylint: disable=import-outside-toplevel
   folder = data.startswith(FOLDER_PREFIX)
-  if folder and split != "test":
-    raise UsageError(f"--split {split!r}: an image folder's held-out split is its test/ folder")
   config = config_lib.TrainConfig(
       dataset=data if folder else dataset, data_dir=None if folder else data, eval_split=split,
       image_size=image_size, cache="none")

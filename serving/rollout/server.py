@@ -77,12 +77,14 @@ class TfServing:
 
 def wait_for(check: Callable[[], Optional[_T]], what: str, timeout_s: float, poll_s: float,
              clock: Callable[[], float] = time.monotonic,
-             sleep: Callable[[float], None] = time.sleep) -> _T:
+             sleep: Callable[[float], None] = time.sleep,
+             say: Callable[[str], None] = lambda line: None) -> _T:
   """Calls `check` every `poll_s` s until it returns something other than None; returns that.
 
   A server that cannot be reached meanwhile (restarting, or its proxy
-  between pods) is waited for like any other "not yet"; other errors end
-  the wait at once.
+  between pods) is waited for like any other "not yet", and `say` is told
+  once each time it stops answering, so that a wrong --server is not a
+  silent wait of --timeout-s; other errors end the wait at once.
 
   Raises:
     StepFailed: `timeout_s` s passed without it (the message names `what`).
@@ -97,6 +99,9 @@ def wait_for(check: Callable[[], Optional[_T]], what: str, timeout_s: float, pol
       if result is not None:
         return result
     except (ServerUnavailable, ServerUnreachable) as e:  # the client's, or as the steps report it
+      if unreachable is None:
+        say(f"the server cannot be reached ({e}); waiting for {what}, up to --timeout-s "
+            f"{timeout_s:g} s")
       unreachable = e
     if clock() >= deadline:
       if unreachable is not None:

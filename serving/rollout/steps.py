@@ -90,7 +90,7 @@ class Rollout:
     return status.state if status else None
 
   def _wait(self, check: Callable[[], Optional[object]], what: str):
-    return wait_for(check, what, self.timeout_s, self.poll_s, self.clock, self.sleep)
+    return wait_for(check, what, self.timeout_s, self.poll_s, self.clock, self.sleep, self.say)
 
   def _write(self, text: str, what: str) -> None:
     self.store.write(text)
