@@ -11,6 +11,7 @@ from conftest import REPO, run_cli
 from trainer import config as config_lib
 from trainer import errors
 from trainer import task
+from trainer.data import pipeline as data_lib
 
 
 def test_help_documents_every_flag_with_its_default(capsys):
@@ -157,3 +158,42 @@ def test_sigterm_at_any_point_of_start_up_exits_143(tfds_dir, tmp_path, point):
     assert fired(fault) and proc.returncode == 143, err[-3000:]
     assert not os.path.exists(tmp_path / "job" / "checkpoints"), "it trained"
   assert "Traceback" not in err, err[-3000:]
+
+
+# ---------------------------------------------------------- trainer.synthetic
+
+
+@pytest.mark.parametrize("case", ["unknown", "not images", "count 0", "already there", "unwritable"])
+def test_synthetic_data_bad_input_is_one_line_and_exit_2_writing_nothing(case, tmp_path, tfds_dir,
+                                                                         capsys):
+  """README's offline command: each of these was a traceback and exit 1."""
+  from trainer import synthetic as synthetic_cli  # pylint: disable=import-outside-toplevel
+  fresh = str(tmp_path / "tfds")
+  args, message = {
+      "unknown": (["--dataset", "cifar_10", "--data-dir", fresh],
+                  r"unknown dataset 'cifar_10' \(did you mean cifar10"),
+      "not images": (["--dataset", "imdb_reviews", "--data-dir", fresh],
+                     r"not an image-classification dataset"),
+      "count 0": (["--data-dir", fresh, "--num-train", "0"], r"--num-train 0 is invalid"),
+      "already there": (["--data-dir", tfds_dir],
+                        rf"--data-dir '{tfds_dir}' already holds dataset 'cifar10' .*: train on it "
+                        rf"\(python -m trainer.task --dataset cifar10 --data-dir {tfds_dir}\)"),
+      "unwritable": (["--data-dir", os.path.join(_a_file(tfds_dir), "tfds")],
+                     r"--data-dir .* cannot be written"),
+  }[case]
+  before = sorted(os.walk(tfds_dir))
+  assert synthetic_cli.main(args) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
+  assert not os.path.exists(fresh) and sorted(os.walk(tfds_dir)) == before
+
+
+def test_synthetic_data_are_written_where_the_trainer_reads_them(tmp_path, capsys):
+  from trainer import synthetic as synthetic_cli  # pylint: disable=import-outside-toplevel
+  data_dir = str(tmp_path / "tfds")
+  assert synthetic_cli.main(["--dataset", "mnist", "--data-dir", data_dir, "--num-train", "40",
+                             "--num-test", "20"]) == 0
+  # The last line (TFDS prints its own "Downloading and preparing" lines before it).
+  assert capsys.readouterr().out.strip().splitlines()[-1] == os.path.join(data_dir, "mnist", "3.0.1")
+  info = data_lib.load(config_lib.preset("mnist", data_dir=data_dir)).info
+  assert (info.num_train_examples, info.num_eval_examples, info.image_shape) == (40, 20, (28, 28, 1))

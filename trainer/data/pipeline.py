@@ -137,19 +137,28 @@ def load(config: TrainConfig) -> Source:
   return _load_tfds(config)
 
 
-def _load_tfds(config: TrainConfig) -> TfdsSource:
-  name = config.dataset
+def tfds_builder(name: str, data_dir: Optional[str],
+                 also: str = ", or folder:PATH") -> tfds.core.DatasetBuilder:
+  """The TFDS builder of the image-classification dataset `name` (trainer.task, trainer.synthetic).
+
+  Args:
+    also: what else --dataset takes, for the message.
+
+  Raises:
+    DataError: an unknown name (with the close ones), a builder that cannot be
+      opened, or a dataset without 'image' and 'label' features.
+  """
   try:
-    builder = tfds.builder(name, data_dir=config.data_dir)
+    builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     base = name.split("/")[0].split(":")[0]
     close = difflib.get_close_matches(base, tfds.list_builders(), n=3, cutoff=0.75)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise errors.DataError(
         f"unknown dataset {name!r}{hint}: --dataset takes a TFDS image-classification "
-        "name such as cifar10, mnist or fashion_mnist, or folder:PATH.") from None
+        f"name such as cifar10, mnist or fashion_mnist{also}.") from None
   except Exception as e:  # pylint: disable=broad-except
-    raise errors.DataError(f"cannot open dataset {name!r} in --data-dir {config.data_dir!r}: {e}") from e
+    raise errors.DataError(f"cannot open dataset {name!r} in --data-dir {data_dir!r}: {e}") from e
 
   features = builder.info.features
   keys = features.keys() if isinstance(features, tfds.features.FeaturesDict) else ()
@@ -158,6 +167,13 @@ def _load_tfds(config: TrainConfig) -> TfdsSource:
     raise errors.DataError(
         f"dataset {name!r} has no 'image' Image and 'label' ClassLabel features, so it is "
         "not an image-classification dataset this trainer can use.")
+  return builder
+
+
+def _load_tfds(config: TrainConfig) -> TfdsSource:
+  name = config.dataset
+  builder = tfds_builder(name, config.data_dir)
+  features = builder.info.features
 
   if config.data_dir is not None:
     if not builder.is_prepared():
