@@ -11,6 +11,7 @@ below 1, a --data-dir that cannot be written or already holds the dataset).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Optional
 
@@ -55,6 +56,9 @@ def write(args: argparse.Namespace) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
   """Runs the command line; returns the exit code."""
   args = build_parser().parse_args(argv)
+  # TFDS warns, through absl, that the dataset it is about to write has no
+  # dataset_info.json yet (as trainer.prepare).
+  logging.getLogger("absl").setLevel(logging.ERROR)
   environment.quiet_tensorflow_logs()  # before TensorFlow loads
   try:
     path = write(args)

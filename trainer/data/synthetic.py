@@ -15,6 +15,8 @@ The command line is trainer/data/synthetic.py (`python -m trainer.synthetic`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from typing import Optional
 
@@ -134,11 +136,14 @@ def store_tfds(name: str, data_dir: str, splits: Splits, class_names: Optional[l
     if "id" in features:
       columns["id"] = np.array([f"{split}_{i:05d}".encode() for i in range(len(labels))])
     datasets[split] = tf.data.Dataset.from_tensor_slices(columns)
-  tfds.dataset_builders.store_as_tfds_dataset(
-      name=name, version=str(reference.VERSION), features=features,
-      split_datasets=datasets, data_dir=data_dir,
-      description="Learnable synthetic data written by trainer.synthetic.",
-      download_config=tfds.download.DownloadConfig(num_shards=num_shards))
+  # TFDS prints "Downloading and preparing dataset ..." to stdout, which this
+  # is not (as trainer/data/prepared.py); stdout is left to the caller.
+  with contextlib.redirect_stdout(io.StringIO()):
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name, version=str(reference.VERSION), features=features,
+        split_datasets=datasets, data_dir=data_dir,
+        description="Learnable synthetic data written by trainer.synthetic.",
+        download_config=tfds.download.DownloadConfig(num_shards=num_shards))
   return os.path.join(data_dir, name, str(reference.VERSION))
 
 
