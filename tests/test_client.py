@@ -591,39 +591,32 @@ def test_the_grpc_command_line_loads_tensorflows_protos_without_its_runtime(serv
   assert proc.stdout == f"{paths[0]}: {CIFAR.class_names[expected.argmax()]} {expected.max():.3f}\n"
 
 
-_REFUSED_UNDER_THE_EMPTY_PACKAGE = """
+# Run as `python -c SCRIPT MODULE [ARG]`: MODULE stands for a proto module that, in
+# some TensorFlow release, would need TensorFlow's runtime under the command line's
+# empty `tensorflow` package (serving/client/protos.py).
+_REFUSING_A_PROTO = """
 import importlib.abc, sys
 from serving.client import grpc_transport, protos
 
 class NeedsTheRuntime(importlib.abc.MetaPathFinder):
-  # A proto module that, in some TensorFlow release, would need the runtime.
   def find_spec(self, name, path, target=None):
-    if name == "tensorflow.core.example.example_pb2" and protos.active():
+    if name == sys.argv[1] and protos.active():
       raise ImportError("needs tensorflow.python")
     return None
 
 sys.meta_path.insert(0, NeedsTheRuntime())
 assert protos.use_protos_only()
+"""
+
+_REFUSED_UNDER_THE_EMPTY_PACKAGE = _REFUSING_A_PROTO + """
 modules = grpc_transport.import_protos()
 import tensorflow as tf
 print(type(modules[0]).__name__, not protos.active(), int(tf.constant(2) + 1))
 """
 
-
-_STATUS_REFUSED_UNDER_THE_EMPTY_PACKAGE = """
-import importlib.abc, sys
-from serving.client import grpc_transport, protos
-
-class NeedsTheRuntime(importlib.abc.MetaPathFinder):
-  # ModelService's protos import error_codes_pb2, which PredictionService's do not.
-  def find_spec(self, name, path, target=None):
-    if name == "tensorflow.core.protobuf.error_codes_pb2" and protos.active():
-      raise ImportError("needs tensorflow.python")
-    return None
-
-sys.meta_path.insert(0, NeedsTheRuntime())
-assert protos.use_protos_only()
-transport = grpc_transport.GrpcTransport(sys.argv[1], 30)
+# ModelService's protos import error_codes_pb2, which PredictionService's do not.
+_STATUS_REFUSED_UNDER_THE_EMPTY_PACKAGE = _REFUSING_A_PROTO + """
+transport = grpc_transport.GrpcTransport(sys.argv[2], 30)
 assert protos.active()  # PredictionService's protos came without the runtime
 status = transport.status("cifar10")
 print(status["model_version_status"][0]["state"], not protos.active())
@@ -631,7 +624,8 @@ print(status["model_version_status"][0]["state"], not protos.active())
 
 
 def test_a_proto_that_needs_the_runtime_falls_back_to_importing_tensorflow():
-  proc = subprocess.run([sys.executable, "-c", _REFUSED_UNDER_THE_EMPTY_PACKAGE], cwd=REPO,
+  proc = subprocess.run([sys.executable, "-c", _REFUSED_UNDER_THE_EMPTY_PACKAGE,
+                         "tensorflow.core.example.example_pb2"], cwd=REPO,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.split() == ["module", "True", "3"]
@@ -640,6 +634,7 @@ def test_a_proto_that_needs_the_runtime_falls_back_to_importing_tensorflow():
 def test_model_status_over_grpc_falls_back_to_importing_tensorflow_too(server):
   """GetModelStatus (serving.rollout's wait for a version) imports more protos than Predict."""
   proc = subprocess.run([sys.executable, "-c", _STATUS_REFUSED_UNDER_THE_EMPTY_PACKAGE,
-                         server.grpc_target], cwd=REPO, capture_output=True, text=True, timeout=120)
+                         "tensorflow.core.protobuf.error_codes_pb2", server.grpc_target], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.split() == ["AVAILABLE", "True"]

@@ -34,6 +34,11 @@ MIN_IMAGE_SIZE = {"tutorial": 18, "resnet20": 16}
 FOLDER_PREFIX = "folder:"
 
 
+def folder_path(dataset: str) -> Optional[str]:
+  """PATH of folder:PATH (local or gs://; '' if none follows), or None for a TFDS name."""
+  return dataset[len(FOLDER_PREFIX):] if dataset.startswith(FOLDER_PREFIX) else None
+
+
 def _field(default: Any, help: str, **kwargs) -> Any:  # pylint: disable=redefined-builtin
   """A dataclass field that carries its command-line help."""
   return dataclasses.field(default=default, metadata={"help": help, **kwargs})
@@ -199,9 +204,7 @@ class TrainConfig:
 
   def folder_root(self) -> Optional[str]:
     """PATH of --dataset folder:PATH (local or gs://), or None for a TFDS dataset."""
-    if self.dataset.startswith(FOLDER_PREFIX):
-      return self.dataset[len(FOLDER_PREFIX):]
-    return None
+    return folder_path(self.dataset)
 
   def resolved_model_name(self) -> str:
     """The name used under export/ and by TF Serving."""

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from trainer import environment
 from trainer import errors
-from trainer.config import FOLDER_PREFIX
+from trainer.config import folder_path
 from trainer.data.prepared import MIN_SHARDS, VERSION, prepare
 
 
@@ -46,8 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.getLogger("absl").setLevel(logging.ERROR)
   environment.quiet_tensorflow_logs()  # before TensorFlow loads
   try:
-    root = args.source[len(FOLDER_PREFIX):] if args.source.startswith(FOLDER_PREFIX) else ""
-    if not root:
+    root = folder_path(args.source)
+    if not root:  # a TFDS name, or folder: with no PATH
       raise errors.ConfigError(f"{args.source!r}: trainer.prepare takes folder:PATH.")
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     tfds.disable_progress_bar()  # its bar says "Downloading", which this is not

@@ -14,8 +14,6 @@ import numpy as np
 
 from serving.rollout.errors import UsageError
 
-FOLDER_PREFIX = "folder:"
-
 
 @dataclasses.dataclass
 class Split:
@@ -45,7 +43,7 @@ def load(data: str, dataset: str, split: str, image_size: Optional[int], batch: 
   from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
   from trainer import errors as trainer_errors  # pylint: disable=import-outside-toplevel
   from trainer.data import pipeline  # pylint: disable=import-outside-toplevel
-  folder = data.startswith(FOLDER_PREFIX)
+  folder = config_lib.folder_path(data) is not None
   config = config_lib.TrainConfig(
       dataset=data if folder else dataset, data_dir=None if folder else data, eval_split=split,
       image_size=image_size, cache="none")

@@ -304,18 +304,16 @@ class FolderSource:
   """
 
   def __init__(self, folder: Folder, info: Any, image_size: Optional[int],
-               fits: Callable[[int], bool] = lambda examples: True,
-               train: Optional[Split] = None, evaluate: Optional[Split] = None):
+               fits: Callable[[int], bool], train: Split, evaluate: Split):
     """
     Args:
       info: the trainer's DatasetInfo (image_shape, class names, counts).
       fits: whether a share of that many examples may be kept in memory.
-      train, evaluate: what to train and evaluate on (`select`); unset, the
-        whole train/ and test/ folders.
+      train, evaluate: what to train and evaluate on (`select`).
     """
     self.info = info
     self.folder = folder
-    self._splits = {True: train or select(folder, "train"), False: evaluate or select(folder, "test")}
+    self._splits = {True: train, False: evaluate}
     self._shape = tuple(info.image_shape)
     self._image_size = image_size
     self._fits = fits
