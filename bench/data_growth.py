@@ -82,10 +82,10 @@ def child(mode: str, dataset: str, data_dir: str, started: float) -> None:
     decodes it in that first read): seconds, images, bytes read.
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import presets  # pylint: disable=import-outside-toplevel
   from trainer.data import pipeline as data  # pylint: disable=import-outside-toplevel
 
-  config = config_lib.preset("cifar10", dataset=dataset, data_dir=data_dir or None)
+  config = presets.preset("cifar10", dataset=dataset, data_dir=data_dir or None)
   context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0,
                                        num_replicas_in_sync=2)
   read0, start = _rchar(), time.perf_counter()

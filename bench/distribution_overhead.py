@@ -44,7 +44,7 @@ def main():
   default = tf.distribute.get_strategy()
   del os.environ["TF_CONFIG"]  # train.run must not build its own strategy from it
 
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import presets  # pylint: disable=import-outside-toplevel
   from trainer.training import train  # pylint: disable=import-outside-toplevel
   import logging  # pylint: disable=import-outside-toplevel
   logging.disable(logging.WARNING)
@@ -52,13 +52,13 @@ def main():
   source = common.cifar_like_source(args.examples, 256)
 
   def images_per_sec(strategy) -> float:
-    config = config_lib.preset("cifar10", epochs=1, job_dir=tempfile.mkdtemp(prefix="bench-"),
+    config = presets.preset("cifar10", epochs=1, job_dir=tempfile.mkdtemp(prefix="bench-"),
                                log_every_steps=10**6)
     return train.run(config, strategy=strategy, datasets=source)["train_images_per_sec"]
 
   print(f"machine: {common.machine()}")
   print(f"data: {args.examples} CIFAR-shaped images per run, tutorial CNN, default preset "
-        f"(batch {config_lib.preset('cifar10').batch_size})")
+        f"(batch {presets.preset('cifar10').batch_size})")
   images_per_sec(default)  # warm-up: imports, first tf.data and XLA work
   rows = []
   for r in range(args.rounds):

@@ -60,7 +60,7 @@ def main():
                       help="config overrides, one quoted string per recipe.")
   parser.add_argument("--seeds", default="42,43", help="comma-separated seeds (default: 42,43).")
   args = parser.parse_args()
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import presets  # pylint: disable=import-outside-toplevel
   from trainer.data import pipeline as data  # pylint: disable=import-outside-toplevel
   logging.getLogger().setLevel(logging.WARNING)
 
@@ -72,7 +72,7 @@ def main():
   seeds = [int(s) for s in args.seeds.split(",")]
   for recipe in args.recipes:
     overrides = parse(recipe)
-    epochs = overrides.pop("epochs", config_lib.preset("cifar10").epochs)
+    epochs = overrides.pop("epochs", presets.preset("cifar10").epochs)
     finals = []
     for seed in seeds:
       start = time.perf_counter()

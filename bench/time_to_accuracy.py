@@ -60,7 +60,7 @@ class _EpochLog(logging.Handler):
 
 
 def project_run(source, epochs: int, bar: float, seed: int, **overrides):
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import presets  # pylint: disable=import-outside-toplevel
   from trainer.training import train  # pylint: disable=import-outside-toplevel
   handler = _EpochLog()
   logger = logging.getLogger("trainer.training")
@@ -69,7 +69,7 @@ def project_run(source, epochs: int, bar: float, seed: int, **overrides):
   logger.propagate = False  # collect, do not print
   try:
     start = time.perf_counter()
-    config = config_lib.preset("cifar10", epochs=epochs, seed=seed,
+    config = presets.preset("cifar10", epochs=epochs, seed=seed,
                                job_dir=tempfile.mkdtemp(prefix="bench-"), **overrides)
     train.run(config, datasets=source)
   finally:

@@ -47,18 +47,18 @@ def tutorial_images_per_sec(source, warm_model=None) -> tuple[float, object]:
 
 
 def project_images_per_sec(source, **overrides) -> float:
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import presets  # pylint: disable=import-outside-toplevel
   from trainer.training import train  # pylint: disable=import-outside-toplevel
-  config = config_lib.preset("cifar10", epochs=1, job_dir=tempfile.mkdtemp(prefix="bench-"),
+  config = presets.preset("cifar10", epochs=1, job_dir=tempfile.mkdtemp(prefix="bench-"),
                              log_every_steps=10**6, **overrides)
   return train.run(config, datasets=source)["train_images_per_sec"]
 
 
 def pipeline_images_per_sec(source, seconds: float = 5.0, **overrides) -> float:
   """The project's training input pipeline alone: batches drawn as fast as it delivers."""
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import presets  # pylint: disable=import-outside-toplevel
   from trainer.data import pipeline as data  # pylint: disable=import-outside-toplevel
-  config = config_lib.preset("cifar10", **overrides)
+  config = presets.preset("cifar10", **overrides)
   iterator = iter(data.train_dataset(source, config))
   for _ in range(20):  # fill the cache and the prefetch buffer
     next(iterator)

@@ -26,6 +26,7 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 from trainer import config as config_lib  # noqa: E402
+from trainer import presets  # noqa: E402
 from trainer.data import synthetic  # noqa: E402
 from trainer.training import train  # noqa: E402
 
@@ -112,7 +113,7 @@ def make_config(tfds_dir: str, job_dir: str, **overrides) -> config_lib.TrainCon
                 epochs=EPOCHS_TO_LEARN, log_every_steps=5, steps_per_execution=5,
                 learning_rate=1.5e-3, warmup_epochs=0.0, mixed_precision="off")
   values.update(overrides)
-  return config_lib.preset("cifar10", **values)
+  return presets.preset("cifar10", **values)
 
 
 @pytest.fixture(scope="session")

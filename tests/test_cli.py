@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO, run_cli
 from trainer import config as config_lib
 from trainer import errors
+from trainer import presets
 from trainer import task
 from trainer.data import pipeline as data_lib
 
@@ -195,5 +196,5 @@ def test_synthetic_data_are_written_where_the_trainer_reads_them(tmp_path, capsy
                              "--num-test", "20"]) == 0
   # Only the path: TFDS's "Downloading and preparing dataset" lines are not shown (nothing is).
   assert capsys.readouterr().out == os.path.join(data_dir, "mnist", "3.0.1") + "\n"
-  info = data_lib.load(config_lib.preset("mnist", data_dir=data_dir)).info
+  info = data_lib.load(presets.preset("mnist", data_dir=data_dir)).info
   assert (info.num_train_examples, info.num_eval_examples, info.image_shape) == (40, 20, (28, 28, 1))

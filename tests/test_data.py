@@ -12,14 +12,14 @@ import pytest
 import tensorflow as tf
 
 from conftest import NUM_TEST, NUM_TRAIN, REPO
-from trainer import config as config_lib
+from trainer import presets
 from trainer.data import pipeline as data
 from trainer import errors
 from trainer.data import synthetic
 
 
 def _config(**kw):
-  return config_lib.preset("cifar10", **kw)
+  return presets.preset("cifar10", **kw)
 
 
 def _digests(ds):
@@ -324,7 +324,7 @@ def test_folder_splits_slice_as_tfds_splits_do_each_slice_holding_every_class(im
   train, test = _labels_of(source, True), _labels_of(source, False)
   assert len(train) == 80 and len(test) == 50
   assert set(train) == set(test) == {0, 1, 2, 3}  # in label order, train[:10%] would be shape_0 only
-  smoke = data.load(config_lib.preset("smoke", dataset=f"folder:{image_folder}")).info
+  smoke = data.load(presets.preset("smoke", dataset=f"folder:{image_folder}")).info
   assert (smoke.num_train_examples, smoke.num_eval_examples) == (80, 20)
 
 
@@ -448,10 +448,10 @@ with socket.socket() as s:
   port = s.getsockname()[1]
 os.environ["TF_CONFIG"] = json.dumps({{"cluster": {{"worker": [f"127.0.0.1:{{port}}"]}},
                                       "task": {{"type": "worker", "index": 0}}}})
-from trainer import config
+from trainer import presets
 from trainer.data import pipeline as data
-data.load(config.preset("cifar10", dataset="folder:{image_folder}"))
-data.load(config.preset("cifar10", data_dir="{tfds_dir}"))
+data.load(presets.preset("cifar10", dataset="folder:{image_folder}"))
+data.load(presets.preset("cifar10", data_dir="{tfds_dir}"))
 import tensorflow as tf
 tf.distribute.MultiWorkerMirroredStrategy()
 print("strategy created")

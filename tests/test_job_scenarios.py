@@ -30,7 +30,7 @@ from k8s_harness import IndexedJob, PodNetwork, netns_available
 from standins.gcs_emulator import FaultProxy, Rule
 from standins.job_controller import JobController
 from workers import lost_peer, weights_fingerprint
-from trainer import config as config_lib
+from trainer import presets
 from trainer import errors
 from trainer import models as model_lib
 from trainer.data import pipeline as data
@@ -39,8 +39,8 @@ from trainer.storage import gcs
 pytestmark = pytest.mark.skipif(
     not netns_available(), reason="needs root and iproute2 to create network namespaces")
 
-SPE = NUM_TRAIN // config_lib.preset("cifar10").batch_size  # steps per epoch
-MANIFEST_EPOCHS = config_lib.preset("cifar10").epochs  # the manifest trains the preset's 6
+SPE = NUM_TRAIN // presets.preset("cifar10").batch_size  # steps per epoch
+MANIFEST_EPOCHS = presets.preset("cifar10").epochs  # the manifest trains the preset's 6
 # The scenarios' Jobs train 4 (--epochs after the manifest's args). The
 # preset for 4 epochs on these data (2.83e-3 after a 0.3-epoch warm-up,
 # --mixed-precision auto), 30 runs (--seed 42, 0-8, each on the full AMD EPYC
@@ -118,7 +118,7 @@ def _assert_one_complete_export(settings, publish_dir=None, epochs=EPOCHS):
 def _evaluate_alone(job_dir, data_dir):
   """Test loss and accuracy of the final checkpoint, evaluated by one process in the
   precision the run computed in (config.json: --mixed-precision auto's choice)."""
-  config = config_lib.preset("cifar10", data_dir=data_dir)
+  config = presets.preset("cifar10", data_dir=data_dir)
   source = data.load(config)
   with open(os.path.join(job_dir, "config.json")) as f:
     computed = json.load(f)["resolved"]["compute_precision"]

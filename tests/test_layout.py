@@ -18,6 +18,7 @@ MAY_IMPORT = {
     "environment": set(),
     "models": set(),
     "config": {"errors"},
+    "presets": {"config", "errors"},
     "storage": {"config", "errors", "environment"},
     "cluster": {"config", "errors", "environment"},
     "data": {"storage", "config", "errors"},

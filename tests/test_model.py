@@ -141,11 +141,11 @@ def test_resnet20_batchnorm_statistics_are_the_global_batchs_on_every_replica():
 def test_resnet20_refuses_xla_over_several_cpu_replicas():
   """There TensorFlow cannot compile the synchronised BatchNorm's all-reduce: a clear
   ConfigError instead of a RuntimeError from inside tf.function."""
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
   from trainer import errors  # pylint: disable=import-outside-toplevel
+  from trainer import presets  # pylint: disable=import-outside-toplevel
   from trainer.training import steps  # pylint: disable=import-outside-toplevel
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-  config = config_lib.preset("cifar10-resnet20", jit_compile="on")
+  config = presets.preset("cifar10-resnet20", jit_compile="on")
   with strategy.scope():
     model = model_lib.create_model("resnet20", (8, 8, 3), 10)
   with pytest.raises(errors.ConfigError, match=r"--jit-compile on cannot compile --model resnet20 "
@@ -179,11 +179,11 @@ def test_resnet20_compiles_with_xla_on_one_replica():
   """One replica has nothing to all-reduce: under the default strategy (a single-process run)
   --jit-compile on compiles ResNet-20's forward and backward pass, and its steps train. (It
   raised RuntimeError: the default strategy has no worker_devices.)"""
-  from trainer import config as config_lib  # pylint: disable=import-outside-toplevel
+  from trainer import presets  # pylint: disable=import-outside-toplevel
   from trainer.training import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
   from trainer.training import steps  # pylint: disable=import-outside-toplevel
   strategy = tf.distribute.get_strategy()
-  config = config_lib.preset("cifar10-resnet20", jit_compile="on", batch_size=8)
+  config = presets.preset("cifar10-resnet20", jit_compile="on", batch_size=8)
   model = model_lib.create_model("resnet20", (8, 8, 3), 10)
   optimizer = keras.optimizers.SGD(0.1)
   sums = metrics_lib.Sums(10, confusion=False)

@@ -25,7 +25,7 @@ import tensorflow as tf
 from conftest import ACCURACY_BAR, NUM_TEST, NUM_TRAIN, REPO, latest_checkpoint
 from faults import fired, signal_on_log
 from k8s_harness import IndexedJob, PodNetwork, netns_available
-from trainer import config as config_lib
+from trainer import presets
 from trainer import errors
 from workers import lost_peer, start_cluster, stop_all, weights_fingerprint
 
@@ -38,8 +38,8 @@ NODE_LOST_BOUND_S = 60
 # test can act mid-epoch (the default logs every 100 steps).
 MID_EPOCH_LOGGING = ["--log-every-steps", "5", "--steps-per-execution", "5"]
 # The manifest trains with the preset's batch size.
-SPE = NUM_TRAIN // config_lib.preset("cifar10").batch_size  # steps per epoch
-EPOCHS = config_lib.preset("cifar10").epochs  # the manifest trains the preset's epochs
+SPE = NUM_TRAIN // presets.preset("cifar10").batch_size  # steps per epoch
+EPOCHS = presets.preset("cifar10").epochs  # the manifest trains the preset's epochs
 
 needs_netns = pytest.mark.skipif(
     not netns_available(), reason="needs root and iproute2 to create network namespaces")

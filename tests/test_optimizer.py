@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import config as config_lib
+from trainer import presets
 from trainer import errors
 from trainer import models as model_lib
 from trainer.training import optimizer as optimizer_lib
@@ -21,7 +21,7 @@ def _config(**overrides):
   values = dict(learning_rate=LR, lr_scaling="none", lr_schedule="constant", warmup_epochs=0.0,
                 epochs=2)
   values.update(overrides)
-  return config_lib.preset("cifar10", **values)
+  return presets.preset("cifar10", **values)
 
 
 def _model(strategy, mixed_precision="off"):
@@ -104,7 +104,7 @@ def test_weight_decay_follows_the_learning_rate_schedule():
     (-0.1, ">= 0"), (float("inf"), ">= 0"), (float("nan"), ">= 0"),
     (600.0, "below 1 / the peak learning rate (500)")])
 def test_invalid_weight_decay_is_a_config_error(value, want):
-  config = config_lib.preset("cifar10-best", weight_decay=value)  # peak lr 2e-3
+  config = presets.preset("cifar10-best", weight_decay=value)  # peak lr 2e-3
   with pytest.raises(errors.ConfigError, match=r"--weight-decay .* is invalid: it must be "):
     config.validate()
   with pytest.raises(errors.ConfigError) as raised:
@@ -114,7 +114,7 @@ def test_invalid_weight_decay_is_a_config_error(value, want):
 
 def test_a_run_with_weight_decay_resumes_from_its_checkpoint(tfds_dir, tmp_path, caplog):
   """AdamW adds no slot, so its checkpoint restores like Adam's; a second run trains epoch 2 on it."""
-  config = config_lib.preset("cifar10", data_dir=tfds_dir, job_dir=str(tmp_path), batch_size=128,
+  config = presets.preset("cifar10", data_dir=tfds_dir, job_dir=str(tmp_path), batch_size=128,
                              epochs=1, weight_decay=0.05, log_every_steps=5, steps_per_execution=5)
   first = train.run(config)
   caplog.set_level("INFO", logger="trainer.training")
@@ -174,4 +174,4 @@ def test_sgd_without_weight_decay_is_keras_momentum_sgd():
 ])
 def test_invalid_sgd_and_step_settings_are_config_errors(overrides, message):
   with pytest.raises(errors.ConfigError, match=message):
-    config_lib.preset("cifar10-resnet20", **overrides).validate()
+    presets.preset("cifar10-resnet20", **overrides).validate()

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ACCURACY_BAR, REPO, run_cli
-from trainer import config as config_lib
+from trainer import presets
 from trainer.data import pipeline as data
 from trainer import prepare
 from trainer.data import prepared as prepared_lib
@@ -75,7 +75,7 @@ def _file_digests(root, split):
 
 def test_examples_and_labels_round_trip_exactly(prepared):
   root, data_dir, _ = prepared
-  source = data.load(config_lib.preset("cifar10", dataset="flowers", data_dir=data_dir))
+  source = data.load(presets.preset("cifar10", dataset="flowers", data_dir=data_dir))
   assert source.info.class_names == tuple(CLASSES)
   assert (source.info.num_train_examples, source.info.num_eval_examples) == (800, 200)
   assert _digests(source.read(False, None, 0)) == _file_digests(root, "test")
@@ -84,8 +84,8 @@ def test_examples_and_labels_round_trip_exactly(prepared):
 
 def test_the_folder_and_its_prepared_dataset_give_the_same_resized_pixels(prepared):
   root, data_dir, _ = prepared
-  folder = data.load(config_lib.preset("cifar10", dataset=f"folder:{root}", image_size=20))
-  tfds_ = data.load(config_lib.preset("cifar10", dataset="flowers", data_dir=data_dir,
+  folder = data.load(presets.preset("cifar10", dataset=f"folder:{root}", image_size=20))
+  tfds_ = data.load(presets.preset("cifar10", dataset="flowers", data_dir=data_dir,
                                       image_size=20))
   assert folder.info.image_shape == tfds_.info.image_shape == (20, 20, 3)
   assert _digests(folder.read(False, None, 0)) == _digests(tfds_.read(False, None, 0))
@@ -93,7 +93,7 @@ def test_the_folder_and_its_prepared_dataset_give_the_same_resized_pixels(prepar
 
 def test_two_workers_read_disjoint_files_covering_every_example(prepared):
   _, data_dir, _ = prepared
-  config = config_lib.preset("cifar10", dataset="flowers", data_dir=data_dir)
+  config = presets.preset("cifar10", dataset="flowers", data_dir=data_dir)
   source = data.load(config)
   assert source.num_files("train") == source.num_files("test") == 4
   assert "each of 2 workers reads its own shard (by file)" in data.describe(source, config, 2)

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from conftest import NUM_TEST, NUM_TRAIN, REPO
-from trainer import config as config_lib
+from trainer import presets
 from trainer.data import pipeline as data
 from trainer.training import optimizer as optimizer_lib
 from trainer.training import schedule
@@ -39,13 +39,13 @@ def test_warmup_then_cosine_schedule():
     (128, "linear", 4e-3), (128, "none", 1e-3), (8, "linear", 2.5e-4)])
 def test_learning_rate_follows_the_global_batch(batch, scaling, expected):
   """1e-3 at the reference batch of 32, scaled by hand-worked factors."""
-  config = config_lib.preset("cifar10", batch_size=batch, lr_scaling=scaling, learning_rate=1e-3)
+  config = presets.preset("cifar10", batch_size=batch, lr_scaling=scaling, learning_rate=1e-3)
   assert config.effective_learning_rate() == pytest.approx(expected)
 
 
 def test_smoke_preset_runs_on_the_readme_offline_data(tfds_dir, tmp_path):
   """Slices in percent: the synthetic default (2,000 / 500 images) is smaller than real CIFAR-10."""
-  metrics = train.run(config_lib.preset("smoke", data_dir=tfds_dir, job_dir=str(tmp_path)))
+  metrics = train.run(presets.preset("smoke", data_dir=tfds_dir, job_dir=str(tmp_path)))
   assert metrics["epochs"] == 1 and metrics["test_examples"] == 50
   assert metrics["global_step"] == 200 // 64
   assert metrics["export"]["version"] == 1
@@ -77,12 +77,12 @@ def test_cifar10_best_trains_stably(tmp_path, caplog):
   """The preset's recipe on hard learnable data: pixels in [-1, 1], augmentation, warm-up +
   cosine, weight decay and label smoothing. The data (2,000 / 500 images) are small, and the
   schedule runs 40 of the preset's 60 epochs: the same 2-epoch warm-up, then cosine to 0."""
-  assert config_lib.preset("cifar10-best").epochs == 60
+  assert presets.preset("cifar10-best").epochs == 60
   # The preset's --mixed-precision auto: bfloat16 on CPUs with AVX512-BF16 or AMX, where it
   # is faster (here 19-23 s of wall time for the run instead of 25 s), float32 elsewhere. The
   # bounds below were measured both ways (AMX's bfloat16 kernels were not: no such CPU here;
   # the margins below are wide).
-  config = config_lib.preset("cifar10-best", job_dir=str(tmp_path), epochs=40)
+  config = presets.preset("cifar10-best", job_dir=str(tmp_path), epochs=40)
   assert config.mixed_precision == "auto"
   assert (config.pixel_range, config.augment, config.batch_size, config.lr_schedule, config.warmup_epochs,
           config.label_smoothing, config.weight_decay) == ("symmetric", True, 128, "cosine", 2.0, 0.1, 0.05)
@@ -138,7 +138,7 @@ def test_readme_offline_command_trains(tmp_path):
   metrics = json.load(open(tmp_path / "runs" / "synthetic" / "metrics.json"))
   # The preset's 6 epochs at batch 64 on these data; 4 of them measured >= 0.978 in 30 runs
   # (test_job_scenarios).
-  assert metrics["epochs"] == config_lib.preset("cifar10").epochs and metrics["test_accuracy"] >= 0.9
+  assert metrics["epochs"] == presets.preset("cifar10").epochs and metrics["test_accuracy"] >= 0.9
   assert os.path.isfile(tmp_path / "runs" / "synthetic" / "export" / "cifar10" / "1" / "saved_model.pb")
 
 
@@ -152,7 +152,7 @@ def test_step_schedule_divides_by_the_factor_at_each_boundary():
 def test_cifar10_resnet20_is_the_papers_recipe():
   """He et al. 2015, sec. 4.2: SGD, momentum 0.9, lr 0.1 at batch 128, L2 1e-4, lr / 10 at
   32k and 48k iterations, stop at 64k; flip and 4-pixel pad-and-crop augmentation."""
-  config = config_lib.preset("cifar10-resnet20")
+  config = presets.preset("cifar10-resnet20")
   config.validate()
   assert (config.model, config.optimizer, config.momentum, config.batch_size, config.weight_decay,
           config.augment, config.lr_schedule, config.lr_step_factor, config.warmup_epochs) == (
@@ -179,7 +179,7 @@ def test_cifar10_resnet20_learns_in_a_few_epochs(tfds_dir, tmp_path):
   AVX-512. And over 10 in bfloat16, which `--mixed-precision auto` computes in on CPUs with
   AVX512-BF16 (full instruction set, AMD EPYC Zen 5; the same seeds): 0.574-0.998, seed 42
   the worst. So the bar is 0.3 (worst 0.564), not the 0.6 that one run once suggested."""
-  config = config_lib.preset("cifar10-resnet20", data_dir=tfds_dir, job_dir=str(tmp_path), epochs=2,
+  config = presets.preset("cifar10-resnet20", data_dir=tfds_dir, job_dir=str(tmp_path), epochs=2,
                              batch_size=64, lr_step_epochs=(1.5,), log_every_steps=5,
                              steps_per_execution=5)
   metrics = train.run(config)

@@ -14,7 +14,7 @@ import requests
 
 import tensorboard_server
 from conftest import make_config
-from trainer import config as config_lib
+from trainer import presets
 from trainer import errors
 from trainer.telemetry import hparams
 from trainer.training import train
@@ -171,14 +171,14 @@ def test_profile_tab_shows_the_trace_of_the_profiled_run_only(tensorboard):
 
 @pytest.mark.parametrize("value", ["7", "7,", "a,b", "0,5", "8,7", "1,2,3", "-3,4"])
 def test_profile_steps_must_be_two_step_numbers_in_order(value, tmp_path):
-  config = config_lib.preset("smoke", job_dir=str(tmp_path), profile_steps=value)
+  config = presets.preset("smoke", job_dir=str(tmp_path), profile_steps=value)
   with pytest.raises(errors.ConfigError, match=r"--profile-steps .*START,END.*1 <= START <= END"):
     config.validate()
 
 
 def test_profile_steps_of_one_step_is_valid(tmp_path):
-  assert config_lib.preset("smoke", profile_steps="5,5").profile_window() == (5, 5)
-  assert config_lib.preset("smoke").profile_window() is None
+  assert presets.preset("smoke", profile_steps="5,5").profile_window() == (5, 5)
+  assert presets.preset("smoke").profile_window() is None
 
 
 class _Recorder(ProfileWindow):

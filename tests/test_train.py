@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ACCURACY_BAR, EPOCHS_TO_LEARN, NUM_TEST, make_config
-from trainer import config as config_lib
+from trainer import presets
 from trainer import models as model_lib
 from trainer.data import pipeline as data
 from trainer.data import synthetic
@@ -58,7 +58,7 @@ def test_one_evaluation_pass_scores_every_eval_image_once_as_the_model_does(devi
   images, labels = synthetic.make_arrays(150, (32, 32, 3), seed=3)
   info = data.DatasetInfo("cifar10", (32, 32, 3), synthetic.CLASS_NAMES["cifar10"], 150, 150)
   source = data.ArraySource(info, (images, labels), (images, labels))
-  config = config_lib.preset("cifar10", batch_size=64)
+  config = presets.preset("cifar10", batch_size=64)
   with strategy.scope():
     model = model_lib.create_model("tutorial", (32, 32, 3), 10)
     sums = metrics_lib.Sums(10, confusion=True)
@@ -79,7 +79,7 @@ def test_one_evaluation_pass_scores_every_eval_image_once_as_the_model_does(devi
 
 
 def test_image_folder_learns(image_folder, tmp_path):
-  config = config_lib.preset(
+  config = presets.preset(
       "cifar10", dataset=f"folder:{image_folder}", job_dir=str(tmp_path), epochs=6,
       batch_size=32, log_every_steps=5, steps_per_execution=5)
   metrics = train.run(config)

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 from trainer import config as config_lib
 from trainer import environment
 from trainer import errors
+from trainer import presets
 
 log = logging.getLogger("trainer")
 
@@ -47,11 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
              f"{errors.EXIT_PREEMPTED} stopped "
              "on SIGTERM after saving a checkpoint (rerun to resume).")
   parser.add_argument(
-      "--preset", default="cifar10", choices=sorted(config_lib.PRESETS),
+      "--preset", default="cifar10", choices=sorted(presets.PRESETS),
       help="Named configuration the other flags override (default: cifar10).")
   for field in config_lib.fields():
     flag = "--" + field.name.replace("_", "-")
-    overrides = [f"{name}: {values[field.name]}" for name, values in config_lib.PRESETS.items()
+    overrides = [f"{name}: {values[field.name]}" for name, values in presets.PRESETS.items()
                  if field.name in values]
     help_text = f"{field.metadata['help']} (default: {field.default}"
     help_text += f"; preset {', '.join(overrides)})" if overrides else ")"
@@ -77,7 +78,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> config_lib.TrainConfig
   """
   args = vars(build_parser().parse_args(argv))
   preset = args.pop("preset")
-  config = config_lib.preset(preset, **args)
+  config = presets.preset(preset, **args)
   config.validate()
   return config
 
