@@ -379,18 +379,55 @@ def test_rollback_refuses_a_version_that_is_not_loaded_and_usage_errors_exit_2(c
   assert c.config() == before
 
 
-def test_bad_data_exits_2_before_models_config_or_the_server_is_touched(cluster, tfds_dir, tmp_path):
-  """The data are loaded before any step (they were loaded once canary had moved to the candidate)."""
+def _publish_recording(c: "Cluster", version: int, **recorded) -> None:
+  """Publishes the trained export as `version`, its assets.extra/ run info changed to `recorded`."""
+  c.publish(version, "trained")
+  _record(c, version, **recorded)
+
+
+def _record(c: "Cluster", version: int, **recorded) -> None:
+  """Changes what published `version`'s export says it was trained on (trainer.export's run info)."""
+  path = os.path.join(c.base, str(version), "assets.extra", "trainer_run.json")
+  with open(path, encoding="utf-8") as f:
+    info = json.load(f)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump({**info, **recorded}, f)
+
+
+def test_bad_input_exits_2_before_models_config_or_the_server_is_touched(cluster, tfds_dir, tmp_path):
+  """The data are loaded, and the candidate's and stable's files checked, before any step: data
+  that do not load, a candidate that is not published, and data that a version's own export says
+  it was not trained on (they were found once canary had moved to the candidate, or, for an
+  unpublished version, once it was listed)."""
   c = cluster({1: "trained"}, protocol="rest")
   c.publish(2, "trained")
+  _publish_recording(c, 3, class_names=list(reversed(CIFAR.class_names)))
+  _publish_recording(c, 4, image_shape=[24, 24, 3])
   before, served = c.config(), c.served()
-  for data_dir, split, message in (
-      (tfds_dir, "validation", "--data .*: --eval-split 'validation' is not a split of 'cifar10'"),
-      (str(tmp_path / "nothing"), "test", "does not hold dataset 'cifar10'")):
-    code, _, err = c.run("promote", "--candidate", "2", tfds_dir=data_dir, split=split)
-    assert code == EXIT_USAGE and re.search(message, err), (code, err)
+  for candidate, data_dir, split, message in (
+      (2, tfds_dir, "validation", "--data .*: --eval-split 'validation' is not a split of 'cifar10'"),
+      (2, str(tmp_path / "nothing"), "test", "does not hold dataset 'cifar10'"),
+      (5, tfds_dir, "test", r"--candidate 5: version 5 is not published under .* \(no "
+                            r"5/saved_model.pb; complete versions: 1, 2, 3, 4\)"),
+      (3, tfds_dir, "test", r"--data's class names \['airplane', .*\] are not version 3's \(the "
+                            r"candidate\) \['truck', .*\]: evaluate on the data"),
+      (4, tfds_dir, "test", r"--data images are \(32, 32, 3\), but version 4 \(the candidate\) "
+                            r"was trained on \(24, 24, 3\): pass --image-size")):
+    code, _, err = c.run("promote", "--candidate", str(candidate), tfds_dir=data_dir, split=split)
+    assert code == EXIT_USAGE and re.search(message, err), (candidate, code, err)
   assert c.config() == before and c.served() == served  # canary never moved
   assert c.records_written() == []  # nothing was tried, so nothing to record
+
+
+def test_data_that_stables_export_was_not_trained_on_exit_2_before_any_step(cluster, tfds_dir):
+  """Stable's own export is read too: its figures would be compared on data it does not classify."""
+  c = cluster({1: "trained"})
+  _record(c, 1, class_names=["cat", "dog"])  # stable, already loaded: the server does not reread it
+  c.publish(2, "trained")
+  before, served = c.config(), c.served()
+  code, _, err = c.run("evaluate", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_USAGE and "are not version 1's (stable) ['cat', 'dog']" in err, err
+  assert c.config() == before and c.served() == served and c.records_written() == []
 
 
 def test_a_folders_held_out_split_slices_as_trainings_do(image_folder):

@@ -8,7 +8,10 @@
 
 (`cnn-rollout` is the same command, installed by setup.py.)
 
-evaluate lists version N in models.config (`specific` versions), waits until
+First, with nothing changed yet: the held-out split is read, version N must be
+published complete, and the data must be what N's and stable's exports say
+they were trained on (image shape, class names). Then evaluate lists
+version N in models.config (`specific` versions), waits until
 the server reports it AVAILABLE, points `canary` at it and waits until canary
 answers with it, then sends the held-out split (read by trainer.data, as
 training reads it) through `canary` and `stable`, in requests of at most 64
@@ -39,7 +42,7 @@ Exit codes (errors are one line on stderr, `error: ` or `refused: `):
   | ---- | ------- |
   | 0    | evaluated, promoted, or rolled back |
   | 1    | unexpected failure (a bug): traceback |
-  | 2    | usage: bad flags, a models.config the tool cannot manage, data it cannot read or that do not fit the model, the candidate is already stable |
+  | 2    | usage: bad flags, a models.config the tool cannot manage, data it cannot read or that do not fit the model, a candidate that is not published or is already stable |
   | 3    | refused: the candidate is shown worse (or too slow), or there is no loaded version to roll back to; stable unchanged |
   | 4    | a step failed: the candidate did not load or was unloaded, a label moved, the server did not report a step within --timeout-s, models.config could not be written; stable unchanged |
   | 69   | the server could not be reached |

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from serving.client.cli import printable
 from serving.client.errors import ClientError
@@ -153,6 +153,15 @@ def _published(base_path: str) -> list[int]:
 def _resolve(candidate, view: served_config.ModelView, base_path: str, wait_s: float,
              poll_s: float, say) -> int:
   if isinstance(candidate, int):
+    # TF Serving would take a listed version that is not there, or only half
+    # there, and never load it; the step would fail with models.config changed.
+    complete = _published(base_path)
+    if candidate not in complete:
+      raise UsageError(
+          f"--candidate {candidate}: version {candidate} is not published under {base_path} "
+          f"(no {candidate}/saved_model.pb; complete versions: "
+          f"{', '.join(map(str, complete)) or 'none'}): pass a published version, or "
+          "--candidate latest or next")
     return candidate
   if candidate == "latest":
     complete = _published(base_path)
@@ -172,14 +181,42 @@ def _resolve(candidate, view: served_config.ModelView, base_path: str, wait_s: f
     time.sleep(poll_s)
 
 
-def _measure(server: TfServing, model: str, split_args, stream) -> tuple[steps.Measure, dict]:
+def _check_fit(split, base_path: str, versions: dict) -> None:
+  """Refuses (exit 2), before any step, data that a version's own export says it was not trained on.
+
+  `versions`: a name for each (the candidate, stable) -> its version. Each version's export records the image shape and
+  class names it was trained with (trainer.export, assets.extra/); a version
+  without that file (not exported by this trainer) is checked only through the
+  server, once canary names it, as every version also is.
+  """
+  from trainer.storage import api, versions as versions_lib  # pylint: disable=import-outside-toplevel
+  for label, version in versions.items():
+    info = api.read_json(api.join(base_path, str(version), versions_lib.RUN_INFO_PATH))
+    if not isinstance(info, dict):
+      continue
+    shape = tuple(info.get("image_shape") or ()) or None
+    if shape is not None and shape != split.image_shape:
+      raise UsageError(f"--data images are {split.image_shape}, but version {version} ({label}) "
+                       f"was trained on {shape}: pass --image-size as training did")
+    names = info.get("class_names")
+    if names is not None and tuple(names) != split.class_names:
+      raise UsageError(f"--data's class names {list(split.class_names)} are not version "
+                       f"{version}'s ({label}) {list(names)}: evaluate on the data the model "
+                       "was trained for")
+
+
+def _measure(server: TfServing, model: str, split_args, stream,
+             fits: Callable[[object], None] = lambda split: None) -> tuple[steps.Measure, dict]:
   """The measurement the steps call once canary names the candidate, and the data's description.
 
-  The data are loaded here, before any step: a bad --data or --split fails (exit 2)
-  before models.config or the server is touched, not after canary has moved.
+  The data are loaded here, before any step, and `fits` checks them against
+  what the versions' files say: a bad --data or --split, or data of another
+  model, fails (exit 2) before models.config or the server is touched, not
+  after canary has moved.
   """
   from serving.rollout import data as data_lib  # pylint: disable=import-outside-toplevel
   split = data_lib.load(*split_args)
+  fits(split)
   described = dict(split.description)
 
   def measure(candidate: int, baseline: int) -> evaluation_lib.Evaluation:
@@ -268,11 +305,14 @@ def run(args: argparse.Namespace, out, err) -> int:
     return EXIT_OK
 
   candidate = _resolve(args.candidate, view, base_path, args.wait_s, args.poll_s, say)
-  measure, described = _measure(server, args.model,
-                                (args.data, args.dataset or args.model, args.split,
-                                 args.image_size, args.batch_size), err)
-  settings = dict(significance=args.significance, max_p99_ms=args.max_p99_ms, **common)
   baseline = view.labels.get(served_config.STABLE)
+  labelled = {"the candidate": candidate, served_config.STABLE: baseline}
+  measure, described = _measure(
+      server, args.model,
+      (args.data, args.dataset or args.model, args.split, args.image_size, args.batch_size), err,
+      fits=lambda split: _check_fit(split, base_path,
+                                    {k: v for k, v in labelled.items() if v is not None}))
+  settings = dict(significance=args.significance, max_p99_ms=args.max_p99_ms, **common)
 
   def decided(figures, decision: Optional[decision_lib.Decision], action: str) -> None:
     outcome = ("evaluated" if decision is None else "promoted" if decision.promote else "refused")
