@@ -51,7 +51,7 @@ def _a_file(root):
 @pytest.mark.parametrize("case", [
     "unknown dataset", "empty folder", "mismatched labels", "corrupt image", "epochs 0",
     "batch -1", "unwritable job dir", "data dir without dataset", "malformed TF_CONFIG",
-    "image size 17", "16-pixel images"])
+    "image size 17", "16-pixel images", "preset's warm-up", "preset's lr steps", "warm-up given"])
 def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, capsys, monkeypatch):
   job_dir = str(tmp_path / "job")
   args = ["--data-dir", tfds_dir, "--job-dir", job_dir, "--epochs", "1"]
@@ -77,6 +77,17 @@ def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, c
       "16-pixel images": (lambda: ["--dataset", _bad_folder(tmp_path / "d", "small")],
                           r"has 16x16 images, smaller than the 18 pixels a side --model tutorial "
                           r"takes: pass --image-size 32"),
+      # A preset's value that a shorter --epochs no longer fits: the message named
+      # only the flag the user never typed.
+      "preset's warm-up": (["--preset", "cifar10-best"],
+                           r"--warmup-epochs 2\.0 is invalid: it must be shorter than --epochs "
+                           r"\(1\)\. That value of --warmup-epochs is --preset cifar10-best's: "
+                           r"pass --warmup-epochs as well, or another --preset\.$"),
+      "preset's lr steps": (["--preset", "cifar10-resnet20"],
+                            r"--lr-step-epochs \[82\.0, 123\.0\] is invalid: .* That value of "
+                            r"--lr-step-epochs is --preset cifar10-resnet20's: pass --lr-step-epochs"),
+      "warm-up given": (["--preset", "cifar10-best", "--warmup-epochs", "3"],
+                        r"--warmup-epochs 3\.0 is invalid: it must be shorter than --epochs \(1\)\.$"),
   }[case]
   if case == "malformed TF_CONFIG":
     monkeypatch.setenv("TF_CONFIG", "{cluster: nope")

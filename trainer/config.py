@@ -245,7 +245,7 @@ class TrainConfig:
     """Raises ConfigError naming the first invalid field and a valid range."""
     def need(ok: bool, flag: str, value: Any, want: str) -> None:
       if not ok:
-        raise errors.ConfigError(f"--{flag} {value!r} is invalid: it must be {want}.")
+        raise errors.ConfigError(f"--{flag} {value!r} is invalid: it must be {want}.", flag=flag)
 
     need(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
     need(self.batch_size >= 1, "batch-size", self.batch_size, "an integer >= 1 (the global batch)")

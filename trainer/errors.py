@@ -39,7 +39,11 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-  """A flag or configuration value is invalid."""
+  """A flag or configuration value is invalid; `flag` names it (e.g. 'warmup-epochs') when one does."""
+
+  def __init__(self, message: str, flag: "str | None" = None):
+    super().__init__(message)
+    self.flag = flag
 
 
 class DataError(UserError):

@@ -79,7 +79,17 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> config_lib.TrainConfig
   args = vars(build_parser().parse_args(argv))
   preset = args.pop("preset")
   config = presets.preset(preset, **args)
-  config.validate()
+  try:
+    config.validate()
+  except errors.ConfigError as e:
+    # A value the preset set clashes with a flag given (cifar10-best's 2
+    # warm-up epochs with --epochs 1): say where it came from and what to pass.
+    field = (e.flag or "").replace("-", "_")
+    if field in presets.PRESETS[preset] and field not in args:
+      raise errors.ConfigError(
+          f"{e} That value of --{e.flag} is --preset {preset}'s: pass --{e.flag} as well, or "
+          "another --preset.", flag=e.flag) from e
+    raise
   return config
 
 
