@@ -51,7 +51,7 @@ def _a_file(root):
 @pytest.mark.parametrize("case", [
     "unknown dataset", "empty folder", "mismatched labels", "corrupt image", "epochs 0",
     "batch -1", "unwritable job dir", "data dir without dataset", "malformed TF_CONFIG",
-    "image size 17", "16-pixel images", "preset's warm-up", "preset's lr steps", "warm-up given"])
+    "image size 17", "16-pixel images", "preset's warm-up", "preset's lr steps", "warm-up given", "momentum with adam", "step factor with cosine"])
 def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, capsys, monkeypatch):
   job_dir = str(tmp_path / "job")
   args = ["--data-dir", tfds_dir, "--job-dir", job_dir, "--epochs", "1"]
@@ -88,6 +88,12 @@ def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, c
                             r"--lr-step-epochs is --preset cifar10-resnet20's: pass --lr-step-epochs"),
       "warm-up given": (["--preset", "cifar10-best", "--warmup-epochs", "3"],
                         r"--warmup-epochs 3\.0 is invalid: it must be shorter than --epochs \(1\)\.$"),
+      # Flags another flag's choice ignores: they did nothing, without a word.
+      "momentum with adam": (["--momentum", "0.5"],
+                             r"--momentum 0\.5 has no effect with --optimizer adam: it applies only "
+                             r"to --optimizer sgd\. Drop --momentum, or pass --optimizer sgd\.$"),
+      "step factor with cosine": (["--lr-step-factor", "0.5"],
+                                  r"--lr-step-factor 0\.5 has no effect with --lr-schedule cosine"),
   }[case]
   if case == "malformed TF_CONFIG":
     monkeypatch.setenv("TF_CONFIG", "{cluster: nope")
@@ -98,6 +104,16 @@ def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, c
   assert err[-1].startswith("error: ")
   assert re.search(expect[1], err[-1]), err[-1]
   assert not os.path.exists(os.path.join(job_dir, "checkpoints"))  # failed before any work
+
+
+def test_a_flag_another_flag_reads_is_taken_with_that_choice():
+  """The refusals above are of the combination only: with the choice that reads it, each flag works."""
+  assert task.parse_config(["--optimizer", "sgd", "--momentum", "0.5"]).momentum == 0.5
+  assert task.parse_config(["--preset", "cifar10-resnet20", "--momentum", "0.8"]).momentum == 0.8
+  assert task.parse_config(["--lr-schedule", "step", "--lr-step-epochs", "3", "--lr-step-factor",
+                            "0.5"]).lr_step_factor == 0.5
+  assert task.parse_config(["--cache-limit-mb", "10"]).cache_limit_mb == 10  # --cache auto
+  assert task.parse_config(["--preset", "cifar10-best", "--epochs", "3"]).warmup_epochs == 2.0
 
 
 def test_exit_codes_reach_the_shell(tfds_dir, tmp_path):

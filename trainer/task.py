@@ -69,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+# Flags that only one choice of another flag reads: given beside another choice
+# they would be ignored without a word. field -> (the other field, its value).
+_ONLY_WITH = {
+    "momentum": ("optimizer", "sgd"),  # AdamW has no momentum flag: its betas are Keras's
+    "lr_step_factor": ("lr_schedule", "step"),
+    "cache_limit_mb": ("cache", "auto"),
+}
+
+
 def parse_config(argv: Optional[Sequence[str]] = None) -> config_lib.TrainConfig:
   """Parses flags into a validated config.
 
@@ -90,6 +99,13 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> config_lib.TrainConfig
           f"{e} That value of --{e.flag} is --preset {preset}'s: pass --{e.flag} as well, or "
           "another --preset.", flag=e.flag) from e
     raise
+  for field, (other, wanted) in _ONLY_WITH.items():
+    if field in args and getattr(config, other) != wanted:
+      flag, other_flag = "--" + field.replace("_", "-"), "--" + other.replace("_", "-")
+      raise errors.ConfigError(
+          f"{flag} {args[field]} has no effect with {other_flag} {getattr(config, other)}: it "
+          f"applies only to {other_flag} {wanted}. Drop {flag}, or pass {other_flag} {wanted}.",
+          flag=field.replace("_", "-"))
   return config
 
 
