@@ -325,6 +325,24 @@ def test_evaluate_points_canary_only_and_a_slow_candidate_is_refused(cluster, tf
   assert c.served()["stable"] == 1
 
 
+def test_a_refused_promote_after_an_evaluate_withdraws_the_candidate(cluster, tfds_dir):
+  """After `evaluate`, models.config already lists the candidate with canary on it; a refused
+  `promote` of it still unlists it and puts canary back on stable (it put back that state, as
+  'before', and said the candidate was withdrawn)."""
+  c = cluster({1: "trained"})
+  c.publish(2, "untrained")
+  code, _, err = c.run("evaluate", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_OK, err
+  assert c.labels() == {"stable": 1, "canary": 2} and c.listed() == [1, 2]
+
+  code, _, err = c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_REFUSED, err
+  assert c.labels() == {"stable": 1, "canary": 1} and c.listed() == [1]
+  assert "version 2 withdrawn" in err and "'canary' back on version 1" in err
+  assert c.served() == {"stable": 1, "canary": 1}  # the tool waited until canary answered
+  assert [r["decision"] for r in c.records_written()] == ["evaluated", "refused"]
+
+
 def test_a_candidate_that_fails_to_load_ends_cleanly(cluster, tfds_dir):
   c = cluster({1: "trained"})
   os.makedirs(os.path.join(c.base, "2"))

@@ -22,10 +22,12 @@ the disagreements and the exact McNemar test.
 promote does the same, then moves `stable` to the candidate unless the
 candidate is shown worse: the one-sided exact McNemar p(candidate worse) is
 below --significance, or its p99 exceeds --max-p99-ms. A tie within noise is
-promoted (decision.py). Refused, models.config goes back as it was (the
-candidate unlisted, canary on stable). rollback moves `stable` back to the
-version it replaced (from the records, or --to N), which the server must
-still report AVAILABLE.
+promoted (decision.py). Refused, the candidate is withdrawn: models.config
+goes back as it was, but with the candidate unlisted and canary on stable
+even where an earlier evaluate had listed it and moved canary, and the tool
+waits until canary answers with stable's version. rollback moves `stable`
+back to the version it replaced (from the records, or --to N), which the
+server must still report AVAILABLE.
 
 Every change goes through the models.config TF Serving polls, written whole
 and atomically, one step at a time in the order TF Serving accepts, each

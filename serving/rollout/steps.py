@@ -4,8 +4,8 @@
              it; wait until canary answers with it; run the split through
              canary and stable; check that both still name what they did.
   promote:   evaluate, decide; if promoted, point `stable` at the candidate and
-             wait until stable answers with it; if refused, put models.config
-             back as it was (candidate unlisted, canary back on stable).
+             wait until stable answers with it; if refused, withdraw the
+             candidate (unlisted, canary back on stable, as the server reports).
   rollback:  point `stable` back at a version the server reports AVAILABLE.
 
 The order is the one TF Serving accepts: a label moves only to a version the
@@ -154,12 +154,12 @@ class Rollout:
     self._wait(moved, f"{label!r} answering with version {version}")
     self.say(f"{label!r} answers with version {version}")
 
-  def restore(self, text: str) -> str:
-    """Writes models.config back to `text`; best effort. Returns what went wrong, or ""."""
+  def _rewrite(self, text: str, what: str) -> str:
+    """Writes models.config as `text` (if it is not) and waits for canary; "" or what went wrong."""
     try:
       if self.store.read() == text:
         return ""
-      self._write(text, "put back as it was")
+      self._write(text, what)
       view = served_config.view(served_config.parse(text), self.model)
       if CANARY in view.labels:
         canary = view.labels[CANARY]
@@ -167,7 +167,44 @@ class Rollout:
                    f"{CANARY!r} back on version {canary}")
       return ""
     except (RolloutError, ClientError) as e:
-      return f" (putting {self.store.describe()} back also failed: {e})"
+      return str(e)
+
+  def restore(self, text: str) -> str:
+    """Writes models.config back to `text`; best effort. Returns what went wrong, or ""."""
+    failed = self._rewrite(text, "put back as it was")
+    return f" (putting {self.store.describe()} back also failed: {failed})" if failed else ""
+
+  def withdraw(self, candidate: int, baseline: int, before: str) -> str:
+    """Takes a refused candidate out: unlisted, `canary` on `baseline`; waits until canary answers.
+
+    Built from `before`, models.config as the run found it, so nothing else
+    changes. Putting `before` back is not enough: after an `evaluate` of the
+    same candidate it already lists it with canary on it. A label other than
+    canary that names the candidate keeps it listed (TF Serving refuses a
+    label on a version it does not load); `stable` cannot (evaluate refuses).
+
+    Returns:
+      What was done (or why it was not), for the message.
+    """
+    where = self.store.describe()
+    config = served_config.parse(before, where)
+    view = served_config.view(config, self.model, where)
+    keeping = sorted(label for label, version in view.labels.items()
+                     if version == candidate and label != CANARY)
+    listed = tuple(v for v in view.versions if v != candidate or keeping)
+    labels = {**view.labels, CANARY: baseline}
+    if listed == view.versions and labels == view.labels:
+      text = before  # the file as the run found it, byte for byte
+    else:
+      text = served_config.render(served_config.edited(config, self.model, listed=listed,
+                                                       labels=labels), before)
+    failed = self._rewrite(text, f"version {candidate} withdrawn")
+    if failed:
+      return (f"withdrawing version {candidate} failed ({failed}): {where} may still list it "
+              f"with {CANARY!r} on it")
+    unlisted = (f"still listed in {where} ({', '.join(map(repr, keeping))} names it)" if keeping
+                else f"unlisted from {where}")
+    return f"version {candidate} withdrawn: {unlisted}, {CANARY!r} back on version {baseline}"
 
   def move_stable(self, candidate: int, baseline: int) -> None:
     """THE step that moves `stable` to a candidate: only after the rule promoted it.
@@ -254,17 +291,18 @@ def promote(rollout: Rollout, candidate: int, measure: Measure, significance: fl
   (the command line writes the evaluation record there).
 
   Raises:
-    Refused: the candidate is shown worse or too slow; models.config is back
-      as it was before the evaluation (candidate unlisted, canary on stable).
+    Refused: the candidate is shown worse or too slow; it is withdrawn:
+      models.config as it was before the run, but with the candidate unlisted
+      and canary on stable (also when an earlier evaluate had listed it).
     RolloutError: a step failed; `stable` untouched.
   """
   figures, baseline, before = evaluate(rollout, candidate, measure)
   decided = decision_lib.decide(figures, significance, max_p99_ms)
   on_decision(figures, decided)
   if not decided.promote:
-    note = rollout.restore(before)
+    withdrawn = rollout.withdraw(candidate, baseline, before)
     raise Refused("; ".join(decided.reasons) + f". {STABLE!r} stays on version {baseline}; "
-                  f"version {candidate} withdrawn from {rollout.store.describe()}{note}")
+                  f"{withdrawn}")
   rollout.move_stable(candidate, baseline)
   return figures, decided
 
