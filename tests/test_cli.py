@@ -51,7 +51,8 @@ def _a_file(root):
 @pytest.mark.parametrize("case", [
     "unknown dataset", "empty folder", "mismatched labels", "corrupt image", "epochs 0",
     "batch -1", "unwritable job dir", "data dir without dataset", "malformed TF_CONFIG",
-    "image size 17", "16-pixel images", "preset's warm-up", "preset's lr steps", "warm-up given", "momentum with adam", "step factor with cosine"])
+    "image size 17", "16-pixel images", "preset's warm-up", "preset's lr steps", "warm-up given",
+    "momentum with adam", "step factor with cosine", "data dir with a folder", "all sliced"])
 def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, capsys, monkeypatch):
   job_dir = str(tmp_path / "job")
   args = ["--data-dir", tfds_dir, "--job-dir", job_dir, "--epochs", "1"]
@@ -94,10 +95,21 @@ def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, c
                              r"to --optimizer sgd\. Drop --momentum, or pass --optimizer sgd\.$"),
       "step factor with cosine": (["--lr-step-factor", "0.5"],
                                   r"--lr-step-factor 0\.5 has no effect with --lr-schedule cosine"),
+      # The folder was read and --data-dir ignored: a prepared copy there never used.
+      "data dir with a folder": (lambda: ["--dataset", _bad_folder(tmp_path / "d", "good"),
+                                          "--data-dir", tfds_dir],
+                                 r"--data-dir '.*' is invalid: it must be left out with --dataset "
+                                 r"folder:.*, which is read from its PATH"),
+      # TFDS's grammar raises NotImplementedError for a slice of `all`: a traceback.
+      "all sliced": (["--train-split", "all[:90%]"],
+                     r"--train-split 'all\[:90%\]' is not a split of 'cifar10'"),
   }[case]
   if case == "malformed TF_CONFIG":
     monkeypatch.setenv("TF_CONFIG", "{cluster: nope")
   flags = expect[0]() if callable(expect[0]) else expect[0]
+  if case != "data dir with a folder" and "--dataset" in flags and (
+      flags[flags.index("--dataset") + 1].startswith("folder:")):
+    args = args[2:]  # a folder is read from its PATH, not --data-dir (that case refuses it)
   code = task.main(args + flags)
   err = capsys.readouterr().err.strip().splitlines()
   assert code == 2
@@ -191,7 +203,8 @@ def test_sigterm_at_any_point_of_start_up_exits_143(tfds_dir, tmp_path, point):
 # ---------------------------------------------------------- trainer.synthetic
 
 
-@pytest.mark.parametrize("case", ["unknown", "not images", "count 0", "already there", "unwritable"])
+@pytest.mark.parametrize("case", ["unknown", "not images", "count 0", "already there", "unwritable",
+                                  "many classes", "varying size"])
 def test_synthetic_data_bad_input_is_one_line_and_exit_2_writing_nothing(case, tmp_path, tfds_dir,
                                                                          capsys):
   """README's offline command: each of these was a traceback and exit 1."""
@@ -208,6 +221,11 @@ def test_synthetic_data_bad_input_is_one_line_and_exit_2_writing_nothing(case, t
                         rf"\(python -m trainer.task --dataset cifar10 --data-dir {tfds_dir}\)"),
       "unwritable": (["--data-dir", os.path.join(_a_file(tfds_dir), "tfds")],
                      r"--data-dir .* cannot be written"),
+      # The drawing has ten colours and one image size: IndexError and TypeError.
+      "many classes": (["--dataset", "cifar100", "--data-dir", fresh],
+                       r"'cifar100' has 100 classes; trainer.synthetic draws at most 10"),
+      "varying size": (["--dataset", "tf_flowers", "--data-dir", fresh],
+                       r"'tf_flowers' has images of varying size"),
   }[case]
   before = sorted(os.walk(tfds_dir))
   assert synthetic_cli.main(args) == 2

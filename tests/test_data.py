@@ -270,6 +270,26 @@ def test_a_jpeg_cut_after_its_frame_header_is_named_when_its_worker_decodes_it(t
     source.read(True, None, 0)
 
 
+def test_a_png_cut_inside_its_header_is_named(tmp_path):
+  """20 of IHDR's 26 bytes: struct.error, a traceback, before it was counted as unreadable."""
+  dataset = _folder(tmp_path, {s: {"a": [OK], "b": [OK]} for s in ("train", "test")})
+  whole = next((tmp_path / "train" / "a").iterdir()).read_bytes()
+  (tmp_path / "train" / "b" / "cut.png").write_bytes(whole[:20])
+  with pytest.raises(errors.DataError, match=r"corrupt or unreadable image .*train/b/cut\.png"):
+    data.load(_config(dataset=dataset))
+
+
+def test_a_relative_folder_is_named_after_the_directory_it_is(tmp_path, monkeypatch):
+  """folder:. was named '.', which the model-name check then refused as a --model-name never given."""
+  root = tmp_path / "flowers"
+  (root / "sub").mkdir(parents=True)
+  monkeypatch.chdir(root / "sub")
+  assert [_config(dataset=d).resolved_model_name() for d in ("folder:.", "folder:./", "folder:..")] == [
+      "sub", "sub", "flowers"]
+  assert _config(dataset="folder:gs://bucket/images/").resolved_model_name() == "images"
+  _config(dataset="folder:.").validate()
+
+
 @pytest.mark.parametrize("layout, message", [
     ({"train": {"a": [], "b": []}, "test": {"a": [OK], "b": [OK]}},
      r"no \.png or \.jpg images under train/<label>/"),
@@ -352,6 +372,8 @@ def test_folder_slices_are_fixed_disjoint_and_together_the_whole_split(image_fol
      r"--eval-split 'validation' is not a split of folder:.*: it has test, train \(Unknown split"),
     ({"train_split": "train[:abc]"}, r"--train-split 'train\[:abc\]' is not a split of folder:"),
     ({"eval_split": "test[10:5]"}, r"--eval-split 'test\[10:5\]' of folder:.* has no examples\.$"),
+    # TFDS's grammar raises NotImplementedError for a slice of `all`: it was a traceback.
+    ({"train_split": "all[:90%]"}, r"--train-split 'all\[:90%\]' is not a split of folder:"),
 ])
 def test_a_folder_split_that_selects_nothing_is_named(image_folder, flags, message):
   with pytest.raises(errors.DataError, match=message):

@@ -147,6 +147,25 @@ def test_unusable_names_and_shard_counts_are_refused(prepared, tmp_path, capsys,
   assert os.listdir(tmp_path) == []  # nothing written
 
 
+def test_a_data_dir_that_cannot_be_written_is_named_before_any_image_is_decoded(prepared, tmp_path,
+                                                                                capsys):
+  """It failed when TFDS wrote into it, after the whole decoding pass, with a traceback."""
+  root, _, _ = prepared
+  blocker = tmp_path / "a-file"
+  blocker.write_text("")
+  assert prepare.main([f"folder:{root}", "--data-dir", str(blocker / "tfds")]) == 2
+  assert re.search(r"--data-dir .*a-file/tfds.* cannot be written", capsys.readouterr().err)
+
+
+def test_a_suggested_name_is_one_the_catalog_does_not_refuse(tmp_path, capsys):
+  """CIFAR10 was told to pass --name cifar10, which the catalog check then refused."""
+  root = synthetic.write_image_folder(str(tmp_path / "CIFAR10"), num_train=20, num_test=10)
+  assert prepare.main([f"folder:{root}", "--data-dir", str(tmp_path / "tfds")]) == 2
+  assert "--name cifar10_images." in capsys.readouterr().err
+  assert prepare.main([f"folder:{root}", "--data-dir", str(tmp_path / "tfds"),
+                       "--name", "cifar10_images"]) == 0
+
+
 def test_a_corrupt_image_is_named_before_anything_is_written(tmp_path, capsys):
   root = synthetic.write_image_folder(str(tmp_path / "broken"), num_train=20, num_test=10)
   label_dir = os.path.join(root, "train", "class_3")

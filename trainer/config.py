@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from typing import Any, Optional, Tuple
 
 from trainer import errors
@@ -25,6 +26,11 @@ MIN_IMAGE_SIZE = {"tutorial": 18, "resnet20": 16}
 
 # --dataset folder:PATH names an image folder; anything else a TFDS dataset.
 FOLDER_PREFIX = "folder:"
+
+
+def is_remote(path: str) -> bool:
+  """Whether a path is a URL (gs://...) that TensorFlow's file systems read, not a local path."""
+  return "://" in path
 
 
 def folder_path(dataset: str) -> Optional[str]:
@@ -53,7 +59,7 @@ class TrainConfig:
   data_dir: Optional[str] = _field(
       None,
       "Directory (local or gs://) holding prepared TFDS data, read with "
-      "download=False. Unset: TFDS downloads to its default cache.")
+      "download=False. Unset: TFDS downloads to its default cache. Not with folder:PATH.")
   train_split: str = _field(
       "train", "Split to train on: of the TFDS dataset, or a folder's train or test (slicing "
       "like train[:90%] works for both).")
@@ -205,7 +211,9 @@ class TrainConfig:
       return self.model_name
     root = self.folder_root()
     if root is not None:
-      path = root.rstrip("/")
+      # A local path is made absolute first, so that folder:. and folder:../x
+      # are named after the directory they are, not '.' or '..'.
+      path = root.rstrip("/") if is_remote(root) else os.path.abspath(root)
       return path.rsplit("/", 1)[-1] or "images"
     return self.dataset.split("/")[0].split(":")[0]
 
@@ -287,6 +295,10 @@ class TrainConfig:
     need(bool(self.dataset), "dataset", self.dataset, "a TFDS name or folder:PATH")
     if self.folder_root() is not None:
       need(bool(self.folder_root()), "dataset", self.dataset, "folder:PATH with a PATH")
+      # The folder is read from PATH; a --data-dir beside it was read by nothing.
+      need(self.data_dir is None, "data-dir", self.data_dir,
+           f"left out with --dataset {self.dataset}, which is read from its PATH (a folder "
+           "prepared by trainer.prepare is read as --dataset NAME --data-dir DIR)")
     name = self.resolved_model_name()
     need(name.replace("-", "").replace("_", "").replace(".", "").isalnum(), "model-name", name,
          "letters, digits, '-', '_' or '.' (it becomes a directory and a TF Serving model name)")

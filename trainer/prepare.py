@@ -52,7 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     tfds.disable_progress_bar()  # its bar says "Downloading", which this is not
     prepared = prepare(root, args.data_dir, args.name, args.num_shards)
-  except errors.UserError as e:
+  # TransientError: storage that a rerun can get past (exit 142), as trainer.task.
+  except (errors.UserError, errors.TransientError) as e:
     print(f"error: {e}", file=sys.stderr)
     return e.exit_code
   h, w, c = prepared.image_shape

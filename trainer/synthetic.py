@@ -44,6 +44,17 @@ def write(args: argparse.Namespace) -> str:
   from trainer.data import synthetic
   from trainer.storage import api as storage
   builder = pipeline.tfds_builder(args.dataset, args.data_dir, also="")
+  # The drawn data: one class's square per palette colour, at one image size.
+  features = builder.info.features
+  (height, width, _), classes = features["image"].shape, features["label"].num_classes
+  if height is None or width is None:
+    raise errors.DataError(
+        f"--dataset {args.dataset!r} has images of varying size; trainer.synthetic draws "
+        "datasets of one size, such as cifar10, mnist or fashion_mnist.")
+  if classes > synthetic.MAX_CLASSES:
+    raise errors.DataError(
+        f"--dataset {args.dataset!r} has {classes} classes; trainer.synthetic draws at most "
+        f"{synthetic.MAX_CLASSES}, as cifar10, mnist and fashion_mnist have.")
   if builder.is_prepared():
     raise errors.DataError(
         f"--data-dir {args.data_dir!r} already holds dataset {args.dataset!r} (version "
@@ -62,7 +73,8 @@ def main(argv: Optional[list[str]] = None) -> int:
   environment.quiet_tensorflow_logs()  # before TensorFlow loads
   try:
     path = write(args)
-  except errors.UserError as e:
+  # TransientError: storage that a rerun can get past (exit 142), as trainer.task.
+  except (errors.UserError, errors.TransientError) as e:
     print(f"error: {e}", file=sys.stderr)
     return e.exit_code
   print(path)

@@ -177,9 +177,7 @@ def _check_local_folder(config: config_lib.TrainConfig) -> None:
   import (seconds), with the folder scan's message (trainer/data/folders.py); a remote one
   (gs://) is the scan's to check, through TensorFlow's file systems."""
   root = config.folder_root()
-  # "://": a remote path, as trainer.data.image_files.is_remote reads it (that module
-  # imports TensorFlow).
-  if root is not None and "://" not in root and not os.path.isdir(root):
+  if root is not None and not config_lib.is_remote(root) and not os.path.isdir(root):
     raise errors.DataError(f"--dataset {config.dataset}: no such directory.")
 
 

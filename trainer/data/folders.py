@@ -52,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from trainer import config as config_lib
 from trainer import errors
 from trainer.data import image_files
 
@@ -185,7 +186,7 @@ def scan(root: str, what: str) -> Folder:
     labels[split] = np.array([k for _, k in pairs], np.int64)
 
   every = files["train"] + files["test"]
-  if image_files.is_remote(root):
+  if config_lib.is_remote(root):
     with concurrent.futures.ThreadPoolExecutor(_REMOTE_THREADS) as pool:
       headers = list(pool.map(image_files.header, every))
   else:

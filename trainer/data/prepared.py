@@ -95,6 +95,7 @@ def prepare(root: str, data_dir: str, name: Optional[str] = None,
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from trainer.data import folders  # pylint: disable=import-outside-toplevel
+  from trainer.storage import api as storage  # pylint: disable=import-outside-toplevel
 
   start = time.perf_counter()
   name = name or config_lib.TrainConfig(dataset=f"folder:{root}").resolved_model_name()
@@ -107,16 +108,19 @@ def prepare(root: str, data_dir: str, name: Optional[str] = None,
 
   folder = folders.scan(root, f"folder:{root}")
   counts = {split: len(folder.files[split]) for split in folders.SPLITS}
-  log.info("Checking %s: decoding %d images once.", root, sum(counts.values()))
-  sizes = {split: folders.check_files(folder.files[split], folder.channels)  # bytes
-           for split in folders.SPLITS}
   smallest = min(counts.values())
-  if num_shards is None:
-    num_shards = default_num_shards(max(sizes.values()), smallest)
-  elif not 1 <= num_shards <= smallest:
+  if num_shards is not None and not 1 <= num_shards <= smallest:
     raise errors.ConfigError(
         f"--num-shards {num_shards} is invalid: it must be between 1 and {smallest}, the "
         "images in the smallest split (TFDS writes at least one image per file).")
+  # Before any image is decoded: a --data-dir that cannot be written failed
+  # only when TFDS wrote into it, after the whole decoding pass, with a traceback.
+  storage.ensure_writable_dir(data_dir, "--data-dir")
+  log.info("Checking %s: decoding %d images once.", root, sum(counts.values()))
+  sizes = {split: folders.check_files(folder.files[split], folder.channels)  # bytes
+           for split in folders.SPLITS}
+  if num_shards is None:
+    num_shards = default_num_shards(max(sizes.values()), smallest)
 
   shape = (*(folder.size or (None, None)), folder.channels)
   png = all(p.lower().endswith(".png") for split in folders.SPLITS for p in folder.files[split])
@@ -146,16 +150,22 @@ def prepare(root: str, data_dir: str, name: Optional[str] = None,
 
 
 def _check_name(name: str, tfds) -> None:
+  def in_catalog(candidate: str) -> bool:
+    try:
+      tfds.builder_cls(candidate)
+    except tfds.core.registered.DatasetNotFoundError:
+      return False
+    return True
+
   if not _NAME.match(name):
     suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
     suggestion = suggestion if suggestion[:1].isalpha() else f"images_{suggestion}"
+    if in_catalog(suggestion):  # CIFAR10 -> cifar10, which the check below refuses
+      suggestion += "_images"
     raise errors.ConfigError(
         f"{name!r} is not a dataset name TFDS can read back (lower-case letters, digits and "
         f"'_', starting with a letter): pass --name, e.g. --name {suggestion}.")
-  try:
-    tfds.builder_cls(name)
-  except tfds.core.registered.DatasetNotFoundError:
-    return
-  raise errors.ConfigError(
-      f"{name!r} is a TFDS catalog dataset, and `--dataset {name}` would read it with the "
-      "catalog's definition: pass --name with another name.")
+  if in_catalog(name):
+    raise errors.ConfigError(
+        f"{name!r} is a TFDS catalog dataset, and `--dataset {name}` would read it with the "
+        f"catalog's definition: pass --name with another name, e.g. --name {name}_images.")

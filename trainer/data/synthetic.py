@@ -32,11 +32,13 @@ CLASS_NAMES = {
 
 _CHUNK = 1024  # images generated at a time
 
-# Per-class RGB tint, as a fraction of full scale. Ten well-separated hues.
+# Per-class RGB tint, as a fraction of full scale. Ten well-separated hues,
+# one per class: make_arrays draws at most MAX_CLASSES classes.
 _PALETTE = np.array([
     [1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0], [1.0, 1.0, 0.2],
     [1.0, 0.2, 1.0], [0.2, 1.0, 1.0], [1.0, 0.6, 0.2], [0.6, 0.2, 1.0],
     [0.6, 1.0, 0.6], [0.9, 0.9, 0.9]], dtype=np.float32)
+MAX_CLASSES = len(_PALETTE)
 
 
 def make_arrays(n: int, image_shape: tuple[int, int, int], num_classes: int = 10,
@@ -47,7 +49,7 @@ def make_arrays(n: int, image_shape: tuple[int, int, int], num_classes: int = 10
   Args:
     n: number of examples.
     image_shape: (H, W, C), C in {1, 3}.
-    num_classes: at most 10.
+    num_classes: at most MAX_CLASSES (10).
     seed: the data are a pure function of the arguments.
     noise: amplitude of the uniform background noise, in [0, 1].
     signal: brightness of the class square over the noise, in [0, 1]; lower is
