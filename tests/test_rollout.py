@@ -383,6 +383,38 @@ def test_a_candidate_unloaded_mid_evaluation_ends_cleanly(cluster, tfds_dir, mon
   c.wait(lambda: c.served() == {"stable": 1, "canary": 1})
 
 
+def test_an_evaluation_ended_by_anything_puts_models_config_back(cluster, tfds_dir, monkeypatch):
+  """Ctrl-C, or an image that fails at full decode (trainer.errors.DataError), mid-measurement:
+  models.config is put back and canary is back on stable before the run ends (it ended with the
+  candidate listed and canary on it). The data's error is a usage error, exit 2."""
+  from trainer.errors import DataError  # pylint: disable=import-outside-toplevel
+  c = cluster({1: "trained"})
+  c.publish(2, "trained")
+  before = c.config()
+  measure = evaluation.measure
+
+  def failing(error):
+    def after_the_first_batch(predict, batches, expected, class_names, progress=lambda n: None,
+                              **kwargs):
+      def and_fail(n):
+        progress(n)
+        raise error
+      return measure(predict, batches, expected, class_names, and_fail, **kwargs)
+    return after_the_first_batch
+
+  monkeypatch.setattr(evaluation, "measure", failing(KeyboardInterrupt()))
+  with pytest.raises(KeyboardInterrupt):
+    c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
+  assert c.config() == before and c.served() == {"stable": 1, "canary": 1}
+  c.wait(lambda: c.states().get(2) == "END")  # unloaded, so the next run lists it afresh
+
+  monkeypatch.setattr(evaluation, "measure", failing(DataError("test/3.png cannot be decoded")))
+  code, _, err = c.run("evaluate", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_USAGE and err.startswith("error: ") and "test/3.png" in err, err
+  assert c.config() == before and c.served() == {"stable": 1, "canary": 1}
+  assert [r["decision"] for r in c.records_written()] == ["failed"]
+
+
 def test_rollback_refuses_a_version_that_is_not_loaded_and_usage_errors_exit_2(cluster, tfds_dir):
   c = cluster({1: "trained"}, protocol="rest")
   before = c.config()
@@ -621,6 +653,28 @@ def test_without_faults_the_fake_follows_the_rule(candidate_right, outcome):
   result, worse, stables, server, _ = _promote_through_faults(Faults(None, {}), candidate_right)
   assert (result, worse) == (outcome, outcome == "refused")
   assert server.labels["stable"] == stables[-1] == (1 if worse else 2)
+
+
+def test_promote_interrupted_between_its_decision_and_acting_on_it_puts_models_config_back():
+  """Ctrl-C while the decision is recorded (on_decision): canary was left on the candidate."""
+  store = FakeStore(INITIAL, Faults(None, {}))
+  server = FakeServer(store, Faults(None, {}), loadable={1, 2})
+  clock = [0.0]
+
+  def sleep(seconds):
+    clock[0] += seconds
+    server.poll()
+
+  rollout = steps.Rollout(store, server, "cifar10", timeout_s=5, poll_s=1, clock=lambda: clock[0],
+                          sleep=sleep)
+
+  def interrupted(figures, decision):
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    steps.promote(rollout, 2, lambda candidate, baseline: _figures(190, 150), 0.05, None,
+                  on_decision=interrupted)
+  assert store.text == INITIAL and server.labels == {"stable": 1, "canary": 1}
 
 
 def _promote_through_faults(faults, candidate_right):

@@ -32,8 +32,9 @@ server must still report AVAILABLE.
 Every change goes through the models.config TF Serving polls, written whole
 and atomically, one step at a time in the order TF Serving accepts, each
 waited for (--timeout-s) until the server reports it. No reload RPC: the
-client has none, and the cluster's proxy refuses it. Any failure puts
-models.config back as it was: `stable` moves only when the rule promoted.
+client has none, and the cluster's proxy refuses it. Any failure, Ctrl-C
+included, puts models.config back as it was: `stable` moves only when the
+rule promoted.
 
 Each decision writes a JSON record (record.py) to --records, by default
 BASE_PATH/evaluations/ beside the versions, never inside one.

@@ -34,6 +34,7 @@ from serving.rollout.errors import (CandidateFailed, Refused, RolloutError, Serv
 from serving.rollout.evaluation import Evaluation, LabelMoved
 from serving.rollout.served_config import CANARY, STABLE, ConfigStore, ModelView
 from serving.rollout.server import Server, wait_for
+from trainer import errors as trainer_errors
 
 AVAILABLE = "AVAILABLE"
 
@@ -251,7 +252,9 @@ def evaluate(rollout: Rollout, candidate: int, measure: Measure) -> tuple[Evalua
     the tool changed it).
 
   Raises:
-    RolloutError: models.config is back as it was, `stable` untouched.
+    RolloutError: models.config is back as it was, `stable` untouched; also
+      for the data's errors (UsageError). Anything else (KeyboardInterrupt)
+      is raised again once models.config is back as it was.
   """
   text, _, view = rollout.read()
   baseline = rollout.stable(view)
@@ -272,10 +275,18 @@ def evaluate(rollout: Rollout, candidate: int, measure: Measure) -> tuple[Evalua
       served = rollout.label_version(label)
       if served != version:
         raise CandidateFailed(str(LabelMoved(label, version, served)))
-  except Exception as e:  # pylint: disable=broad-except
-    if not isinstance(e, (RolloutError, ClientError, LabelMoved)):
+  except BaseException as e:  # pylint: disable=broad-except
+    # Whatever ends the run here (Ctrl-C, an image that fails at full decode,
+    # a bug) must not leave the candidate listed with canary on it.
+    if isinstance(e, (RolloutError, ClientError, LabelMoved)):
+      error = _translate(e, candidate)
+    elif isinstance(e, trainer_errors.UserError):  # the data, read batch by batch
+      error = UsageError(f"the data failed during the evaluation: {e}")
+    else:
+      note = rollout.restore(text)
+      rollout.say(f"{type(e).__name__} during the evaluation: {rollout.store.describe()} put "
+                  f"back as it was{note}; {STABLE!r} untouched on version {baseline}")
       raise
-    error = _translate(e, candidate)
     note = rollout.restore(text)
     raise type(error)(f"{error}{note}; {STABLE!r} untouched on version {baseline}") from e
   return figures, baseline, text
@@ -297,8 +308,14 @@ def promote(rollout: Rollout, candidate: int, measure: Measure, significance: fl
     RolloutError: a step failed; `stable` untouched.
   """
   figures, baseline, before = evaluate(rollout, candidate, measure)
-  decided = decision_lib.decide(figures, significance, max_p99_ms)
-  on_decision(figures, decided)
+  try:
+    decided = decision_lib.decide(figures, significance, max_p99_ms)
+    on_decision(figures, decided)
+  except BaseException as e:  # Ctrl-C while the record is written: not with canary on the candidate
+    note = rollout.restore(before)
+    rollout.say(f"{type(e).__name__} before the decision was acted on: "
+                f"{rollout.store.describe()} put back as it was{note}")
+    raise
   if not decided.promote:
     withdrawn = rollout.withdraw(candidate, baseline, before)
     raise Refused("; ".join(decided.reasons) + f". {STABLE!r} stays on version {baseline}; "
