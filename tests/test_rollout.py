@@ -415,6 +415,30 @@ def test_an_evaluation_ended_by_anything_puts_models_config_back(cluster, tfds_d
   assert [r["decision"] for r in c.records_written()] == ["failed"]
 
 
+def test_a_failed_move_of_stable_puts_back_the_file_from_before_the_run(cluster, tfds_dir,
+                                                                        monkeypatch):
+  """Promoted, stable's move written and served, then the step fails: models.config is put back
+  as it was before promote (only stable's line was, leaving the candidate listed with canary on
+  it), and the tool waits until stable answers with the baseline again."""
+  c = cluster({1: "untrained"})
+  c.publish(2, "trained")
+  before = c.config()
+  point, failed = steps.Rollout.point, []
+
+  def failing_once_stable_moved(self, label, version):
+    point(self, label, version)
+    if label == "stable" and not failed:
+      failed.append(version)
+      raise StepFailed("injected: the move of 'stable' failed after its write")
+
+  monkeypatch.setattr(steps.Rollout, "point", failing_once_stable_moved)
+  code, _, err = c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_FAILED and failed == [2], err
+  assert c.config() == before and c.served() == {"stable": 1, "canary": 1}
+  assert err.startswith("error: injected") and "put back as it was before the run" in err
+  assert sorted(r["decision"] for r in c.records_written()) == ["failed", "promoted"]
+
+
 def test_rollback_refuses_a_version_that_is_not_loaded_and_usage_errors_exit_2(cluster, tfds_dir):
   c = cluster({1: "trained"}, protocol="rest")
   before = c.config()

@@ -156,16 +156,23 @@ class Rollout:
     self.say(f"{label!r} answers with version {version}")
 
   def _rewrite(self, text: str, what: str) -> str:
-    """Writes models.config as `text` (if it is not) and waits for canary; "" or what went wrong."""
+    """Writes models.config as `text` (if it is not) and waits until stable and canary answer as
+    it says (either may have moved: canary in evaluate, stable in move_stable).
+
+    Returns:
+      What went wrong, or "".
+    """
     try:
       if self.store.read() == text:
         return ""
       self._write(text, what)
       view = served_config.view(served_config.parse(text), self.model)
-      if CANARY in view.labels:
-        canary = view.labels[CANARY]
-        self._wait(lambda: True if self.label_version(CANARY) == canary else None,
-                   f"{CANARY!r} back on version {canary}")
+      for label in (STABLE, CANARY):
+        if label in view.labels:
+          version = view.labels[label]
+          self._wait(lambda label=label, version=version:
+                     True if self.label_version(label) == version else None,
+                     f"{label!r} back on version {version}")
       return ""
     except (RolloutError, ClientError) as e:
       return str(e)
@@ -207,20 +214,22 @@ class Rollout:
                 else f"unlisted from {where}")
     return f"version {candidate} withdrawn: {unlisted}, {CANARY!r} back on version {baseline}"
 
-  def move_stable(self, candidate: int, baseline: int) -> None:
+  def move_stable(self, candidate: int, baseline: int, before: str) -> None:
     """THE step that moves `stable` to a candidate: only after the rule promoted it.
 
-    On failure models.config goes back to `stable` -> `baseline`.
+    On failure models.config goes back to `before`, as the run found it (not
+    only stable's line: the candidate would stay listed with canary on it),
+    and the tool waits until stable answers with `baseline` again.
     """
-    text, _, _ = self.read()
     try:
       self.point(STABLE, candidate)
     except RolloutError as e:
-      _, config, view = self.read()
-      back = served_config.render(served_config.edited(
-          config, self.model, labels={**view.labels, STABLE: baseline}), text)
-      note = self.restore(back)
-      raise type(e)(f"{e}; {STABLE!r} put back on version {baseline}{note}") from e
+      note = self.restore(before)
+      labels = served_config.view(served_config.parse(before), self.model).labels
+      said = ", ".join(f"{label!r} on version {labels[label]}"
+                       for label in (STABLE, CANARY) if label in labels)
+      raise type(e)(f"{e}; {self.store.describe()} put back as it was before the run ({said})"
+                    f"{note}") from e
 
 
 def _translate(e: Exception, candidate: Optional[int]) -> RolloutError:
@@ -305,7 +314,8 @@ def promote(rollout: Rollout, candidate: int, measure: Measure, significance: fl
     Refused: the candidate is shown worse or too slow; it is withdrawn:
       models.config as it was before the run, but with the candidate unlisted
       and canary on stable (also when an earlier evaluate had listed it).
-    RolloutError: a step failed; `stable` untouched.
+    RolloutError: a step failed; models.config is back as it was before the
+      run, and stable answers with the baseline (also if moving it failed).
   """
   figures, baseline, before = evaluate(rollout, candidate, measure)
   try:
@@ -320,7 +330,7 @@ def promote(rollout: Rollout, candidate: int, measure: Measure, significance: fl
     withdrawn = rollout.withdraw(candidate, baseline, before)
     raise Refused("; ".join(decided.reasons) + f". {STABLE!r} stays on version {baseline}; "
                   f"{withdrawn}")
-  rollout.move_stable(candidate, baseline)
+  rollout.move_stable(candidate, baseline, before)
   return figures, decided
 
 
