@@ -268,6 +268,24 @@ def test_a_better_candidate_is_promoted_and_can_be_rolled_back(cluster, tfds_dir
   assert c.records_written()[-1]["decision"] == "rolled-back"
 
 
+def test_rollback_reads_only_its_own_models_records(cluster, tfds_dir):
+  """Model tiny-cifar10's record file name ends as cifar10's do ('-cifar10-v2-promoted.json'):
+  it was read as cifar10's, and rollback went to its baseline."""
+  c = cluster({1: "untrained"})
+  c.publish(2, "trained")
+  code, _, err = c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_OK, err
+  other = {**c.records_written()[0], "model": "tiny-cifar10", "baseline": 3}
+  with open(os.path.join(c.records, "99991231T235959Z-tiny-cifar10-v2-promoted.json"), "w",
+            encoding="utf-8") as f:
+    json.dump(other, f)  # the newest record, another model's
+
+  code, out, err = c.run("rollback")
+  assert code == EXIT_OK, err
+  assert c.labels()["stable"] == 1 and c.served()["stable"] == 1
+  assert "rolled back: stable 2 -> 1" in out
+
+
 def test_a_worse_candidate_is_refused_and_nothing_served_changes(cluster, tfds_dir):
   """Over REST, on 200 of the 500 images (REST's JSON pixels are slow to parse in the stand-in)."""
   c = cluster({1: "trained"}, protocol="rest")

@@ -62,15 +62,24 @@ def write(directory: str, record: dict) -> str:
 
 
 def previous_stable(directory: str, model: str, stable: int) -> Optional[int]:
-  """The baseline of the newest `promoted` record that made `stable` stable, if any."""
+  """The baseline of the newest `promoted` record of `model` that made `stable` stable, if any.
+
+  The file name (write's format, exactly) only picks the files to read: the
+  record's own fields decide, since one model's name may end in another's
+  (tiny-cifar10's records end in '-cifar10-v2-promoted.json' too).
+  """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   if not tf.io.gfile.isdir(directory):
     return None
+  named = re.compile(rf"[0-9]+T[0-9]+Z-{re.escape(model)}-v{stable}-promoted\.json")
   for name in sorted(tf.io.gfile.listdir(directory), reverse=True):
-    if not name.endswith(f"-{model}-v{stable}-promoted.json"):
+    if not named.fullmatch(name):
       continue
     with tf.io.gfile.GFile(directory.rstrip("/") + "/" + name) as f:
       record = json.load(f)
+    if not (isinstance(record, dict) and record.get("model") == model
+            and record.get("candidate") == stable and record.get("decision") == "promoted"):
+      continue
     if record.get("baseline") is not None:
       return int(record["baseline"])
   return None
