@@ -238,14 +238,21 @@ def test_cli_encoded_sends_file_bytes(server, models, files, tmp_path):
   paths, images = files
   jpeg = str(tmp_path / "photo.jpg")
   Image.fromarray(images[0]).save(jpeg, quality=95)
+  # A phone's JPEG with a second picture, which Pillow calls MPO: it was refused (exit 2).
+  mpo = str(tmp_path / "phone.jpg")
+  Image.fromarray(images[0]).save(mpo, format="MPO", quality=95, save_all=True,
+                                  append_images=[Image.fromarray(images[2])])
+  assert Image.open(mpo).format == "MPO"
   proc = run_client(["--rest", server.rest_url, "--model", "cifar10", "--encoded", "--json",
-                     paths[1], jpeg])
+                     paths[1], jpeg, mpo])
   assert proc.returncode == 0, proc.stderr
   out = json.loads(proc.stdout)
   assert out["signature"] == "serving_encoded"
   expected = _expected(models, "cifar10", 2, images[1:2])[0]  # PNG is lossless: same pixels
   assert out["predictions"][0]["top_k"][0]["probability"] == pytest.approx(expected.max(), abs=1e-5)
   assert len(out["predictions"][1]["top_k"]) == 3
+  # The server decodes the MPO's first picture: the JPEG's, not the appended one.
+  assert out["predictions"][2]["top_k"] == out["predictions"][1]["top_k"]
 
 
 def test_grpc_encoded_matches_pixels(server, files):

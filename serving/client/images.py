@@ -18,7 +18,10 @@ from serving.client.errors import InputError, first_line
 from serving.client.metadata import ENCODED_SIGNATURE
 
 # Formats `tf.io.decode_image` (the serving_encoded signature) reads, as Pillow names them.
-SERVER_DECODABLE = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+# MPO is a JPEG with more pictures after its first (CIPA's Multi-Picture Format:
+# phones' HDR and portrait shots); it starts as a plain JPEG, whose first
+# picture decode_image reads, as Pillow's first frame is for serving_default.
+SERVER_DECODABLE = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP")
 # Pillow modes of 8-bit images, by channel count.
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 
