@@ -471,6 +471,44 @@ def test_rollback_refuses_a_version_that_is_not_loaded_and_usage_errors_exit_2(c
   assert c.config() == before
 
 
+def test_storage_errors_before_any_step_are_one_line_and_change_nothing(cluster, tfds_dir,
+                                                                         monkeypatch):
+  """Listing the base path, reading a version's files or the records failed with a traceback
+  (exit 1). Now one `error:` line: 4 for what a rerun may get past (GCS unreachable), 2 for what
+  it cannot (a permission, a malformed file); and nothing was changed, which it says."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from trainer import errors as trainer_errors  # pylint: disable=import-outside-toplevel
+  from trainer.storage import api  # pylint: disable=import-outside-toplevel
+  c = cluster({1: "trained"})
+  c.publish(2, "trained")
+  before, served = c.config(), c.served()
+  for name, error, exit_code, words in (
+      ("list_versions", trainer_errors.TransientError("gcs down"), EXIT_FAILED, "gcs down"),
+      ("list_versions", trainer_errors.StorageError("storage.objects.list denied"), EXIT_USAGE,
+       "storage.objects.list denied"),
+      ("exists", tf.errors.PermissionDeniedError(None, None, "no read access"), EXIT_USAGE,
+       "no read access"),
+      ("exists", tf.errors.UnavailableError(None, None, "connection reset"), EXIT_FAILED,
+       "connection reset"),
+      ("read_json", json.JSONDecodeError("Expecting value", "{", 1), EXIT_USAGE,
+       "Expecting value")):
+    def failing(*args, error=error):
+      raise error
+    with monkeypatch.context() as patched:
+      patched.setattr(api, name, failing)
+      code, _, err = c.run("promote", "--candidate", "latest", tfds_dir=tfds_dir)
+    assert code == exit_code and err.startswith("error: ") and words in err, (name, error, err)
+    assert "nothing was changed" in err
+  os.makedirs(c.records)
+  with open(os.path.join(c.records, "20260101T000000Z-cifar10-v1-promoted.json"), "w",
+            encoding="utf-8") as f:
+    f.write("{")
+  code, _, err = c.run("rollback")
+  assert code == EXIT_USAGE and err.startswith("error: ") and "-cifar10-v1-promoted.json" in err
+  assert c.config() == before and c.served() == served
+  assert os.listdir(c.records) == ["20260101T000000Z-cifar10-v1-promoted.json"]  # none written
+
+
 def _publish_recording(c: "Cluster", version: int, **recorded) -> None:
   """Publishes the trained export as `version`, its assets.extra/ run info changed to `recorded`."""
   c.publish(version, "trained")

@@ -45,9 +45,9 @@ Exit codes (errors are one line on stderr, `error: ` or `refused: `):
   | ---- | ------- |
   | 0    | evaluated, promoted, or rolled back |
   | 1    | unexpected failure (a bug): traceback |
-  | 2    | usage: bad flags, a models.config the tool cannot manage, data it cannot read or that do not fit the model, a candidate that is not published or is already stable |
+  | 2    | usage: bad flags, a models.config the tool cannot manage, data it cannot read or that do not fit the model, a candidate that is not published or is already stable, storage it may not read (a permission, a malformed version or record file) |
   | 3    | refused: the candidate is shown worse (or too slow), or there is no loaded version to roll back to; stable unchanged |
-  | 4    | a step failed: the candidate did not load or was unloaded, a label moved, the server did not report a step within --timeout-s, models.config could not be written; stable unchanged |
+  | 4    | a step failed: the candidate did not load or was unloaded, a label moved, the server did not report a step within --timeout-s, models.config could not be written, storage unreachable before any step (nothing changed: run it again); stable unchanged |
   | 69   | the server could not be reached |
 
 The package, one concern per module:

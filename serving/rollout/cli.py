@@ -6,13 +6,14 @@ See serving/rollout/__init__.py for usage and the table of exit codes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from serving.client.cli import printable
-from serving.client.errors import ClientError
+from serving.client.errors import ClientError, first_line
 from serving.rollout import decision as decision_lib
 from serving.rollout import evaluation as evaluation_lib
 from serving.rollout import record as record_lib
@@ -143,11 +144,34 @@ class _Progress:
       self.bar.close()
 
 
+@contextlib.contextmanager
+def _reading(what: str) -> Iterator[None]:
+  """Storage read before any step: its failure is one line, and says nothing was changed.
+
+  A rerun may get past GCS or the network being unreachable (StepFailed, exit
+  4); not past a permission, a missing bucket or a malformed file (UsageError,
+  exit 2).
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from trainer import errors as trainer_errors  # pylint: disable=import-outside-toplevel
+  try:
+    yield
+  except (trainer_errors.UserError, json.JSONDecodeError, tf.errors.NotFoundError,
+          tf.errors.PermissionDeniedError, tf.errors.UnauthenticatedError,
+          tf.errors.InvalidArgumentError, PermissionError, FileNotFoundError) as e:
+    raise UsageError(f"{what} failed ({type(e).__name__}: {first_line(e)}); nothing was "
+                     "changed") from e
+  except (trainer_errors.TransientError, tf.errors.OpError, OSError) as e:
+    raise StepFailed(f"{what} failed ({type(e).__name__}: {first_line(e)}); nothing was changed: "
+                     "run it again") from e
+
+
 def _published(base_path: str) -> list[int]:
   """Complete versions under the base path: saved_model.pb is what publishing writes last."""
   from trainer.storage import api  # pylint: disable=import-outside-toplevel
-  return [v for v in api.list_versions(base_path)
-          if api.exists(api.join(base_path, str(v), "saved_model.pb"))]
+  with _reading(f"listing the versions under {base_path}"):
+    return [v for v in api.list_versions(base_path)
+            if api.exists(api.join(base_path, str(v), "saved_model.pb"))]
 
 
 def _resolve(candidate, view: served_config.ModelView, base_path: str, wait_s: float,
@@ -191,7 +215,9 @@ def _check_fit(split, base_path: str, versions: dict) -> None:
   """
   from trainer.storage import api, versions as versions_lib  # pylint: disable=import-outside-toplevel
   for label, version in versions.items():
-    info = api.read_json(api.join(base_path, str(version), versions_lib.RUN_INFO_PATH))
+    path = api.join(base_path, str(version), versions_lib.RUN_INFO_PATH)
+    with _reading(f"reading {path}"):
+      info = api.read_json(path)
     if not isinstance(info, dict):
       continue
     shape = tuple(info.get("image_shape") or ()) or None
@@ -292,7 +318,10 @@ def run(args: argparse.Namespace, out, err) -> int:
 
   if args.command == "rollback":
     baseline = view.labels.get(served_config.STABLE)
-    to = args.to if args.to is not None else record_lib.previous_stable(records, args.model, baseline)
+    to = args.to
+    if to is None:
+      with _reading(f"reading the records in {records}"):
+        to = record_lib.previous_stable(records, args.model, baseline)
     try:
       left, now = steps.rollback(rollout, to)
     except RolloutError as e:

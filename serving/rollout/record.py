@@ -17,6 +17,8 @@ import os
 import re
 from typing import Any, Optional
 
+from serving.rollout.errors import UsageError
+
 SCHEMA = "cnn-trainer/rollout-record/v1"
 FOLDER = "evaluations"
 
@@ -75,11 +77,20 @@ def previous_stable(directory: str, model: str, stable: int) -> Optional[int]:
   for name in sorted(tf.io.gfile.listdir(directory), reverse=True):
     if not named.fullmatch(name):
       continue
-    with tf.io.gfile.GFile(directory.rstrip("/") + "/" + name) as f:
-      record = json.load(f)
+    path = directory.rstrip("/") + "/" + name
+    with tf.io.gfile.GFile(path) as f:
+      try:
+        record = json.load(f)
+      except json.JSONDecodeError as e:
+        raise UsageError(f"{path} is not a JSON record ({e}): repair or move it, or pass --to N; "
+                         "nothing was changed") from e
     if not (isinstance(record, dict) and record.get("model") == model
             and record.get("candidate") == stable and record.get("decision") == "promoted"):
       continue
-    if record.get("baseline") is not None:
-      return int(record["baseline"])
+    baseline = record.get("baseline")
+    if baseline is not None:
+      if type(baseline) is not int:  # pylint: disable=unidiomatic-typecheck  # not bool
+        raise UsageError(f"{path}: its baseline {baseline!r} is not a version: repair or move "
+                         "it, or pass --to N; nothing was changed")
+      return baseline
   return None
