@@ -567,6 +567,21 @@ def test_a_folders_held_out_split_slices_as_trainings_do(image_folder):
   assert split.size == 100 and split.description["images"] == 100
 
 
+@pytest.mark.parametrize("version", ["", None])
+def test_a_status_whose_version_is_empty_or_null_is_a_malformed_response(version):
+  """It became a VersionStatus of version None, which sorting newest first could not compare
+  (a TypeError traceback); an absent version is proto3's 0 and still parses."""
+  from serving.client import MalformedResponse, parse_status  # pylint: disable=import-outside-toplevel
+  body = {"model_version_status": [{"version": "2", "state": "AVAILABLE"},
+                                   {"version": version, "state": "AVAILABLE"}]}
+  with pytest.raises(MalformedResponse, match="model_version_status.version"):
+    parse_status(body)
+  with pytest.raises(MalformedResponse, match="model_version_status.version"):
+    parse_status({"model_version_status": [{"version": version, "state": "END"}]})
+  assert parse_status({"model_version_status": [{"state": "END"}, {"version": "2"}]}) == [
+      VersionStatus(2, "UNKNOWN"), VersionStatus(0, "END")]
+
+
 def test_waiting_on_a_server_that_cannot_be_reached_says_so_once_per_outage():
   """A wrong --server was a silent wait of --timeout-s (300 s by default)."""
   from serving.client import ServerUnavailable  # pylint: disable=import-outside-toplevel

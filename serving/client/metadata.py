@@ -187,7 +187,11 @@ def parse_status(body: Any) -> list[VersionStatus]:
   found = []
   for entry in entries:
     entry = _object(entry, "a model_version_status entry")
+    # An absent version is proto3's default, 0; an empty or null one names no version at all.
     version = parse_version(entry.get("version", "0"), "model_version_status.version")
+    if version is None:
+      raise MalformedResponse(f"model_version_status.version is {show_value(entry['version'])}, "
+                              "not a version number")
     state = entry.get("state", "UNKNOWN")
     if state not in STATES:
       raise MalformedResponse(f"the state {show_value(state)} of version {version} is not one of "
