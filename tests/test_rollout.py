@@ -34,7 +34,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from conftest import REPO
 from import_graph import assert_no_cycle, package_graph
 from k8s_harness import ServingDeployment
-from serving.client import VersionStatus
+from serving.client import MalformedResponse, VersionStatus, parse_status
 from serving.rollout import cli, evaluation, stats, steps
 from serving.rollout.errors import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused,
                                     RolloutError, StepFailed)
@@ -571,7 +571,6 @@ def test_a_folders_held_out_split_slices_as_trainings_do(image_folder):
 def test_a_status_whose_version_is_empty_or_null_is_a_malformed_response(version):
   """It became a VersionStatus of version None, which sorting newest first could not compare
   (a TypeError traceback); an absent version is proto3's 0 and still parses."""
-  from serving.client import MalformedResponse, parse_status  # pylint: disable=import-outside-toplevel
   body = {"model_version_status": [{"version": "2", "state": "AVAILABLE"},
                                    {"version": version, "state": "AVAILABLE"}]}
   with pytest.raises(MalformedResponse, match="model_version_status.version"):
