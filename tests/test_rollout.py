@@ -509,6 +509,27 @@ def test_storage_errors_before_any_step_are_one_line_and_change_nothing(cluster,
   assert os.listdir(c.records) == ["20260101T000000Z-cifar10-v1-promoted.json"]  # none written
 
 
+def test_waiting_for_the_next_version_rides_out_a_listing_that_fails(monkeypatch):
+  """--candidate next waits for hours in the rollout Job (backoffLimit 0): a listing that fails in
+  a way a rerun may get past is said once and retried, and fails the run only at --wait-s."""
+  view = type("View", (), {"versions": (1,), "labels": {"stable": 1, "canary": 1}})()
+  answers = [StepFailed("listing failed (gcs down)")] * 3 + [[1], [1, 2]]
+
+  def published(base_path):
+    answer = answers.pop(0)
+    if isinstance(answer, Exception):
+      raise answer
+    return answer
+
+  monkeypatch.setattr(cli, "_published", published)
+  said = []
+  assert cli._resolve("next", view, "gs://b/m", 60, 0.01, said.append) == 2  # pylint: disable=protected-access
+  assert said[1:] == ["listing failed (gcs down); still waiting", "listing gs://b/m works again"]
+  answers[:] = [StepFailed("listing failed (gcs down)")] * 1000
+  with pytest.raises(StepFailed, match=r"gcs down"):
+    cli._resolve("next", view, "gs://b/m", 0.05, 0.01, said.append)  # pylint: disable=protected-access
+
+
 def _publish_recording(c: "Cluster", version: int, **recorded) -> None:
   """Publishes the trained export as `version`, its assets.extra/ run info changed to `recorded`."""
   c.publish(version, "trained")

@@ -195,23 +195,35 @@ def _resolve(candidate, view: served_config.ModelView, base_path: str, wait_s: f
   above = max(view.versions + tuple(view.labels.values()), default=0)
   say(f"waiting up to {wait_s:g} s for a version above {above} under {base_path}")
   deadline = time.monotonic() + wait_s
+  failing: Optional[StepFailed] = None
   while True:
-    newer = [v for v in _published(base_path) if v > above]
+    # The rollout Job waits here for hours: a listing that fails in a way a
+    # rerun may get past (StepFailed) is said once and retried until the deadline.
+    try:
+      newer = [v for v in _published(base_path) if v > above]
+      if failing is not None:
+        say(f"listing {base_path} works again")
+      failing = None
+    except StepFailed as e:
+      if failing is None:
+        say(f"{e}; still waiting")
+      failing, newer = e, []
     if newer:
       return newer[-1]
     if time.monotonic() >= deadline:
-      raise StepFailed(f"--candidate next: no version above {above} was published under "
-                       f"{base_path} within --wait-s {wait_s:g} s")
+      raise failing or StepFailed(f"--candidate next: no version above {above} was published "
+                                  f"under {base_path} within --wait-s {wait_s:g} s")
     time.sleep(poll_s)
 
 
 def _check_fit(split, base_path: str, versions: dict) -> None:
   """Refuses (exit 2), before any step, data that a version's own export says it was not trained on.
 
-  `versions`: a name for each (the candidate, stable) -> its version. Each version's export records the image shape and
-  class names it was trained with (trainer.export, assets.extra/); a version
-  without that file (not exported by this trainer) is checked only through the
-  server, once canary names it, as every version also is.
+  `versions`: a name for each (the candidate, stable) -> its version. Each
+  version's export records the image shape and class names it was trained
+  with (trainer.export, assets.extra/); a version without that file (not
+  exported by this trainer) is checked only through the server, once canary
+  names it, as every version also is.
   """
   from trainer.storage import api, versions as versions_lib  # pylint: disable=import-outside-toplevel
   for label, version in versions.items():
