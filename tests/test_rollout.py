@@ -373,6 +373,16 @@ def test_a_candidate_that_fails_to_load_ends_cleanly(cluster, tfds_dir):
   assert "'stable' untouched on version 1" in err
   assert c.config() == before and c.served() == {"stable": 1, "canary": 1}
   assert c.records_written()[-1]["decision"] == "failed"
+  # Fixed and tried again: the server still reports the failed load (END, its error) until its
+  # next models.config poll, which the rerun waits out instead of failing with the old error.
+  assert c.states()[2] == "END"
+  shutil.rmtree(os.path.join(c.base, "2"))
+  c.publish(2, "trained")
+  time.sleep(3)  # a fix takes longer than a few polls (FAST: 1 s): the server sees 2 unlisted
+  assert c.states()[2] == "END"  # still its last state, with the old error
+  code, out, err = c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
+  assert code == EXIT_OK, err
+  assert c.served() == {"stable": 2, "canary": 2}
 
 
 def test_a_candidate_unloaded_mid_evaluation_ends_cleanly(cluster, tfds_dir, monkeypatch):

@@ -114,16 +114,23 @@ class Rollout:
       CandidateFailed: the server reports its load failed (with its error).
     """
     text, config, view = self.read()
+    # The server reports a version's last state until it manages that version
+    # again, at its next models.config poll: a load that failed in an earlier
+    # run still reads END with its old error. Only a failure reported after a
+    # change from that counts; one identical to it is waited out (--timeout-s).
+    stale = self.states().get(candidate)
     if candidate not in view.versions:
       self._write(served_config.render(served_config.edited(
           config, self.model, listed=view.versions + (candidate,)), text),
           f"version {candidate} listed")
+    changed = [stale is None or stale.state != "END"]
 
     def available():
       status = self.states().get(candidate)
       if status and status.state == AVAILABLE:
         return True
-      if status and status.state == "END" and status.error:
+      changed[0] = changed[0] or status != stale
+      if status and status.state == "END" and status.error and changed[0]:
         raise CandidateFailed(f"version {candidate} of {self.model} failed to load: {status.error}")
       return None
 
