@@ -230,11 +230,15 @@ def test_more_epochs_train_on_into_export_version_2(trained_job, tmp_path, caplo
   assert _metrics(config.job_dir)["export"]["version"] == 2
 
 
-def test_resuming_with_another_pixel_range_is_refused_with_exit_2_and_changes_nothing(
-    trained_job, tmp_path, capsys):
-  """The weights fit whatever --pixel-range says (the range is a layer without weights), so the
-  run that wrote the checkpoints is asked: its config.json. Resuming [0, 1] weights on [-1, 1]
-  pixels would train on, and export, a model that sees other inputs than it learned."""
+@pytest.mark.parametrize("change", ["pixel range", "batch size", "fewer epochs"])
+def test_resuming_with_flags_the_checkpoint_contradicts_is_refused_with_exit_2_and_changes_nothing(
+    trained_job, tmp_path, capsys, change):
+  """pixel range: the weights fit whatever --pixel-range says (the range is a layer without
+  weights), so the run that wrote the checkpoints is asked: its config.json. Resuming [0, 1]
+  weights on [-1, 1] pixels would train on, and export, a model that sees other inputs than it
+  learned. batch size: the restored step counts the old steps, so the rebuilt learning-rate
+  schedule was read past its end (cosine at 0: the added epoch trained at learning rate 0).
+  fewer epochs: 'all N epochs already trained' of a model trained longer."""
   config, _ = _copy_job(trained_job, tmp_path)
   assert config.pixel_range == "unit"
   before = {name: open(os.path.join(config.job_dir, name), "rb").read()
@@ -243,10 +247,18 @@ def test_resuming_with_another_pixel_range_is_refused_with_exit_2_and_changes_no
   flags = ["--data-dir", config.data_dir, "--job-dir", config.job_dir, "--epochs", str(config.epochs + 1),
            "--batch-size", str(config.batch_size), "--learning-rate", str(config.learning_rate),
            "--warmup-epochs", str(config.warmup_epochs), "--mixed-precision", config.mixed_precision]
-  code = task.main([*flags, "--pixel-range", "symmetric"])
+  changed, words = {
+      "pixel range": (["--pixel-range", "symmetric"], ["--pixel-range unit", "--pixel-range symmetric"]),
+      "batch size": (["--batch-size", str(2 * config.batch_size)],
+                     [f"--batch-size {config.batch_size},", f"--batch-size {2 * config.batch_size},",
+                      "steps per epoch"]),
+      "fewer epochs": (["--epochs", str(config.epochs - 1)],
+                       [f"has {config.epochs} epochs trained", f"--epochs {config.epochs - 1}:"]),
+  }[change]
+  code = task.main([*flags, *changed])
   assert code == errors.EXIT_USAGE
   last = capsys.readouterr().err.strip().splitlines()[-1]
-  assert "--pixel-range unit" in last and "--pixel-range symmetric" in last and "--job-dir" in last, last
+  assert all(w in last for w in words) and "--job-dir" in last, last
   assert sorted(os.listdir(os.path.join(config.job_dir, "checkpoints"))) == checkpoints
   for name, data in before.items():
     assert open(os.path.join(config.job_dir, name), "rb").read() == data

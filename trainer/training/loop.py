@@ -199,6 +199,7 @@ class Loop:
       return
     self._check_pixel_range(latest)
     epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
+    self._check_schedule(latest, epoch)
     self.resumed_from = {"checkpoint": latest, "epoch": epoch, "step": step,
                          "global_step": self._global_step()}
     if epoch >= self.config.epochs:
@@ -236,6 +237,41 @@ class Loop:
           f"{self.paths.config}), and this run asks for --pixel-range {self.config.pixel_range}: "
           f"the weights would see pixels scaled differently. Rerun with --pixel-range {trained} "
           "to resume, or use a new --job-dir to train afresh.")
+
+  def _check_schedule(self, checkpoint: str, epoch: int) -> None:
+    """Refuses a resume whose epochs no longer mean what the checkpoint's did.
+
+    The restored step counter counts steps of the run that wrote the checkpoint.
+    With another number of steps per epoch (--batch-size, --train-split), the
+    learning-rate schedule, rebuilt for the new count, would be read at the old
+    step (past its end, cosine has decayed to 0) and a mid-epoch position could
+    lie past the new epoch's end. Fewer --epochs than are trained would record
+    a model of more epochs as one of fewer.
+
+    Raises:
+      ConfigError: nothing in the job directory is changed.
+    """
+    if epoch > self.config.epochs:
+      raise errors.ConfigError(
+          f"{checkpoint} has {epoch} epochs trained, and this run asks for --epochs "
+          f"{self.config.epochs}: pass --epochs {epoch} (or more, to train on) to resume, or use "
+          "a new --job-dir to train afresh.")
+    if epoch == self.config.epochs:
+      return  # trained: nothing is scheduled, whatever the batch
+    try:
+      recorded = storage.read_json(self.paths.config)
+    except ValueError:
+      return  # _check_pixel_range has warned
+    resolved = recorded.get("resolved", {}) if isinstance(recorded, dict) else {}
+    trained = resolved.get("steps_per_epoch")
+    if isinstance(trained, int) and trained != self.steps_per_epoch:
+      raise errors.ConfigError(
+          f"{checkpoint} was trained at {trained} steps per epoch (--batch-size "
+          f"{recorded.get('batch_size')}, --train-split {recorded.get('train_split')!r}, recorded "
+          f"in {self.paths.config}), and this run has {self.steps_per_epoch} (--batch-size "
+          f"{self.config.batch_size}, --train-split {self.config.train_split!r}): the "
+          "learning-rate schedule counts steps. Rerun with the recorded flags to resume, or use "
+          "a new --job-dir to train afresh.")
 
   def _train(self, epoch: int, step: int):
     config = self.config
