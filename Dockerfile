@@ -11,7 +11,7 @@
 # CPU clusters (overlays/cpu-dev) leaves it out. The GPU driver itself comes
 # from the node: GKE mounts it at /usr/local/nvidia, the NVIDIA container
 # toolkit elsewhere. docs/container.md has the build,
-# push and run commands, which .ci/container-tests runs too.
+# push and run commands, which .ci/build-image and tests/test_container.py run too.
 FROM python:3.11-slim-bookworm
 
 ARG VARIANT=gpu

@@ -5,7 +5,7 @@
 
 Baseline: the TensorFlow CNN tutorial as written: the same model, Adam,
 `model.fit` on float NumPy arrays (pixels / 255) at batch 32.
-Project: `trainer.training.train.run` with the default preset (global batch 128 with
+Project: `trainer.training.train.run` with the default preset (global batch 64 with
 the sqrt learning-rate rule, a cached uint8 tf.data pipeline, several steps
 per compiled call, XLA only where it helps).
 

@@ -81,7 +81,7 @@ def jobset_tf_config(env: Mapping[str, str]) -> dict:
     if not value:
       raise errors.ClusterError(
           f"{name} is empty: the pod has no label {label}. Is it a JobSet's pod? Set {name} "
-          f"from metadata.labels['{label}'] (see overlays/jobset/jobset.yaml).")
+          f"from metadata.labels['{label}'] (see overlays/jobset/from-job/kustomization.yaml).")
   jobset_name = env[environment.TRAINER_JOBSET_NAME]
   replicated_job = env[environment.TRAINER_REPLICATED_JOB]
   subdomain = env.get(environment.TRAINER_SERVICE) or jobset_name
