@@ -3,9 +3,11 @@
   python bench/levers.py            # ~10 minutes on 2 CPU cores
   python bench/levers.py --rounds 1 --epochs 1
 
-Each variant changes one thing against the defaults: thread pools, oneDNN,
-the batch size (with the default sqrt learning-rate rule), steps per
-compiled call, bfloat16 compute. Every round runs the baseline and then each variant, so
+Each variant changes one thing against the defaults in float32
+(--mixed-precision off, so that a variant that changes the instruction set
+does not also change auto's precision): thread pools, oneDNN, the batch size
+(with the default sqrt learning-rate rule), steps per compiled call,
+bfloat16 compute. Every round runs the baseline and then each variant, so
 machine noise hits all of them; the ratios are per round against that
 round's baseline. Reported per variant: the training rate (images/s after
 the first compiled call, from metrics.json) and the whole process's wall
@@ -39,9 +41,16 @@ VARIANTS = {
 }
 
 
+# The baseline's precision, in every run: --mixed-precision auto picks bfloat16 on
+# CPUs with AVX512-BF16 and float32 once oneDNN is capped below AVX-512, so the
+# ISA variants would change precision too. The bfloat16 variant's flag comes last.
+BASELINE_FLAGS = ["--mixed-precision", "off"]
+
+
 def run(data_args: list[str], env: dict, flags: list[str], epochs: int) -> tuple[float, float]:
   """(training images/s, wall seconds) of one whole trainer.task process."""
-  result = end_to_end.run_project(data_args, ["--epochs", str(epochs), *flags], seed=42, env=env)
+  result = end_to_end.run_project(data_args, ["--epochs", str(epochs), *BASELINE_FLAGS, *flags],
+                                  seed=42, env=env)
   return result["metrics"]["train_images_per_sec"], result["wall_s"]
 
 
@@ -67,7 +76,7 @@ def main():
   rates, walls = {name: [] for name in names}, {name: [] for name in names}
   for r in range(args.rounds):
     base_rate, base_wall = run(data_args, {}, [], args.epochs)
-    print(f"round {r + 1}: defaults {base_rate:.0f} images/s, {base_wall:.1f} s")
+    print(f"round {r + 1}: defaults in float32 {base_rate:.0f} images/s, {base_wall:.1f} s")
     for name in names:
       env, flags = VARIANTS[name]
       rate, wall = run(data_args, env, flags, args.epochs)
