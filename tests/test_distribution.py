@@ -223,6 +223,34 @@ def test_the_chief_waits_for_every_other_task_s_host_and_only_for_them():
                                                    tf_config=local, source="test"))
 
 
+def test_the_chief_keeps_its_job_dir_lock_while_it_waits_for_a_pending_worker(tmp_path, monkeypatch):
+  """A worker Pending for a GPU can keep the chief waiting past its lock's lease (15 min); nothing
+  refreshed it there, so a second training could take the job directory over and both would
+  write to it. The wait refreshes it (here a lease of 0.6 s over a wait of 1.5 s)."""
+  import socket  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from trainer.storage import joblock  # pylint: disable=import-outside-toplevel
+  job_dir = str(tmp_path / "job")
+  lock = joblock.JobDirLock(job_dir, 0.6, env={"TRAINER_JOB_UID": "uid-a"}).acquire()
+  config = {"cluster": {"worker": ["localhost:2222", "pending.invalid:2222"]},
+            "task": {"type": "worker", "index": 0}}
+  cluster = distribution.Cluster(num_workers=2, worker_index=0, is_chief=True, tf_config=config,
+                                 source="test")
+  resolve, pending_until = socket.getaddrinfo, time.monotonic() + 1.5
+
+  def getaddrinfo(host, *args, **kwargs):
+    if host == "pending.invalid" and time.monotonic() < pending_until:
+      raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return resolve("localhost", *args, **kwargs)
+
+  monkeypatch.setattr(distribution.socket, "getaddrinfo", getaddrinfo)
+  distribution.wait_for_peers(cluster, poll_s=0.05, tick=lock.maybe_refresh)
+  assert time.monotonic() >= pending_until
+  with pytest.raises(errors.JobDirLocked):
+    joblock.JobDirLock(job_dir, env={"TRAINER_JOB_UID": "uid-b"}).acquire()
+  assert joblock.read_lock(job_dir)["token"] == lock.token
+
+
 def test_a_chief_waiting_for_a_pending_worker_exits_143_on_sigterm(tfds_dir, tmp_path):
   """Worker 1's pod is Pending (no GPU free), so its name resolves to nothing. The chief waits
   for it in Python, where a SIGTERM (Kueue's waitForPodsReady eviction, a deleted Job) ends it at

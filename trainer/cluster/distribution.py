@@ -206,7 +206,8 @@ def _peer_hosts(cluster: Cluster) -> list[tuple[str, str]]:
   return peers
 
 
-def wait_for_peers(cluster: Cluster, poll_s: float = 1.0, log_every_s: float = 30.0) -> None:
+def wait_for_peers(cluster: Cluster, poll_s: float = 1.0, log_every_s: float = 30.0,
+                   tick: Optional[Callable[[], object]] = None) -> None:
   """On the chief, returns once every other worker's host name resolves.
 
   A worker whose pod is still Pending (no GPU free on a shared cluster) has no
@@ -218,12 +219,18 @@ def wait_for_peers(cluster: Cluster, poll_s: float = 1.0, log_every_s: float = 3
   chief's GPU until the grace period's SIGKILL. Here, in Python, SIGTERM ends
   the chief at once (exit 143). Once every name resolves, the workers are
   starting, and the strategy's own join is short.
+
+  `tick` runs at every poll: the chief's job-dir lock refresh, since a Pending
+  worker can keep it waiting past the lock's lease (trainer/storage/joblock.py),
+  after which a second training could take the job directory over.
   """
   if not cluster.is_multi_worker or not cluster.is_chief:
     return
   started = last_log = time.monotonic()
   waiting = _peer_hosts(cluster)
   while waiting:
+    if tick:
+      tick()
     unresolved = []
     for task, host in waiting:
       try:

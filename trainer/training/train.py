@@ -73,7 +73,7 @@ def run(config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None,
             if the_plan.cluster.is_chief else None)
     if not strategy:
       distribution.wait_for_chief(the_plan.cluster)
-      distribution.wait_for_peers(the_plan.cluster)
+      distribution.wait_for_peers(the_plan.cluster, tick=lock.maybe_refresh if lock else None)
       strategy = distribution.create_strategy(the_plan.cluster, config.collective_timeout_s)
     distribution.check_batch(strategy, config.batch_size)
     tf.random.set_seed(config.seed)
