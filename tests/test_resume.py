@@ -411,6 +411,28 @@ def test_a_finished_job_publishes_to_a_new_publish_dir_without_training(trained_
   assert after["test_accuracy"] == before["test_accuracy"]
 
 
+@pytest.mark.parametrize("theirs", [["1"], ["5"]])
+def test_a_finished_job_publishes_past_another_trainings_versions(trained_job, tmp_path, theirs):
+  """A new --publish-dir shared with other jobs: its version 1 (another training's) made the rerun
+  publish nothing and record that version as its own; its version 5 alone would have put this
+  model below what TF Serving serves. Now it is a new version, above theirs, in both places."""
+  config, before = _copy_job(trained_job, tmp_path)
+  base = tmp_path / "models" / "cifar10"
+  for number in theirs:
+    (base / number / "assets.extra").mkdir(parents=True)
+    (base / number / "saved_model.pb").write_bytes(b"theirs")
+    (base / number / "assets.extra" / "trainer_run.json").write_text('{"global_step": 7}')
+  after = train.run(dataclasses.replace(config, publish_dir=str(tmp_path / "models")))
+  new = int(theirs[-1]) + 1
+  assert after["steps_trained"] == 0 and after["export"]["version"] == new
+  assert after["export"]["paths"][1] == str(base / str(new))
+  assert sorted(os.listdir(base)) == sorted(theirs + [str(new)])
+  assert (base / theirs[-1] / "saved_model.pb").read_bytes() == b"theirs"  # untouched
+  assert sorted(os.listdir(os.path.join(config.job_dir, "export", "cifar10"))) == sorted(
+      {"1", str(new)})
+  assert after["test_accuracy"] == before["test_accuracy"]
+
+
 def test_a_finished_job_whose_export_is_gone_exports_again(trained_job, tmp_path, caplog):
   config, before = _copy_job(trained_job, tmp_path)
   shutil.rmtree(os.path.join(config.job_dir, "export"))

@@ -233,10 +233,24 @@ def export(model: keras.Model, info: DatasetInfo, architecture: str, bases: list
   for base in bases:
     storage.sweep(base, job_dir)
   version = _version_of_this_state(bases[0], run_info)
+  published = {base: storage.list_versions(base) for base in bases[1:]}
+  if version is not None:
+    # Another training's version of that number, or newer ones, under a
+    # publish base (a new --publish-dir shared with other jobs): publishing
+    # this state as `version` there would skip it (the number is taken) or put
+    # it below what TF Serving serves. Then it is a new version everywhere.
+    clash = [base for base, numbers in published.items()
+             if (version in numbers and not _holds_state(base, version, run_info))
+             or (version not in numbers and numbers and numbers[-1] > version)]
+    if clash:
+      log.info("Version %d in %s already holds this training state, but %s holds version %d or "
+               "a later one of another training: exporting it as a new version everywhere.",
+               version, bases[0], ", ".join(clash), version)
+      version = None
   if version is None:
     version, targets = storage.next_version(bases), bases
   else:
-    targets = [base for base in bases[1:] if version not in storage.list_versions(base)]
+    targets = [base for base, numbers in published.items() if version not in numbers]
     log.info("Version %d in %s already holds this training state (global step %s): "
              "reusing it%s.", version, bases[0], run_info["global_step"],
              f", publishing it to {', '.join(targets)}" if targets else "")
@@ -264,13 +278,21 @@ def _version_of_this_state(base: str, run_info: Optional[dict]) -> Optional[int]
   if not run_info:
     return None
   numbers = storage.list_versions(base)
-  if not numbers:
+  if not numbers or not _holds_state(base, numbers[-1], run_info):
     return None
-  latest = storage.join(base, str(numbers[-1]))
+  return numbers[-1]
+
+
+def _holds_state(base: str, version: int, run_info: dict) -> bool:
+  """Whether version `version` under `base` is complete and records `run_info`'s step and weights."""
+  path = storage.join(base, str(version))
   # Without saved_model.pb the version is incomplete (its publisher died);
   # the run info alone proves nothing about the rest of its files.
-  if not storage.exists(storage.join(latest, versions.SAVED_MODEL_PB)):
-    return None
-  recorded = storage.read_json(storage.join(latest, "assets.extra", RUN_INFO_FILE))
-  same = recorded and all(recorded.get(k) == run_info.get(k) for k in ("global_step", "weights_sha256"))
-  return numbers[-1] if same else None
+  if not storage.exists(storage.join(path, versions.SAVED_MODEL_PB)):
+    return False
+  try:
+    recorded = storage.read_json(storage.join(path, "assets.extra", RUN_INFO_FILE))
+  except ValueError:  # not JSON: not this trainer's run info
+    return False
+  return isinstance(recorded, dict) and all(recorded.get(k) == run_info.get(k)
+                                            for k in ("global_step", "weights_sha256"))
