@@ -169,7 +169,9 @@ class TrainConfig:
       "Where config.json, TensorBoard logs, checkpoints, metrics.json and "
       "export/ go (local or gs://). Unset: runs/<model-name>.")
   keep_checkpoints: int = _field(3, "Checkpoints to keep; older ones are deleted.")
-  log_every_steps: int = _field(100, "Training scalars are written every N steps (rounded up to --steps-per-execution).")
+  log_every_steps: int = _field(
+      100, "Training scalars are written every N global steps (a compiled call of "
+      "--steps-per-execution steps ends early to get there).")
   progress: str = _field(
       "auto",
       "How the chief shows training progress: bar (a progress bar per epoch with "
