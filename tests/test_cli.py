@@ -52,7 +52,8 @@ def _a_file(root):
     "unknown dataset", "empty folder", "mismatched labels", "corrupt image", "epochs 0",
     "batch -1", "unwritable job dir", "data dir without dataset", "malformed TF_CONFIG",
     "image size 17", "16-pixel images", "preset's warm-up", "preset's lr steps", "warm-up given",
-    "momentum with adam", "step factor with cosine", "data dir with a folder", "all sliced"])
+    "momentum with adam", "step factor with cosine", "data dir with a folder", "all sliced",
+    "out of memory"])
 def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, capsys, monkeypatch):
   job_dir = str(tmp_path / "job")
   args = ["--data-dir", tfds_dir, "--job-dir", job_dir, "--epochs", "1"]
@@ -103,6 +104,10 @@ def test_bad_input_is_one_actionable_line_and_exit_2(case, tmp_path, tfds_dir, c
       # TFDS's grammar raises NotImplementedError for a slice of `all`: a traceback.
       "all sliced": (["--train-split", "all[:90%]"],
                      r"--train-split 'all\[:90%\]' is not a split of 'cifar10'"),
+      # The dense layer of a 100,000-pixel side: a ResourceExhaustedError's traceback, exit 1.
+      "out of memory": (["--image-size", "100000"],
+                        r"out of memory \(.*OOM when allocating tensor.*\)\. Lower --batch-size \(the "
+                        r"global batch, 64 images per step\) or --image-size \(100000\)"),
   }[case]
   if case == "malformed TF_CONFIG":
     monkeypatch.setenv("TF_CONFIG", "{cluster: nope")

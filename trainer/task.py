@@ -204,6 +204,19 @@ def _main(argv: Optional[Sequence[str]]) -> int:
   except KeyboardInterrupt:
     log.error("Interrupted.")
     return 130
+  except Exception as e:  # pylint: disable=broad-except
+    # Out of (GPU or host) memory for this model at this batch: the same flags
+    # run out again, so it is bad input (exit 2), said in one line; anything
+    # else is a bug (traceback, exit 1).
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  # loaded by train
+    if not isinstance(e, tf.errors.ResourceExhaustedError):
+      raise
+    detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+    print(f"error: out of memory ({detail}). Lower --batch-size (the global batch, "
+          f"{config.batch_size} images per step) or --image-size"
+          f"{f' ({config.image_size})' if config.image_size else ''}, or give each worker more "
+          "memory.", file=sys.stderr)
+    return errors.EXIT_USAGE
   return errors.EXIT_OK
 
 
