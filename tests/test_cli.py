@@ -19,12 +19,22 @@ def test_help_documents_every_flag_with_its_default(capsys):
   with pytest.raises(SystemExit) as exit_info:
     task.main(["--help"])
   assert exit_info.value.code == 0
-  text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+  out = capsys.readouterr().out
+  text = " ".join(out.split())  # undo argparse's line wrapping
+  # Each option's own entry: from its line ("  --flag METAVAR", "  --augment, --no-augment") to
+  # the next option's, so that a default is checked where it belongs, not anywhere in the text.
+  entries, current = {}, None
+  for line in out.splitlines():
+    if line.startswith("  -"):
+      current = line.split()[0].rstrip(",")
+      entries[current] = ""
+    if current:
+      entries[current] += " " + " ".join(line.split())
   for field in config_lib.fields():
     flag = "--" + field.name.replace("_", "-")
-    assert flag in text, flag
-    assert f"(default: {field.default}" in text
-  assert "--preset" in text and "Exit codes" in text
+    assert flag in entries, flag
+    assert f"(default: {field.default}" in entries[flag], (flag, entries[flag])
+  assert "--preset" in entries and "Exit codes" in text
 
 
 def _bad_folder(tmp_path, kind):

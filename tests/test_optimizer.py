@@ -74,6 +74,21 @@ def test_weight_decay_shrinks_kernels_by_lr_times_wd_per_step_and_leaves_biases(
       f"{layer}/kernel" for layer in ("conv1", "conv2", "conv3", "dense", "logits")}
 
 
+@pytest.mark.parametrize("mixed_precision", ["off", "bfloat16", "float16"])
+def test_only_float16_gets_loss_scaling_which_scales_the_loss(mixed_precision):
+  """float16 gradients underflow without loss scaling; Keras 3's base optimizer also has a
+  scale_loss (it returns the loss unchanged), so a finite loss alone cannot show the wrapper."""
+  model = _model(tf.distribute.get_strategy(), mixed_precision)
+  optimizer = optimizer_lib.create(_config(mixed_precision=mixed_precision), 10,
+                                   model.trainable_variables, mixed_precision)
+  scaled = float(optimizer.scale_loss(tf.constant(1.0)))
+  if mixed_precision == "float16":
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    assert scaled == 2.0 ** 15  # Keras's initial dynamic loss scale
+  else:
+    assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and scaled == 1.0
+
+
 def test_weight_decay_zero_is_plain_adam():
   """The same gradients through --weight-decay 0 and keras Adam give the same weights, bit for bit."""
   strategy = tf.distribute.get_strategy()

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from conftest import ACCURACY_BAR, REPO, run_cli
 from trainer import presets
+from trainer.data import folders
 from trainer.data import pipeline as data
 from trainer import prepare
 from trainer.data import prepared as prepared_lib
@@ -148,13 +149,16 @@ def test_unusable_names_and_shard_counts_are_refused(prepared, tmp_path, capsys,
 
 
 def test_a_data_dir_that_cannot_be_written_is_named_before_any_image_is_decoded(prepared, tmp_path,
-                                                                                capsys):
+                                                                                capsys, monkeypatch):
   """It failed when TFDS wrote into it, after the whole decoding pass, with a traceback."""
   root, _, _ = prepared
   blocker = tmp_path / "a-file"
   blocker.write_text("")
+  decoded = []
+  monkeypatch.setattr(folders, "check_files", lambda *args: decoded.append(args) or 0)
   assert prepare.main([f"folder:{root}", "--data-dir", str(blocker / "tfds")]) == 2
   assert re.search(r"--data-dir .*a-file/tfds.* cannot be written", capsys.readouterr().err)
+  assert decoded == []  # refused before the decoding pass
 
 
 def test_a_suggested_name_is_one_the_catalog_does_not_refuse(tmp_path, capsys):

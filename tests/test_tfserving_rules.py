@@ -193,6 +193,7 @@ def test_a_version_whose_load_fails_is_retried_then_fails_start_up(tmp_path):
       break
     server.core._stop.wait(0.05)  # pylint: disable=protected-access
   assert "1 model(s) did not become available" in str(server.failed)
+  assert server.core._seen["m"][1].attempts == 3  # pylint: disable=protected-access  # 1 + 2 retries
 
 
 def test_a_malformed_warm_up_record_fails_the_load(tmp_path, base):
@@ -543,6 +544,7 @@ def test_load_retries_end_when_a_newer_version_replaces_the_failing_one(tmp_path
       if seen.get("m", {}).get(1) and seen["m"][1].attempts >= 2:
         break
       server.core._stop.wait(0.05)  # pylint: disable=protected-access
+    assert seen["m"][1].attempts >= 2  # retrying when the newer version arrives
     shutil.copytree(os.path.join(base, "1"), os.path.join(broken, "2"))
     poll = threading.Thread(target=server.core.poll_filesystem, daemon=True)
     poll.start()
