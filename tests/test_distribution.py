@@ -29,6 +29,22 @@ def test_indexed_job_derives_tf_config_from_stable_pod_names():
   assert distribution.cluster_from_env({**INDEXED, "JOB_COMPLETION_INDEX": "0"}).is_chief
 
 
+@pytest.mark.parametrize("env, message", [
+    ({"JOB_COMPLETION_INDEX": "1"}, r"JOB_COMPLETION_INDEX='1' is set but TRAINER_NUM_WORKERS is not"),
+    ({"TRAINER_NUM_WORKERS": "2"}, r"TRAINER_NUM_WORKERS='2' is set but JOB_COMPLETION_INDEX is not"),
+])
+def test_half_an_indexed_jobs_variables_is_refused(env, message):
+  """Each pod fell back to a single machine: every one its own chief on one job directory."""
+  with pytest.raises(errors.ClusterError, match=message):
+    distribution.cluster_from_env(env)
+
+
+@pytest.mark.parametrize("env", [{"JOB_COMPLETION_INDEX": "0"}, {"TRAINER_NUM_WORKERS": "1"}])
+def test_a_one_pod_indexed_job_is_one_machine(env):
+  cluster = distribution.cluster_from_env(env)
+  assert (cluster.num_workers, cluster.is_chief, cluster.is_multi_worker) == (1, True, False)
+
+
 def test_indexed_job_default_port():
   env = {k: v for k, v in INDEXED.items() if k != "TRAINER_PORT"}
   assert distribution.cluster_from_env(env).tf_config["cluster"]["worker"][0].endswith(":2222")
@@ -40,6 +56,7 @@ def test_indexed_job_default_port():
     ({"TRAINER_NUM_WORKERS": "0"}, r"TRAINER_NUM_WORKERS=0 must be >= 1"),
     ({"TRAINER_SERVICE": ""}, r"TRAINER_SERVICE not set"),
     ({"TRAINER_PORT": "-5"}, r"TRAINER_PORT=-5 must be >= 1"),
+    ({"TRAINER_PORT": "70000"}, r"TRAINER_PORT=70000 must be <= 65535"),
 ])
 def test_malformed_indexed_job(change, message):
   with pytest.raises(errors.ClusterError, match=message):
@@ -149,6 +166,15 @@ def test_vertex_ai_style_tf_config():
      r"task.index 1 is out of range for 1 worker task"),
     ('{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": 0}}', r"'a', which is not host:port"),
     ('{"cluster": {"chief": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}', r"at most one chief"),
+    # A traceback (unhashable type), a wrong message, a silent index 1, a port TensorFlow refuses later.
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": ["worker"], "index": 0}}',
+     r"task.type \['worker'\] must be a string"),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": "1"}}',
+     r"task.index '1' must be an integer"),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": true}}',
+     r"task.index True must be an integer"),
+    ('{"cluster": {"worker": ["a:99999"]}, "task": {"type": "worker", "index": 0}}',
+     r"'a:99999', whose port is not in 1-65535"),
 ])
 def test_malformed_tf_config(raw, message):
   with pytest.raises(errors.ClusterError, match=message):

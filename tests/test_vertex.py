@@ -110,6 +110,9 @@ def test_one_replica_is_a_single_machine():
     ({"CLUSTER_SPEC": cluster_spec({"workerpool7": POOL0}, "workerpool7", 0)},
      r"unknown worker pools \['workerpool7'\]"),
     ({"CLUSTER_SPEC": "{"}, r"malformed CLUSTER_SPEC \(Vertex AI\): not JSON"),
+    # No task.type: a TypeError from sorting None among the pool names.
+    ({"CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": POOL0}, "task": {"index": 0}})},
+     r"malformed CLUSTER_SPEC \(Vertex AI\): task.type None must be a pool name"),
 ])
 def test_pools_this_trainer_cannot_run_are_refused(env, message):
   with pytest.raises(errors.ClusterError, match=message):

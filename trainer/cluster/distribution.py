@@ -90,9 +90,22 @@ def cluster_from_env(env: Optional[Mapping[str, str]] = None) -> Cluster:
   if environment.TRAINER_JOBSET_NAME in env:
     return _parse_tf_config(json.dumps(kubernetes.jobset_tf_config(env)),
                             "JobSet (jobset.sigs.k8s.io pod labels, JOB_COMPLETION_INDEX)")
-  if environment.JOB_COMPLETION_INDEX in env and environment.TRAINER_NUM_WORKERS in env:
+  indexed = environment.JOB_COMPLETION_INDEX in env
+  counted = environment.TRAINER_NUM_WORKERS in env
+  if indexed and counted:
     return _parse_tf_config(json.dumps(kubernetes.indexed_job_tf_config(env)),
                             "Kubernetes Indexed Job (JOB_COMPLETION_INDEX)")
+  # Half an Indexed Job's variables: each pod would train alone, as its own
+  # chief, on the same job directory (and the lock lets pods of one Job take
+  # it over from each other). A lone index 0, or a count of 1, is one machine.
+  if (indexed and env[environment.JOB_COMPLETION_INDEX].strip() != "0") or (
+      counted and env[environment.TRAINER_NUM_WORKERS].strip() != "1"):
+    have, lack = ((environment.JOB_COMPLETION_INDEX, environment.TRAINER_NUM_WORKERS) if indexed
+                  else (environment.TRAINER_NUM_WORKERS, environment.JOB_COMPLETION_INDEX))
+    raise errors.ClusterError(
+        f"{have}={env[have]!r} is set but {lack} is not: an Indexed Job's pods need both (the "
+        "Job's completionMode: Indexed sets JOB_COMPLETION_INDEX; k8s/job.yaml sets "
+        "TRAINER_NUM_WORKERS to its completions). Without them every pod would train alone.")
   return Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
                  source="single machine (no TF_CONFIG, no JOB_COMPLETION_INDEX)")
 
@@ -123,9 +136,15 @@ def _parse_tf_config(raw: str, source: str) -> Cluster:
     for address in addresses:
       if not isinstance(address, str) or not _ADDRESS_RE.match(address):
         raise bad(f"cluster.{kind} has {address!r}, which is not host:port")
+      if not 1 <= int(address.rsplit(":", 1)[1]) <= 65535:
+        raise bad(f"cluster.{kind} has {address!r}, whose port is not in 1-65535")
   if len(cluster.get("chief", [])) > 1:
     raise bad("there can be at most one chief")
   kind, index = task.get("type"), task.get("index", 0)
+  if not isinstance(kind, str):
+    raise bad(f"task.type {kind!r} must be a string such as \"worker\"")
+  if isinstance(index, bool) or not isinstance(index, int):  # JSON true would pass as 1
+    raise bad(f"task.index {index!r} must be an integer such as 0")
   # Vertex AI's evaluator pool is a task type outside the cluster (vertex.py).
   vertex.refuse_pools([kind], source)
   if kind not in cluster:

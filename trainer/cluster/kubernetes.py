@@ -10,7 +10,7 @@ Vertex AI's CLUSTER_SPEC. They only parse and check.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Mapping, Optional
 
 from trainer import environment
 from trainer import errors
@@ -18,7 +18,7 @@ from trainer import errors
 DEFAULT_PORT = 2222
 
 
-def _integer(env: Mapping[str, str], name: str, low: int) -> int:
+def _integer(env: Mapping[str, str], name: str, low: int, high: Optional[int] = None) -> int:
   raw = env.get(name, "")
   try:
     value = int(raw)
@@ -26,6 +26,8 @@ def _integer(env: Mapping[str, str], name: str, low: int) -> int:
     raise errors.ClusterError(f"{name}={raw!r} is not an integer: fix the Job manifest's env.") from None
   if value < low:
     raise errors.ClusterError(f"{name}={value} must be >= {low}: fix the Job manifest's env.")
+  if high is not None and value > high:
+    raise errors.ClusterError(f"{name}={value} must be <= {high}: fix the Job manifest's env.")
   return value
 
 
@@ -33,7 +35,7 @@ def _workers_and_index(env: Mapping[str, str]) -> tuple[int, int, int]:
   """(workers, this pod's index, port) of an Indexed Job, JobSet's or plain."""
   num_workers = _integer(env, environment.TRAINER_NUM_WORKERS, 1)
   index = _integer(env, environment.JOB_COMPLETION_INDEX, 0)
-  port = (_integer(env, environment.TRAINER_PORT, 1) if env.get(environment.TRAINER_PORT)
+  port = (_integer(env, environment.TRAINER_PORT, 1, 65535) if env.get(environment.TRAINER_PORT)
           else DEFAULT_PORT)
   if index >= num_workers:
     raise errors.ClusterError(

@@ -120,6 +120,8 @@ def tf_config_from_cluster_spec(raw: str) -> dict:
   unknown = sorted(set(cluster) - set(POOL_TASK_TYPES))
   if unknown:
     raise bad(f"unknown worker pools {unknown}: Vertex AI names them workerpool0 to workerpool3")
+  if not isinstance(task.get("type"), str):
+    raise bad(f"task.type {task.get('type')!r} must be a pool name such as \"workerpool0\"")
   refuse_pools(sorted(set(cluster) | {task.get("type")}), environment.CLUSTER_SPEC)
   if task.get("type") not in cluster:
     raise bad(f"task.type {task.get('type')!r} is not one of the cluster's pools {sorted(cluster)}")
