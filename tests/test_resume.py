@@ -265,6 +265,21 @@ def test_resuming_with_flags_the_checkpoint_contradicts_is_refused_with_exit_2_a
   assert sorted(os.listdir(os.path.join(config.job_dir, "export", "cifar10"))) == ["1"]
 
 
+def test_fewer_epochs_than_trained_are_refused_on_every_worker(trained_job, tmp_path):
+  """A non-chief worker of a rerun with fewer --epochs said 'training is complete' and exited 0
+  while the chief was refused (exit 2): the plan refuses it on every worker, before any decides
+  to finish alone."""
+  from trainer.training import plan as plan_lib  # pylint: disable=import-outside-toplevel
+  config, _ = _copy_job(trained_job, tmp_path)
+  worker_1 = {"TF_CONFIG": json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
+                                       "task": {"type": "worker", "index": 1}})}
+  fewer = dataclasses.replace(config, epochs=config.epochs - 1)
+  with pytest.raises(errors.ConfigError, match=rf"has {config.epochs} epochs trained, and this run "
+                                               rf"asks for --epochs {config.epochs - 1}"):
+    plan_lib.make(fewer, env=worker_1)
+  assert plan_lib.make(config, env=worker_1).finish_alone  # as many: complete, the chief exports
+
+
 def test_rerun_after_a_crash_between_export_and_metrics_publishes_no_duplicate(
     trained_job, tmp_path, caplog):
   """The crash's leftovers: version 1 in the job dir, no metrics.json, and a publish

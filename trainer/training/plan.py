@@ -95,6 +95,13 @@ def make(config: TrainConfig, injected_strategy: bool = False,
         "training examples: use a smaller batch.")
 
   done = checkpoints.progress(paths.checkpoints)
+  if done is not None and done.epochs_done > config.epochs:
+    # On every worker, before any of them decides to finish alone (the loop
+    # refuses it too, for a run whose plan was injected).
+    raise errors.ConfigError(
+        f"{done.path} has {done.epochs_done} epochs trained, and this run asks for --epochs "
+        f"{config.epochs}: pass --epochs {done.epochs_done} (or more, to train on) to resume, or "
+        "use a new --job-dir to train afresh.")
   finish_alone = (cluster.is_multi_worker and done is not None
                   and done.epochs_done >= config.epochs)
   if finish_alone and not cluster.is_chief:
