@@ -300,6 +300,10 @@ def test_missing_and_non_image_files_exit_2(server, files, tmp_path):
     (["--model", "cifar10", "--version", "1", "--label", "stable"], "not allowed with argument"),
     (["--model", "cifar10", "--grpc", "http://127.0.0.1:8500"], "not allowed with argument"),
     (["--model", "cifar10", "--retry-backoff-s", "0"], "argument --retry-backoff-s: 0 must be > 0"),
+    # time.sleep(inf) raised OverflowError (a traceback) at the first retry.
+    (["--model", "cifar10", "--retry-backoff-s", "inf"],
+     "argument --retry-backoff-s: inf must be a finite number of seconds"),
+    (["--model", "cifar10", "--timeout", "inf"], "argument --timeout: inf must be a finite number"),
 ])
 def test_bad_flags_exit_2(args, message, server, files):
   proc = run_client(["--rest", server.rest_url, *args, files[0][0]])

@@ -478,6 +478,9 @@ def test_rollback_refuses_a_version_that_is_not_loaded_and_usage_errors_exit_2(c
   assert code == EXIT_USAGE and "already 'stable'" in err
   code, _, err = c.run("promote", "--candidate", "2", "--batch-size", "65", tfds_dir=tfds_dir)
   assert code == EXIT_USAGE and "--batch-size" in err
+  # time.sleep(inf) raised OverflowError, a traceback, at the first wait.
+  code, _, err = c.run("rollback", "--poll-s", "inf")
+  assert code == EXIT_USAGE and "--poll-s: inf must be a finite number of seconds" in err
   assert c.config() == before
 
 

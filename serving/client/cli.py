@@ -57,6 +57,8 @@ def _positive(kind: type) -> Callable[[str], Any]:
       raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:  # also refuses nan
       raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    if value == float("inf"):  # a deadline or a sleep of inf seconds raises OverflowError
+      raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds")
     return value
   return parse
 

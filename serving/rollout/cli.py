@@ -33,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
     raise UsageError(f"{message} (see --help)")
 
 
-def _number(kind: type, low: float, high: float = float("inf"), low_open: bool = False):
+def _number(kind: type, low: float, high: float = float("inf"), low_open: bool = False,
+            finite: bool = False):
   def parse(text: str):
     try:
       value = kind(text)
@@ -41,6 +42,8 @@ def _number(kind: type, low: float, high: float = float("inf"), low_open: bool =
       raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not (low < value if low_open else low <= value) or not value <= high:
       raise argparse.ArgumentTypeError(f"{text} is out of range")
+    if finite and value == float("inf"):  # time.sleep(inf), a deadline of inf: OverflowError
+      raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds")
     return value
   return parse
 
@@ -75,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"Seconds each step may take to be reported by the server (default "
                               f"{DEFAULT_TIMEOUT_S:g}: k8s/serving.yaml polls files every 30 s and "
                               "models.config every 60 s).")
-    command.add_argument("--poll-s", type=_number(float, 0, low_open=True), default=DEFAULT_POLL_S,
+    command.add_argument("--poll-s", type=_number(float, 0, low_open=True, finite=True),
+                         default=DEFAULT_POLL_S,
                          help=f"Seconds between status reads (default {DEFAULT_POLL_S:g}).")
-    command.add_argument("--request-timeout-s", type=_number(float, 0, low_open=True), default=30.0,
+    command.add_argument("--request-timeout-s", type=_number(float, 0, low_open=True, finite=True),
+                         default=30.0,
                          help="Seconds to wait for each request's answer (default 30).")
     command.add_argument("--records", metavar="DIR",
                          help="Where evaluation records go (default: the model's base_path/"
