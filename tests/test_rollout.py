@@ -298,7 +298,8 @@ def test_a_worse_candidate_is_refused_and_nothing_served_changes(cluster, tfds_d
   assert "exact McNemar p(candidate worse) = " in err and "stays on version 1" in err
   # models.config is back byte for byte: candidate unlisted, canary back on stable.
   assert c.config() == before
-  c.wait(lambda: c.served() == {"stable": 1, "canary": 1} and c.states().get(2) == "END")
+  # The tool waited until canary was back and the candidate unloaded, not only written so.
+  assert c.served() == {"stable": 1, "canary": 1} and c.states().get(2) == "END"
   (record,) = c.records_written()
   assert (record["decision"], record["candidate"], record["baseline"]) == ("refused", 2, 1)
   assert record["figures"]["images"] == 200 and record["data"]["split"] == "test[:40%]"
@@ -434,7 +435,7 @@ def test_an_evaluation_ended_by_anything_puts_models_config_back(cluster, tfds_d
   with pytest.raises(KeyboardInterrupt):
     c.run("promote", "--candidate", "2", tfds_dir=tfds_dir)
   assert c.config() == before and c.served() == {"stable": 1, "canary": 1}
-  c.wait(lambda: c.states().get(2) == "END")  # unloaded, so the next run lists it afresh
+  assert c.states().get(2) == "END"  # unloaded before the tool returned: the next run lists it afresh
 
   monkeypatch.setattr(evaluation, "measure", failing(DataError("test/3.png cannot be decoded")))
   code, _, err = c.run("evaluate", "--candidate", "2", tfds_dir=tfds_dir)

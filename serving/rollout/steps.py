@@ -170,8 +170,13 @@ class Rollout:
       What went wrong, or "".
     """
     try:
-      if self.store.read() == text:
+      current = self.store.read()
+      if current == text:
         return ""
+      try:
+        was_listed = served_config.view(served_config.parse(current), self.model).versions
+      except RolloutError:  # not a file the tool can read now: still write `text` back
+        was_listed = ()
       self._write(text, what)
       view = served_config.view(served_config.parse(text), self.model)
       for label in (STABLE, CANARY):
@@ -180,6 +185,12 @@ class Rollout:
           self._wait(lambda label=label, version=version:
                      True if self.label_version(label) == version else None,
                      f"{label!r} back on version {version}")
+      # And until what it unlists is unloaded: a run started at once would
+      # otherwise find the version still AVAILABLE, list it, and then see it
+      # unload under it (exit 4).
+      for version in sorted(set(was_listed) - set(view.versions)):
+        self._wait(lambda version=version: True if self._state(version) != AVAILABLE else None,
+                   f"version {version} unloaded")
       return ""
     except (RolloutError, ClientError) as e:
       return str(e)
