@@ -786,16 +786,7 @@ def test_without_faults_the_fake_follows_the_rule(candidate_right, outcome):
 
 def test_promote_interrupted_between_its_decision_and_acting_on_it_puts_models_config_back():
   """Ctrl-C while the decision is recorded (on_decision): canary was left on the candidate."""
-  store = FakeStore(INITIAL, Faults(None, {}))
-  server = FakeServer(store, Faults(None, {}), loadable={1, 2})
-  clock = [0.0]
-
-  def sleep(seconds):
-    clock[0] += seconds
-    server.poll()
-
-  rollout = steps.Rollout(store, server, "cifar10", timeout_s=5, poll_s=1, clock=lambda: clock[0],
-                          sleep=sleep)
+  store, server, rollout = _fake_rollout(Faults(None, {}))
 
   def interrupted(figures, decision):
     raise KeyboardInterrupt
@@ -806,7 +797,8 @@ def test_promote_interrupted_between_its_decision_and_acting_on_it_puts_models_c
   assert store.text == INITIAL and server.labels == {"stable": 1, "canary": 1}
 
 
-def _promote_through_faults(faults, candidate_right):
+def _fake_rollout(faults):
+  """(store, server, Rollout) over the fakes, on a fake clock whose every sleep is a server poll."""
   store = FakeStore(INITIAL, faults)
   server = FakeServer(store, faults, loadable={1, 2})
   clock = [0.0]
@@ -817,6 +809,11 @@ def _promote_through_faults(faults, candidate_right):
 
   rollout = steps.Rollout(store, server, "cifar10", timeout_s=5, poll_s=1, clock=lambda: clock[0],
                           sleep=sleep)
+  return store, server, rollout
+
+
+def _promote_through_faults(faults, candidate_right):
+  store, server, rollout = _fake_rollout(faults)
   figures = _figures(candidate_right, 150)
   worse = figures.test.p_candidate_worse < 0.05
 

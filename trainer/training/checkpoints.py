@@ -65,6 +65,14 @@ def progress(directory: str) -> Optional[Progress]:
     return None
 
 
+def fewer_epochs_than_trained(path: str, trained: int, asked: int) -> errors.ConfigError:
+  """The refusal of a run that asks for fewer --epochs than checkpoint `path` has trained."""
+  return errors.ConfigError(
+      f"{path} has {trained} epochs trained, and this run asks for --epochs {asked}: pass "
+      f"--epochs {trained} (or more, to train on) to resume, or use a new --job-dir to train "
+      "afresh.")
+
+
 class Checkpoints:
   """Restores and saves one `tf.train.Checkpoint` of the run's objects."""
 

@@ -252,10 +252,7 @@ class Loop:
       ConfigError: nothing in the job directory is changed.
     """
     if epoch > self.config.epochs:
-      raise errors.ConfigError(
-          f"{checkpoint} has {epoch} epochs trained, and this run asks for --epochs "
-          f"{self.config.epochs}: pass --epochs {epoch} (or more, to train on) to resume, or use "
-          "a new --job-dir to train afresh.")
+      raise checkpoints.fewer_epochs_than_trained(checkpoint, epoch, self.config.epochs)
     if epoch == self.config.epochs:
       return  # trained: nothing is scheduled, whatever the batch
     try:

@@ -96,12 +96,10 @@ def make(config: TrainConfig, injected_strategy: bool = False,
 
   done = checkpoints.progress(paths.checkpoints)
   if done is not None and done.epochs_done > config.epochs:
-    # On every worker, before any of them decides to finish alone (the loop
-    # refuses it too, for a run whose plan was injected).
-    raise errors.ConfigError(
-        f"{done.path} has {done.epochs_done} epochs trained, and this run asks for --epochs "
-        f"{config.epochs}: pass --epochs {done.epochs_done} (or more, to train on) to resume, or "
-        "use a new --job-dir to train afresh.")
+    # On every worker, before any of them decides to finish alone. (The loop
+    # checks what it restores too: where the newest checkpoint cannot be read
+    # here, it restores an older one.)
+    raise checkpoints.fewer_epochs_than_trained(done.path, done.epochs_done, config.epochs)
   finish_alone = (cluster.is_multi_worker and done is not None
                   and done.epochs_done >= config.epochs)
   if finish_alone and not cluster.is_chief:
