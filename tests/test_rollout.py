@@ -595,6 +595,43 @@ def test_data_that_stables_export_was_not_trained_on_exit_2_before_any_step(clus
   assert c.config() == before and c.served() == served and c.records_written() == []
 
 
+def _relabel(c: "Cluster", versions: list, labels: dict) -> str:
+  """Writes models.config by hand, as an operator would: `versions` listed, `labels` set."""
+  config = text_format.Parse(c.config(), model_server_config_pb2.ModelServerConfig())
+  model = config.model_config_list.config[0]
+  del model.model_version_policy.specific.versions[:]
+  model.model_version_policy.specific.versions.extend(versions)
+  model.version_labels.clear()
+  model.version_labels.update(labels)
+  text = text_format.MessageToString(config)
+  with open(c.config_path, "w", encoding="utf-8") as f:
+    f.write(text)
+  return text
+
+
+def test_next_checks_the_stable_that_models_config_names_once_the_candidate_is_there(cluster, tfds_dir):
+  """--candidate next waits for hours in the rollout Job; if stable moves meanwhile (here by hand,
+  to version 2, whose export says it classifies other classes), what the run checks is the new
+  stable, not the one read when the wait began (it checked version 1, and went on)."""
+  c = cluster({1: "trained"})
+  c.publish(2, "trained")
+  _record(c, 2, class_names=["cat", "dog"])
+  _relabel(c, [1, 2], {"stable": 1})  # both listed: next is a version above 2
+
+  moved = []
+
+  def operator():
+    moved.append(_relabel(c, [1, 2], {"stable": 2}))
+    c.publish(3, "trained")
+
+  timer = threading.Timer(1.0, operator)
+  timer.start()
+  code, _, err = c.run("promote", "--candidate", "next", "--wait-s", "60", tfds_dir=tfds_dir)
+  timer.join()
+  assert code == EXIT_USAGE and "are not version 2's (stable) ['cat', 'dog']" in err, err
+  assert c.config() == moved[0] and c.records_written() == []  # nothing was tried
+
+
 def test_a_folders_held_out_split_slices_as_trainings_do(image_folder):
   """--split selects from an image folder as trainer.task's --eval-split does (it had to be test)."""
   from serving.rollout import data as data_lib  # pylint: disable=import-outside-toplevel

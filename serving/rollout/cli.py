@@ -351,6 +351,10 @@ def run(args: argparse.Namespace, out, err) -> int:
     return EXIT_OK
 
   candidate = _resolve(args.candidate, view, base_path, args.wait_s, args.poll_s, say)
+  if args.candidate == "next":
+    # The wait can last hours (the rollout Job's --wait-s): stable is what
+    # models.config says now, which the steps also read, not what it said then.
+    _, _, view = rollout.read()
   baseline = view.labels.get(served_config.STABLE)
   labelled = {"the candidate": candidate, served_config.STABLE: baseline}
   measure, described = _measure(
