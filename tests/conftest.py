@@ -51,13 +51,14 @@ EPOCHS_TO_LEARN = 6
 ACCURACY_BAR = 0.7
 
 
-# pytest.ini runs the suite on two pytest-xdist workers with --dist loadfile: each module
+# pytest.ini runs the suite on three pytest-xdist workers with --dist loadfile: each module
 # on one worker, so that its module-scoped fixtures (exported models, a TF Serving
 # stand-in, a trained run) are made once. xdist hands modules out in the order
 # they are collected, and a worker takes the next when it runs dry; so that the
-# two finish together, the longest modules go first (seconds of one run of the
+# workers finish together (within 8 s of each other in a timed run of three), the
+# longest modules go first (seconds of one run of the
 # suite, --junitxml, 2026-12-06, 2-core AMD EPYC Zen 5; the order only
-# balances the two workers, it changes no result). The rest keep their order.
+# balances the workers, it changes no result). The rest keep their order.
 LONGEST_MODULES_FIRST = (
     "test_job_scenarios.py",  # 257 s
     "test_multiworker.py",  # 186 s
