@@ -35,7 +35,7 @@ from conftest import REPO
 from import_graph import assert_no_cycle, package_graph
 from k8s_harness import ServingDeployment
 from serving.client import MalformedResponse, VersionStatus, parse_status
-from serving.rollout import cli, evaluation, stats, steps
+from serving.rollout import candidate, cli, evaluation, stats, steps
 from serving.rollout.errors import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused,
                                     RolloutError, StepFailed)
 from trainer import export
@@ -535,13 +535,13 @@ def test_waiting_for_the_next_version_rides_out_a_listing_that_fails(monkeypatch
       raise answer
     return answer
 
-  monkeypatch.setattr(cli, "_published", published)
+  monkeypatch.setattr(candidate, "published", published)
   said = []
-  assert cli._resolve("next", view, "gs://b/m", 60, 0.01, said.append) == 2  # pylint: disable=protected-access
+  assert candidate.resolve("next", view, "gs://b/m", 60, 0.01, said.append) == 2
   assert said[1:] == ["listing failed (gcs down); still waiting", "listing gs://b/m works again"]
   answers[:] = [StepFailed("listing failed (gcs down)")] * 1000
   with pytest.raises(StepFailed, match=r"gcs down"):
-    cli._resolve("next", view, "gs://b/m", 0.05, 0.01, said.append)  # pylint: disable=protected-access
+    candidate.resolve("next", view, "gs://b/m", 0.05, 0.01, said.append)
 
 
 def _publish_recording(c: "Cluster", version: int, **recorded) -> None:

@@ -57,6 +57,7 @@ The package, one concern per module:
   served_config.py  models.config: parse, edit, write atomically (local or gs://)
   server.py         what TF Serving reports (through serving.client), and waiting for it
   data.py           the held-out split, through trainer.data
+  candidate.py      before any step: the version to evaluate (N, latest, next), the data's fit
   evaluation.py     the split through both labels, paired figures
   decision.py       the promotion rule (pure)
   steps.py          evaluate, promote, rollback: the ordered, reported steps
