@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from trainer.cluster import distribution
+from trainer.cluster import resolver
 from trainer import errors
 from trainer import task
 
@@ -14,19 +15,19 @@ INDEXED = {"JOB_COMPLETION_INDEX": "1", "TRAINER_NUM_WORKERS": "3", "TRAINER_JOB
 
 
 def test_single_machine_without_cluster_variables():
-  cluster = distribution.cluster_from_env({})
+  cluster = resolver.cluster_from_env({})
   assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (1, 0, True)
   assert not cluster.is_multi_worker
 
 
 def test_indexed_job_derives_tf_config_from_stable_pod_names():
-  cluster = distribution.cluster_from_env(INDEXED)
+  cluster = resolver.cluster_from_env(INDEXED)
   assert cluster.tf_config == {
       "cluster": {"worker": [f"cnn-trainer-{i}.cnn-trainer-workers:2222" for i in range(3)]},
       "task": {"type": "worker", "index": 1}}
   assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (3, 1, False)
   assert "Indexed Job" in cluster.source
-  assert distribution.cluster_from_env({**INDEXED, "JOB_COMPLETION_INDEX": "0"}).is_chief
+  assert resolver.cluster_from_env({**INDEXED, "JOB_COMPLETION_INDEX": "0"}).is_chief
 
 
 @pytest.mark.parametrize("env, message", [
@@ -36,18 +37,18 @@ def test_indexed_job_derives_tf_config_from_stable_pod_names():
 def test_half_an_indexed_jobs_variables_is_refused(env, message):
   """Each pod fell back to a single machine: every one its own chief on one job directory."""
   with pytest.raises(errors.ClusterError, match=message):
-    distribution.cluster_from_env(env)
+    resolver.cluster_from_env(env)
 
 
 @pytest.mark.parametrize("env", [{"JOB_COMPLETION_INDEX": "0"}, {"TRAINER_NUM_WORKERS": "1"}])
 def test_a_one_pod_indexed_job_is_one_machine(env):
-  cluster = distribution.cluster_from_env(env)
+  cluster = resolver.cluster_from_env(env)
   assert (cluster.num_workers, cluster.is_chief, cluster.is_multi_worker) == (1, True, False)
 
 
 def test_indexed_job_default_port():
   env = {k: v for k, v in INDEXED.items() if k != "TRAINER_PORT"}
-  assert distribution.cluster_from_env(env).tf_config["cluster"]["worker"][0].endswith(":2222")
+  assert resolver.cluster_from_env(env).tf_config["cluster"]["worker"][0].endswith(":2222")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -60,7 +61,7 @@ def test_indexed_job_default_port():
 ])
 def test_malformed_indexed_job(change, message):
   with pytest.raises(errors.ClusterError, match=message):
-    distribution.cluster_from_env({**INDEXED, **change})
+    resolver.cluster_from_env({**INDEXED, **change})
 
 
 # What overlays/jobset's downward API gives worker 1 of the JobSet cnn-trainer's
@@ -73,31 +74,31 @@ JOBSET = {"TRAINER_JOBSET_NAME": "cnn-trainer", "TRAINER_REPLICATED_JOB": "worke
 
 def test_jobset_derives_tf_config_from_the_host_names_jobset_gives_its_pods():
   """<jobset>-<replicatedJob>-<jobIndex>-<podIndex>.<subdomain>; the subdomain defaults to the JobSet's name."""
-  cluster = distribution.cluster_from_env(JOBSET)
+  cluster = resolver.cluster_from_env(JOBSET)
   assert cluster.tf_config == {
       "cluster": {"worker": [f"cnn-trainer-workers-0-{i}.cnn-trainer:2222" for i in range(3)]},
       "task": {"type": "worker", "index": 1}}
   assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (3, 1, False)
   assert cluster.source.startswith("JobSet")
-  assert distribution.cluster_from_env({**JOBSET, "JOB_COMPLETION_INDEX": "0"}).is_chief
+  assert resolver.cluster_from_env({**JOBSET, "JOB_COMPLETION_INDEX": "0"}).is_chief
 
 
 def test_jobset_with_its_own_subdomain_and_default_port():
   env = {**{k: v for k, v in JOBSET.items() if k != "TRAINER_PORT"}, "TRAINER_SERVICE": "trainers"}
-  assert distribution.cluster_from_env(env).tf_config["cluster"]["worker"][2] == \
+  assert resolver.cluster_from_env(env).tf_config["cluster"]["worker"][2] == \
       "cnn-trainer-workers-0-2.trainers:2222"
 
 
 def test_jobset_wins_over_the_indexed_job_variables_and_tf_config_over_both():
   """A JobSet's pod also carries the Indexed Job's variables (the child Job's name, JOB_COMPLETION_INDEX)."""
   both = {**INDEXED, **JOBSET, "TRAINER_JOB_NAME": "cnn-trainer-workers-0"}
-  assert distribution.cluster_from_env(both).source.startswith("JobSet")
+  assert resolver.cluster_from_env(both).source.startswith("JobSet")
   tf_config = {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}
-  assert distribution.cluster_from_env({**both, "TF_CONFIG": json.dumps(tf_config)}).source == "TF_CONFIG"
+  assert resolver.cluster_from_env({**both, "TF_CONFIG": json.dumps(tf_config)}).source == "TF_CONFIG"
 
 
 def test_jobset_of_one_worker_is_one_machine():
-  cluster = distribution.cluster_from_env({**JOBSET, "JOB_COMPLETION_INDEX": "0", "TRAINER_NUM_WORKERS": "1"})
+  cluster = resolver.cluster_from_env({**JOBSET, "JOB_COMPLETION_INDEX": "0", "TRAINER_NUM_WORKERS": "1"})
   assert not cluster.is_multi_worker and cluster.is_chief
 
 
@@ -117,7 +118,7 @@ def test_jobset_of_one_worker_is_one_machine():
 ])
 def test_malformed_jobset(change, message):
   with pytest.raises(errors.ClusterError, match=message):
-    distribution.cluster_from_env({**JOBSET, **change})
+    resolver.cluster_from_env({**JOBSET, **change})
 
 
 def test_malformed_jobset_is_exit_code_2_from_the_cli(monkeypatch, capsys, tmp_path):
@@ -131,14 +132,14 @@ def test_malformed_jobset_is_exit_code_2_from_the_cli(monkeypatch, capsys, tmp_p
 
 def test_tfjob_workers_only_worker0_is_chief():
   tf_config = {"cluster": {"worker": ["w0:2222", "w1:2222"]}, "task": {"type": "worker", "index": 1}}
-  cluster = distribution.cluster_from_env({"TF_CONFIG": json.dumps(tf_config)})
+  cluster = resolver.cluster_from_env({"TF_CONFIG": json.dumps(tf_config)})
   assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (2, 1, False)
 
 
 def test_tfjob_with_chief_counts_the_chief_as_a_worker():
   tf_config = {"cluster": {"chief": ["c:2222"], "worker": ["w0:2222", "w1:2222"]},
                "task": {"type": "worker", "index": 0}}
-  cluster = distribution.cluster_from_env({"TF_CONFIG": json.dumps(tf_config)})
+  cluster = resolver.cluster_from_env({"TF_CONFIG": json.dumps(tf_config)})
   assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (3, 1, False)
 
 
@@ -148,7 +149,7 @@ def test_vertex_ai_style_tf_config():
                            "worker": ["cmle-training-workerpool1-ab-0:2222"]},
                "environment": "cloud", "task": {"type": "chief", "index": 0, "trial": ""},
                "job": {"worker_pool_specs": []}}
-  cluster = distribution.cluster_from_env({"TF_CONFIG": json.dumps(tf_config), **INDEXED})
+  cluster = resolver.cluster_from_env({"TF_CONFIG": json.dumps(tf_config), **INDEXED})
   assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == (2, 0, True)
   assert cluster.source == "TF_CONFIG"  # TF_CONFIG wins over the Indexed-Job variables
   assert cluster.tf_config["task"] == {"type": "chief", "index": 0}
@@ -178,7 +179,7 @@ def test_vertex_ai_style_tf_config():
 ])
 def test_malformed_tf_config(raw, message):
   with pytest.raises(errors.ClusterError, match=message):
-    distribution.cluster_from_env({"TF_CONFIG": raw})
+    resolver.cluster_from_env({"TF_CONFIG": raw})
 
 
 def test_malformed_cluster_is_exit_code_2_from_the_cli(monkeypatch, capsys, tmp_path):
@@ -217,7 +218,7 @@ _SELF_ONLY = ("{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/
 
 
 def _lost(text, error_class=tf.errors.UnavailableError, index=0):
-  cluster = distribution.cluster_from_env({**INDEXED, "JOB_COMPLETION_INDEX": str(index)})
+  cluster = resolver.cluster_from_env({**INDEXED, "JOB_COMPLETION_INDEX": str(index)})
   return str(distribution.peer_lost(error_class(None, None, text), cluster))
 
 
@@ -241,11 +242,11 @@ def test_the_chief_waits_for_every_other_task_s_host_and_only_for_them():
   """wait_for_peers: the hosts of every task but the chief's own; localhost resolves at once."""
   config = {"cluster": {"chief": ["chief-0.svc:2222"], "worker": ["w-0.svc:2222", "[::1]:2223"]},
             "task": {"type": "chief", "index": 0}}
-  cluster = distribution.Cluster(num_workers=3, worker_index=0, is_chief=True, tf_config=config,
+  cluster = resolver.Cluster(num_workers=3, worker_index=0, is_chief=True, tf_config=config,
                                  source="test")
   assert distribution._peer_hosts(cluster) == [("worker 0", "w-0.svc"), ("worker 1", "::1")]
   local = {"cluster": {"worker": ["localhost:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 0}}
-  distribution.wait_for_peers(distribution.Cluster(num_workers=2, worker_index=0, is_chief=True,
+  distribution.wait_for_peers(resolver.Cluster(num_workers=2, worker_index=0, is_chief=True,
                                                    tf_config=local, source="test"))
 
 
@@ -260,7 +261,7 @@ def test_the_chief_keeps_its_job_dir_lock_while_it_waits_for_a_pending_worker(tm
   lock = joblock.JobDirLock(job_dir, 0.6, env={"TRAINER_JOB_UID": "uid-a"}).acquire()
   config = {"cluster": {"worker": ["localhost:2222", "pending.invalid:2222"]},
             "task": {"type": "worker", "index": 0}}
-  cluster = distribution.Cluster(num_workers=2, worker_index=0, is_chief=True, tf_config=config,
+  cluster = resolver.Cluster(num_workers=2, worker_index=0, is_chief=True, tf_config=config,
                                  source="test")
   resolve, pending_until = socket.getaddrinfo, time.monotonic() + 1.5
 

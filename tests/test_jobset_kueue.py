@@ -19,12 +19,13 @@ import yaml
 
 from conftest import REPO
 from schemas import KUBERNETES_VERSION
+from standins import jobset_rules
 from standins.job_rules import match_pod_failure_policy
 from test_kustomize import (CPU_DEV, GKE, JOB_KUEUE, JOBSET, JOBSET_KUEUE, KUEUE, TRAINING, _docs, _one, render,
                             validate_rendered)
 from trainer import errors
-from trainer.cluster import distribution
 from trainer.cluster import kubernetes
+from trainer.cluster import resolver
 
 
 def _jobset(overlay=JOBSET) -> dict:
@@ -102,7 +103,7 @@ def test_the_trainer_derives_the_host_names_the_jobset_gives_its_pods(overlay):
   subdomain = jobset["spec"]["network"].get("subdomain", jobset["metadata"]["name"])  # GetSubdomain
   hosts = [f"cnn-trainer-workers-0-{i}.{subdomain}:2222" for i in range(count)]
   for i in range(count):
-    cluster = distribution.cluster_from_env(_env(jobset, i))
+    cluster = resolver.cluster_from_env(_env(jobset, i))
     assert cluster.tf_config == {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}
     assert cluster.source.startswith("JobSet") and cluster.is_chief == (i == 0)
   # The lock's owner is the JobSet, not the child Job JobSet recreates on a restart.
@@ -117,7 +118,7 @@ def test_the_trainer_derives_the_host_names_the_jobset_gives_its_pods(overlay):
 def test_a_second_job_of_the_replicated_job_exits_2():
   """replicas: 2 would train two clusters into one JOB_DIR: the second Job's pods refuse to start."""
   with pytest.raises(errors.ClusterError, match=r"TRAINER_JOB_INDEX=1: .*replicas: 1"):
-    distribution.cluster_from_env(_env(_jobset(), 0, job_index=1))
+    resolver.cluster_from_env(_env(_jobset(), 0, job_index=1))
 
 
 # ------------------------------------------------------------------ the failure policy, end to end
@@ -137,15 +138,21 @@ def _job_outcome(spec: dict, code: int, conditions=()) -> tuple[str, str]:
   return action, ""
 
 
-def _jobset_action(jobset: dict, reason: str) -> str:
-  """JobSet's action for a child Job failed with `reason`: the first rule whose reasons (and message patterns)
-  match, else RestartJobSet (pkg/controllers/failure_policy.go, findFirstFailedPolicyRuleAndJob,
-  ruleIsApplicable, defaultFailurePolicyRuleAction)."""
-  for rule in jobset["spec"]["failurePolicy"]["rules"]:
-    if not rule.get("onJobFailureReasons") or reason in rule["onJobFailureReasons"]:
-      assert not rule.get("onJobFailureMessagePatterns") and not rule.get("targetReplicatedJobs")
-      return rule["action"]
-  return "RestartJobSet"
+def _jobset_verdict(jobset: dict, reason: str) -> tuple[str, bool]:
+  """(the JobSet's action, whether it spent one of maxRestarts) for its child Job failed with
+  `reason`, from the JobSet stand-in's failure policy (tests/standins/jobset_rules.py,
+  execute_failure_policy: pkg/controllers/failure_policy.go) on a fresh JobSet's status."""
+  job = jobset_rules.construct_job(jobset, _workers(jobset)["name"], 0, 0, "uid")
+  job["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": reason, "message": "",
+                                   "lastTransitionTime": "2026-12-07T00:00:00Z"}]}
+  status = jobset_rules.execute_failure_policy(jobset, {}, [job])
+  failed = [c["reason"] for c in status.get("conditions", []) if c["type"] == "Failed"]
+  if failed:
+    assert failed == [jobset_rules.FAIL_JOBSET_ACTION[0]], status
+    return jobset_rules.FAIL_JOBSET, False
+  assert status["restarts"] == 1, status
+  spent = status["restartsCountTowardsMax"] == 1
+  return (jobset_rules.RESTART_JOBSET if spent else jobset_rules.RESTART_JOBSET_IGNORE_MAX), spent
 
 
 DISRUPTED = [{"type": "DisruptionTarget", "status": "True"}]
@@ -170,13 +177,13 @@ def test_the_failure_policy_table(code, conditions, job, jobset_action, spends):
   jobset = _jobset()
   action, reason = _job_outcome(_workers(jobset)["template"]["spec"], code, conditions)
   assert action == job
-  assert (_jobset_action(jobset, reason) if reason else None) == jobset_action
-  assert (jobset_action == "RestartJobSet") == spends
+  # A pod the child Job ignores never fails it: the JobSet sees nothing, and spends nothing.
+  assert (_jobset_verdict(jobset, reason) if reason else (None, False)) == (jobset_action, spends)
 
 
 def test_a_deadline_fails_the_jobset_rather_than_starting_it_again():
   """A restarted Job's activeDeadlineSeconds would count from zero again: the bound would not hold."""
-  assert _jobset_action(_jobset(), DEADLINE) == "FailJobSet"
+  assert _jobset_verdict(_jobset(), DEADLINE) == ("FailJobSet", False)
 
 
 def test_the_failure_policy_passes_jobsets_webhook_rules():

@@ -21,7 +21,7 @@ from standins import jobset_rules as jsr
 from standins import kueue_rules as kr
 from test_kustomize import JOB_KUEUE, JOBSET, JOBSET_KUEUE, KUEUE, _docs, _one, render
 from trainer import errors
-from trainer.cluster import distribution
+from trainer.cluster import resolver
 
 UID = "uid-of-the-jobset"  # metadata.uid, which the API server gives; kept across restarts
 DISRUPTED = [{"type": "DisruptionTarget", "status": "True"}]
@@ -322,7 +322,7 @@ def test_the_trainer_addresses_every_worker_by_the_name_jobset_gives_it(overlay)
     for i in range(2):
       assert f"{job_rules.pod_hostname(job['metadata']['name'], i)}.cnn-trainer" == hosts[i]
       env = _pod_env(job, i)
-      cluster = distribution.cluster_from_env(env)
+      cluster = resolver.cluster_from_env(env)
       assert cluster.tf_config["cluster"]["worker"] == [f"{h}:2222" for h in hosts]
       assert env["TRAINER_JOB_UID"] == UID
 
@@ -336,9 +336,9 @@ def test_a_subdomain_of_its_own_needs_trainer_service():
   hosts = [f"{h}:2222" for h in jsr.pod_host_names(jobset, "workers", 0)]
   assert hosts[0] == "cnn-trainer-workers-0-0.workers:2222"
   env = _pod_env(job, 0)
-  assert distribution.cluster_from_env(env).tf_config["cluster"]["worker"] != hosts
+  assert resolver.cluster_from_env(env).tf_config["cluster"]["worker"] != hosts
   env["TRAINER_SERVICE"] = "workers"
-  assert distribution.cluster_from_env(env).tf_config["cluster"]["worker"] == hosts
+  assert resolver.cluster_from_env(env).tf_config["cluster"]["worker"] == hosts
 
 
 # ------------------------------------------------------------------ Kueue: held until the whole training fits

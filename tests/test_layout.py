@@ -116,3 +116,19 @@ def test_storage_modules_load_no_google_library_and_no_tensorflow_at_import():
                         timeout=60)
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.split() == ["[]", "False"]
+
+
+def test_the_cluster_is_read_and_checked_without_loading_tensorflow():
+  """trainer.cluster.resolver parses TF_CONFIG, CLUSTER_SPEC and a pod's identity; only
+  trainer.cluster.distribution, which starts the strategy, needs TensorFlow."""
+  code = ("import json, sys\n"
+          "from trainer.cluster import resolver\n"
+          "spec = {'cluster': {'worker': ['w-0.svc:2222', 'w-1.svc:2222']},\n"
+          "        'task': {'type': 'worker', 'index': 1}}\n"
+          "cluster = resolver.cluster_from_env({'TF_CONFIG': json.dumps(spec)})\n"
+          "print(cluster.num_workers, cluster.worker_index, resolver.chief_address(cluster))\n"
+          "print('tensorflow' in sys.modules)\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == ["2", "1", "w-0.svc:2222", "False"]

@@ -23,7 +23,7 @@ from google.protobuf import json_format
 
 from conftest import REPO
 from ports import free_port
-from trainer.cluster import distribution
+from trainer.cluster import resolver
 from trainer import errors
 from trainer import export
 from trainer.storage import gcs
@@ -74,7 +74,7 @@ def test_aip_directories_come_from_the_base_output_directory():
 ])
 def test_cluster_spec_alone_gives_chief_and_workers(task_type, index, expected):
   env = {"CLUSTER_SPEC": cluster_spec({"workerpool0": POOL0, "workerpool1": POOL1}, task_type, index)}
-  cluster = distribution.cluster_from_env(env)
+  cluster = resolver.cluster_from_env(env)
   assert (cluster.num_workers, cluster.worker_index, cluster.is_chief) == expected
   assert cluster.source == "Vertex AI CLUSTER_SPEC"
   assert cluster.tf_config["cluster"] == {"chief": POOL0, "worker": POOL1}
@@ -85,14 +85,14 @@ def test_vertex_tf_config_wins_over_cluster_spec():
                "task": {"type": "worker", "index": 1, "trial": ""}, "job": {"workerPoolSpecs": []}}
   env = {"TF_CONFIG": json.dumps(tf_config),
          "CLUSTER_SPEC": cluster_spec({"workerpool0": POOL0, "workerpool1": POOL1}, "workerpool1", 1)}
-  cluster = distribution.cluster_from_env(env)
+  cluster = resolver.cluster_from_env(env)
   assert (cluster.source, cluster.worker_index, cluster.is_chief) == ("TF_CONFIG", 2, False)
 
 
 def test_one_replica_is_a_single_machine():
   """A one-replica job has nothing to talk to: one machine's strategy, over all its GPUs."""
   env = {"CLUSTER_SPEC": cluster_spec({"workerpool0": POOL0}, "workerpool0", 0)}
-  cluster = distribution.cluster_from_env(env)
+  cluster = resolver.cluster_from_env(env)
   assert (cluster.num_workers, cluster.is_chief, cluster.is_multi_worker) == (1, True, False)
   assert cluster.source == "Vertex AI CLUSTER_SPEC, one task: single machine"
 
@@ -116,7 +116,7 @@ def test_one_replica_is_a_single_machine():
 ])
 def test_pools_this_trainer_cannot_run_are_refused(env, message):
   with pytest.raises(errors.ClusterError, match=message):
-    distribution.cluster_from_env(env)
+    resolver.cluster_from_env(env)
 
 
 def test_job_dir_flag_wins_over_the_aip_directories():

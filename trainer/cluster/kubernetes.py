@@ -3,7 +3,7 @@
 Kubernetes gives each worker pod a stable index and host name, and the
 manifests pass both into the environment (k8s/job.yaml, overlays/jobset);
 these functions turn them into the TF_CONFIG that
-trainer/cluster/distribution.py parses, as trainer/cluster/vertex.py does for
+trainer/cluster/resolver.py parses, as trainer/cluster/vertex.py does for
 Vertex AI's CLUSTER_SPEC. They only parse and check.
 """
 

@@ -99,7 +99,7 @@ def tf_config_from_cluster_spec(raw: str) -> dict:
   """TF_CONFIG's `cluster` and `task` for a CLUSTER_SPEC (when Vertex AI set no TF_CONFIG).
 
   Addresses are checked later, with the rest of the cluster
-  (distribution._parse_tf_config).
+  (resolver._parse_tf_config).
 
   Raises:
     ClusterError: CLUSTER_SPEC is not JSON of the documented shape, or names

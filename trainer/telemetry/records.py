@@ -23,7 +23,7 @@ from trainer.data.pipeline import DatasetInfo
 
 @dataclasses.dataclass(frozen=True)
 class TrainedBy:
-  """Who trained: for the records (trainer/cluster/distribution.py's Cluster is where a
+  """Who trained: for the records (trainer/cluster/resolver.py's Cluster is where a
   process sits in the cluster)."""
   workers: int
   replicas: int

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from trainer import environment
 from trainer import errors
-from trainer.cluster import distribution
+from trainer.cluster import resolver
 from trainer.config import TrainConfig
 from trainer.data import pipeline as data_lib
 from trainer.storage import api as storage
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """What one process of a training run does, decided before any strategy exists."""
-  cluster: distribution.Cluster
+  cluster: resolver.Cluster
   paths: jobdir.Paths
   source: data_lib.Source
   steps_per_epoch: int
@@ -76,12 +76,12 @@ def make(config: TrainConfig, injected_strategy: bool = False,
                                    len(tf.config.list_physical_devices("GPU")),
                                    precision_lib.cpu_flags(),
                                    env.get(environment.ONEDNN_MAX_CPU_ISA))
-  cluster = (distribution.Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
+  cluster = (resolver.Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
                                   source="injected strategy")
-             if injected_strategy else distribution.cluster_from_env(env))
+             if injected_strategy else resolver.cluster_from_env(env))
   source = datasets or data_lib.load(config)
   paths = jobdir.for_run(config.job_dir, config.resolved_job_dir(),
-                         distribution.vertex_outputs(env))
+                         resolver.vertex_outputs(env))
   if cluster.is_chief:  # the only writer (jobdir): other workers leave no probe objects
     storage.ensure_writable_dir(paths.job_dir, "--job-dir")
     if paths.model_dir:
@@ -108,7 +108,7 @@ def make(config: TrainConfig, injected_strategy: bool = False,
   elif finish_alone:
     log.info("Checkpoint %s holds all %d epochs: finishing on the chief alone, without "
              "the other workers.", done.path, config.epochs)
-    cluster = distribution.Cluster(
+    cluster = resolver.Cluster(
         num_workers=1, worker_index=0, is_chief=True, tf_config=None,
         source=f"{cluster.source}; training complete, finishing alone")
   return Plan(cluster=cluster, paths=paths, source=source, steps_per_epoch=steps_per_epoch,
