@@ -5,6 +5,7 @@
   loop         the training loop: epochs, evaluation, the chief's export, in order
   steps        the compiled train / eval / barrier functions
   checkpoints  saving, and restoring the newest intact checkpoint
+  resume       whether this run's flags may resume a checkpoint (config.json's record)
   preemption   SIGTERM as a request to checkpoint at a common step
   metrics      loss / accuracy / confusion sums across replicas
   optimizer    the optimizer and its weight decay

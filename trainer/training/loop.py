@@ -51,6 +51,7 @@ from trainer.training import metrics as metrics_lib
 from trainer.training import optimizer as optimizer_lib
 from trainer.training import plan as plan_lib
 from trainer.training import preemption
+from trainer.training import resume
 from trainer.training import steps as steps_lib
 
 log = logging.getLogger(__name__)
@@ -197,9 +198,8 @@ class Loop:
     latest = self.checkpoints.restore()
     if not latest:
       return
-    self._check_pixel_range(latest)
     epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
-    self._check_schedule(latest, epoch)
+    resume.check(latest, epoch, self.config, self.steps_per_epoch, self.paths.config)
     self.resumed_from = {"checkpoint": latest, "epoch": epoch, "step": step,
                          "global_step": self._global_step()}
     if epoch >= self.config.epochs:
@@ -209,66 +209,6 @@ class Loop:
       log.info("Resuming from checkpoint %s at epoch %d/%d, step %d/%d (global step %d).",
                latest, epoch + 1, self.config.epochs, step, self.steps_per_epoch,
                self._global_step())
-
-  def _check_pixel_range(self, checkpoint: str) -> None:
-    """Refuses to resume weights trained on pixels scaled otherwise (--pixel-range).
-
-    The checkpoint restores whatever the range: the weights have the same
-    shapes, and the range is the model's first layer, which has none. So the
-    job directory's config.json, which the run that wrote the checkpoint
-    recorded, is what tells. A config.json without the field predates it: its
-    runs trained on [0, 1] ("unit").
-
-    Raises:
-      ConfigError: the ranges differ; nothing in the job directory is changed.
-    """
-    try:
-      recorded = storage.read_json(self.paths.config)
-    except ValueError as e:  # not JSON: written by hand, or by something else
-      log.warning("Could not read %s (%s): resuming without checking --pixel-range.",
-                  self.paths.config, e)
-      return
-    if not isinstance(recorded, dict):
-      return
-    trained = recorded.get("pixel_range", "unit")
-    if trained != self.config.pixel_range:
-      raise errors.ConfigError(
-          f"{checkpoint} was trained with --pixel-range {trained} (recorded in "
-          f"{self.paths.config}), and this run asks for --pixel-range {self.config.pixel_range}: "
-          f"the weights would see pixels scaled differently. Rerun with --pixel-range {trained} "
-          "to resume, or use a new --job-dir to train afresh.")
-
-  def _check_schedule(self, checkpoint: str, epoch: int) -> None:
-    """Refuses a resume whose epochs no longer mean what the checkpoint's did.
-
-    The restored step counter counts steps of the run that wrote the checkpoint.
-    With another number of steps per epoch (--batch-size, --train-split), the
-    learning-rate schedule, rebuilt for the new count, would be read at the old
-    step (past its end, cosine has decayed to 0) and a mid-epoch position could
-    lie past the new epoch's end. Fewer --epochs than are trained would record
-    a model of more epochs as one of fewer.
-
-    Raises:
-      ConfigError: nothing in the job directory is changed.
-    """
-    if epoch > self.config.epochs:
-      raise checkpoints.fewer_epochs_than_trained(checkpoint, epoch, self.config.epochs)
-    if epoch == self.config.epochs:
-      return  # trained: nothing is scheduled, whatever the batch
-    try:
-      recorded = storage.read_json(self.paths.config)
-    except ValueError:
-      return  # _check_pixel_range has warned
-    resolved = recorded.get("resolved", {}) if isinstance(recorded, dict) else {}
-    trained = resolved.get("steps_per_epoch")
-    if isinstance(trained, int) and trained != self.steps_per_epoch:
-      raise errors.ConfigError(
-          f"{checkpoint} was trained at {trained} steps per epoch (--batch-size "
-          f"{recorded.get('batch_size')}, --train-split {recorded.get('train_split')!r}, recorded "
-          f"in {self.paths.config}), and this run has {self.steps_per_epoch} (--batch-size "
-          f"{self.config.batch_size}, --train-split {self.config.train_split!r}): the "
-          "learning-rate schedule counts steps. Rerun with the recorded flags to resume, or use "
-          "a new --job-dir to train afresh.")
 
   def _train(self, epoch: int, step: int):
     config = self.config
