@@ -136,6 +136,7 @@ def test_refresh_extends_the_lease_and_maybe_refresh_is_cheap(job_dir):
   lock = _lock(job_dir, lease_s=4.0).acquire()
   before = joblock.read_lock(job_dir)
   assert not lock.maybe_refresh()  # less than a quarter of the lease has passed
+  assert joblock.read_lock(job_dir) == before  # so nothing was written
   time.sleep(1.05)
   assert lock.maybe_refresh()
   after = joblock.read_lock(job_dir)
