@@ -150,9 +150,13 @@ def _jobset_verdict(jobset: dict, reason: str) -> tuple[str, bool]:
   if failed:
     assert failed == [jobset_rules.FAIL_JOBSET_ACTION[0]], status
     return jobset_rules.FAIL_JOBSET, False
+  (restarting,) = [c for c in status["conditions"] if c["type"] == "Restarting"]
   assert status["restarts"] == 1, status
-  spent = status["restartsCountTowardsMax"] == 1
-  return (jobset_rules.RESTART_JOBSET if spent else jobset_rules.RESTART_JOBSET_IGNORE_MAX), spent
+  action = next(a for a, said in ((jobset_rules.RESTART_JOBSET, jobset_rules.RESTART_JOBSET_MESSAGE),
+                                  (jobset_rules.RESTART_JOBSET_IGNORE_MAX,
+                                   jobset_rules.RESTART_JOBSET_IGNORE_MAX_MESSAGE))
+                if restarting["message"].startswith(said))
+  return action, status["restartsCountTowardsMax"] == 1
 
 
 DISRUPTED = [{"type": "DisruptionTarget", "status": "True"}]

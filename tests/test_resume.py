@@ -265,6 +265,45 @@ def test_resuming_with_flags_the_checkpoint_contradicts_is_refused_with_exit_2_a
   assert sorted(os.listdir(os.path.join(config.job_dir, "export", "cifar10"))) == ["1"]
 
 
+@pytest.mark.parametrize("written, pixels_checked, schedule_checked", [
+    (None, False, False),                                        # no config.json: an older job dir
+    ("not json", False, False),                                  # warned, resumed unchecked
+    ([1, 2], False, False),                                      # JSON, but not a record
+    ({"pixel_range": "symmetric", "resolved": None}, True, False),
+    ({"resolved": {"steps_per_epoch": 7}}, True, True),          # no pixel_range: [0, 1]
+], ids=["missing", "not-json", "not-a-dict", "resolved-null", "recorded"])
+def test_what_config_json_holds_decides_what_a_resume_can_check(tmp_path, caplog, written,
+                                                                 pixels_checked, schedule_checked):
+  """trainer/training/resume.py reads the record the run that wrote the checkpoint left, as it
+  finds it; fewer --epochs than the checkpoint has are refused whatever the record holds."""
+  from trainer import presets  # pylint: disable=import-outside-toplevel
+  from trainer.training import resume  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "config.json"
+  if written is not None:
+    path.write_text(written if isinstance(written, str) else json.dumps(written))
+  config = presets.preset("cifar10", job_dir=str(tmp_path), epochs=4)
+  trained = written.get("pixel_range", "unit") if isinstance(written, dict) else "unit"
+
+  def check(epoch, steps=7, pixels=trained):
+    resume.check("ckpt-14", epoch, dataclasses.replace(config, pixel_range=pixels), steps, str(path))
+
+  check(2)  # as recorded, or nothing to compare with
+  with pytest.raises(errors.ConfigError, match="has 5 epochs trained"):
+    check(5)
+  other = "symmetric" if trained == "unit" else "unit"
+  if pixels_checked:
+    with pytest.raises(errors.ConfigError, match=f"trained with --pixel-range {trained}"):
+      check(2, pixels=other)
+  else:
+    check(2, pixels=other)
+  if schedule_checked:
+    with pytest.raises(errors.ConfigError, match="was trained at 7 steps per epoch"):
+      check(2, steps=8)
+  else:
+    check(2, steps=8)
+  assert ("resuming without checking --pixel-range" in caplog.text) == (written == "not json")
+
+
 def test_fewer_epochs_than_trained_are_refused_on_every_worker(trained_job, tmp_path):
   """A non-chief worker of a rerun with fewer --epochs said 'training is complete' and exited 0
   while the chief was refused (exit 2): the plan refuses it on every worker, before any decides

@@ -35,7 +35,8 @@ from conftest import REPO
 from import_graph import assert_no_cycle, package_graph
 from k8s_harness import ServingDeployment
 from serving.client import MalformedResponse, VersionStatus, parse_status
-from serving.rollout import candidate, cli, evaluation, stats, steps
+from serving.rollout import candidate as candidate_lib
+from serving.rollout import cli, evaluation, stats, steps
 from serving.rollout.errors import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Refused,
                                     RolloutError, StepFailed)
 from trainer import export
@@ -535,13 +536,13 @@ def test_waiting_for_the_next_version_rides_out_a_listing_that_fails(monkeypatch
       raise answer
     return answer
 
-  monkeypatch.setattr(candidate, "published", published)
+  monkeypatch.setattr(candidate_lib, "published", published)
   said = []
-  assert candidate.resolve("next", view, "gs://b/m", 60, 0.01, said.append) == 2
+  assert candidate_lib.resolve("next", view, "gs://b/m", 60, 0.01, said.append) == 2
   assert said[1:] == ["listing failed (gcs down); still waiting", "listing gs://b/m works again"]
   answers[:] = [StepFailed("listing failed (gcs down)")] * 1000
   with pytest.raises(StepFailed, match=r"gcs down"):
-    candidate.resolve("next", view, "gs://b/m", 0.05, 0.01, said.append)
+    candidate_lib.resolve("next", view, "gs://b/m", 0.05, 0.01, said.append)
 
 
 def _publish_recording(c: "Cluster", version: int, **recorded) -> None:
@@ -604,12 +605,14 @@ def _relabel(c: "Cluster", versions: list, labels: dict) -> str:
   model.version_labels.clear()
   model.version_labels.update(labels)
   text = text_format.MessageToString(config)
-  with open(c.config_path, "w", encoding="utf-8") as f:
+  with open(c.config_path + ".new", "w", encoding="utf-8") as f:
     f.write(text)
+  os.replace(c.config_path + ".new", c.config_path)  # whole, as the server and the tool read it
   return text
 
 
-def test_next_checks_the_stable_that_models_config_names_once_the_candidate_is_there(cluster, tfds_dir):
+def test_next_checks_the_stable_that_models_config_names_once_the_candidate_is_there(
+    cluster, tfds_dir, monkeypatch):
   """--candidate next waits for hours in the rollout Job; if stable moves meanwhile (here by hand,
   to version 2, whose export says it classifies other classes), what the run checks is the new
   stable, not the one read when the wait began (it checked version 1, and went on)."""
@@ -617,17 +620,18 @@ def test_next_checks_the_stable_that_models_config_names_once_the_candidate_is_t
   c.publish(2, "trained")
   _record(c, 2, class_names=["cat", "dog"])
   _relabel(c, [1, 2], {"stable": 1})  # both listed: next is a version above 2
+  c.wait(lambda: c.states().get(2) == "AVAILABLE")  # so a label may name it
+  moved, listing = [], candidate_lib.published
 
-  moved = []
+  def published_after_the_operator(base_path):
+    """The wait's first listing: the operator has moved stable and the trainer published 3."""
+    if not moved:
+      moved.append(_relabel(c, [1, 2], {"stable": 2}))
+      c.publish(3, "trained")
+    return listing(base_path)
 
-  def operator():
-    moved.append(_relabel(c, [1, 2], {"stable": 2}))
-    c.publish(3, "trained")
-
-  timer = threading.Timer(1.0, operator)
-  timer.start()
+  monkeypatch.setattr(candidate_lib, "published", published_after_the_operator)
   code, _, err = c.run("promote", "--candidate", "next", "--wait-s", "60", tfds_dir=tfds_dir)
-  timer.join()
   assert code == EXIT_USAGE and "are not version 2's (stable) ['cat', 'dog']" in err, err
   assert c.config() == moved[0] and c.records_written() == []  # nothing was tried
 

@@ -260,8 +260,8 @@ def run(args: argparse.Namespace, out, err) -> int:
   measure, described = _measure(
       server, args.model,
       (args.data, args.dataset or args.model, args.split, args.image_size, args.batch_size), err,
-      fits=lambda split: candidate_lib.check_fit(split, base_path,
-                                    {k: v for k, v in labelled.items() if v is not None}))
+      fits=lambda split: candidate_lib.check_fit(
+          split, base_path, {k: v for k, v in labelled.items() if v is not None}))
   settings = dict(significance=args.significance, max_p99_ms=args.max_p99_ms, **common)
 
   def decided(figures, decision: Optional[decision_lib.Decision], action: str) -> None:

@@ -53,7 +53,7 @@ def cluster_from_env(env: Optional[Mapping[str, str]] = None) -> Cluster:
   """Reads the cluster from TF_CONFIG, a JobSet's or an Indexed Job's environment.
 
   Only parses and checks; starts nothing. For an Indexed Job the derived
-  TF_CONFIG is returned in `Cluster.tf_config`; `create_strategy` exports it.
+  TF_CONFIG is returned in `Cluster.tf_config`; `distribution.create_strategy` exports it.
 
   Raises:
     ClusterError: TF_CONFIG, the JobSet's or the Indexed Job's variables are malformed.
