@@ -100,6 +100,14 @@ def test_environment_reads_only_the_honoured_variables():
   assert env.job_uid == "u-1" and env.job_name == "" and env.worker_index is None
 
 
+def _words_printed_by(code: str) -> list[str]:
+  """What `code` prints, split into words, run in a fresh interpreter (nothing imported yet)."""
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  return proc.stdout.split()
+
+
 def test_storage_modules_load_no_google_library_and_no_tensorflow_at_import():
   """The google libraries load on first GCS use: a local-only run never pays for them. And
   TensorFlow loads on first use of tf.io.gfile (storage.api's readers): a process that only
@@ -112,10 +120,7 @@ def test_storage_modules_load_no_google_library_and_no_tensorflow_at_import():
           "from trainer.storage import api, gcs, gcs_publish, joblock, lockstore, versions\n"
           "print(sorted(m for m in sys.modules if m.startswith('google.cloud.')))\n"
           "print('tensorflow' in sys.modules)\n")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                        timeout=60)
-  assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.split() == ["[]", "False"]
+  assert _words_printed_by(code) == ["[]", "False"]
 
 
 def test_the_cluster_is_read_and_checked_without_loading_tensorflow():
@@ -128,7 +133,4 @@ def test_the_cluster_is_read_and_checked_without_loading_tensorflow():
           "cluster = resolver.cluster_from_env({'TF_CONFIG': json.dumps(spec)})\n"
           "print(cluster.num_workers, cluster.worker_index, resolver.chief_address(cluster))\n"
           "print('tensorflow' in sys.modules)\n")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                        timeout=60)
-  assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.split() == ["2", "1", "w-0.svc:2222", "False"]
+  assert _words_printed_by(code) == ["2", "1", "w-0.svc:2222", "False"]

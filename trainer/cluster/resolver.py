@@ -48,6 +48,11 @@ class Cluster:
   def is_multi_worker(self) -> bool:
     return self.tf_config is not None
 
+  @classmethod
+  def single_machine(cls, source: str) -> "Cluster":
+    """One process that is the whole cluster: worker 0, the chief, nobody to talk to."""
+    return cls(num_workers=1, worker_index=0, is_chief=True, tf_config=None, source=source)
+
 
 def cluster_from_env(env: Optional[Mapping[str, str]] = None) -> Cluster:
   """Reads the cluster from TF_CONFIG, a JobSet's or an Indexed Job's environment.
@@ -83,8 +88,7 @@ def cluster_from_env(env: Optional[Mapping[str, str]] = None) -> Cluster:
         f"{have}={env[have]!r} is set but {lack} is not: an Indexed Job's pods need both (the "
         "Job's completionMode: Indexed sets JOB_COMPLETION_INDEX; k8s/job.yaml sets "
         "TRAINER_NUM_WORKERS to its completions). Without them every pod would train alone.")
-  return Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
-                 source="single machine (no TF_CONFIG, no JOB_COMPLETION_INDEX)")
+  return Cluster.single_machine("single machine (no TF_CONFIG, no JOB_COMPLETION_INDEX)")
 
 
 def _parse_tf_config(raw: str, source: str) -> Cluster:
@@ -134,8 +138,7 @@ def _parse_tf_config(raw: str, source: str) -> Cluster:
   if chiefs + len(cluster.get("worker", [])) == 1:
     # E.g. a Vertex AI job with one replica: MirroredStrategy over its GPUs,
     # not collectives with nobody.
-    return Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
-                   source=f"{source}, one task: single machine")
+    return Cluster.single_machine(f"{source}, one task: single machine")
   return Cluster(
       num_workers=chiefs + len(cluster.get("worker", [])),
       worker_index=worker_index,

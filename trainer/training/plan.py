@@ -76,9 +76,8 @@ def make(config: TrainConfig, injected_strategy: bool = False,
                                    len(tf.config.list_physical_devices("GPU")),
                                    precision_lib.cpu_flags(),
                                    env.get(environment.ONEDNN_MAX_CPU_ISA))
-  cluster = (resolver.Cluster(num_workers=1, worker_index=0, is_chief=True, tf_config=None,
-                                  source="injected strategy")
-             if injected_strategy else resolver.cluster_from_env(env))
+  cluster = (resolver.Cluster.single_machine("injected strategy") if injected_strategy
+             else resolver.cluster_from_env(env))
   source = datasets or data_lib.load(config)
   paths = jobdir.for_run(config.job_dir, config.resolved_job_dir(),
                          resolver.vertex_outputs(env))
@@ -108,8 +107,7 @@ def make(config: TrainConfig, injected_strategy: bool = False,
   elif finish_alone:
     log.info("Checkpoint %s holds all %d epochs: finishing on the chief alone, without "
              "the other workers.", done.path, config.epochs)
-    cluster = resolver.Cluster(
-        num_workers=1, worker_index=0, is_chief=True, tf_config=None,
-        source=f"{cluster.source}; training complete, finishing alone")
+    cluster = resolver.Cluster.single_machine(
+        f"{cluster.source}; training complete, finishing alone")
   return Plan(cluster=cluster, paths=paths, source=source, steps_per_epoch=steps_per_epoch,
               finish_alone=finish_alone, env=env, precision=precision)

@@ -45,7 +45,7 @@ def check(checkpoint: str, epoch: int, config: TrainConfig, steps_per_epoch: int
   if epoch > config.epochs:
     raise checkpoints.fewer_epochs_than_trained(checkpoint, epoch, config.epochs)
   if epoch == config.epochs or not isinstance(recorded, dict):
-    return  # trained: nothing is scheduled, whatever the batch
+    return  # trained (nothing is scheduled, whatever the batch), or no record to compare with
   resolved = recorded.get("resolved")
   trained = resolved.get("steps_per_epoch") if isinstance(resolved, dict) else None
   if isinstance(trained, int) and trained != steps_per_epoch:
