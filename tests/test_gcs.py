@@ -309,6 +309,63 @@ def test_sweep_spares_a_young_leftover_of_another_job_and_removes_a_stale_one(bu
   assert list(_objects(bucket)) == ["models/m/2/saved_model.pb"]  # a complete version stays
 
 
+def test_records_are_written_whole_and_read_back_through_gcs(bucket):
+  """config.json and metrics.json on a gs:// job dir: one object each, replaced whole."""
+  path = f"gs://{bucket}/jobs/a/metrics.json"
+  assert storage.read_json(path) is None and storage.read_text(path) is None  # not there yet
+  storage.write_json(path, {"epochs": 1, "classes": ["\u00e9t\u00e9", "b"]})
+  assert storage.read_json(path) == {"epochs": 1, "classes": ["\u00e9t\u00e9", "b"]}
+  storage.write_json(path, {"epochs": 2})
+  assert storage.read_json(path) == {"epochs": 2}
+  assert list(_objects(bucket, "jobs/a/")) == ["jobs/a/metrics.json"]  # no temporary sibling
+  storage.write_text(f"gs://{bucket}/jobs/a/notes.txt", "not json")
+  with pytest.raises(ValueError):
+    storage.read_json(f"gs://{bucket}/jobs/a/notes.txt")
+
+
+@pytest.mark.parametrize("operation", ["write", "read"])
+def test_a_record_gcs_keeps_refusing_is_transient_and_names_the_object(emulator, bucket,
+                                                                        monkeypatch, operation):
+  """A 503 past the retries (1 s here, 60 s by default) exits 142 in one line: the Job
+  retries the pod. It was tf.io.gfile's traceback and exit 1."""
+  path = f"gs://{bucket}/jobs/a/metrics.json"
+  storage.write_json(path, {"epochs": 1})
+  with FaultProxy(emulator, rules=[Rule("status", status=503)]) as proxy:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    with pytest.raises(errors.TransientError) as e:
+      if operation == "write":
+        gcs.write_text(path, '{"epochs": 2}', retry_deadline_s=1.0)
+      else:
+        gcs.read_text(path, retry_deadline_s=1.0)
+  message = str(e.value)
+  assert message.startswith(f"cannot {operation} {path}: GCS could not be reached"), message
+  assert "503" in message and "\n" not in message and e.value.exit_code == 142
+  assert len(proxy.requests) >= 2  # retried in-process first
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
+  assert storage.read_json(path) == {"epochs": 1}  # a failed write left the old record
+
+
+@pytest.mark.parametrize("operation, needs", [
+    ("write", "storage.objects.create and storage.objects.delete"), ("read", "storage.objects.get")])
+def test_a_record_without_permission_names_the_permission_and_exits_2(emulator, bucket,
+                                                                       monkeypatch, operation, needs):
+  path = f"gs://{bucket}/jobs/a/config.json"
+  storage.write_json(path, {"epochs": 1})
+  with FaultProxy(emulator, match=lambda method, request_path: True) as proxy:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    with pytest.raises(errors.StorageError) as e:
+      if operation == "write":
+        storage.write_json(path, {"epochs": 2})
+      else:
+        storage.read_json(path)
+  message = str(e.value)
+  assert message.startswith(f"cannot {operation} {path}: permission denied on bucket gs://{bucket}")
+  assert f"(needs {needs}" in message and "\n" not in message and e.value.exit_code == 2
+  # A 403 is not retried. (google-cloud-storage also reads the bucket's metadata in a
+  # thread of its own, google/cloud/storage/_bucket_metadata_cache.py: not counted.)
+  assert len([r for r in proxy.requests if not r[1].split("?")[0].endswith(f"/b/{bucket}")]) == 1
+
+
 def test_list_versions_reads_integer_directories_only(bucket):
   b = gcs.client().bucket(bucket)
   for name in ("models/m/3/saved_model.pb", "models/m/12/variables/variables.index",

@@ -1,7 +1,7 @@
 """Storage: local paths and gs:// through one interface.
 
-TensorFlow's own file system (`tf.io.gfile`) handles checkpoints, TensorBoard
-and reads on both local paths and gs://. This module adds what it lacks:
+TensorFlow's own file system (`tf.io.gfile`) handles checkpoints and TensorBoard
+on both local paths and gs://. This module adds what it lacks:
 
 * a writability check that fails before training, naming the path (and, for
   GCS, the bucket and the missing permission);
@@ -11,7 +11,9 @@ and reads on both local paths and gs://. This module adds what it lacks:
   (`sweep`);
 * replacing a SavedModel directory in place, for Vertex AI's AIP_MODEL_DIR
   (`replace_dir`);
-* atomic small-file writes (config.json, metrics.json, models.config for serving.rollout).
+* atomic small-file writes and reads (config.json, metrics.json, models.config for
+  serving.rollout) whose gs:// failures name the object and exit as they should
+  (142 for an outage, 2 for a permission), not with tf.io.gfile's traceback.
 
 This module is the interface callers use, and it only routes: each operation
 is implemented once per back end, by `trainer.storage.local` for local paths
@@ -88,7 +90,13 @@ def _gfile():
 
 
 def read_text(path: str) -> Optional[str]:
-  """Returns the file's text, or None if it does not exist (tf.io.gfile reads both kinds)."""
+  """Returns the file's text, or None if it does not exist.
+
+  gs:// through google-cloud-storage, whose failures are classified
+  (`gcs.read_text`: StorageError, TransientError); local paths through tf.io.gfile.
+  """
+  if is_gcs(path):
+    return gcs.read_text(path)
   gfile = _gfile()
   if not gfile.exists(path):
     return None
@@ -97,12 +105,13 @@ def read_text(path: str) -> Optional[str]:
 
 
 def read_json(path: str) -> Optional[Any]:
-  """Returns the parsed file, or None if it does not exist (tf.io.gfile reads both kinds)."""
-  gfile = _gfile()
-  if not gfile.exists(path):
-    return None
-  with gfile.GFile(path) as f:
-    return json.load(f)
+  """Returns the parsed file, or None if it does not exist (read as `read_text` reads).
+
+  Raises:
+    ValueError: the file is not JSON (json.JSONDecodeError).
+  """
+  text = read_text(path)
+  return None if text is None else json.loads(text)
 
 
 def exists(path: str) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from typing import Iterator
+from typing import Iterator, Optional
 
 from trainer import environment
 from trainer import errors
@@ -231,11 +231,44 @@ def object_name(prefix: str, name: str) -> str:
   return f"{prefix}/{name}" if prefix else name
 
 
-def write_text(path: str, text: str) -> None:
-  """Uploads `text` as one object; a GCS upload is atomic (readers see old or new)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  with tf.io.gfile.GFile(path, "w") as f:
-    f.write(text)
+# Replacing an object is a create and a delete of the old generation.
+_WRITE_NEEDS = "storage.objects.create and storage.objects.delete, e.g. roles/storage.objectUser"
+
+
+def write_text(path: str, text: str, retry_deadline_s: float = RETRY_DEADLINE_S) -> None:
+  """Uploads `text` as one object; a GCS upload is atomic (readers see old or new).
+
+  Through google-cloud-storage, as everything else here: its failures are
+  classified (below), where tf.io.gfile's ended a run with a traceback and
+  exit 1 (config.json, metrics.json, serving.rollout's models.config and
+  records). Retrying is safe: each try writes the same whole object.
+
+  Raises:
+    StorageError: the bucket does not exist or a permission is missing (exit 2).
+    TransientError: GCS could not be reached or kept failing (exit 142).
+  """
+  bucket_name, name = versions.split_gcs(path)
+  with classified(f"cannot write {path}", bucket_name, _WRITE_NEEDS):
+    client().bucket(bucket_name).blob(name).upload_from_string(
+        text.encode("utf-8"), content_type="text/plain; charset=utf-8",
+        **call_options(retry_deadline_s))
+
+
+def read_text(path: str, retry_deadline_s: float = RETRY_DEADLINE_S) -> Optional[str]:
+  """The object's text, or None if there is no such object (or bucket: callers
+  that need the bucket check it first, as the trainer's preflight does).
+
+  Raises:
+    StorageError: a permission is missing (exit 2).
+    TransientError: GCS could not be reached or kept failing (exit 142).
+  """
+  bucket_name, name = versions.split_gcs(path)
+  with classified(f"cannot read {path}", bucket_name, "storage.objects.get"):
+    try:
+      return client().bucket(bucket_name).blob(name).download_as_bytes(
+          **call_options(retry_deadline_s)).decode("utf-8")
+    except exceptions().NotFound:
+      return None
 
 
 def first_line(e: BaseException) -> str:
