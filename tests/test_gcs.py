@@ -313,7 +313,9 @@ def test_records_are_written_whole_and_read_back_through_gcs(bucket):
   """config.json and metrics.json on a gs:// job dir: one object each, replaced whole."""
   path = f"gs://{bucket}/jobs/a/metrics.json"
   assert storage.read_json(path) is None and storage.read_text(path) is None  # not there yet
+  assert not storage.exists(path)
   storage.write_json(path, {"epochs": 1, "classes": ["\u00e9t\u00e9", "b"]})
+  assert storage.exists(path) and not storage.exists(f"gs://{bucket}/jobs/a")  # objects only
   assert storage.read_json(path) == {"epochs": 1, "classes": ["\u00e9t\u00e9", "b"]}
   storage.write_json(path, {"epochs": 2})
   assert storage.read_json(path) == {"epochs": 2}
@@ -346,9 +348,10 @@ def test_a_record_gcs_keeps_refusing_is_transient_and_names_the_object(emulator,
 
 
 @pytest.mark.parametrize("operation, needs", [
-    ("write", "storage.objects.create and storage.objects.delete"), ("read", "storage.objects.get")])
-def test_a_record_without_permission_names_the_permission_and_exits_2(emulator, bucket,
-                                                                       monkeypatch, operation, needs):
+    ("write", "storage.objects.create and storage.objects.delete"), ("read", "storage.objects.get"),
+    ("exists", "storage.objects.get")])
+def test_a_record_without_permission_names_the_permission_and_exits_2(
+    emulator, bucket, monkeypatch, operation, needs):
   path = f"gs://{bucket}/jobs/a/config.json"
   storage.write_json(path, {"epochs": 1})
   with FaultProxy(emulator, match=lambda method, request_path: True) as proxy:
@@ -356,10 +359,13 @@ def test_a_record_without_permission_names_the_permission_and_exits_2(emulator, 
     with pytest.raises(errors.StorageError) as e:
       if operation == "write":
         storage.write_json(path, {"epochs": 2})
-      else:
+      elif operation == "read":
         storage.read_json(path)
+      else:
+        storage.exists(path)
   message = str(e.value)
-  assert message.startswith(f"cannot {operation} {path}: permission denied on bucket gs://{bucket}")
+  verb = "write" if operation == "write" else "read"
+  assert message.startswith(f"cannot {verb} {path}: permission denied on bucket gs://{bucket}")
   assert f"(needs {needs}" in message and "\n" not in message and e.value.exit_code == 2
   # A 403 is not retried. (google-cloud-storage also reads the bucket's metadata in a
   # thread of its own, google/cloud/storage/_bucket_metadata_cache.py: not counted.)

@@ -115,7 +115,8 @@ def read_json(path: str) -> Optional[Any]:
 
 
 def exists(path: str) -> bool:
-  return _gfile().exists(path)
+  """Whether a file (on gs://, an object) exists; gs:// failures as `read_text`'s."""
+  return gcs.object_exists(path) if is_gcs(path) else _gfile().exists(path)
 
 
 def list_versions(base: str) -> list[int]:

@@ -1,4 +1,4 @@
-"""Google Cloud Storage: the client, preflight checks, listing, and error classification.
+"""Google Cloud Storage: the client, preflight checks, listing, small records, error classification.
 
 Publishing and sweeping live in `trainer.storage.gcs_publish`; callers use both through
 `trainer.storage.api`. Nothing here imports trainer.storage.api, and google libraries
@@ -252,6 +252,18 @@ def write_text(path: str, text: str, retry_deadline_s: float = RETRY_DEADLINE_S)
     client().bucket(bucket_name).blob(name).upload_from_string(
         text.encode("utf-8"), content_type="text/plain; charset=utf-8",
         **call_options(retry_deadline_s))
+
+
+def object_exists(path: str, retry_deadline_s: float = RETRY_DEADLINE_S) -> bool:
+  """Whether the object `path` exists (False too if its bucket does not).
+
+  Raises:
+    StorageError: a permission is missing (exit 2).
+    TransientError: GCS could not be reached or kept failing (exit 142).
+  """
+  bucket_name, name = versions.split_gcs(path)
+  with classified(f"cannot read {path}", bucket_name, "storage.objects.get"):
+    return client().bucket(bucket_name).blob(name).exists(**call_options(retry_deadline_s))
 
 
 def read_text(path: str, retry_deadline_s: float = RETRY_DEADLINE_S) -> Optional[str]:
