@@ -231,6 +231,14 @@ def object_name(prefix: str, name: str) -> str:
   return f"{prefix}/{name}" if prefix else name
 
 
+@contextlib.contextmanager
+def _object(path: str, verb: str, needs: str) -> Iterator:
+  """The blob at gs://BUCKET/NAME, with its failures `classified` as 'cannot VERB PATH'."""
+  bucket_name, name = versions.split_gcs(path)
+  with classified(f"cannot {verb} {path}", bucket_name, needs):
+    yield client().bucket(bucket_name).blob(name)
+
+
 # Replacing an object is a create and a delete of the old generation.
 _WRITE_NEEDS = "storage.objects.create and storage.objects.delete, e.g. roles/storage.objectUser"
 
@@ -239,7 +247,7 @@ def write_text(path: str, text: str, retry_deadline_s: float = RETRY_DEADLINE_S)
   """Uploads `text` as one object; a GCS upload is atomic (readers see old or new).
 
   Through google-cloud-storage, as everything else here: its failures are
-  classified (below), where tf.io.gfile's ended a run with a traceback and
+  `classified`, where tf.io.gfile's ended a run with a traceback and
   exit 1 (config.json, metrics.json, serving.rollout's models.config and
   records). Retrying is safe: each try writes the same whole object.
 
@@ -247,11 +255,9 @@ def write_text(path: str, text: str, retry_deadline_s: float = RETRY_DEADLINE_S)
     StorageError: the bucket does not exist or a permission is missing (exit 2).
     TransientError: GCS could not be reached or kept failing (exit 142).
   """
-  bucket_name, name = versions.split_gcs(path)
-  with classified(f"cannot write {path}", bucket_name, _WRITE_NEEDS):
-    client().bucket(bucket_name).blob(name).upload_from_string(
-        text.encode("utf-8"), content_type="text/plain; charset=utf-8",
-        **call_options(retry_deadline_s))
+  with _object(path, "write", _WRITE_NEEDS) as blob:
+    blob.upload_from_string(text.encode("utf-8"), content_type="text/plain; charset=utf-8",
+                            **call_options(retry_deadline_s))
 
 
 def object_exists(path: str, retry_deadline_s: float = RETRY_DEADLINE_S) -> bool:
@@ -261,9 +267,8 @@ def object_exists(path: str, retry_deadline_s: float = RETRY_DEADLINE_S) -> bool
     StorageError: a permission is missing (exit 2).
     TransientError: GCS could not be reached or kept failing (exit 142).
   """
-  bucket_name, name = versions.split_gcs(path)
-  with classified(f"cannot read {path}", bucket_name, "storage.objects.get"):
-    return client().bucket(bucket_name).blob(name).exists(**call_options(retry_deadline_s))
+  with _object(path, "read", "storage.objects.get") as blob:
+    return blob.exists(**call_options(retry_deadline_s))
 
 
 def read_text(path: str, retry_deadline_s: float = RETRY_DEADLINE_S) -> Optional[str]:
@@ -274,11 +279,9 @@ def read_text(path: str, retry_deadline_s: float = RETRY_DEADLINE_S) -> Optional
     StorageError: a permission is missing (exit 2).
     TransientError: GCS could not be reached or kept failing (exit 142).
   """
-  bucket_name, name = versions.split_gcs(path)
-  with classified(f"cannot read {path}", bucket_name, "storage.objects.get"):
+  with _object(path, "read", "storage.objects.get") as blob:
     try:
-      return client().bucket(bucket_name).blob(name).download_as_bytes(
-          **call_options(retry_deadline_s)).decode("utf-8")
+      return blob.download_as_bytes(**call_options(retry_deadline_s)).decode("utf-8")
     except exceptions().NotFound:
       return None
 
