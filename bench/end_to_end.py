@@ -38,7 +38,10 @@ are timed as whole processes, from spawn to exit; the project's time
 includes its checkpoints, TensorBoard logs and SavedModel export. Also
 printed: when the project's per-epoch evaluation first reached the
 tutorial's final accuracy (time to accuracy), read from its log as the
-lines arrive, and the compute precision `--mixed-precision auto` chose.
+lines arrive, the compute precision `--mixed-precision auto` chose, and
+which CPU kernels each process's TensorFlow ran: the tutorial gets
+TensorFlow's default for the CPU, the project oneDNN's on x86-64
+(trainer/environment.py's prefer_onednn).
 
 Every result is printed with the CPU model and its vector extensions, and
 --max-isa caps oneDNN's instruction set in both processes: TensorFlow's
@@ -221,11 +224,17 @@ def run_project(data_args: list[str], extra: list[str], seed: int,
     with open(os.path.join(job_dir, "metrics.json")) as f:
       metrics = json.load(f)
     with open(os.path.join(job_dir, "config.json")) as f:
-      precision = json.load(f)["resolved"].get("compute_precision", "float32")
+      resolved = json.load(f)["resolved"]
   finally:
     shutil.rmtree(job_dir, ignore_errors=True)
   return {"wall_s": wall, "epochs": epochs, "accuracy": metrics["test_accuracy"],
-          "metrics": metrics, "precision": precision}
+          "metrics": metrics, "precision": resolved.get("compute_precision", "float32"),
+          "onednn": resolved.get("onednn")}
+
+
+def kernels(onednn: Optional[bool]) -> str:
+  """Which CPU kernels a process's TensorFlow ran, as recorded."""
+  return {True: "oneDNN", False: "TensorFlow's own kernels"}.get(onednn, "kernels not recorded")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -318,8 +327,8 @@ def main():
       if reached is not None:
         to_accuracy.append(reached / t["wall_s"])
       print(f"{name} round {r + 1}: tutorial {t['wall_s']:.0f} s (load {t['load_s']:.0f} s), "
-            f"accuracy {bar:.4f}; project {p['wall_s']:.0f} s, accuracy {p['accuracy']:.4f} "
-            f"({p['precision']}); "
+            f"accuracy {bar:.4f} ({kernels(t.get('onednn'))}); project {p['wall_s']:.0f} s, "
+            f"accuracy {p['accuracy']:.4f} ({p['precision']}, {kernels(p['onednn'])}); "
             f"time ratio project/tutorial {p['wall_s'] / t['wall_s']:.2f}; project reached "
             f"{bar:.4f} at " + ("never" if reached is None else
                                  f"{reached:.0f} s ({reached / t['wall_s']:.2f}x the tutorial's time)"))

@@ -58,6 +58,12 @@ def load(dataset: str, data_dir):
                for split in ("train", "test"))
 
 
+def onednn_enabled() -> bool:
+  """Whether TensorFlow's CPU kernels are oneDNN's in this process (IsMklEnabled())."""
+  from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+  return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--dataset", required=True, help="TFDS name (with --data-dir) or folder:PATH.")
@@ -81,6 +87,8 @@ def main():
       "load_s": loaded - start,
       "train_s": done - loaded,
       "train_images": int(len(train_labels)),
+      # TensorFlow's own choice of CPU kernels, by CPU (the tutorial sets nothing).
+      "onednn": onednn_enabled(),
   }))
   sys.stdout.flush()
 

@@ -14,6 +14,10 @@ import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The CPU kernels the trainer's own processes use (trainer/task.py): in-process
+# tests train as they do, on every CPU.
+from trainer import environment  # noqa: E402  (imports no TensorFlow)
+environment.prefer_onednn()
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -1,13 +1,16 @@
-"""--mixed-precision auto picks bfloat16 only where the CPU computes it natively, and says so."""
+"""TensorFlow's CPU kernels are oneDNN's on x86-64; --mixed-precision auto picks bfloat16 only
+where the CPU computes it natively, and says so."""
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO
+from trainer import environment
 from trainer import errors
 from trainer.training import precision
 
@@ -99,6 +102,39 @@ def test_an_unknown_isa_cap_is_refused_with_the_names_onednn_takes():
     precision.choose("auto", gpus=0, flags=AMX, cap="AVX3")
 
 
+@pytest.mark.parametrize("machine, before, after", [
+    ("x86_64", None, "1"),         # unset: oneDNN's kernels, whatever TensorFlow's CPU test says
+    ("AMD64", None, "1"),
+    ("x86_64", "0", "0"),          # the user's choice stands
+    ("x86_64", "false", "false"),
+    ("x86_64", "1", "1"),
+    ("aarch64", None, None),       # TensorFlow's default (Arm's Compute Library behind oneDNN)
+])
+def test_prefer_onednn_turns_onednn_on_for_x86_64_where_the_user_has_not_chosen(
+    monkeypatch, machine, before, after):
+  if before is None:
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+  else:
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", before)
+  environment.prefer_onednn(machine)
+  assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == after
+
+
+def test_with_onednn_off_no_cap_refuses_bfloat16_and_auto_keeps_float32():
+  """TF_ENABLE_ONEDNN_OPTS=0: no op reaches oneDNN, so bfloat16 runs in TensorFlow's own
+  kernels whatever the cap, and a CPU's native bfloat16 is out of reach."""
+  auto = precision.choose("auto", gpus=0, flags=AMX, cap=None, onednn=False)
+  assert (auto.name, auto.reason) == (
+      "float32", "auto with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0): float32")
+  for flags, cap in ((AMX, "AVX2"), (AVX512, "AVX512_CORE"), (AVX2, None)):
+    bf16 = precision.choose("bfloat16", gpus=0, flags=flags, cap=cap, onednn=False)
+    assert bf16.policy == "bfloat16"
+    assert "oneDNN off: TensorFlow's own kernels emulate bfloat16" in bf16.reason
+  # With oneDNN on, the same AVX2 cap on an AMX CPU is refused (above).
+  with pytest.raises(errors.ConfigError):
+    precision.choose("bfloat16", gpus=0, flags=AMX, cap="AVX2", onednn=True)
+
+
 def test_cpu_flags_come_from_the_flags_line(tmp_path):
   cpuinfo = tmp_path / "cpuinfo"
   cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512_bf16\n\n"
@@ -107,8 +143,13 @@ def test_cpu_flags_come_from_the_flags_line(tmp_path):
   assert precision.cpu_flags(str(tmp_path / "absent")) == frozenset()
 
 
+X86_64 = platform.machine().lower() in ("x86_64", "amd64")
+
+
 def _synthetic(tmp_path, isa):
-  env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "PYTHONPATH": REPO}
+  # Without the TF_ENABLE_ONEDNN_OPTS conftest sets: the trainer chooses its kernels itself.
+  env = {**{k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"},
+         "ONEDNN_MAX_CPU_ISA": isa, "PYTHONPATH": REPO}
   return subprocess.run([sys.executable, "-m", "trainer.synthetic", "--dataset", "mnist",
                          "--data-dir", str(tmp_path / "data"), "--num-train", "256",
                          "--num-test", "64"], env=env, capture_output=True, text=True,
@@ -146,3 +187,31 @@ def test_at_avx2_auto_trains_in_float32_records_why_and_bfloat16_runs_only_off_o
   assert recorded["resolved"]["compute_precision"] == "float32"
   assert recorded["resolved"]["compute_precision_reason"] == (
       "auto on a CPU without native bfloat16 (AVX2): float32")
+  # The trainer's own choice of kernels on x86-64, whatever TensorFlow's default for the CPU.
+  if X86_64:
+    assert recorded["resolved"]["onednn"] is True
+    assert "CPU kernels: oneDNN;" in trained.stderr
+  else:  # TensorFlow's own default for the CPU
+    assert isinstance(recorded["resolved"]["onednn"], bool)
+
+
+def test_with_onednn_turned_off_the_run_records_it_and_bfloat16_runs_under_any_cap(tmp_path):
+  """TF_ENABLE_ONEDNN_OPTS=0 set by the user stands: TensorFlow's own kernels, said in the log
+  and config.json, and bfloat16 under an AVX2 cap trains on every CPU instead of being refused."""
+  made, env = _synthetic(tmp_path, isa="AVX2")
+  assert made.returncode == 0, made.stderr[-2000:]
+  env = {**env, "TF_ENABLE_ONEDNN_OPTS": "0"}
+  trained = subprocess.run(
+      [sys.executable, "-m", "trainer.task", "--preset", "smoke", "--dataset", "mnist",
+       "--data-dir", str(tmp_path / "data"), "--batch-size", "32", "--train-split", "train",
+       "--eval-split", "test", "--job-dir", str(tmp_path / "off"), "--mixed-precision",
+       "bfloat16"], env=env, capture_output=True, text=True, timeout=300)
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  assert "CPU kernels: TensorFlow's own (oneDNN off: TF_ENABLE_ONEDNN_OPTS=0)" in trained.stderr
+  with open(tmp_path / "off" / "config.json") as f:
+    resolved = json.load(f)["resolved"]
+  assert resolved["onednn"] is False
+  assert resolved["compute_precision"] == "bfloat16"
+  assert "oneDNN off" in resolved["compute_precision_reason"]
+  with open(tmp_path / "off" / "metrics.json") as f:
+    assert json.load(f)["export"]["version"] == 1

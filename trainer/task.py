@@ -190,6 +190,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     return e.exit_code
   _setup_logging()
   environment.quiet_tensorflow_logs()
+  environment.prefer_onednn()
   # Imported here so that flag errors above answer before TensorFlow loads.
   train = _import_training()
 

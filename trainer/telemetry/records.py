@@ -52,11 +52,12 @@ def weights_fingerprint(model: keras.Model) -> str:
 
 def config_record(config: TrainConfig, job_dir: str, cluster: TrainedBy, xla: bool,
                   steps_per_epoch: int, info: DatasetInfo, compute_precision: str,
-                  precision_reason: str) -> dict[str, Any]:
+                  precision_reason: str, onednn: bool) -> dict[str, Any]:
   """config.json: the flags, plus what they resolved to.
 
   `compute_precision` (float32, bfloat16 or float16) and `precision_reason`:
-  --mixed-precision resolved for this machine, and why.
+  --mixed-precision resolved for this machine, and why. `onednn`: whether
+  TensorFlow's CPU kernels were oneDNN's (trainer/environment.py's prefer_onednn).
   """
   return {
       **dataclasses.asdict(config),
@@ -71,6 +72,7 @@ def config_record(config: TrainConfig, job_dir: str, cluster: TrainedBy, xla: bo
           "xla": xla,
           "compute_precision": compute_precision,
           "compute_precision_reason": precision_reason,
+          "onednn": onednn,
           "cluster_source": cluster.source,
           "steps_per_epoch": steps_per_epoch,
           "image_shape": list(info.image_shape),

@@ -81,6 +81,7 @@ class Loop:
     self.paths: jobdir.Paths = plan.paths
     self.steps_per_epoch = plan.steps_per_epoch
     self.precision = plan.precision
+    self.onednn = plan.onednn
     self.global_batch = config.batch_size
     self.sigterm = preemption.SigtermWatch(peers=plan.cluster.num_workers > 1)
     self._train_seconds = 0.0  # steady-state training time (first call excluded)
@@ -126,9 +127,10 @@ class Loop:
                            config.lr_reference_batch, config.lr_scaling,
                            config.effective_learning_rate())
     log.info(data_lib.describe(self.source, config, cluster.num_workers))
-    log.info("XLA: %s (--jit-compile %s); compute precision: %s (%s).",
-             "on" if self.xla else "off", config.jit_compile, self.precision.name,
-             self.precision.reason)
+    log.info("XLA: %s (--jit-compile %s); CPU kernels: %s; compute precision: %s (%s).",
+             "on" if self.xla else "off", config.jit_compile,
+             "oneDNN" if self.onednn else "TensorFlow's own (oneDNN off: TF_ENABLE_ONEDNN_OPTS=0)",
+             self.precision.name, self.precision.reason)
     self._restore()
     epoch, step = int(self.epoch.numpy()), int(self.epoch_step.numpy())
     self._start_step = self._global_step()
@@ -159,7 +161,8 @@ class Loop:
     if self.cluster.is_chief and not self.alone:
       storage.write_json(self.paths.config, records.config_record(
           self.config, self.paths.job_dir, self._records_cluster(), self.xla,
-          self.steps_per_epoch, self.info, self.precision.name, self.precision.reason))
+          self.steps_per_epoch, self.info, self.precision.name, self.precision.reason,
+          self.onednn))
       hparams.write(self.paths, self.config, self._records_cluster(), self.xla,
                     self.precision.name)
     self.summaries = summaries.Summaries(self.paths.logs("train"), self.paths.logs("eval"),

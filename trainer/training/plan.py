@@ -46,6 +46,8 @@ class Plan:
   env: Mapping[str, str]
   # --mixed-precision resolved for this machine (auto: by the CPU's instruction set).
   precision: precision_lib.Choice
+  # Whether TensorFlow's CPU kernels are oneDNN's (trainer/environment.py's prefer_onednn).
+  onednn: bool
 
   @property
   def nothing_to_do(self) -> bool:
@@ -72,10 +74,11 @@ def make(config: TrainConfig, injected_strategy: bool = False,
   # Before anything is read: bfloat16 on a CPU that cannot run it fails here, in
   # a second, rather than in the first training step. Listing devices starts no
   # TensorFlow context, so MultiWorkerMirroredStrategy can still configure it.
+  onednn = precision_lib.onednn_enabled()
   precision = precision_lib.choose(config.mixed_precision,
                                    len(tf.config.list_physical_devices("GPU")),
                                    precision_lib.cpu_flags(),
-                                   env.get(environment.ONEDNN_MAX_CPU_ISA))
+                                   env.get(environment.ONEDNN_MAX_CPU_ISA), onednn)
   cluster = (resolver.Cluster.single_machine("injected strategy") if injected_strategy
              else resolver.cluster_from_env(env))
   source = datasets or data_lib.load(config)
@@ -110,4 +113,4 @@ def make(config: TrainConfig, injected_strategy: bool = False,
     cluster = resolver.Cluster.single_machine(
         f"{cluster.source}; training complete, finishing alone")
   return Plan(cluster=cluster, paths=paths, source=source, steps_per_epoch=steps_per_epoch,
-              finish_alone=finish_alone, env=env, precision=precision)
+              finish_alone=finish_alone, env=env, precision=precision, onednn=onednn)

@@ -124,6 +124,18 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
   return frozenset()
 
 
+def onednn_enabled() -> bool:
+  """Whether TensorFlow's CPU kernels are oneDNN's in this process: TensorFlow's own answer.
+
+  IsMklEnabled() (tensorflow/core/util/util.cc): TF_ENABLE_ONEDNN_OPTS where
+  set (trainer/environment.py's `prefer_onednn` sets it on x86-64), else
+  TensorFlow's default by CPU. Read through the module TensorFlow's own tests
+  use (tensorflow/python/framework/test_util.py); it imports TensorFlow.
+  """
+  from tensorflow.python.util import _pywrap_util_port  # pylint: disable=import-outside-toplevel
+  return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def isa_level(flags: Iterable[str], cap: Optional[str]) -> tuple[int, str]:
   """(mask, name) of the instruction set oneDNN may use: the CPU's, lowered by `cap`.
 
@@ -146,7 +158,8 @@ def isa_level(flags: Iterable[str], cap: Optional[str]) -> tuple[int, str]:
   return mask, name
 
 
-def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) -> Choice:
+def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str],
+           onednn: bool = True) -> Choice:
   """Resolves --mixed-precision for this machine.
 
   Args:
@@ -154,6 +167,9 @@ def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) 
     gpus: local GPUs TensorFlow sees.
     flags: the CPU's feature flags (`cpu_flags()`).
     cap: ONEDNN_MAX_CPU_ISA, or None.
+    onednn: whether TensorFlow's CPU kernels are oneDNN's (`onednn_enabled()`).
+      Off (TF_ENABLE_ONEDNN_OPTS=0), no op reaches oneDNN: bfloat16 runs in
+      TensorFlow's own kernels on every CPU, and no cap refuses it.
 
   Raises:
     ConfigError: bfloat16 asked for on a CPU-only machine where TensorFlow hands
@@ -169,9 +185,9 @@ def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) 
     return Choice(requested, f"--mixed-precision {requested}")
   flags = frozenset(flags)
   mask, isa = isa_level(flags, cap)
-  native = mask & _BF16 == _BF16
-  to_onednn = onednn_takes_bfloat16(flags)
-  kernels = onednn_bfloat16_levels(flags, cap)
+  native = onednn and mask & _BF16 == _BF16
+  to_onednn = onednn and onednn_takes_bfloat16(flags)
+  kernels = onednn_bfloat16_levels(flags, cap) if onednn else ()
   if requested == "bfloat16" and to_onednn and not kernels:
     possible = onednn_bfloat16_levels(flags, None)  # the CPU's own, uncapped
     fix = (f"Lift ONEDNN_MAX_CPU_ISA to {' or '.join(possible)} (or unset it), or use" if possible
@@ -183,7 +199,10 @@ def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) 
         f"{fix} --mixed-precision auto (float32 here) or off.")
   if requested != "auto":
     slow = ""
-    if requested == "bfloat16" and not to_onednn:
+    if requested == "bfloat16" and not onednn:
+      slow = (" (oneDNN off: TensorFlow's own kernels emulate bfloat16, measured 7x slower "
+              "than float32 on an AVX2 CPU)")
+    elif requested == "bfloat16" and not to_onednn:
       slow = (" (no AVX-512 here: TensorFlow's own kernels emulate bfloat16, measured 7x "
               "slower than float32)")
     elif requested == "bfloat16" and "AVX512_CORE" not in kernels:
@@ -194,4 +213,6 @@ def choose(requested: str, gpus: int, flags: Iterable[str], cap: Optional[str]) 
   if native:
     return Choice("bfloat16", f"auto on a CPU with native bfloat16 ({isa}): bfloat16, "
                               "measured 1.5-1.7x faster than float32 at equal accuracy")
+  if not onednn:
+    return Choice("off", "auto with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0): float32")
   return Choice("off", f"auto on a CPU without native bfloat16 ({isa}): float32")

@@ -101,7 +101,17 @@ def build(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     return stop
 
   def replica_eval_step(images, labels):
-    logits = model(images, training=False)
+    # A replica whose shard has ended gets empty batches (`evaluate` below), and
+    # oneDNN's convolutions, TensorFlow's CPU kernels on x86-64
+    # (trainer/environment.py's prefer_onednn; TensorFlow's own default on CPUs
+    # with VNNI or AMX), fail on a batch of no images in TensorFlow 2.21: the
+    # fused Conv2D+ReLU passes its input's 3 channels on, and the next
+    # convolution stops the run with "input depth must be evenly divisible by
+    # filter depth: 3 vs 32" (tests/test_train.py, two replicas). Empty, the
+    # batch scores nothing, so it skips the model. Evaluation is not training:
+    # no BatchNorm all-reduce runs in the skipped branch.
+    logits = tf.cond(tf.shape(images)[0] > 0, lambda: model(images, training=False),
+                     lambda: tf.zeros([0, num_classes], tf.float32))
     per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     eval_sums.update(labels, logits, per_example)
 
