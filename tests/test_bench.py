@@ -7,14 +7,13 @@ as whole processes, and the CPU named with its vector extensions.
 """
 
 import os
-import platform
 import re
 import subprocess
 import sys
 
+from trainer import environment
 from trainer.training import precision
 
-X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,7 +33,7 @@ def test_end_to_end_benchmark_runs_both_input_paths_as_whole_processes(tmp_path)
   for path in ("tfds", "folder"):
     # Each process's kernels as it recorded them: the tutorial TensorFlow's default for the
     # CPU, the project oneDNN's on x86-64 (trainer/environment.py's prefer_onednn).
-    project_kernels = "oneDNN" if X86_64 else "oneDNN|TensorFlow's own kernels"
+    project_kernels = "oneDNN" if environment.is_x86_64() else "oneDNN|TensorFlow's own kernels"
     assert re.search(rf"^{path} round 1: tutorial \d+ s .* accuracy [\d.]+ \((oneDNN|TensorFlow's "
                      rf"own kernels)\); project \d+ s, accuracy [\d.]+ \((float32|bfloat16), "
                      rf"({project_kernels})\); time ratio project/tutorial [\d.]+", out, re.M), out

@@ -3,7 +3,6 @@ where the CPU computes it natively, and says so."""
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -143,9 +142,6 @@ def test_cpu_flags_come_from_the_flags_line(tmp_path):
   assert precision.cpu_flags(str(tmp_path / "absent")) == frozenset()
 
 
-X86_64 = platform.machine().lower() in ("x86_64", "amd64")
-
-
 def _synthetic(tmp_path, isa):
   # Without the TF_ENABLE_ONEDNN_OPTS conftest sets: the trainer chooses its kernels itself.
   env = {**{k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"},
@@ -188,7 +184,7 @@ def test_at_avx2_auto_trains_in_float32_records_why_and_bfloat16_runs_only_off_o
   assert recorded["resolved"]["compute_precision_reason"] == (
       "auto on a CPU without native bfloat16 (AVX2): float32")
   # The trainer's own choice of kernels on x86-64, whatever TensorFlow's default for the CPU.
-  if X86_64:
+  if environment.is_x86_64():
     assert recorded["resolved"]["onednn"] is True
     assert "CPU kernels: oneDNN;" in trained.stderr
   else:  # TensorFlow's own default for the CPU

@@ -105,11 +105,6 @@ class Environment(Mapping[str, str]):
     """The cap on oneDNN's instruction set, as set; None when unset (no cap)."""
     return self._text(ONEDNN_MAX_CPU_ISA)
 
-  @property
-  def onednn_opts(self) -> Optional[str]:
-    """TF_ENABLE_ONEDNN_OPTS as set (after `prefer_onednn`, "1" unless the user chose)."""
-    return self._text(TF_ENABLE_ONEDNN_OPTS)
-
 
 def read(values: Optional[Mapping[str, str]] = None) -> Environment:
   """The honoured variables of `values`, by default of this process's environment, now."""
@@ -128,8 +123,10 @@ def quiet_tensorflow_logs() -> None:
   os.environ.setdefault(TF_CPP_MIN_LOG_LEVEL, "1")
 
 
-# The machines (platform.machine()) whose TensorFlow wheels link oneDNN's x86 kernels.
-_X86_64 = ("x86_64", "amd64")
+def is_x86_64(machine: Optional[str] = None) -> bool:
+  """Whether `machine` (default: this one, as platform.machine() names it) is x86-64, whose
+  TensorFlow wheels link oneDNN's x86 kernels."""
+  return (machine if machine is not None else platform.machine()).lower() in ("x86_64", "amd64")
 
 
 def prefer_onednn(machine: Optional[str] = None) -> None:
@@ -150,7 +147,7 @@ def prefer_onednn(machine: Optional[str] = None) -> None:
 
   Must run before TensorFlow is imported: it reads the variable once.
   """
-  if (machine if machine is not None else platform.machine()).lower() in _X86_64:
+  if is_x86_64(machine):
     os.environ.setdefault(TF_ENABLE_ONEDNN_OPTS, "1")
 
 
