@@ -334,6 +334,12 @@ def main():
                                  f"{reached:.0f} s ({reached / t['wall_s']:.2f}x the tutorial's time)"))
       print(f"   accuracy per epoch: tutorial {' '.join(f'{a:.3f}' for a in t['accuracy'])}")
       print(f"                       project  {' '.join(f'{a:.3f}' for _, a in p['epochs'])}")
+      # Where the project's time went, to tell a slow round's cause: start-up
+      # (before the first epoch's end), the epochs, and the export after them.
+      rate = p["metrics"].get("train_images_per_sec")
+      print(f"   project's epochs evaluated at {' '.join(f'{s:.0f}' for s, _ in p['epochs'])} s, "
+            f"exit at {p['wall_s']:.0f} s; training "
+            + (f"{rate:.0f} images/s" if rate else "rate not recorded"))
       sys.stdout.flush()
     print(f"{name}: whole-process time ratio project/tutorial {common.spread(ratios)}   (target <= 0.4)")
     print(f"{name}: project's final accuracy minus the tutorial's {common.spread(gains)}   "

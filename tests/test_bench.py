@@ -37,6 +37,10 @@ def test_end_to_end_benchmark_runs_both_input_paths_as_whole_processes(tmp_path)
     assert re.search(rf"^{path} round 1: tutorial \d+ s .* accuracy [\d.]+ \((oneDNN|TensorFlow's "
                      rf"own kernels)\); project \d+ s, accuracy [\d.]+ \((float32|bfloat16), "
                      rf"({project_kernels})\); time ratio project/tutorial [\d.]+", out, re.M), out
+    # Where the project's time went: its one epoch's evaluation, its exit, its training rate
+    # (metrics.json records none for a run this short: no step after the first logged one).
+    assert re.search(r"^   project's epochs evaluated at \d+ s, exit at \d+ s; training "
+                     r"(\d+ images/s|rate not recorded)$", out, re.M), out
     assert re.search(rf"^{path}: whole-process time ratio project/tutorial median [\d.]+", out, re.M)
   # Both forms were written once, in the work folder, and are reused.
   assert len([n for n in os.listdir(tmp_path) if n.endswith(".done")]) == 1
